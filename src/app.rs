@@ -1,0 +1,272 @@
+//! The commands of the binary, built from a validated policy: wiring of the concrete
+//! CDS client, stores and notifiers into rotation jobs, and the human-readable output of
+//! `--run-now`, `plan` and `status`. `main.rs` parses arguments and calls in here.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::clock::SystemClock;
+use crate::connect::http::{CredentialSource, HttpConnect, HttpConnectConfig, RetryPolicy};
+use crate::connect::{ClientRef, ConnectApi, ConnectError};
+use crate::notify::Notifier;
+use crate::notify::log::LogNotifier;
+use crate::pickup::GraceOnly;
+use crate::policy::{NotifierSpec, Policy, SecretSource, StoreSpec};
+use crate::rotation::{ClientJob, PassOptions, PassReport, Reconciler};
+use crate::store::SecretStore;
+use crate::store::file::FileStore;
+
+/// Exit code: every client is fine.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: at least one client failed.
+pub const EXIT_CLIENT_FAILED: u8 = 1;
+/// Exit code: bad usage or a bad policy.
+pub const EXIT_USAGE: u8 = 2;
+
+/// The pieces a policy wires together.
+pub struct Wired {
+    /// Runs passes.
+    pub reconciler: Arc<Reconciler>,
+    /// One job per selected client, in policy order.
+    pub jobs: Vec<Arc<ClientJob>>,
+    /// How many clients at once.
+    pub max_concurrency: usize,
+}
+
+/// Builds the CDS client from the policy's `connect:` section.
+pub fn connect_from(policy: &Policy) -> Result<Arc<dyn ConnectApi>, ConnectError> {
+    let c = &policy.connect;
+    let credential = match &c.secret {
+        SecretSource::File(path) => CredentialSource::File(path.clone()),
+        SecretSource::Env(name) => CredentialSource::Env(name.clone()),
+    };
+    let http = HttpConnect::new(HttpConnectConfig {
+        base_url: c.url.clone(),
+        tenant_id: c.tenant_id.clone(),
+        client_id: c.client_id.clone(),
+        credential,
+        request_timeout: Duration::from_secs(30),
+        retry: RetryPolicy::default(),
+    })?;
+    Ok(Arc::new(http))
+}
+
+/// Wires the clients named in `only` (all when empty) into jobs.
+pub fn wire(
+    policy: &Policy,
+    connect: Arc<dyn ConnectApi>,
+    only: &[String],
+) -> Result<Wired, String> {
+    for name in only {
+        if policy.client(name).is_none() {
+            let names: Vec<&str> = policy.clients.iter().map(|c| c.name.as_str()).collect();
+            return Err(format!(
+                "--client {name}: no such client in {} (clients: {})",
+                policy.path.display(),
+                names.join(", ")
+            ));
+        }
+    }
+    let stores: BTreeMap<&str, Arc<dyn SecretStore>> = policy
+        .stores
+        .iter()
+        .map(|(name, spec)| {
+            let store: Arc<dyn SecretStore> = match spec {
+                StoreSpec::File { dir } => Arc::new(FileStore::new(name.clone(), dir.clone())),
+            };
+            (name.as_str(), store)
+        })
+        .collect();
+    let notifiers: BTreeMap<&str, Arc<dyn Notifier>> = policy
+        .notifiers
+        .iter()
+        .map(|(name, spec)| {
+            let n: Arc<dyn Notifier> = match spec {
+                NotifierSpec::Log => Arc::new(LogNotifier::new(name.clone())),
+            };
+            (name.as_str(), n)
+        })
+        .collect();
+    let mut jobs = Vec::new();
+    for c in &policy.clients {
+        if !only.is_empty() && !only.contains(&c.name) {
+            continue;
+        }
+        let store = stores
+            .get(c.store.as_str())
+            .cloned()
+            .ok_or_else(|| format!("client {}: store {} is not declared", c.name, c.store))?;
+        jobs.push(Arc::new(ClientJob {
+            name: c.name.clone(),
+            client: ClientRef {
+                tenant_id: policy.connect.tenant_id.clone(),
+                client_id: c.client_id.clone(),
+                kind: c.kind,
+            },
+            store,
+            store_key: c.secret.clone(),
+            notifiers: c
+                .notify
+                .iter()
+                .filter_map(|n| notifiers.get(n.as_str()).cloned())
+                .collect(),
+            pickup: Arc::new(GraceOnly),
+            timing: c.timing.clone(),
+            retire_unmanaged: c.retire_unmanaged,
+        }));
+    }
+    let reconciler = Reconciler::new(
+        connect,
+        Arc::new(SystemClock),
+        policy.connect.client_id.clone(),
+        policy.lock_dir.clone(),
+    );
+    Ok(Wired {
+        reconciler: Arc::new(reconciler),
+        jobs,
+        max_concurrency: policy.connect.max_concurrency,
+    })
+}
+
+/// Runs one pass over the wired clients and prints a line per client.
+pub async fn run_once(wired: &Wired, options: PassOptions, out: &mut dyn Write) -> u8 {
+    let reports = wired
+        .reconciler
+        .run_all(&wired.jobs, wired.max_concurrency, options)
+        .await;
+    let mut code = EXIT_OK;
+    for r in &reports {
+        if r.error.is_some() {
+            code = EXIT_CLIENT_FAILED;
+        }
+        let _ = writeln!(out, "{}", summary(r));
+    }
+    code
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// One line saying what a pass did.
+pub fn summary(r: &PassReport) -> String {
+    let mut parts = Vec::new();
+    for (id, why) in &r.deleted {
+        parts.push(format!("deleted secret {id} ({why})"));
+    }
+    if let Some(rot) = &r.rotated {
+        parts.push(format!(
+            "rotated: new secret {} (fingerprint {}, expires {}) published to {}",
+            rot.secret_id,
+            rot.fingerprint,
+            ts(rot.expiration),
+            rot.location
+        ));
+    }
+    if let Some(e) = &r.error {
+        parts.push(format!("FAILED: {e}"));
+    }
+    if parts.is_empty() {
+        let current = r
+            .record
+            .as_ref()
+            .map(|rec| format!("current secret {}", rec.secret_id))
+            .unwrap_or_else(|| "no current secret".to_owned());
+        parts.push(format!("up to date ({current})"));
+    }
+    format!("{}: {}", r.client, parts.join("; "))
+}
+
+/// What a dry-run pass would do, one line per client.
+pub fn plan_line(r: &PassReport) -> String {
+    let Some(plan) = &r.plan else {
+        return match &r.error {
+            Some(e) => format!("{}: cannot plan: {e}", r.client),
+            None => format!("{}: cannot plan", r.client),
+        };
+    };
+    let mut steps = Vec::new();
+    for (id, why) in &plan.clean_up {
+        steps.push(format!("delete secret {id} ({why})"));
+    }
+    for id in &plan.retire {
+        steps.push(format!("retire secret {id} (superseded, grace over)"));
+    }
+    match (&plan.rotate, plan.full) {
+        (Some(reason), false) => steps.push(format!("rotate ({reason})")),
+        (Some(reason), true) => steps.push(format!(
+            "rotate ({reason}) — BLOCKED: the client has no room for another secret"
+        )),
+        (None, _) => {}
+    }
+    if steps.is_empty() {
+        steps.push("nothing to do".to_owned());
+    }
+    let next = plan
+        .next_check
+        .map(|t| format!(" (next check {})", ts(t)))
+        .unwrap_or_default();
+    format!("{}: {}{next}", r.client, steps.join("; "))
+}
+
+/// The `status` table.
+pub fn status_table(wired: &Wired, reports: &[PassReport]) -> String {
+    let mut rows = vec![[
+        "CLIENT".to_owned(),
+        "SECRETS".to_owned(),
+        "CURRENT".to_owned(),
+        "EXPIRES".to_owned(),
+        "NEXT ROTATION".to_owned(),
+    ]];
+    for (job, r) in wired.jobs.iter().zip(reports) {
+        let current = r.record.as_ref().map(|rec| rec.secret_id);
+        let secret = current.and_then(|id| r.secrets.iter().find(|s| s.id == id));
+        let expires = secret
+            .and_then(|s| s.expires_at())
+            .map(ts)
+            .unwrap_or_else(|| "-".to_owned());
+        let next = match (&r.error, &r.plan) {
+            (Some(e), _) => format!("error: {}", e.source),
+            (None, Some(plan)) if plan.rotate.is_some() => "due now".to_owned(),
+            (None, _) => secret
+                .and_then(|s| s.expires_at())
+                .map(|at| at - job.timing.rotate_before)
+                .map(|due| match (job.timing.max_age, r.record.as_ref()) {
+                    (Some(age), Some(rec)) => due.min(rec.published_at + age),
+                    _ => due,
+                })
+                .map(ts)
+                .unwrap_or_else(|| "-".to_owned()),
+        };
+        rows.push([
+            r.client.clone(),
+            if r.plan.is_some() {
+                r.secrets.len().to_string()
+            } else {
+                "?".to_owned()
+            },
+            current.map_or_else(|| "-".to_owned(), |id| id.to_string()),
+            expires,
+            next,
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

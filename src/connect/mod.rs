@@ -1,0 +1,258 @@
+//! CONNECT data services (CDS): the [`ConnectApi`] trait the reconciler talks to, the
+//! wire types of the identity API (shared/cds-api.md), and [`ConnectError`].
+//!
+//! Not here: deciding what to do with secrets (that is `rotation`), and retry policy of
+//! a whole rotation step (the HTTP client retries single requests only).
+
+pub mod http;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// The id CDS gives a secret: an integer, auto-incremented per client.
+pub type SecretId = i32;
+
+/// CDS holds at most this many secrets per client.
+pub const MAX_SECRETS_PER_CLIENT: usize = 10;
+
+/// The kinds of client that have secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientKind {
+    /// Server-to-server clients (`ClientCredentialClients`).
+    ClientCredentials,
+    /// Browser login plus server side (`HybridClients`).
+    Hybrid,
+}
+
+impl ClientKind {
+    /// The collection segment of the API path for this kind.
+    pub fn path_segment(self) -> &'static str {
+        match self {
+            ClientKind::ClientCredentials => "ClientCredentialClients",
+            ClientKind::Hybrid => "HybridClients",
+        }
+    }
+}
+
+impl fmt::Display for ClientKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClientKind::ClientCredentials => "client_credentials",
+            ClientKind::Hybrid => "hybrid",
+        })
+    }
+}
+
+/// One CDS client whose secrets are managed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClientRef {
+    /// The tenant (GUID).
+    pub tenant_id: String,
+    /// The client (GUID).
+    pub client_id: String,
+    /// Which collection the client lives in.
+    pub kind: ClientKind,
+}
+
+/// A secret as CDS lists it (never with its value).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientSecret {
+    /// The secret's id.
+    #[serde(rename = "Id")]
+    pub id: SecretId,
+    /// Free text; the rotator marks its own secrets here.
+    #[serde(rename = "Description", default)]
+    pub description: Option<String>,
+    /// When the secret stops working, if it expires.
+    #[serde(rename = "Expiration", default)]
+    pub expiration: Option<DateTime<Utc>>,
+    /// Whether the expiration is enforced.
+    #[serde(rename = "Expires", default)]
+    pub expires: Option<bool>,
+}
+
+impl ClientSecret {
+    /// The instant the secret stops working, or `None` if it never expires.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        match self.expires {
+            Some(false) => None,
+            _ => self.expiration,
+        }
+    }
+
+    /// Whether the secret has expired at `now`.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at().is_some_and(|at| at <= now)
+    }
+}
+
+/// What the rotator asks CDS to create. It always expires (invariant I6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSecret {
+    /// When the secret will stop working.
+    pub expiration: DateTime<Utc>,
+    /// The description that marks it as the rotator's (see `rotation::marker`).
+    pub description: String,
+}
+
+/// A secret CDS has just created, with the value it shows once.
+#[derive(Debug)]
+pub struct CreatedSecret {
+    /// The secret as it will be listed.
+    pub secret: ClientSecret,
+    /// The value; CDS never shows it again.
+    pub value: SecretString,
+}
+
+/// The parts of a CDS `ErrorResponse` worth showing to a user.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// CDS's id for the failed operation: quote it to support.
+    #[serde(rename = "OperationId", default)]
+    pub operation_id: Option<String>,
+    /// What went wrong.
+    #[serde(rename = "Error", default)]
+    pub error: Option<String>,
+    /// Why.
+    #[serde(rename = "Reason", default)]
+    pub reason: Option<String>,
+    /// What to do about it.
+    #[serde(rename = "Resolution", default)]
+    pub resolution: Option<String>,
+}
+
+impl fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        for (label, value) in [
+            ("Error", &self.error),
+            ("Reason", &self.reason),
+            ("Resolution", &self.resolution),
+            ("OperationId", &self.operation_id),
+        ] {
+            if let Some(v) = value {
+                write!(f, "{sep}{label}: {v}")?;
+                sep = "; ";
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A failed call to CDS. Messages never contain a secret value or a token.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// CDS answered with an error status.
+    #[error("{operation}: CDS answered HTTP {status}{}", fmt_body(body))]
+    Api {
+        /// What was being done, e.g. "list secrets of client <id>".
+        operation: String,
+        /// The HTTP status.
+        status: u16,
+        /// The parsed `ErrorResponse`, when there was one.
+        body: Box<ErrorBody>,
+    },
+    /// A write went to a regional URL; CDS only takes identity writes on the primary one.
+    #[error(
+        "{operation}: CDS answered HTTP 405: identity writes are only accepted on the primary-region URL (https://uswe.datahub.connect.aveva.com); set connect.url to it{}",
+        fmt_body(body)
+    )]
+    RegionalWrite {
+        /// What was being done.
+        operation: String,
+        /// The parsed `ErrorResponse`, when there was one.
+        body: Box<ErrorBody>,
+    },
+    /// The token endpoint refused a client id and secret.
+    #[error("getting a token for client {client_id}: CDS refused the credentials (HTTP {status}: {detail})")]
+    Unauthenticated {
+        /// The client whose credentials were refused.
+        client_id: String,
+        /// The HTTP status.
+        status: u16,
+        /// The OAuth error code, e.g. `invalid_client`.
+        detail: String,
+    },
+    /// The request may or may not have been carried out (a write whose answer was lost).
+    #[error("{operation}: the outcome is unknown ({detail})")]
+    OutcomeUnknown {
+        /// What was being done.
+        operation: String,
+        /// What happened to the answer.
+        detail: String,
+    },
+    /// No answer could be had (connection refused, timeouts) after the bounded retries.
+    #[error("{operation}: no answer from CDS ({detail})")]
+    Transport {
+        /// What was being done.
+        operation: String,
+        /// The transport error, without URLs' query strings or bodies.
+        detail: String,
+    },
+    /// CDS answered something that does not follow the API contract.
+    #[error("{operation}: unexpected answer from CDS: {detail}")]
+    BadResponse {
+        /// What was being done.
+        operation: String,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// The rotator's own credential could not be read.
+    #[error("reading the rotator's own client secret: {0}")]
+    Credential(String),
+}
+
+fn fmt_body(body: &ErrorBody) -> String {
+    let s = body.to_string();
+    if s.is_empty() { s } else { format!(" ({s})") }
+}
+
+impl ConnectError {
+    /// The HTTP status CDS answered, if it answered with one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ConnectError::Api { status, .. } | ConnectError::Unauthenticated { status, .. } => {
+                Some(*status)
+            }
+            ConnectError::RegionalWrite { .. } => Some(405),
+            _ => None,
+        }
+    }
+}
+
+/// The CDS identity API as the reconciler needs it.
+///
+/// Implementations retry single idempotent requests (GET, DELETE) on throttling and
+/// transient failures; a create whose answer is lost is reported as
+/// [`ConnectError::OutcomeUnknown`] and never re-posted here.
+#[async_trait]
+pub trait ConnectApi: Send + Sync {
+    /// Every secret of the client (all pages).
+    async fn list_secrets(&self, client: &ClientRef) -> Result<Vec<ClientSecret>, ConnectError>;
+
+    /// Creates a secret; the answer carries its value.
+    async fn create_secret(
+        &self,
+        client: &ClientRef,
+        new: &NewSecret,
+    ) -> Result<CreatedSecret, ConnectError>;
+
+    /// Deletes a secret. A secret that is already gone counts as deleted.
+    async fn delete_secret(&self, client: &ClientRef, id: SecretId) -> Result<(), ConnectError>;
+
+    /// Proves a client id and secret work by getting a token with them.
+    async fn verify_secret(
+        &self,
+        client_id: &str,
+        secret: &SecretString,
+    ) -> Result<(), ConnectError>;
+
+    /// Drops any cached token of the rotator's own credential, so the next call reads
+    /// the credential again (used after the rotator rotated its own secret).
+    fn reload_credential(&self) {}
+}

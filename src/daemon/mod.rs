@@ -1,0 +1,173 @@
+//! The long-running service: a pass over every client at start, then a pass over each
+//! client at its cron schedule and at the follow-up time its last pass asked for (a
+//! grace period ending, an orphan ripening, a retry after a failure).
+//!
+//! One timer drives everything: the loop sleeps until the earliest due time, so an idle
+//! daemon wakes up only when there is work. SIGTERM/SIGINT stop it at the next step
+//! boundary of the passes in flight; it then exits cleanly.
+//! Not here: what a pass does (that is `rotation`).
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+use tracing::{error, info, warn};
+
+use crate::rotation::{ClientJob, PassOptions, PassReport, Reconciler};
+
+/// Parses a cron expression with seconds (`sec min hour day month weekday`).
+pub fn parse_schedule(expr: &str) -> Result<Cron, String> {
+    CronParser::builder()
+        .seconds(Seconds::Required)
+        .build()
+        .parse(expr.trim())
+        .map_err(|e| {
+            format!("`{expr}` is not a cron expression with seconds (e.g. \"0 0 3 * * *\" for 03:00 daily): {e}")
+        })
+}
+
+/// The first time `schedule` fires after `after`.
+pub fn next_fire(schedule: &Cron, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    schedule.find_next_occurrence(&after, false).ok()
+}
+
+/// One client as the daemon schedules it.
+struct Slot {
+    job: Arc<ClientJob>,
+    schedule: Cron,
+    /// When the schedule fires next.
+    next_fire: Option<DateTime<Utc>>,
+    /// When the last pass asked to be looked at again.
+    follow_up: Option<DateTime<Utc>>,
+}
+
+impl Slot {
+    fn due_at(&self) -> Option<DateTime<Utc>> {
+        match (self.next_fire, self.follow_up) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Runs passes until `shutdown` resolves.
+pub async fn run(
+    reconciler: Arc<Reconciler>,
+    jobs: Vec<Arc<ClientJob>>,
+    max_concurrency: usize,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let now = Utc::now();
+    let mut slots = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let schedule = parse_schedule(&job.timing.schedule)?;
+        slots.push(Slot {
+            next_fire: next_fire(&schedule, now),
+            job,
+            schedule,
+            follow_up: None,
+        });
+    }
+    info!(clients = slots.len(), "daemon started");
+    let mut due: BTreeSet<usize> = (0..slots.len()).collect();
+    let mut running: Option<tokio::task::JoinHandle<Vec<(usize, PassReport)>>> = None;
+    tokio::pin!(shutdown);
+
+    loop {
+        if running.is_none() && !due.is_empty() {
+            let batch: Vec<usize> = std::mem::take(&mut due).into_iter().collect();
+            let jobs: Vec<Arc<ClientJob>> = batch.iter().map(|&i| Arc::clone(&slots[i].job)).collect();
+            let reconciler = Arc::clone(&reconciler);
+            running = Some(tokio::spawn(async move {
+                let reports = reconciler
+                    .run_all(&jobs, max_concurrency, PassOptions::default())
+                    .await;
+                batch.into_iter().zip(reports).collect()
+            }));
+        }
+        let wake = slots.iter().filter_map(Slot::due_at).min();
+        let sleep = async {
+            match wake {
+                Some(at) => {
+                    let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                    tokio::time::sleep(wait).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let finished = async {
+            match running.as_mut() {
+                Some(handle) => handle.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown => {
+                info!("stopping: finishing the steps in flight");
+                reconciler.stop();
+                if let Some(handle) = running.take()
+                    && let Err(e) = handle.await
+                {
+                    error!(error = %e, "a pass ended abnormally while stopping");
+                }
+                info!("stopped");
+                return Ok(());
+            }
+            result = finished => {
+                running = None;
+                match result {
+                    Ok(reports) => {
+                        for (i, report) in reports {
+                            log_report(&report);
+                            slots[i].follow_up = report.next_check;
+                        }
+                    }
+                    Err(e) => error!(error = %e, "a batch of passes ended abnormally"),
+                }
+            }
+            () = sleep => {
+                let now = Utc::now();
+                for (i, slot) in slots.iter_mut().enumerate() {
+                    if slot.next_fire.is_some_and(|t| t <= now) {
+                        slot.next_fire = next_fire(&slot.schedule, now);
+                        due.insert(i);
+                    }
+                    if slot.follow_up.is_some_and(|t| t <= now) {
+                        slot.follow_up = None;
+                        due.insert(i);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn log_report(report: &PassReport) {
+    match (&report.error, &report.rotated) {
+        (Some(e), _) => warn!(client = %report.client, error = %e, "pass failed"),
+        (None, Some(r)) => info!(client = %report.client, secret_id = r.secret_id, fingerprint = %r.fingerprint, "pass rotated the secret"),
+        (None, None) => info!(client = %report.client, deleted = report.deleted.len(), next_check = report.next_check.map(|t| t.to_rfc3339()), "pass done"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn schedules_need_seconds_and_fire_on_time() {
+        let cron = parse_schedule("0 0 3 * * *").unwrap();
+        let after = Utc.with_ymd_and_hms(2026, 1, 1, 4, 0, 0).unwrap();
+        assert_eq!(
+            next_fire(&cron, after),
+            Some(Utc.with_ymd_and_hms(2026, 1, 2, 3, 0, 0).unwrap())
+        );
+        assert!(parse_schedule("0 3 * * *").is_err());
+        assert!(parse_schedule("every day").is_err());
+    }
+}

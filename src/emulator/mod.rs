@@ -1,0 +1,1 @@
+//! A CDS emulator (being written).

@@ -1,0 +1,22 @@
+//! cds-rotator: keeps the client secrets of CONNECT data services (CDS) clients fresh.
+//!
+//! The crate is one binary plus the library it is built from, so that integration tests
+//! can drive the same pieces the binary wires together. `main.rs` only parses arguments
+//! and wires; everything with behaviour lives in the modules below.
+#![forbid(unsafe_code)]
+
+#[cfg(any())]
+pub mod app;
+pub mod clock;
+pub mod connect;
+pub mod daemon;
+#[cfg(any())]
+pub mod demo;
+pub mod emulator;
+pub mod lock;
+pub mod notify;
+pub mod pickup;
+pub mod policy;
+pub mod rotation;
+pub mod secret;
+pub mod store;

@@ -1,0 +1,241 @@
+//! The `cds-rotator` binary: parses arguments, loads the policy, wires, runs.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use cds_rotator::app::{self, EXIT_CLIENT_FAILED, EXIT_OK, EXIT_USAGE};
+use cds_rotator::policy::{self, Policy};
+use cds_rotator::rotation::PassOptions;
+use cds_rotator::{daemon, demo, emulator};
+use tracing_subscriber::EnvFilter;
+
+/// Rotates the client secrets of AVEVA CONNECT data services clients into secret stores.
+///
+/// Without a subcommand it runs as a daemon: a pass at start, then each client on its
+/// schedule. Exit codes: 0 all good, 1 at least one client failed, 2 usage or policy error.
+#[derive(Debug, Parser)]
+#[command(name = "cds-rotator", version)]
+struct Cli {
+    /// The policy file.
+    #[arg(long, global = true, env = "CDS_ROTATOR_CONFIG", default_value = policy::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Run one pass over every client whose rotation is due, then exit.
+    #[arg(long)]
+    run_now: bool,
+    /// Only this client (repeatable); with --run-now, plan or status.
+    #[arg(long = "client", value_name = "NAME", global = true)]
+    clients: Vec<String>,
+    /// Rotate even when not due; with --run-now or plan.
+    #[arg(long, global = true)]
+    force: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what a pass would do; changes nothing.
+    Plan,
+    /// Check the policy and exit (0 valid, 2 invalid).
+    Validate,
+    /// A table per client: secrets, current secret, expiry, next rotation.
+    Status,
+    /// Run the built-in CDS emulator (for tests and trials).
+    Emulator {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Seed file (YAML) with the tenant and its clients; the demo seed if omitted.
+        #[arg(long)]
+        seed: Option<PathBuf>,
+    },
+    /// Rotate a few emulated clients end to end, without a tenant.
+    Demo {
+        /// Keep the demo's files here (default: a temporary directory, removed after).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cds-rotator: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_CLIENT_FAILED);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("cds-rotator: {e:#}");
+            ExitCode::from(EXIT_CLIENT_FAILED)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn usage(msg: &str) -> anyhow::Result<u8> {
+    eprintln!("cds-rotator: {msg}");
+    Ok(EXIT_USAGE)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let mut out = std::io::stdout();
+    match &cli.command {
+        Some(Command::Emulator { listen, seed }) => {
+            let seed = match seed {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading seed {}", path.display()))?;
+                    match emulator::Seed::from_yaml(&text) {
+                        Ok(seed) => seed,
+                        Err(e) => return usage(&format!("{}: {e}", path.display())),
+                    }
+                }
+                None => emulator::Seed::demo(),
+            };
+            emulator::run(*listen, seed).await?;
+            return Ok(EXIT_OK);
+        }
+        Some(Command::Demo { dir }) => {
+            let tmp;
+            let dir = match dir {
+                Some(d) => d.clone(),
+                None => {
+                    tmp = tempdir()?;
+                    tmp.path().to_owned()
+                }
+            };
+            return demo::run(&dir, &mut out).await.map_err(anyhow::Error::msg);
+        }
+        _ => {}
+    }
+
+    let policy = match Policy::load(&cli.config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let daemon_mode = cli.command.is_none() && !cli.run_now;
+    if daemon_mode && (cli.force || !cli.clients.is_empty()) {
+        return usage("--force and --client need --run-now, plan or status");
+    }
+    if cli.run_now && cli.command.is_some() {
+        return usage("--run-now cannot be combined with a subcommand");
+    }
+    if let Some(Command::Validate) = cli.command {
+        println!(
+            "{}: valid ({} clients, {} stores, {} notifiers)",
+            cli.config.display(),
+            policy.clients.len(),
+            policy.stores.len(),
+            policy.notifiers.len()
+        );
+        return Ok(EXIT_OK);
+    }
+    let connect = match app::connect_from(&policy) {
+        Ok(c) => c,
+        Err(e) => return usage(&e.to_string()),
+    };
+    let wired = match app::wire(&policy, connect, &cli.clients) {
+        Ok(w) => w,
+        Err(e) => return usage(&e),
+    };
+    let options = PassOptions {
+        force: cli.force,
+        dry_run: false,
+    };
+    match cli.command {
+        Some(Command::Plan) | Some(Command::Status) => {
+            let reports = wired
+                .reconciler
+                .run_all(
+                    &wired.jobs,
+                    wired.max_concurrency,
+                    PassOptions {
+                        dry_run: true,
+                        ..options
+                    },
+                )
+                .await;
+            if let Some(Command::Plan) = cli.command {
+                for r in &reports {
+                    println!("{}", app::plan_line(r));
+                }
+            } else {
+                println!("{}", app::status_table(&wired, &reports));
+            }
+            Ok(if reports.iter().any(|r| r.error.is_some()) {
+                EXIT_CLIENT_FAILED
+            } else {
+                EXIT_OK
+            })
+        }
+        _ if cli.run_now => Ok(app::run_once(&wired, options, &mut out).await),
+        _ => {
+            daemon::run(
+                wired.reconciler,
+                wired.jobs,
+                wired.max_concurrency,
+                shutdown_signal(),
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn tempdir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("cds-rotator-demo-")
+        .tempdir()
+        .context("creating a temporary directory")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,87 @@
+//! Notifiers: tell people and systems what the rotator did.
+//!
+//! An [`Event`] carries ids, fingerprints, expirations and store locations — never a
+//! secret value. A notifier failure is logged and counted by the caller; it never undoes
+//! a rotation. Not here: deciding which events happen (that is `rotation`).
+
+pub mod log;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::connect::SecretId;
+use crate::secret::Fingerprint;
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A new secret was created, verified and published.
+    Rotated,
+    /// Old secrets were deleted after the new one was picked up.
+    Retired,
+    /// A rotation failed; the store still holds the previous secret.
+    RotationFailed,
+    /// A secret left behind by a pass that died before publishing was deleted.
+    OrphanDeleted,
+    /// The store's current secret no longer works in CDS: consumers are broken.
+    StoreCurrentInvalid,
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EventKind::Rotated => "rotated",
+            EventKind::Retired => "retired",
+            EventKind::RotationFailed => "rotation_failed",
+            EventKind::OrphanDeleted => "orphan_deleted",
+            EventKind::StoreCurrentInvalid => "store_current_invalid",
+        })
+    }
+}
+
+/// One notification. Holds no secret value by construction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The client's name in the policy.
+    pub client: String,
+    /// The CDS client id.
+    pub client_id: String,
+    /// The secret concerned (the new one for `rotated`).
+    pub secret_ids: Vec<SecretId>,
+    /// The new value's fingerprint (`rotated`).
+    pub fingerprint: Option<Fingerprint>,
+    /// The new secret's expiration (`rotated`).
+    pub expiration: Option<DateTime<Utc>>,
+    /// Where the value is published.
+    pub store_location: Option<String>,
+    /// A human-readable detail (the error for `rotation_failed`).
+    pub detail: Option<String>,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+}
+
+/// A failed notification.
+#[derive(Debug, thiserror::Error)]
+#[error("notifier {notifier}: {detail}")]
+pub struct NotifyError {
+    /// The notifier's name in the policy.
+    pub notifier: String,
+    /// What went wrong.
+    pub detail: String,
+}
+
+/// Somewhere events are sent.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// The notifier's name in the policy.
+    fn name(&self) -> &str;
+
+    /// Sends one event.
+    async fn notify(&self, event: &Event) -> Result<(), NotifyError>;
+}

@@ -1,0 +1,708 @@
+//! The reconciler: one pass over one client observes CDS and the store, decides the next
+//! safe steps ([`decide`]) and acts on them, in the steps of shared/design.md:
+//! `observe`, `clean_up`, `retire`, `make_room`, `create`, `verify`, `publish`,
+//! `announce`. Nothing that correctness depends on is kept in memory between passes: a
+//! pass that dies anywhere is finished or cleaned up by the next one.
+//!
+//! Not here: when passes run (that is `daemon`), and how CDS or a store is reached (the
+//! reconciler sees only the [`ConnectApi`], [`SecretStore`] and [`Notifier`] traits).
+
+pub mod decide;
+pub mod marker;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use tokio::sync::Semaphore;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::clock::Clock;
+use crate::connect::{
+    ClientRef, ClientSecret, ConnectApi, ConnectError, CreatedSecret, MAX_SECRETS_PER_CLIENT,
+    NewSecret, SecretId,
+};
+use crate::lock::{ClientLock, LockError};
+use crate::notify::{Event, EventKind, Notifier};
+use crate::pickup::{Pickup, PickupCheck};
+use crate::policy::Timing;
+use crate::secret::Fingerprint;
+use crate::store::{SecretStore, StoreError, StoreRecord};
+pub use decide::{DeleteReason, Plan, RotateReason, decide};
+use marker::Marker;
+
+/// How many times a create is attempted when its answer is lost.
+const CREATE_ATTEMPTS: u32 = 3;
+
+/// Everything a pass needs to know about one client.
+pub struct ClientJob {
+    /// The client's name in the policy.
+    pub name: String,
+    /// The CDS client.
+    pub client: ClientRef,
+    /// Where its value is published.
+    pub store: Arc<dyn SecretStore>,
+    /// The secret's name in the store.
+    pub store_key: String,
+    /// Whom to tell.
+    pub notifiers: Vec<Arc<dyn Notifier>>,
+    /// How to learn that consumers switched.
+    pub pickup: Arc<dyn PickupCheck>,
+    /// When and how long.
+    pub timing: Timing,
+    /// Whether secrets the rotator did not create may be retired.
+    pub retire_unmanaged: bool,
+}
+
+/// The steps of a pass, as named in logs, errors and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Taking the client's lock.
+    Lock,
+    /// Listing secrets and reading the store.
+    Observe,
+    /// Deleting orphans and expired managed secrets.
+    CleanUp,
+    /// Deleting superseded secrets after the grace period.
+    Retire,
+    /// Checking there is room for one more secret.
+    MakeRoom,
+    /// Creating the new secret.
+    Create,
+    /// Getting a token with it.
+    Verify,
+    /// Writing it to the store.
+    Publish,
+    /// Proving the rotator's own new credential works.
+    SelfCheck,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::Lock => "lock",
+            Step::Observe => "observe",
+            Step::CleanUp => "clean_up",
+            Step::Retire => "retire",
+            Step::MakeRoom => "make_room",
+            Step::Create => "create",
+            Step::Verify => "verify",
+            Step::Publish => "publish",
+            Step::SelfCheck => "self_check",
+        })
+    }
+}
+
+/// What went wrong in a step.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// CDS refused or did not answer.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Another rotator holds the client.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// No room for a new secret.
+    #[error(
+        "the client already has {count} secrets (CDS allows {MAX_SECRETS_PER_CLIENT}) and none can be removed safely: {listing}; delete one you no longer use, or set retire_unmanaged: true"
+    )]
+    Full {
+        /// How many secrets it has.
+        count: usize,
+        /// Every secret: id, managed or not, expiration.
+        listing: String,
+    },
+    /// The new secret never got a token; it was deleted again.
+    #[error("the new secret {secret_id} could not get a token within {waited}s ({last}); it was deleted{cleanup}")]
+    Verify {
+        /// The new secret.
+        secret_id: SecretId,
+        /// How long it was tried.
+        waited: u64,
+        /// The last failure.
+        last: ConnectError,
+        /// What happened to the new secret if deleting it failed.
+        cleanup: String,
+    },
+    /// The new secret could not be published; it was deleted again.
+    #[error("{source}; the new secret {secret_id} was deleted{cleanup}")]
+    Publish {
+        /// The new secret.
+        secret_id: SecretId,
+        /// The store error.
+        source: StoreError,
+        /// What happened to the new secret if deleting it failed.
+        cleanup: String,
+    },
+}
+
+/// A failed pass over one client. The message names the client, the step and the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("client {client} ({client_id}): step {step}: {source}")]
+pub struct RotationError {
+    /// The client's name in the policy.
+    pub client: String,
+    /// The CDS client id.
+    pub client_id: String,
+    /// The step that failed.
+    pub step: Step,
+    /// Why.
+    #[source]
+    pub source: StepError,
+}
+
+/// A rotation that happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rotated {
+    /// The new secret.
+    pub secret_id: SecretId,
+    /// Its value's fingerprint.
+    pub fingerprint: Fingerprint,
+    /// When it expires.
+    pub expiration: DateTime<Utc>,
+    /// Where it was published.
+    pub location: String,
+}
+
+/// What one pass over one client did.
+#[derive(Debug)]
+pub struct PassReport {
+    /// The client's name in the policy.
+    pub client: String,
+    /// What was decided (None if observing failed).
+    pub plan: Option<Plan>,
+    /// The store record as observed.
+    pub record: Option<StoreRecord>,
+    /// The secrets as observed.
+    pub secrets: Vec<ClientSecret>,
+    /// Secrets deleted, and why.
+    pub deleted: Vec<(SecretId, DeleteReason)>,
+    /// The rotation, if one happened.
+    pub rotated: Option<Rotated>,
+    /// Why the pass failed, if it did.
+    pub error: Option<RotationError>,
+    /// When the daemon should look at this client again, besides its schedule.
+    pub next_check: Option<DateTime<Utc>>,
+}
+
+impl PassReport {
+    /// Whether the pass wrote anything (to CDS or to the store).
+    pub fn changed_anything(&self) -> bool {
+        !self.deleted.is_empty() || self.rotated.is_some()
+    }
+}
+
+/// How a pass runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassOptions {
+    /// Rotate even when not due.
+    pub force: bool,
+    /// Observe and decide only: change nothing (`plan`, `status`).
+    pub dry_run: bool,
+}
+
+/// Runs passes over clients against one CDS tenant.
+pub struct Reconciler {
+    connect: Arc<dyn ConnectApi>,
+    clock: Arc<dyn Clock>,
+    own_client_id: String,
+    run_id: String,
+    lock_dir: PathBuf,
+    lock_wait: StdDuration,
+    attempts: AtomicU64,
+    stopping: AtomicBool,
+}
+
+impl Reconciler {
+    /// A reconciler acting through `connect` as `own_client_id`, locking in `lock_dir`.
+    pub fn new(
+        connect: Arc<dyn ConnectApi>,
+        clock: Arc<dyn Clock>,
+        own_client_id: impl Into<String>,
+        lock_dir: PathBuf,
+    ) -> Self {
+        Reconciler {
+            connect,
+            clock,
+            own_client_id: own_client_id.into(),
+            run_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            lock_dir,
+            lock_wait: StdDuration::from_secs(30),
+            attempts: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// How long a pass waits for another rotator to release a client (default 30 s).
+    pub fn with_lock_wait(mut self, wait: StdDuration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// Asks passes in flight to stop at the next step boundary (a create that started
+    /// is still verified and published, or undone). Passes started later do nothing.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// This process's run id (it appears in the descriptions of the secrets it creates).
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Runs one pass over each job, at most `max_concurrency` at once. One failing
+    /// client does not stop the others. Reports come back in the order of `jobs`.
+    pub async fn run_all(
+        self: &Arc<Self>,
+        jobs: &[Arc<ClientJob>],
+        max_concurrency: usize,
+        options: PassOptions,
+    ) -> Vec<PassReport> {
+        let permits = Arc::new(Semaphore::new(max_concurrency.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, job) in jobs.iter().enumerate() {
+            let this = Arc::clone(self);
+            let job = Arc::clone(job);
+            let permits = Arc::clone(&permits);
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                (i, this.pass(&job, options).await)
+            });
+        }
+        let mut reports: Vec<Option<PassReport>> = (0..jobs.len()).map(|_| None).collect();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((i, report)) => reports[i] = Some(report),
+                Err(e) => error!(error = %e, "a client's pass panicked"),
+            }
+        }
+        reports.into_iter().flatten().collect()
+    }
+
+    /// One pass over one client.
+    pub async fn pass(&self, job: &ClientJob, options: PassOptions) -> PassReport {
+        let span = info_span!("pass", client = %job.name, client_id = %job.client.client_id);
+        self.pass_inner(job, options).instrument(span).await
+    }
+
+    async fn pass_inner(&self, job: &ClientJob, options: PassOptions) -> PassReport {
+        let mut report = PassReport {
+            client: job.name.clone(),
+            plan: None,
+            record: None,
+            secrets: Vec::new(),
+            deleted: Vec::new(),
+            rotated: None,
+            error: None,
+            next_check: None,
+        };
+        let fail = |step, source: StepError| RotationError {
+            client: job.name.clone(),
+            client_id: job.client.client_id.clone(),
+            step,
+            source,
+        };
+
+        if self.stopping() {
+            return report;
+        }
+        let _lock = if options.dry_run {
+            None
+        } else {
+            match ClientLock::acquire(
+                &self.lock_dir,
+                &job.client.tenant_id,
+                &job.client.client_id,
+                self.lock_wait,
+            )
+            .await
+            {
+                Ok(lock) => Some(lock),
+                Err(e) => {
+                    report.error = Some(fail(Step::Lock, e.into()));
+                    return self.finish(job, report).await;
+                }
+            }
+        };
+
+        // observe
+        let observed = async {
+            let secrets = self.connect.list_secrets(&job.client).await?;
+            let record = job.store.read_current(&job.store_key).await?;
+            Ok::<_, StepError>((secrets, record))
+        }
+        .await;
+        let (secrets, record) = match observed {
+            Ok(o) => o,
+            Err(e) => {
+                report.error = Some(fail(Step::Observe, e));
+                return self.finish(job, report).await;
+            }
+        };
+        let now = self.clock.now();
+        let plan = decide(
+            &secrets,
+            record.as_ref(),
+            &job.timing,
+            job.retire_unmanaged,
+            options.force,
+            now,
+        );
+        info!(
+            step = "observe",
+            secrets = secrets.len(),
+            current = record.as_ref().map(|r| r.secret_id),
+            rotate = plan.rotate.as_ref().map(|r| r.to_string()),
+            clean_up = plan.clean_up.len(),
+            retire = plan.retire.len(),
+            "observed"
+        );
+        report.secrets = secrets;
+        report.record = record;
+        report.plan = Some(plan.clone());
+        report.next_check = plan.next_check;
+        if options.dry_run {
+            return report;
+        }
+
+        if let Some(reason) = plan.rotate.as_ref().filter(|r| r.current_invalid()) {
+            warn!(step = "observe", reason = %reason, "the store's current secret does not work in CDS; rotating now");
+            self.announce(job, EventKind::StoreCurrentInvalid, |e| {
+                e.secret_ids = report.record.iter().map(|r| r.secret_id).collect();
+                e.detail = Some(reason.to_string());
+            })
+            .await;
+        }
+
+        // clean_up
+        for &(id, why) in &plan.clean_up {
+            if self.stopping() {
+                return report;
+            }
+            if let Err(e) = self.delete(job, id, Step::CleanUp, why).await {
+                report.error = Some(fail(Step::CleanUp, e.into()));
+                return self.finish(job, report).await;
+            }
+            report.deleted.push((id, why));
+            if why == DeleteReason::Orphan {
+                self.announce(job, EventKind::OrphanDeleted, |e| e.secret_ids = vec![id])
+                    .await;
+            }
+        }
+
+        // retire
+        if let (false, Some(current)) = (plan.retire.is_empty(), report.record.as_ref()) {
+            match job.pickup.check(current).await {
+                Pickup::Confirmed => {
+                    let mut retired = Vec::new();
+                    for &id in &plan.retire {
+                        if let Err(e) = self
+                            .delete(job, id, Step::Retire, DeleteReason::Superseded)
+                            .await
+                        {
+                            report.error = Some(fail(Step::Retire, e.into()));
+                            return self.finish(job, report).await;
+                        }
+                        report.deleted.push((id, DeleteReason::Superseded));
+                        retired.push(id);
+                    }
+                    self.announce(job, EventKind::Retired, |e| e.secret_ids = retired)
+                        .await;
+                }
+                Pickup::Pending(why) => {
+                    info!(step = "retire", waiting_for = %why, "pickup not confirmed yet");
+                    let again = now + job.timing.retry_interval;
+                    report.next_check = Some(report.next_check.map_or(again, |n| n.min(again)));
+                }
+            }
+        }
+
+        let Some(reason) = plan.rotate.clone() else {
+            return self.finish(job, report).await;
+        };
+        if self.stopping() {
+            return report;
+        }
+        info!(step = "make_room", reason = %reason, "rotation due");
+        let remaining: Vec<&ClientSecret> = report
+            .secrets
+            .iter()
+            .filter(|s| !report.deleted.iter().any(|(id, _)| *id == s.id))
+            .collect();
+        if remaining.len() >= MAX_SECRETS_PER_CLIENT {
+            let listing = listing(&remaining);
+            report.error = Some(fail(
+                Step::MakeRoom,
+                StepError::Full {
+                    count: remaining.len(),
+                    listing,
+                },
+            ));
+            return self.finish(job, report).await;
+        }
+
+        match self.rotate(job).await {
+            Ok(rotated) => {
+                report.next_check = Some(now + job.timing.grace);
+                report.rotated = Some(rotated);
+            }
+            Err((step, e)) => report.error = Some(fail(step, e)),
+        }
+        self.finish(job, report).await
+    }
+
+    /// Create, verify, publish, announce. Any failure after the create deletes the new
+    /// secret again, so the store and CDS stay as they were.
+    async fn rotate(&self, job: &ClientJob) -> Result<Rotated, (Step, StepError)> {
+        let created = self
+            .create(job)
+            .await
+            .map_err(|e| (Step::Create, e.into()))?;
+        let id = created.secret.id;
+        let expiration = created.secret.expiration.unwrap_or_else(|| self.clock.now());
+        let fingerprint = Fingerprint::of(&created.value);
+        info!(step = "create", secret_id = id, expiration = %expiration, fingerprint = %fingerprint, "created");
+
+        // verify
+        let waited = job.timing.verify_timeout.to_std().unwrap_or_default();
+        if let Err(last) = self.verify(&job.client.client_id, &created.value, waited).await {
+            let cleanup = self.undo_create(job, id).await;
+            return Err((
+                Step::Verify,
+                StepError::Verify {
+                    secret_id: id,
+                    waited: waited.as_secs(),
+                    last,
+                    cleanup,
+                },
+            ));
+        }
+        info!(step = "verify", secret_id = id, "the new secret gets tokens");
+
+        // publish
+        let record = StoreRecord {
+            client_id: job.client.client_id.clone(),
+            tenant_id: job.client.tenant_id.clone(),
+            secret_id: id,
+            expiration,
+            published_at: self.clock.now(),
+            fingerprint: fingerprint.clone(),
+        };
+        if let Err(source) = job
+            .store
+            .publish(&job.store_key, &created.value, &record)
+            .await
+        {
+            let cleanup = self.undo_create(job, id).await;
+            return Err((
+                Step::Publish,
+                StepError::Publish {
+                    secret_id: id,
+                    source,
+                    cleanup,
+                },
+            ));
+        }
+        drop(created);
+        let location = job.store.location(&job.store_key);
+        info!(step = "publish", secret_id = id, fingerprint = %fingerprint, store = %location, "published");
+
+        if job.client.client_id == self.own_client_id {
+            // The rotator's own credential: switch to the new secret and prove it with a
+            // call before anything old is retired (that waits for the grace period anyway).
+            self.connect.reload_credential();
+            if let Err(e) = self.connect.list_secrets(&job.client).await {
+                warn!(step = "self_check", error = %e, "the rotator's own credential failed after rotating it");
+                return Err((Step::SelfCheck, e.into()));
+            }
+        }
+
+        let rotated = Rotated {
+            secret_id: id,
+            fingerprint,
+            expiration,
+            location,
+        };
+        self.announce(job, EventKind::Rotated, |e| {
+            e.secret_ids = vec![id];
+            e.fingerprint = Some(rotated.fingerprint.clone());
+            e.expiration = Some(expiration);
+            e.store_location = Some(rotated.location.clone());
+        })
+        .await;
+        Ok(rotated)
+    }
+
+    /// Creates a secret. When the answer is lost, the secrets are listed and our own
+    /// attempt is recognised by its run id: its value is unknown, so it is deleted and
+    /// the create is tried again — never blindly re-posted.
+    async fn create(&self, job: &ClientJob) -> Result<CreatedSecret, ConnectError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let now = self.clock.now();
+            let marker = Marker {
+                created: now,
+                run: format!(
+                    "{}.{}",
+                    self.run_id,
+                    self.attempts.fetch_add(1, Ordering::Relaxed)
+                ),
+            };
+            let new = NewSecret {
+                expiration: now + job.timing.lifetime,
+                description: marker.description(),
+            };
+            match self.connect.create_secret(&job.client, &new).await {
+                Ok(created) => return Ok(created),
+                Err(ConnectError::OutcomeUnknown { operation, detail })
+                    if attempt < CREATE_ATTEMPTS =>
+                {
+                    warn!(step = "create", attempt, %detail, "the answer to the create was lost; looking for it");
+                    let secrets = self.connect.list_secrets(&job.client).await?;
+                    if let Some(lost) = secrets
+                        .iter()
+                        .find(|s| s.description.as_deref() == Some(new.description.as_str()))
+                    {
+                        info!(step = "create", secret_id = lost.id, "found the lost create; its value is unknown, deleting it");
+                        self.connect.delete_secret(&job.client, lost.id).await?;
+                    } else {
+                        info!(step = "create", %operation, "the lost create did not happen; creating again");
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Tries to get a token with a new secret until it works or `timeout` passes (CDS
+    /// may take a moment to accept a new secret).
+    async fn verify(
+        &self,
+        client_id: &str,
+        value: &SecretString,
+        timeout: StdDuration,
+    ) -> Result<(), ConnectError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut delay = StdDuration::from_millis(250);
+        loop {
+            match self.connect.verify_secret(client_id, value).await {
+                Ok(()) => return Ok(()),
+                Err(e) if retry_verify(&e) && tokio::time::Instant::now() + delay < deadline => {
+                    info!(step = "verify", error = %e, wait_ms = delay.as_millis() as u64, "not accepted yet; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(StdDuration::from_secs(15));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Deletes a secret the failed pass created; says what is left if that fails too.
+    async fn undo_create(&self, job: &ClientJob, id: SecretId) -> String {
+        match self.connect.delete_secret(&job.client, id).await {
+            Ok(()) => {
+                info!(step = "create", secret_id = id, "deleted the new secret again");
+                String::new()
+            }
+            Err(e) => {
+                error!(step = "create", secret_id = id, error = %e, "could not delete the new secret; the next pass deletes it as an orphan");
+                format!(
+                    " (deleting it failed: {e}; the next pass deletes it as an orphan after orphan_grace)"
+                )
+            }
+        }
+    }
+
+    async fn delete(
+        &self,
+        job: &ClientJob,
+        id: SecretId,
+        step: Step,
+        why: DeleteReason,
+    ) -> Result<(), ConnectError> {
+        self.connect.delete_secret(&job.client, id).await?;
+        info!(step = %step, secret_id = id, reason = %why, "deleted");
+        Ok(())
+    }
+
+    async fn finish(&self, job: &ClientJob, mut report: PassReport) -> PassReport {
+        if let Some(err) = &report.error {
+            error!(step = %err.step, error = %err, "pass failed");
+            let detail = err.to_string();
+            self.announce(job, EventKind::RotationFailed, |e| e.detail = Some(detail))
+                .await;
+            let again = self.clock.now() + job.timing.retry_interval;
+            report.next_check = Some(report.next_check.map_or(again, |n| n.min(again)));
+        }
+        report
+    }
+
+    /// Sends an event to the client's notifiers. Failures are logged, never fatal.
+    async fn announce(&self, job: &ClientJob, kind: EventKind, fill: impl FnOnce(&mut Event)) {
+        if job.notifiers.is_empty() {
+            return;
+        }
+        let mut event = Event {
+            kind,
+            client: job.name.clone(),
+            client_id: job.client.client_id.clone(),
+            secret_ids: Vec::new(),
+            fingerprint: None,
+            expiration: None,
+            store_location: None,
+            detail: None,
+            at: self.clock.now(),
+        };
+        fill(&mut event);
+        for n in &job.notifiers {
+            if let Err(e) = n.notify(&event).await {
+                warn!(step = "announce", notifier = n.name(), error = %e, "notification failed");
+            }
+        }
+    }
+}
+
+/// Whether a failed token request with a new secret is worth trying again.
+fn retry_verify(e: &ConnectError) -> bool {
+    match e {
+        ConnectError::Unauthenticated { .. } | ConnectError::Transport { .. } => true,
+        ConnectError::Api { status, .. } => *status == 429 || *status >= 500,
+        _ => false,
+    }
+}
+
+/// One line listing secrets, for errors: `3 (managed, expires …), 4 (unmanaged, never expires)`.
+fn listing(secrets: &[&ClientSecret]) -> String {
+    secrets
+        .iter()
+        .map(|s| {
+            let owner = if Marker::parse(s.description.as_deref()).is_some() {
+                "managed"
+            } else {
+                "unmanaged"
+            };
+            let exp = s
+                .expires_at()
+                .map_or_else(|| "never expires".to_owned(), |e| format!("expires {e}"));
+            let desc = s
+                .description
+                .as_deref()
+                .map(|d| format!(", \"{d}\""))
+                .unwrap_or_default();
+            format!("{} ({owner}, {exp}{desc})", s.id)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

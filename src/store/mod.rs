@@ -1,0 +1,80 @@
+//! Secret stores: where a rotated value is published for the applications to read.
+//!
+//! A store holds, per stored secret, the current value and a [`StoreRecord`] of
+//! metadata about it (which CDS secret it is, when it expires, its fingerprint). The
+//! reconciler reads the record to observe, and publishes value + record together.
+//! Not here: deciding when to publish (that is `rotation`).
+
+pub mod file;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::connect::SecretId;
+use crate::secret::Fingerprint;
+
+/// Metadata of the value a store currently holds. Never contains the value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreRecord {
+    /// The CDS client the value belongs to.
+    pub client_id: String,
+    /// The CDS tenant.
+    pub tenant_id: String,
+    /// The CDS id of the secret whose value this is.
+    pub secret_id: SecretId,
+    /// When that secret expires in CDS.
+    pub expiration: DateTime<Utc>,
+    /// When the rotator published it.
+    pub published_at: DateTime<Utc>,
+    /// The first 16 hex digits of the SHA-256 of the value.
+    pub fingerprint: Fingerprint,
+}
+
+/// A failed store operation; the message names the store and the stored secret.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading or writing failed.
+    #[error("store {store}: {operation} {location}: {detail}")]
+    Io {
+        /// The store's name in the policy.
+        store: String,
+        /// What was being done.
+        operation: &'static str,
+        /// Where (a path, a secret name).
+        location: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The store holds something that is not a record the rotator wrote.
+    #[error("store {store}: {location} is not a valid record: {detail}")]
+    Corrupt {
+        /// The store's name in the policy.
+        store: String,
+        /// Where.
+        location: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+/// A place the rotator publishes secrets to.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// Where `key` lives, for people and notifications (a path, a vault URL); no value.
+    fn location(&self, key: &str) -> String;
+
+    /// The record of the value currently published under `key`, if there is one.
+    async fn read_current(&self, key: &str) -> Result<Option<StoreRecord>, StoreError>;
+
+    /// Publishes `value` with `record` as the new current version of `key`, atomically:
+    /// a reader sees the old value or the new one, never a mix.
+    async fn publish(
+        &self,
+        key: &str,
+        value: &SecretString,
+        record: &StoreRecord,
+    ) -> Result<(), StoreError>;
+}

@@ -1,0 +1,248 @@
+//! The binary end to end: exit codes, `--run-now`, `plan`, `status`, `validate`, bad
+//! policies, a process killed mid-rotation, two processes at once, and no secret value
+//! anywhere in the output even at `RUST_LOG=trace`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ADMIN_SECRET, APP, APP_SEEDED_SECRET, Env, assert_no_secret, text};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_rotates_then_a_second_run_now_writes_nothing() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    let out = env.cli(&["--run-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("app: rotated: new secret 2"), "{stdout}");
+    assert!(stdout.contains("web: rotated: new secret 1"), "{stdout}");
+
+    let writes = env.count("POST", "/Secrets") + env.count("DELETE", "/Secrets");
+    let before = (env.value("app"), env.record("app"));
+    let out = env.cli(&["--run-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("app: up to date (current secret 2)")
+    );
+    assert_eq!(
+        writes,
+        env.count("POST", "/Secrets") + env.count("DELETE", "/Secrets")
+    );
+    assert_eq!(before, (env.value("app"), env.record("app")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_secret_appears_in_any_output_even_at_trace_level() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    let trace = [("RUST_LOG", "trace")];
+    let mut output = String::new();
+    for args in [
+        &["--run-now"][..],
+        &["--run-now", "--force"],
+        &["plan"],
+        &["status"],
+        &["--run-now", "--force", "--log-format", "json"],
+    ] {
+        let out = env.cli(args, &trace).await;
+        assert!(out.status.success(), "{}", text(&out));
+        output.push_str(&text(&out));
+    }
+    // A failing pass too: its error paths must not leak either.
+    env.emulator
+        .set_token_propagation_delay(Duration::from_secs(3600));
+    let out = env.cli(&["--run-now", "--force"], &trace).await;
+    assert_eq!(out.status.code(), Some(1));
+    output.push_str(&text(&out));
+
+    assert!(output.contains("TRACE") || output.contains("\"level\":\"TRACE\""));
+    let mut values = vec![ADMIN_SECRET.to_owned(), APP_SEEDED_SECRET.to_owned()];
+    values.extend(env.value("app"));
+    values.extend(env.value("web"));
+    assert_eq!(values.len(), 4);
+    assert_no_secret(&output, &values);
+    // The store's metadata holds no value either.
+    assert_no_secret(&common::read(&env.secrets_dir().join("app.json")), &values);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_and_status_change_nothing() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    let out = env.cli(&["plan"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("app: rotate (the store has no secret yet)"), "{stdout}");
+    let out = env.cli(&["status"], &[]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("CLIENT"), "{stdout}");
+    assert!(stdout.contains("due now"), "{stdout}");
+    assert_eq!(env.count("POST", "/Secrets"), 0);
+    assert_eq!(env.count("DELETE", "/Secrets"), 0);
+    assert!(!env.secrets_dir().exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_policy_exits_2_with_its_location_and_touches_nothing() {
+    let env = Env::start().await;
+    let path = env.write_policy("  rotate_befor: 10d", "");
+    for args in [&["--run-now"][..], &["validate"], &["plan"]] {
+        let out = env.cli(args, &[]).await;
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{}:19:3: unknown field `rotate_befor`", path.display())),
+            "{stderr}"
+        );
+    }
+    assert!(env.emulator.requests().is_empty());
+
+    env.write_policy("", "    kind: authorization_code");
+    let out = env.cli(&["validate"], &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("authorization-code clients have no secret"));
+
+    let out = env.cli(&["--run-now", "--client", "nope"], &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--client nope: no such client"));
+
+    let missing = env
+        .command(&["validate"], &[])
+        .arg("--config")
+        .arg("/nonexistent/policy.yaml")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_client_exits_1_and_does_not_stop_the_others() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    env.emulator.inject(cds_rotator::emulator::Fault {
+        method: Some("GET".into()),
+        path_contains: Some(format!("{APP}/Secrets")),
+        status: 403,
+        retry_after: None,
+        delay_ms: 0,
+        times: 0,
+        after_commit: false,
+    });
+    let out = env.cli(&["--run-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("app: FAILED: client app"), "{stdout}");
+    assert!(stdout.contains("HTTP 403"), "{stdout}");
+    assert!(stdout.contains("OperationId"), "{stdout}");
+    assert!(stdout.contains("web: rotated"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_between_create_and_publish_is_cleaned_up_by_the_next_run() {
+    let env = Env::start().await;
+    env.write_policy("", "    orphan_grace: 0s\n    verify_timeout: 1h");
+    // The new secret cannot get a token for a long time: the pass sits in verify.
+    env.emulator
+        .set_token_propagation_delay(Duration::from_secs(3600));
+    let mut child = env
+        .command(&["--run-now", "--client", "app"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while env.ids(APP).len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no create seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().await.unwrap();
+    let orphan = *env.ids(APP).last().unwrap();
+    assert!(env.record("app").is_none(), "nothing was published");
+
+    env.emulator.set_token_propagation_delay(Duration::ZERO);
+    let out = env.cli(&["--run-now", "--client", "app"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("deleted secret {orphan} (orphan)")),
+        "{}",
+        text(&out)
+    );
+    let record = env.record("app").unwrap();
+    assert_eq!(env.ids(APP), vec![1, record.secret_id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rotators_never_act_on_the_same_client_at_once() {
+    let env = Env::start().await;
+    env.write_policy("", "    verify_timeout: 1h");
+    env.emulator
+        .set_token_propagation_delay(Duration::from_secs(3));
+    let first = env
+        .command(&["--run-now", "--client", "app"], &[])
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while env.ids(APP).len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no create seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The second one waits for the lock, then finds the rotation done.
+    let second = env.cli(&["--run-now", "--client", "app"], &[]).await;
+    let first = first.wait_with_output().await.unwrap();
+    assert_eq!(first.status.code(), Some(0));
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert!(String::from_utf8_lossy(&second.stdout).contains("app: up to date"));
+    assert_eq!(env.count("POST", "/Secrets"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_rotates_at_start_and_exits_0_on_sigterm() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    let child = env.command(&[], &[]).spawn().unwrap();
+    let pid = child.id().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while env.record("app").is_none() || env.record("web").is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "daemon did not rotate");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("daemon stops")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_a_whole_rotation_and_prints_no_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cds-rotator"))
+        .arg("demo")
+        .arg("--dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "trace")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("rotated: new secret"), "{all}");
+    assert!(all.contains("up to date"), "{all}");
+    let mut values = vec![common::read(&dir.path().join("admin-secret"))];
+    for entry in std::fs::read_dir(dir.path().join("secrets")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none() {
+            values.push(common::read(&path));
+        }
+    }
+    assert!(values.len() >= 4, "{}", values.len());
+    assert_no_secret(&all, &values);
+}

@@ -1,0 +1,216 @@
+//! Shared set-up for the integration tests: an emulator seeded with an administrator and
+//! a few clients, a temporary directory with the rotator's credential, and a policy.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use tokio::process::Command;
+
+use cds_rotator::app::{self, Wired};
+use cds_rotator::emulator::{Emulator, Seed};
+use cds_rotator::policy::Policy;
+use cds_rotator::rotation::{PassOptions, PassReport};
+use cds_rotator::store::StoreRecord;
+
+pub const TENANT: &str = "8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f";
+pub const ADMIN: &str = "2b1f0e9d-8c7b-4a6f-9e5d-4c3b2a1f0e9d";
+pub const ADMIN_SECRET: &str = "admin-Seed-Secret-Value-0123456789abcdef";
+pub const APP: &str = "0b0c1d2e-3f40-4152-6374-8596a7b8c9d0";
+pub const APP_SEEDED_SECRET: &str = "app-Seed-Secret-Value-0123456789abcdef";
+pub const HYBRID: &str = "1b0c1d2e-3f40-4152-6374-8596a7b8c9d0";
+
+/// The emulator's seed: an administrator, a client-credentials app with one hand-made
+/// secret, and a hybrid client with none.
+pub fn seed_yaml() -> String {
+    format!(
+        r#"tenant_id: {TENANT}
+region: primary
+clients:
+  - id: {ADMIN}
+    name: admin
+    kind: client_credentials
+    roles: [tenant_administrator]
+    secrets:
+      - value: "{ADMIN_SECRET}"
+        description: "admin, made by hand"
+        expiration: 2099-01-01T00:00:00Z
+        expires: true
+  - id: {APP}
+    name: app
+    kind: client_credentials
+    secrets:
+      - value: "{APP_SEEDED_SECRET}"
+        description: "made by hand"
+        expiration: 2099-01-01T00:00:00Z
+        expires: true
+  - id: {HYBRID}
+    name: web
+    kind: hybrid
+"#
+    )
+}
+
+/// A running emulator plus a directory holding the policy, credential, store and locks.
+pub struct Env {
+    pub emulator: Emulator,
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        let seed = Seed::from_yaml(&seed_yaml()).expect("seed");
+        let emulator = Emulator::start(([127, 0, 0, 1], 0).into(), seed)
+            .await
+            .expect("emulator");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("admin-secret"), ADMIN_SECRET).unwrap();
+        Env { emulator, dir }
+    }
+
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.dir.path().join("secrets")
+    }
+
+    pub fn policy_path(&self) -> PathBuf {
+        self.dir.path().join("policy.yaml")
+    }
+
+    /// Writes a policy for the app and hybrid clients; `extra` is appended to `defaults:`.
+    pub fn write_policy(&self, defaults_extra: &str, client_extra: &str) -> PathBuf {
+        let text = format!(
+            r#"connect:
+  url: {url}
+  tenant_id: {TENANT}
+  credentials:
+    client_id: {ADMIN}
+    client_secret_file: {cred}
+  max_concurrency: 2
+lock_dir: {locks}
+stores:
+  local: {{ type: file, dir: {secrets} }}
+notifiers:
+  ops: {{ type: log }}
+defaults:
+  lifetime: 90d
+  rotate_before: 30d
+  grace: 0s
+  orphan_grace: 10m
+  verify_timeout: 5s
+{defaults_extra}
+clients:
+  - name: app
+    client_id: {APP}
+    kind: client_credentials
+    store: {{ name: local, secret: app }}
+    notify: [ops]
+{client_extra}
+  - name: web
+    client_id: {HYBRID}
+    kind: hybrid
+    store: {{ name: local, secret: web }}
+    notify: [ops]
+"#,
+            url = self.emulator.url(),
+            cred = self.dir.path().join("admin-secret").display(),
+            locks = self.dir.path().join("locks").display(),
+            secrets = self.secrets_dir().display(),
+        );
+        let path = self.policy_path();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn wired(&self, only: &[&str]) -> Wired {
+        let policy = Policy::load(&self.policy_path()).expect("policy");
+        let connect = app::connect_from(&policy).expect("connect");
+        let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
+        app::wire(&policy, connect, &only).expect("wire")
+    }
+
+    /// One pass in this process.
+    pub async fn pass(&self, only: &[&str], force: bool) -> Vec<PassReport> {
+        let wired = self.wired(only);
+        wired
+            .reconciler
+            .run_all(
+                &wired.jobs,
+                wired.max_concurrency,
+                PassOptions {
+                    force,
+                    dry_run: false,
+                },
+            )
+            .await
+    }
+
+    pub fn record(&self, secret: &str) -> Option<StoreRecord> {
+        let text = std::fs::read_to_string(self.secrets_dir().join(format!("{secret}.json"))).ok()?;
+        Some(serde_json::from_str(&text).unwrap())
+    }
+
+    pub fn value(&self, secret: &str) -> Option<String> {
+        std::fs::read_to_string(self.secrets_dir().join(secret)).ok()
+    }
+
+    /// Ids of the app client's secrets in the emulator.
+    pub fn ids(&self, client: &str) -> Vec<i32> {
+        self.emulator
+            .secrets(TENANT, client)
+            .iter()
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// The number of requests with this method whose path contains `path`.
+    pub fn count(&self, method: &str, path: &str) -> usize {
+        self.emulator
+            .requests()
+            .iter()
+            .filter(|r| r.method == method && r.path.contains(path))
+            .count()
+    }
+
+    /// The binary with this policy, ready to run.
+    pub fn command(&self, args: &[&str], envs: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cds-rotator"));
+        cmd.arg("--config").arg(self.policy_path()).args(args);
+        cmd.env_remove("CDS_ROTATOR_CONFIG").env_remove("RUST_LOG");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs the binary with this policy to the end.
+    pub async fn cli(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        self.command(args, envs)
+            .output()
+            .await
+            .expect("run cds-rotator")
+    }
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Asserts that none of `values` appears in `haystack`.
+pub fn assert_no_secret(haystack: &str, values: &[String]) {
+    for v in values {
+        assert!(!v.is_empty());
+        assert!(
+            !haystack.contains(v.as_str()),
+            "a secret value leaked into the output"
+        );
+    }
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}

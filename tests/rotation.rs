@@ -1,0 +1,267 @@
+//! Rotations end to end, in process, against the CDS emulator over loopback HTTP.
+
+mod common;
+
+use cds_rotator::emulator::Fault;
+use cds_rotator::rotation::{DeleteReason, Step};
+use cds_rotator::secret::Fingerprint;
+use common::{APP, Env, HYBRID};
+use secrecy::SecretString;
+
+fn fault(method: &str, path: &str, status: u16) -> Fault {
+    Fault {
+        method: Some(method.to_owned()),
+        path_contains: Some(path.to_owned()),
+        status,
+        retry_after: None,
+        delay_ms: 0,
+        times: 1,
+        after_commit: false,
+    }
+}
+
+#[tokio::test]
+async fn a_first_pass_publishes_a_verified_expiring_secret_for_each_kind() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    let reports = env.pass(&[], false).await;
+    for r in &reports {
+        assert!(r.error.is_none(), "{:?}", r.error);
+        assert!(r.rotated.is_some());
+    }
+    for (name, id) in [("app", APP), ("web", HYBRID)] {
+        let record = env.record(name).expect("record");
+        let value = env.value(name).expect("value");
+        assert_eq!(record.client_id, id);
+        assert_eq!(
+            record.fingerprint,
+            Fingerprint::of(&SecretString::from(value.clone()))
+        );
+        let secret = env
+            .emulator
+            .secrets(common::TENANT, id)
+            .into_iter()
+            .find(|s| s.id == record.secret_id)
+            .expect("published secret exists in CDS");
+        assert_eq!(secret.expires, Some(true));
+        let expiration = secret.expiration.expect("always expires");
+        let days = (expiration - chrono::Utc::now()).num_days();
+        assert!((89..=90).contains(&days), "{days}");
+        assert!(
+            secret
+                .description
+                .unwrap()
+                .starts_with("cds-rotator managed; created=")
+        );
+    }
+    // The hand-made secret of `app` is still there: it is unmanaged.
+    assert_eq!(env.ids(APP).len(), 2);
+}
+
+#[tokio::test]
+async fn a_second_pass_right_after_changes_nothing() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    env.pass(&[], false).await;
+    let before = (env.value("app"), env.record("app"), env.ids(APP));
+    let writes = env.count("POST", "/Secrets") + env.count("DELETE", "/Secrets");
+    let reports = env.pass(&[], false).await;
+    assert!(reports.iter().all(|r| !r.changed_anything() && r.error.is_none()));
+    assert_eq!(before, (env.value("app"), env.record("app"), env.ids(APP)));
+    assert_eq!(
+        writes,
+        env.count("POST", "/Secrets") + env.count("DELETE", "/Secrets")
+    );
+}
+
+#[tokio::test]
+async fn a_forced_rotation_replaces_a_healthy_secret_and_retires_the_old_after_grace() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    env.pass(&["app"], false).await;
+    let first = env.record("app").unwrap();
+    let reports = env.pass(&["app"], true).await;
+    let second = env.record("app").unwrap();
+    assert!(second.secret_id > first.secret_id);
+    assert_ne!(second.fingerprint, first.fingerprint);
+    // grace is 0s: the next pass retires the superseded managed secret, not the unmanaged one.
+    assert!(reports[0].deleted.is_empty());
+    let reports = env.pass(&["app"], false).await;
+    assert_eq!(
+        reports[0].deleted,
+        vec![(first.secret_id, DeleteReason::Superseded)]
+    );
+    assert_eq!(env.ids(APP), vec![1, second.secret_id]);
+}
+
+#[tokio::test]
+async fn unmanaged_secrets_are_never_deleted_unless_the_policy_says_so() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    env.pass(&["app"], false).await;
+    env.pass(&["app"], true).await;
+    env.pass(&["app"], false).await;
+    assert!(env.ids(APP).contains(&1), "hand-made secret 1 survives");
+
+    env.write_policy("", "    retire_unmanaged: true");
+    env.pass(&["app"], false).await;
+    let current = env.record("app").unwrap().secret_id;
+    assert_eq!(env.ids(APP), vec![current]);
+}
+
+#[tokio::test]
+async fn a_full_client_fails_with_a_listing_and_sends_no_create() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    for i in 0..9 {
+        env.emulator.add_secret(
+            common::TENANT,
+            APP,
+            &format!("hand-made-{i}"),
+            Some("hand-made"),
+            Some(chrono::Utc::now() + chrono::Duration::days(400)),
+            Some(true),
+        );
+    }
+    let reports = env.pass(&["app"], false).await;
+    let err = reports[0].error.as_ref().expect("fails");
+    assert_eq!(err.step, Step::MakeRoom);
+    let msg = err.to_string();
+    assert!(msg.contains("already has 10 secrets"), "{msg}");
+    assert!(msg.contains("1 (unmanaged"), "{msg}");
+    assert_eq!(env.count("POST", "/Secrets"), 0);
+    assert_eq!(env.ids(APP).len(), 10);
+    assert!(env.record("app").is_none());
+}
+
+#[tokio::test]
+async fn a_lost_create_response_is_found_deleted_and_created_again() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    env.emulator.inject(Fault {
+        after_commit: true,
+        ..fault("POST", "/Secrets", 500)
+    });
+    let reports = env.pass(&["app"], false).await;
+    assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
+    let record = env.record("app").unwrap();
+    // Secret 2 was created but its answer lost: deleted. Secret 3 is the published one.
+    assert_eq!(env.ids(APP), vec![1, record.secret_id]);
+    assert_eq!(record.secret_id, 3);
+    assert_eq!(env.count("POST", "/Secrets"), 2);
+}
+
+#[tokio::test]
+async fn throttling_and_unavailability_are_retried() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    env.emulator.inject(Fault {
+        retry_after: Some(1),
+        times: 2,
+        ..fault("GET", "/Secrets", 503)
+    });
+    env.emulator.inject(Fault {
+        retry_after: Some(1),
+        ..fault("POST", "/Secrets", 429)
+    });
+    let reports = env.pass(&["app"], false).await;
+    assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
+    assert!(env.record("app").is_some());
+    assert_eq!(env.ids(APP).len(), 2);
+}
+
+#[tokio::test]
+async fn a_secret_that_never_gets_a_token_is_deleted_and_the_store_untouched() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    env.emulator
+        .set_token_propagation_delay(std::time::Duration::from_secs(3600));
+    let reports = env.pass(&["app"], false).await;
+    let err = reports[0].error.as_ref().expect("fails");
+    assert_eq!(err.step, Step::Verify);
+    assert_eq!(env.ids(APP), vec![1]);
+    assert!(env.record("app").is_none() && env.value("app").is_none());
+}
+
+#[tokio::test]
+async fn a_slow_to_propagate_secret_is_verified_with_retries() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    env.emulator
+        .set_token_propagation_delay(std::time::Duration::from_millis(1500));
+    let reports = env.pass(&["app"], false).await;
+    assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_written_leaves_no_secret_behind() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    // A file where the store's directory should be.
+    std::fs::write(env.secrets_dir(), "not a directory").unwrap();
+    let reports = env.pass(&["app"], false).await;
+    let err = reports[0].error.as_ref().expect("fails");
+    assert_eq!(err.step, Step::Publish);
+    assert!(err.to_string().contains("store local"), "{err}");
+    assert_eq!(env.ids(APP), vec![1]);
+}
+
+#[tokio::test]
+async fn a_store_secret_deleted_in_cds_is_replaced_at_once() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    env.pass(&["app"], false).await;
+    let gone = env.record("app").unwrap().secret_id;
+    // Someone deletes the published secret by hand, through the API.
+    let client = reqwest::Client::new();
+    let token: serde_json::Value = client
+        .post(format!("{}/identity/connect/token", env.emulator.url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=client_credentials&client_id={}&client_secret={}",
+            common::ADMIN,
+            common::ADMIN_SECRET
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let status = client
+        .delete(format!(
+            "{}/api/v1/Tenants/{}/ClientCredentialClients/{APP}/Secrets/{gone}",
+            env.emulator.url(),
+            common::TENANT
+        ))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 204);
+    let reports = env.pass(&["app"], false).await;
+    assert!(reports[0].rotated.is_some(), "{:?}", reports[0].error);
+    assert_ne!(env.record("app").unwrap().secret_id, gone);
+}
+
+#[tokio::test]
+async fn an_orphan_from_a_dead_pass_is_deleted_by_the_next_one() {
+    let env = Env::start().await;
+    env.write_policy("", "    orphan_grace: 0s");
+    env.pass(&["app"], false).await;
+    let published = env.record("app").unwrap().secret_id;
+    // A pass that died after its create: a managed secret newer than the published one.
+    let orphan = env.emulator.add_secret(
+        common::TENANT,
+        APP,
+        "value-nobody-holds",
+        Some("cds-rotator managed; created=2026-01-01T00:00:00Z; run=dead.1"),
+        Some(chrono::Utc::now() + chrono::Duration::days(90)),
+        Some(true),
+    );
+    let reports = env.pass(&["app"], false).await;
+    assert_eq!(reports[0].deleted, vec![(orphan, DeleteReason::Orphan)]);
+    assert_eq!(env.record("app").unwrap().secret_id, published);
+    assert_eq!(env.ids(APP), vec![1, published]);
+}
