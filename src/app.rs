@@ -46,7 +46,6 @@ pub fn connect_from(policy: &Policy) -> Result<Arc<dyn ConnectApi>, ConnectError
     };
     let http = HttpConnect::new(HttpConnectConfig {
         base_url: c.url.clone(),
-        tenant_id: c.tenant_id.clone(),
         client_id: c.client_id.clone(),
         credential,
         request_timeout: Duration::from_secs(30),

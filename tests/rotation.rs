@@ -265,3 +265,50 @@ async fn an_orphan_from_a_dead_pass_is_deleted_by_the_next_one() {
     assert_eq!(env.record("app").unwrap().secret_id, published);
     assert_eq!(env.ids(APP), vec![1, published]);
 }
+
+#[tokio::test]
+async fn the_rotator_rotates_its_own_secret_and_keeps_working_with_the_new_one() {
+    let env = Env::start().await;
+    // The rotator's credential file is the store file of its own client.
+    std::fs::create_dir_all(env.secrets_dir()).unwrap();
+    let own = env.secrets_dir().join("admin");
+    std::fs::write(&own, common::ADMIN_SECRET).unwrap();
+    let policy = format!(
+        r#"connect:
+  url: {url}
+  tenant_id: {tenant}
+  credentials:
+    client_id: {admin}
+    client_secret_file: {own}
+lock_dir: {locks}
+stores:
+  local: {{ type: file, dir: {secrets} }}
+defaults:
+  grace: 0s
+  verify_timeout: 5s
+clients:
+  - name: admin
+    client_id: {admin}
+    store: {{ name: local, secret: admin }}
+    retire_unmanaged: true
+"#,
+        url = env.emulator.url(),
+        tenant = common::TENANT,
+        admin = common::ADMIN,
+        own = own.display(),
+        locks = env.dir.path().join("locks").display(),
+        secrets = env.secrets_dir().display(),
+    );
+    std::fs::write(env.policy_path(), policy).unwrap();
+    let reports = env.pass(&[], false).await;
+    assert!(reports[0].rotated.is_some(), "{:?}", reports[0].error);
+    // Next pass: grace is over, the seeded (unmanaged) admin secret is retired; the
+    // rotator authenticates with the new secret it published.
+    let reports = env.pass(&[], false).await;
+    assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
+    assert_eq!(reports[0].deleted, vec![(1, DeleteReason::Superseded)]);
+    let current = env.record("admin").unwrap().secret_id;
+    assert_eq!(env.ids(common::ADMIN), vec![current]);
+    let reports = env.pass(&[], true).await;
+    assert!(reports[0].rotated.is_some(), "{:?}", reports[0].error);
+}

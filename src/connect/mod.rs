@@ -63,16 +63,21 @@ pub struct ClientRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientSecret {
     /// The secret's id.
-    #[serde(rename = "Id")]
+    #[serde(rename = "Id", alias = "id")]
     pub id: SecretId,
     /// Free text; the rotator marks its own secrets here.
-    #[serde(rename = "Description", default)]
+    #[serde(rename = "Description", alias = "description", default)]
     pub description: Option<String>,
     /// When the secret stops working, if it expires.
-    #[serde(rename = "Expiration", default)]
+    #[serde(
+        rename = "Expiration",
+        alias = "expiration",
+        default,
+        deserialize_with = "lenient_time::option"
+    )]
     pub expiration: Option<DateTime<Utc>>,
     /// Whether the expiration is enforced.
-    #[serde(rename = "Expires", default)]
+    #[serde(rename = "Expires", alias = "expires", default)]
     pub expires: Option<bool>,
 }
 
@@ -88,6 +93,49 @@ impl ClientSecret {
     /// Whether the secret has expired at `now`.
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         self.expires_at().is_some_and(|at| at <= now)
+    }
+}
+
+/// Date-times as CDS writes them: RFC 3339, or without an offset (taken as UTC).
+pub mod lenient_time {
+    use chrono::{DateTime, NaiveDateTime, Utc};
+    use serde::{Deserialize, Deserializer};
+
+    /// Parses one date-time.
+    pub fn parse(text: &str) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| t.to_utc())
+            .ok()
+            .or_else(|| {
+                NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                    .ok()
+                    .map(|n| n.and_utc())
+            })
+    }
+
+    /// `deserialize_with` for an optional date-time.
+    pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(s) => parse(&s)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a date-time"))),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn accepts_offsets_fractions_and_no_offset() {
+            for t in [
+                "2027-01-01T00:00:00Z",
+                "2027-01-01T00:00:00.0000000Z",
+                "2027-01-01T01:00:00+01:00",
+                "2027-01-01T00:00:00",
+            ] {
+                assert_eq!(super::parse(t).unwrap().to_rfc3339(), "2027-01-01T00:00:00+00:00", "{t}");
+            }
+        }
     }
 }
 
@@ -113,16 +161,16 @@ pub struct CreatedSecret {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// CDS's id for the failed operation: quote it to support.
-    #[serde(rename = "OperationId", default)]
+    #[serde(rename = "OperationId", alias = "operationId", default)]
     pub operation_id: Option<String>,
     /// What went wrong.
-    #[serde(rename = "Error", default)]
+    #[serde(rename = "Error", alias = "error", default)]
     pub error: Option<String>,
     /// Why.
-    #[serde(rename = "Reason", default)]
+    #[serde(rename = "Reason", alias = "reason", default)]
     pub reason: Option<String>,
     /// What to do about it.
-    #[serde(rename = "Resolution", default)]
+    #[serde(rename = "Resolution", alias = "resolution", default)]
     pub resolution: Option<String>,
 }
 

@@ -6,7 +6,7 @@ connect:
   tenant_id: 8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f
   credentials:
     client_id: 2b1f0e9d-8c7b-4a6f-9e5d-4c3b2a1f0e9d
-    client_secret_file: /run/credentials/cds-rotator/admin
+    client_secret_file: /run/credentials/cds-rotator.service/admin
   max_concurrency: 4
 stores:
   local: { type: file, dir: secrets }
@@ -72,7 +72,7 @@ fn an_unknown_key_is_an_error_with_its_location() {
 #[test]
 fn a_plaintext_secret_is_refused_without_echoing_it() {
     let text = VALID.replace(
-        "client_secret_file: /run/credentials/cds-rotator/admin",
+        "client_secret_file: /run/credentials/cds-rotator.service/admin",
         "client_secret: hunter2-very-secret",
     );
     let err = error_of(&text);
@@ -171,7 +171,7 @@ fn self_rotation_needs_the_credential_file_to_be_the_published_one() {
     assert!(err.contains("is the rotator's own client"), "{err}");
     assert!(err.contains("/etc/cds-rotator/secrets/historian-uploader"), "{err}");
     parse(&own.replace(
-        "/run/credentials/cds-rotator/admin",
+        "/run/credentials/cds-rotator.service/admin",
         "/etc/cds-rotator/secrets/historian-uploader",
     ))
     .unwrap();
