@@ -5,12 +5,10 @@
 //! and wires; everything with behaviour lives in the modules below.
 #![forbid(unsafe_code)]
 
-#[cfg(any())]
 pub mod app;
 pub mod clock;
 pub mod connect;
 pub mod daemon;
-#[cfg(any())]
 pub mod demo;
 pub mod emulator;
 pub mod lock;

@@ -1,1 +1,219 @@
-//! A CDS emulator (being written).
+//! A CDS emulator that follows shared/cds-api.md: the token endpoint, client and secret
+//! endpoints of both client kinds, the 10-secret cap, the Expires/Expiration rules, the
+//! "Self" role, 401/403/404/405/429 with `ErrorResponse` bodies, and `Total-Count`
+//! pagination. Tests inject faults (a status, a delay, a lost answer after the write was
+//! carried out) and a token-propagation delay, in process or through `/_emulator/*`.
+//!
+//! It keeps only the SHA-256 of secret values; a value leaves it once, in the 201 of a
+//! create. Not for production: plain HTTP, one tenant, state in memory.
+
+mod server;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+pub use state::{Kind, Region, Seed, SeedClient, SeedSecret};
+use state::Tenant;
+
+/// What can go wrong starting the emulator.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    /// The seed is not valid.
+    #[error("invalid seed: {0}")]
+    Seed(String),
+    /// The socket could not be bound or served.
+    #[error("emulator: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A secret as tests see it: no value, only its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SecretView {
+    /// The id.
+    pub id: i32,
+    /// The description.
+    pub description: Option<String>,
+    /// The expiration.
+    pub expiration: Option<DateTime<Utc>>,
+    /// Whether the expiration is enforced.
+    pub expires: Option<bool>,
+    /// SHA-256 of the value, hex.
+    pub value_sha256: String,
+}
+
+/// A fault rule: matching requests get `status` (and/or a delay) instead of the real
+/// answer.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Fault {
+    /// HTTP method to match; any when `None`.
+    pub method: Option<String>,
+    /// Substring of the path to match; any when `None`.
+    pub path_contains: Option<String>,
+    /// Status to answer; 0 leaves the answer alone (a delay only).
+    pub status: u16,
+    /// `Retry-After` seconds to send.
+    pub retry_after: Option<u64>,
+    /// Wait this long before answering.
+    pub delay_ms: u64,
+    /// How many requests it hits; 0 = every one.
+    pub times: u32,
+    /// Carry the request out, then answer `status` (a lost answer).
+    pub after_commit: bool,
+}
+
+/// One request the emulator answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RequestRecord {
+    /// Method.
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    /// The status answered.
+    pub status: u16,
+}
+
+#[derive(Debug)]
+struct Inner {
+    tenant: Tenant,
+    faults: Vec<Fault>,
+    requests: Vec<RequestRecord>,
+}
+
+/// A running emulator. Clones share it.
+#[derive(Clone, Debug)]
+pub struct Emulator {
+    shared: Arc<Mutex<Inner>>,
+    addr: SocketAddr,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl Emulator {
+    /// Binds `addr` (port 0 picks a free one), starts serving, and returns at once.
+    pub async fn start(addr: SocketAddr, seed: Seed) -> std::io::Result<Emulator> {
+        let tenant = Tenant::from_seed(seed)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Mutex::new(Inner {
+            tenant,
+            faults: Vec::new(),
+            requests: Vec::new(),
+        }));
+        let (stop, mut stopped) = watch::channel(false);
+        let router = server::router(Arc::clone(&shared));
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %e, "emulator stopped");
+            }
+        });
+        Ok(Emulator {
+            shared,
+            addr,
+            stop: Arc::new(stop),
+        })
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A client's secrets, by id (empty for an unknown tenant or client).
+    pub fn secrets(&self, tenant_id: &str, client_id: &str) -> Vec<SecretView> {
+        let inner = self.inner();
+        if !inner.tenant.id.eq_ignore_ascii_case(tenant_id) {
+            return Vec::new();
+        }
+        inner
+            .tenant
+            .clients
+            .get(&client_id.to_ascii_lowercase())
+            .map(|c| c.secrets.values().map(server::view).collect())
+            .unwrap_or_default()
+    }
+
+    /// Adds a fault rule (checked in order, first match wins).
+    pub fn inject(&self, fault: Fault) {
+        self.inner().faults.push(fault);
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.inner().faults.clear();
+    }
+
+    /// Every request answered so far.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.inner().requests.clone()
+    }
+
+    /// New secrets get tokens only this long after their creation (CDS propagation).
+    pub fn set_token_propagation_delay(&self, delay: Duration) {
+        self.inner().tenant.propagation = delay;
+    }
+
+    /// Seeds a secret directly (no rules checked); returns its id.
+    pub fn add_secret(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        value: &str,
+        description: Option<&str>,
+        expiration: Option<DateTime<Utc>>,
+        expires: Option<bool>,
+    ) -> i32 {
+        let mut inner = self.inner();
+        if !inner.tenant.id.eq_ignore_ascii_case(tenant_id) {
+            return 0;
+        }
+        inner
+            .tenant
+            .clients
+            .get_mut(&client_id.to_ascii_lowercase())
+            .map(|c| c.add(value, description.map(str::to_owned), expiration, expires))
+            .unwrap_or(0)
+    }
+
+    /// Stops serving.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Runs the emulator until SIGINT or SIGTERM (`cds-rotator emulator`).
+pub async fn run(addr: SocketAddr, seed: Seed) -> Result<(), EmulatorError> {
+    let emulator = Emulator::start(addr, seed).await?;
+    println!("cds-rotator emulator listening on {}", emulator.url());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    emulator.shutdown();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

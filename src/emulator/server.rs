@@ -1,0 +1,452 @@
+//! The emulator's HTTP side: one handler that routes by hand (paths are matched
+//! case-insensitively, as CDS does), applies fault rules, and records every request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::state::{Kind, Refusal, StoredClient, StoredSecret};
+use super::{Fault, Inner, RequestRecord, SecretView};
+
+type Shared = Arc<Mutex<Inner>>;
+
+pub(super) fn router(shared: Shared) -> Router {
+    Router::new().fallback(handle).with_state(shared)
+}
+
+pub(super) fn view(s: &StoredSecret) -> SecretView {
+    SecretView {
+        id: s.id,
+        description: s.description.clone(),
+        expiration: s.expiration,
+        expires: s.expires,
+        value_sha256: s.value_sha256.clone(),
+    }
+}
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Inner> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn handle(
+    State(shared): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    if path.starts_with("/_emulator") {
+        return control(&shared, &method, &path, &body);
+    }
+    let fault = take_fault(&shared, &method, &path);
+    if let Some(f) = &fault
+        && f.delay_ms > 0
+    {
+        tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
+    }
+    let response = match &fault {
+        Some(f) if f.status != 0 && !f.after_commit => fault_response(f),
+        _ => {
+            let real = route(&shared, &method, &uri, &headers, &body);
+            match &fault {
+                Some(f) if f.status != 0 => fault_response(f),
+                _ => real,
+            }
+        }
+    };
+    lock(&shared).requests.push(RequestRecord {
+        method: method.to_string(),
+        path,
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+fn take_fault(shared: &Shared, method: &Method, path: &str) -> Option<Fault> {
+    let mut inner = lock(shared);
+    let i = inner.faults.iter().position(|f| {
+        f.method
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
+            && f.path_contains.as_deref().is_none_or(|p| path.contains(p))
+    })?;
+    let fault = inner.faults[i].clone();
+    if fault.times > 0 {
+        if fault.times == 1 {
+            inner.faults.remove(i);
+        } else {
+            inner.faults[i].times -= 1;
+        }
+    }
+    Some(fault)
+}
+
+fn fault_response(f: &Fault) -> Response {
+    let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = error(
+        status,
+        "Injected fault.",
+        "The emulator was told to fail this request.",
+        "Retry later.",
+    );
+    if let Some(secs) = f.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+fn control(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Response {
+    match (method.as_str(), path) {
+        ("POST", "/_emulator/faults") => match serde_json::from_slice::<Fault>(body) {
+            Ok(f) => {
+                lock(shared).faults.push(f);
+                StatusCode::NO_CONTENT.into_response()
+            }
+            Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        },
+        ("DELETE", "/_emulator/faults") => {
+            lock(shared).faults.clear();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        ("POST", "/_emulator/propagation_delay_ms") => {
+            match serde_json::from_slice::<u64>(body) {
+                Ok(ms) => {
+                    lock(shared).tenant.propagation = Duration::from_millis(ms);
+                    StatusCode::NO_CONTENT.into_response()
+                }
+                Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+            }
+        }
+        ("GET", "/_emulator/state") => {
+            let inner = lock(shared);
+            let clients: HashMap<&str, Vec<SecretView>> = inner
+                .tenant
+                .clients
+                .values()
+                .map(|c| (c.id.as_str(), c.secrets.values().map(view).collect()))
+                .collect();
+            axum::Json(json!({
+                "tenants": { inner.tenant.id.as_str(): clients },
+                "requests": inner.requests,
+            }))
+            .into_response()
+        }
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// An `ErrorResponse` with a fresh OperationId.
+fn error(status: StatusCode, error: &str, reason: &str, resolution: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({
+            "OperationId": uuid::Uuid::new_v4().to_string(),
+            "Error": error,
+            "Reason": reason,
+            "Resolution": resolution,
+            "DynamicProperties": {},
+        })),
+    )
+        .into_response()
+}
+
+fn oauth_error(code: &str) -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": code }))).into_response()
+}
+
+fn route(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
+    let path = uri.path().trim_end_matches('/');
+    let lower = path.to_ascii_lowercase();
+    if lower == "/identity/.well-known/openid-configuration" && method == Method::GET {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("127.0.0.1");
+        return axum::Json(json!({
+            "issuer": format!("http://{host}/identity"),
+            "token_endpoint": format!("http://{host}/identity/connect/token"),
+        }))
+        .into_response();
+    }
+    if lower == "/identity/connect/token" {
+        if method != Method::POST {
+            return StatusCode::METHOD_NOT_ALLOWED.into_response();
+        }
+        return token(shared, body);
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        [api, v1, tenants, rest @ ..]
+            if api.eq_ignore_ascii_case("api")
+                && v1.eq_ignore_ascii_case("v1")
+                && tenants.eq_ignore_ascii_case("tenants")
+                && !rest.is_empty() =>
+        {
+            api_call(shared, method, uri, headers, body, rest)
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "Not found.",
+            "No such endpoint.",
+            "Check the URL.",
+        ),
+    }
+}
+
+fn token(shared: &Shared, body: &[u8]) -> Response {
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(body).unwrap_or_default();
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return oauth_error("unsupported_grant_type");
+    }
+    let (Some(id), Some(secret)) = (form.get("client_id"), form.get("client_secret")) else {
+        return oauth_error("invalid_client");
+    };
+    match lock(shared).tenant.grant(id, secret) {
+        Some((token, lifetime)) => axum::Json(json!({
+            "access_token": token,
+            "expires_in": lifetime,
+            "token_type": "Bearer",
+        }))
+        .into_response(),
+        None => oauth_error("invalid_client"),
+    }
+}
+
+#[derive(Deserialize)]
+struct SecretBody {
+    #[serde(rename = "Expiration", default)]
+    expiration: Option<DateTime<Utc>>,
+    #[serde(rename = "Expires", default)]
+    expires: Option<bool>,
+    #[serde(rename = "Description", default)]
+    description: Option<String>,
+}
+
+fn secret_json(s: &StoredSecret) -> serde_json::Value {
+    json!({
+        "Id": s.id,
+        "Description": s.description,
+        "Expiration": s.expiration.map(|e| e.to_rfc3339_opts(SecondsFormat::Secs, true)),
+        "Expires": s.expires,
+    })
+}
+
+fn client_json(c: &StoredClient) -> serde_json::Value {
+    json!({
+        "Id": c.id,
+        "Name": c.name,
+        "Enabled": c.enabled,
+        "AccessTokenLifetime": c.token_lifetime,
+        "Tags": [],
+        "RoleIds": if c.admin { vec!["tenant-administrator"] } else { Vec::new() },
+    })
+}
+
+fn query(uri: &Uri) -> (usize, usize) {
+    let q: HashMap<String, String> =
+        serde_urlencoded::from_str(uri.query().unwrap_or_default()).unwrap_or_default();
+    let get = |k: &str, d: usize| {
+        q.iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(k))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(d)
+    };
+    (get("skip", 0), get("count", 100))
+}
+
+fn page<T: Clone>(items: &[T], uri: &Uri) -> Vec<T> {
+    let (skip, count) = query(uri);
+    items.iter().skip(skip).take(count).cloned().collect()
+}
+
+fn with_total(total: usize, body: Option<serde_json::Value>) -> Response {
+    let mut resp = match body {
+        Some(b) => axum::Json(b).into_response(),
+        None => StatusCode::OK.into_response(),
+    };
+    resp.headers_mut()
+        .insert("Total-Count", HeaderValue::from(total));
+    resp
+}
+
+fn not_found(what: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("The {what} was not found."),
+        &format!("No {what} with that id exists in this tenant."),
+        "Check the id.",
+    )
+}
+
+fn forbidden() -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "Forbidden.",
+        "The caller does not have a role that allows this operation.",
+        "Use a client with the Tenant Administrator role.",
+    )
+}
+
+fn api_call(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    rest: &[&str],
+) -> Response {
+    let mut inner = lock(shared);
+    let tenant = &mut inner.tenant;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let Some(caller) = tenant.caller(token).map(|c| (c.id.clone(), c.admin)) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized.",
+            "The bearer token is missing, unknown or expired.",
+            "Get a new token.",
+        );
+    };
+    let (caller_id, admin) = caller;
+    if !rest[0].eq_ignore_ascii_case(&tenant.id) {
+        return not_found("tenant");
+    }
+    let kind = match rest.get(1).map(|s| s.to_ascii_lowercase()) {
+        Some(s) if s == "clientcredentialclients" => Kind::ClientCredentials,
+        Some(s) if s == "hybridclients" => Kind::Hybrid,
+        _ => return not_found("resource"),
+    };
+    let is_write = *method != Method::GET && *method != Method::HEAD;
+    if is_write && tenant.regional {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed.",
+            "Identity and tenant management writes are only accepted in the primary region.",
+            "Send writes to the primary-region URL.",
+        );
+    }
+    match rest.len() {
+        // The collection.
+        2 if *method == Method::GET => {
+            if !admin {
+                return forbidden();
+            }
+            let all: Vec<serde_json::Value> = tenant
+                .clients
+                .values()
+                .filter(|c| c.kind == kind)
+                .map(client_json)
+                .collect();
+            with_total(all.len(), Some(serde_json::Value::Array(page(&all, uri))))
+        }
+        3 if *method == Method::GET => {
+            if !admin {
+                return forbidden();
+            }
+            match tenant.clients.get(&rest[2].to_ascii_lowercase()) {
+                Some(c) if c.kind == kind => axum::Json(client_json(c)).into_response(),
+                _ => not_found("client"),
+            }
+        }
+        4 | 5 if rest[3].eq_ignore_ascii_case("secrets") => {
+            let client_id = rest[2].to_ascii_lowercase();
+            let self_call = client_id == caller_id && kind == Kind::ClientCredentials;
+            let allowed = admin || (self_call && *method != Method::PUT);
+            if !allowed {
+                return forbidden();
+            }
+            let Some(client) = tenant.clients.get_mut(&client_id).filter(|c| c.kind == kind)
+            else {
+                return not_found("client");
+            };
+            let id = match rest.get(4).map(|s| s.parse::<i32>()) {
+                None => None,
+                Some(Ok(id)) => Some(id),
+                Some(Err(_)) => return not_found("secret"),
+            };
+            secrets(client, method, uri, body, id)
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "Not found.",
+            "No such endpoint.",
+            "Check the URL.",
+        ),
+    }
+}
+
+fn bad_request(reason: &str) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "The request is not valid.",
+        reason,
+        "Correct the request and send it again.",
+    )
+}
+
+fn secrets(
+    client: &mut StoredClient,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+    id: Option<i32>,
+) -> Response {
+    match (method.as_str(), id) {
+        ("GET", None) => {
+            let all: Vec<serde_json::Value> = client.secrets.values().map(secret_json).collect();
+            with_total(all.len(), Some(serde_json::Value::Array(page(&all, uri))))
+        }
+        ("HEAD", None) => with_total(client.secrets.len(), None),
+        ("POST", None) => {
+            let Ok(req) = serde_json::from_slice::<SecretBody>(body) else {
+                return bad_request("The body is not a valid secret.");
+            };
+            match client.create(req.description, req.expiration, req.expires) {
+                Ok((s, value)) => {
+                    let mut json = secret_json(&s);
+                    json["Secret"] = serde_json::Value::String(value);
+                    (StatusCode::CREATED, axum::Json(json)).into_response()
+                }
+                Err(Refusal::Invalid(reason)) => bad_request(&reason),
+            }
+        }
+        ("GET", Some(id)) => match client.secrets.get(&id) {
+            Some(s) => axum::Json(secret_json(s)).into_response(),
+            None => not_found("secret"),
+        },
+        ("PUT", Some(id)) => {
+            let Ok(req) = serde_json::from_slice::<SecretBody>(body) else {
+                return bad_request("The body is not a valid secret.");
+            };
+            match client.update(id, req.description, req.expiration, req.expires) {
+                None => not_found("secret"),
+                Some(Ok(s)) => axum::Json(secret_json(&s)).into_response(),
+                Some(Err(Refusal::Invalid(reason))) => bad_request(&reason),
+            }
+        }
+        ("DELETE", Some(id)) => match client.secrets.remove(&id) {
+            Some(_) => StatusCode::NO_CONTENT.into_response(),
+            None => not_found("secret"),
+        },
+        _ => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed.",
+            "This endpoint does not support this method.",
+            "Check the API reference.",
+        ),
+    }
+}

@@ -1,0 +1,421 @@
+//! The emulator's tenant: clients, secrets (only their SHA-256), tokens, and the rules of
+//! shared/cds-api.md that do not depend on HTTP (roles, the 10 cap, expiration rules).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::EmulatorError;
+
+/// The most secrets a client may hold.
+pub const MAX_SECRETS: usize = 10;
+
+/// The emulator's seed: one tenant and its clients.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {
+    /// The tenant id (GUID).
+    pub tenant_id: String,
+    /// `primary` (default) or `regional` (every identity write answers 405).
+    #[serde(default)]
+    pub region: Region,
+    /// The tenant's clients.
+    #[serde(default)]
+    pub clients: Vec<SeedClient>,
+}
+
+/// Which region the emulator plays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Region {
+    /// The primary region: writes are accepted.
+    #[default]
+    Primary,
+    /// A regional URL: writes answer 405.
+    Regional,
+}
+
+/// The kinds of client CDS has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// `ClientCredentialClients`.
+    ClientCredentials,
+    /// `HybridClients`.
+    Hybrid,
+    /// PKCE clients: no secrets, no client-credentials tokens.
+    AuthorizationCode,
+}
+
+/// A client in the seed.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedClient {
+    /// Client id (GUID).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Kind of client.
+    pub kind: Kind,
+    /// `tenant_administrator` or nothing (then only "Self").
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Access-token lifetime, 60..=3600 s.
+    #[serde(default)]
+    pub access_token_lifetime: Option<u32>,
+    /// Whether the client may get tokens.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Its secrets, with values so that tests can authenticate.
+    #[serde(default)]
+    pub secrets: Vec<SeedSecret>,
+}
+
+impl SeedClient {
+    /// The kind as the rotator's policy spells it.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            Kind::ClientCredentials => "client_credentials",
+            Kind::Hybrid => "hybrid",
+            Kind::AuthorizationCode => "authorization_code",
+        }
+    }
+
+    fn is_admin(&self) -> bool {
+        self.roles
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case("tenant_administrator"))
+    }
+}
+
+/// A secret in the seed.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedSecret {
+    /// The value.
+    pub value: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// When it stops working.
+    #[serde(default)]
+    pub expiration: Option<DateTime<Utc>>,
+    /// Whether the expiration is enforced.
+    #[serde(default)]
+    pub expires: Option<bool>,
+}
+
+impl Seed {
+    /// Parses a YAML seed.
+    pub fn from_yaml(text: &str) -> Result<Seed, EmulatorError> {
+        serde_saphyr::from_str(text).map_err(|e| EmulatorError::Seed(e.to_string()))
+    }
+
+    /// The demo tenant: an administrator and three clients to rotate.
+    pub fn demo() -> Seed {
+        let in_days = |d| Some(Utc::now() + chrono::Duration::days(d));
+        let secret = |value: &str, description: &str, days| SeedSecret {
+            value: value.to_owned(),
+            description: Some(description.to_owned()),
+            expiration: in_days(days),
+            expires: Some(true),
+        };
+        let admin_secret = random_value();
+        Seed {
+            tenant_id: "7a1e0c52-3f6b-4d8a-9c2e-5b4f6a7d8e90".to_owned(),
+            region: Region::Primary,
+            clients: vec![
+                SeedClient {
+                    id: "0d5c2b1a-9e8f-4a7b-8c6d-5e4f3a2b1c0d".to_owned(),
+                    name: "cds-rotator-admin".to_owned(),
+                    kind: Kind::ClientCredentials,
+                    roles: vec!["tenant_administrator".to_owned()],
+                    access_token_lifetime: None,
+                    enabled: None,
+                    secrets: vec![secret(&admin_secret, "rotator credential", 365)],
+                },
+                SeedClient {
+                    id: "3c9a7e15-2b4d-4f6a-8e1c-7d9b5a3f2e10".to_owned(),
+                    name: "historian-uploader".to_owned(),
+                    kind: Kind::ClientCredentials,
+                    roles: Vec::new(),
+                    access_token_lifetime: Some(3600),
+                    enabled: None,
+                    secrets: vec![secret(&random_value(), "created in the portal", 20)],
+                },
+                SeedClient {
+                    id: "5e2f8a94-6c1b-4d3e-9a7f-1b8c4d2e6f30".to_owned(),
+                    name: "dashboard-backend".to_owned(),
+                    kind: Kind::Hybrid,
+                    roles: Vec::new(),
+                    access_token_lifetime: None,
+                    enabled: None,
+                    secrets: Vec::new(),
+                },
+                SeedClient {
+                    id: "8b4d1f27-9a3c-4e5b-8d6f-2c7a9e1b3d50".to_owned(),
+                    name: "edge-gateway".to_owned(),
+                    kind: Kind::ClientCredentials,
+                    roles: Vec::new(),
+                    access_token_lifetime: None,
+                    enabled: None,
+                    secrets: vec![
+                        secret(&random_value(), "gateway A", 200),
+                        secret(&random_value(), "gateway B", 10),
+                    ],
+                },
+            ],
+        }
+    }
+
+    /// The first administrator with a seeded secret: (client id, secret value).
+    pub fn admin_credentials(&self) -> Option<(String, String)> {
+        self.clients
+            .iter()
+            .filter(|c| c.is_admin())
+            .find_map(|c| c.secrets.first().map(|s| (c.id.clone(), s.value.clone())))
+    }
+}
+
+/// A fresh secret or token value.
+pub fn random_value() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(44)
+        .map(char::from)
+        .collect()
+}
+
+fn hash(value: &str) -> String {
+    hex::encode(Sha256::digest(value.as_bytes()))
+}
+
+/// A secret as the emulator keeps it: never the value, only its SHA-256.
+#[derive(Clone, Debug)]
+pub struct StoredSecret {
+    pub id: i32,
+    pub description: Option<String>,
+    pub expiration: Option<DateTime<Utc>>,
+    pub expires: Option<bool>,
+    pub value_sha256: String,
+    pub created: Instant,
+}
+
+impl StoredSecret {
+    fn works_at(&self, now: DateTime<Utc>) -> bool {
+        match (self.expires, self.expiration) {
+            (Some(false), _) | (_, None) => true,
+            (_, Some(at)) => at > now,
+        }
+    }
+}
+
+/// A client as the emulator keeps it.
+#[derive(Clone, Debug)]
+pub struct StoredClient {
+    pub id: String,
+    pub name: String,
+    pub kind: Kind,
+    pub admin: bool,
+    pub enabled: bool,
+    pub token_lifetime: u32,
+    pub secrets: BTreeMap<i32, StoredSecret>,
+    pub next_id: i32,
+}
+
+/// An issued access token.
+#[derive(Clone, Debug)]
+pub struct IssuedToken {
+    pub client_id: String,
+    pub expires: Instant,
+}
+
+/// Why a secret write was refused.
+#[derive(Debug)]
+pub enum Refusal {
+    /// 400 with this reason.
+    Invalid(String),
+}
+
+/// The tenant.
+#[derive(Debug)]
+pub struct Tenant {
+    pub id: String,
+    pub regional: bool,
+    pub clients: BTreeMap<String, StoredClient>,
+    pub tokens: HashMap<String, IssuedToken>,
+    pub propagation: Duration,
+}
+
+impl Tenant {
+    /// Builds the tenant from a seed.
+    pub fn from_seed(seed: Seed) -> Result<Tenant, EmulatorError> {
+        let mut clients = BTreeMap::new();
+        for c in seed.clients {
+            let id = c.id.to_ascii_lowercase();
+            let mut stored = StoredClient {
+                id: id.clone(),
+                name: c.name.clone(),
+                kind: c.kind,
+                admin: c.is_admin(),
+                enabled: c.enabled.unwrap_or(true),
+                token_lifetime: c.access_token_lifetime.unwrap_or(3600).clamp(60, 3600),
+                secrets: BTreeMap::new(),
+                next_id: 1,
+            };
+            for s in c.secrets {
+                stored.add(&s.value, s.description, s.expiration, s.expires);
+            }
+            if clients.insert(id.clone(), stored).is_some() {
+                return Err(EmulatorError::Seed(format!("client {id} is seeded twice")));
+            }
+        }
+        Ok(Tenant {
+            id: seed.tenant_id.to_ascii_lowercase(),
+            regional: seed.region == Region::Regional,
+            clients,
+            tokens: HashMap::new(),
+            propagation: Duration::ZERO,
+        })
+    }
+
+    /// Issues a token for a client id and secret, or says why not (`invalid_client`).
+    pub fn grant(&mut self, client_id: &str, secret: &str) -> Option<(String, u32)> {
+        let now = Utc::now();
+        let propagation = self.propagation;
+        let client = self.clients.get(&client_id.to_ascii_lowercase())?;
+        if !client.enabled || client.kind == Kind::AuthorizationCode {
+            return None;
+        }
+        let h = hash(secret);
+        let ok = client.secrets.values().any(|s| {
+            s.value_sha256 == h && s.works_at(now) && s.created.elapsed() >= propagation
+        });
+        if !ok {
+            return None;
+        }
+        let token = random_value();
+        let lifetime = client.token_lifetime;
+        self.tokens.insert(
+            hash(&token),
+            IssuedToken {
+                client_id: client.id.clone(),
+                expires: Instant::now() + Duration::from_secs(lifetime.into()),
+            },
+        );
+        Some((token, lifetime))
+    }
+
+    /// The client a bearer token belongs to, if the token is valid.
+    pub fn caller(&self, token: &str) -> Option<&StoredClient> {
+        let t = self.tokens.get(&hash(token))?;
+        if t.expires <= Instant::now() {
+            return None;
+        }
+        self.clients.get(&t.client_id)
+    }
+}
+
+impl StoredClient {
+    /// Adds a secret without checks (seeding); returns its id.
+    pub fn add(
+        &mut self,
+        value: &str,
+        description: Option<String>,
+        expiration: Option<DateTime<Utc>>,
+        expires: Option<bool>,
+    ) -> i32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.secrets.insert(
+            id,
+            StoredSecret {
+                id,
+                description,
+                expiration,
+                expires,
+                value_sha256: hash(value),
+                // Seeded secrets have propagated long ago.
+                created: Instant::now()
+                    .checked_sub(Duration::from_secs(86_400))
+                    .unwrap_or_else(Instant::now),
+            },
+        );
+        id
+    }
+
+    /// Creates a secret by the API's rules; returns it and its value.
+    pub fn create(
+        &mut self,
+        description: Option<String>,
+        expiration: Option<DateTime<Utc>>,
+        expires: Option<bool>,
+    ) -> Result<(StoredSecret, String), Refusal> {
+        check_expiration(expiration, expires)?;
+        if self.secrets.len() >= MAX_SECRETS {
+            return Err(Refusal::Invalid(format!(
+                "The client already has the maximum of {MAX_SECRETS} secrets."
+            )));
+        }
+        let value = random_value();
+        let id = self.next_id;
+        self.next_id += 1;
+        let secret = StoredSecret {
+            id,
+            description,
+            expiration,
+            expires,
+            value_sha256: hash(&value),
+            created: Instant::now(),
+        };
+        self.secrets.insert(id, secret.clone());
+        Ok((secret, value))
+    }
+
+    /// Updates a secret: only the given fields change; the result must follow the rules.
+    pub fn update(
+        &mut self,
+        id: i32,
+        description: Option<String>,
+        expiration: Option<DateTime<Utc>>,
+        expires: Option<bool>,
+    ) -> Option<Result<StoredSecret, Refusal>> {
+        let current = self.secrets.get(&id)?.clone();
+        let mut next = current;
+        if description.is_some() {
+            next.description = description;
+        }
+        if expiration.is_some() {
+            next.expiration = expiration;
+        }
+        if expires.is_some() {
+            next.expires = expires;
+        }
+        if let Err(e) = check_expiration(next.expiration, next.expires) {
+            return Some(Err(e));
+        }
+        self.secrets.insert(id, next.clone());
+        Some(Ok(next))
+    }
+}
+
+/// The Expires/Expiration rules of shared/cds-api.md.
+fn check_expiration(expiration: Option<DateTime<Utc>>, expires: Option<bool>) -> Result<(), Refusal> {
+    match (expires, expiration) {
+        (Some(false), Some(_)) => Err(Refusal::Invalid(
+            "Expiration cannot be set when Expires is false.".to_owned(),
+        )),
+        (Some(true) | None, None) => Err(Refusal::Invalid(
+            "Expiration is required unless Expires is false.".to_owned(),
+        )),
+        (_, Some(at)) if at <= Utc::now() => Err(Refusal::Invalid(
+            "Expiration must be in the future.".to_owned(),
+        )),
+        _ => Ok(()),
+    }
+}
