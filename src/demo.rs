@@ -73,7 +73,10 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> Result<u8, String> {
         clients.len(),
         policy_path.display()
     );
-    let _ = writeln!(out, "first pass (every client is due: no secret published yet):");
+    let _ = writeln!(
+        out,
+        "first pass (every client is due: no secret published yet):"
+    );
     let first = app::run_once(&wired, PassOptions::default(), out).await;
     let _ = writeln!(out, "\nsecond pass (right after: nothing is due):");
     let second = app::run_once(&wired, PassOptions::default(), out).await;

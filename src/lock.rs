@@ -21,7 +21,9 @@ pub struct ClientLock {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another process holds it.
-    #[error("another cds-rotator is acting on this client (lock {path} held{holder}); try again later")]
+    #[error(
+        "another cds-rotator is acting on this client (lock {path} held{holder}); try again later"
+    )]
     Busy {
         /// The lock file.
         path: PathBuf,
@@ -29,7 +31,9 @@ pub enum LockError {
         holder: String,
     },
     /// The lock file could not be made.
-    #[error("cannot use lock file {path}: {source}; set lock_dir in the policy to a writable directory")]
+    #[error(
+        "cannot use lock file {path}: {source}; set lock_dir in the policy to a writable directory"
+    )]
     Io {
         /// The lock file.
         path: PathBuf,

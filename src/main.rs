@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
 use cds_rotator::app::{self, EXIT_CLIENT_FAILED, EXIT_OK, EXIT_USAGE};
 use cds_rotator::policy::{self, Policy};
 use cds_rotator::rotation::PassOptions;
 use cds_rotator::{daemon, demo, emulator};
+use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 /// Rotates the client secrets of AVEVA CONNECT data services clients into secret stores.

@@ -22,9 +22,7 @@ async fn run_now_rotates_then_a_second_run_now_writes_nothing() {
     let before = (env.value("app"), env.record("app"));
     let out = env.cli(&["--run-now"], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("app: up to date (current secret 2)")
-    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("app: up to date (current secret 2)"));
     assert_eq!(
         writes,
         env.count("POST", "/Secrets") + env.count("DELETE", "/Secrets")
@@ -73,7 +71,10 @@ async fn plan_and_status_change_nothing() {
     let out = env.cli(&["plan"], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("app: rotate (the store has no secret yet)"), "{stdout}");
+    assert!(
+        stdout.contains("app: rotate (the store has no secret yet)"),
+        "{stdout}"
+    );
     let out = env.cli(&["status"], &[]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("CLIENT"), "{stdout}");
@@ -92,17 +93,23 @@ async fn a_bad_policy_exits_2_with_its_location_and_touches_nothing() {
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            stderr.contains(&format!("{}:19:3: unknown field `rotate_befor`", path.display())),
+            stderr.contains(&format!(
+                "{}:19:3: unknown field `rotate_befor`",
+                path.display()
+            )),
             "{stderr}"
         );
     }
     assert!(env.emulator.requests().is_empty());
 
-    env.write_policy("", "    kind: authorization_code");
+    env.write_policy("", "");
+    let policy = common::read(&path).replace("kind: hybrid", "kind: authorization_code");
+    std::fs::write(&path, policy).unwrap();
     let out = env.cli(&["validate"], &[]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("authorization-code clients have no secret"));
 
+    env.write_policy("", "");
     let out = env.cli(&["--run-now", "--client", "nope"], &[]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("--client nope: no such client"));
@@ -165,8 +172,7 @@ async fn a_process_killed_between_create_and_publish_is_cleaned_up_by_the_next_r
     let out = env.cli(&["--run-now", "--client", "app"], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .contains(&format!("deleted secret {orphan} (orphan)")),
+        String::from_utf8_lossy(&out.stdout).contains(&format!("deleted secret {orphan} (orphan)")),
         "{}",
         text(&out)
     );
@@ -206,7 +212,10 @@ async fn the_daemon_rotates_at_start_and_exits_0_on_sigterm() {
     let pid = child.id().unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while env.record("app").is_none() || env.record("web").is_none() {
-        assert!(tokio::time::Instant::now() < deadline, "daemon did not rotate");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "daemon did not rotate"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let status = std::process::Command::new("kill")

@@ -66,7 +66,11 @@ async fn a_second_pass_right_after_changes_nothing() {
     let before = (env.value("app"), env.record("app"), env.ids(APP));
     let writes = env.count("POST", "/Secrets") + env.count("DELETE", "/Secrets");
     let reports = env.pass(&[], false).await;
-    assert!(reports.iter().all(|r| !r.changed_anything() && r.error.is_none()));
+    assert!(
+        reports
+            .iter()
+            .all(|r| !r.changed_anything() && r.error.is_none())
+    );
     assert_eq!(before, (env.value("app"), env.record("app"), env.ids(APP)));
     assert_eq!(
         writes,
@@ -197,13 +201,19 @@ async fn a_slow_to_propagate_secret_is_verified_with_retries() {
 async fn a_store_that_cannot_be_written_leaves_no_secret_behind() {
     let env = Env::start().await;
     env.write_policy("", "");
-    // A file where the store's directory should be.
-    std::fs::write(env.secrets_dir(), "not a directory").unwrap();
+    // A directory where the value file should be: the rename onto it fails.
+    std::fs::create_dir_all(env.secrets_dir().join("app")).unwrap();
     let reports = env.pass(&["app"], false).await;
     let err = reports[0].error.as_ref().expect("fails");
     assert_eq!(err.step, Step::Publish);
     assert!(err.to_string().contains("store local"), "{err}");
     assert_eq!(env.ids(APP), vec![1]);
+    assert!(env.record("app").is_none());
+    let leftovers: Vec<_> = std::fs::read_dir(env.secrets_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("app")]);
 }
 
 #[tokio::test]

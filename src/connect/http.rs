@@ -43,9 +43,8 @@ pub enum CredentialSource {
 impl CredentialSource {
     fn read(&self) -> Result<SecretString, ConnectError> {
         let raw = match self {
-            CredentialSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
-                ConnectError::Credential(format!("{}: {e}", path.display()))
-            })?,
+            CredentialSource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| ConnectError::Credential(format!("{}: {e}", path.display())))?,
             CredentialSource::Env(name) => std::env::var(name).map_err(|_| {
                 ConnectError::Credential(format!("environment variable {name} is not set"))
             })?,
@@ -54,7 +53,10 @@ impl CredentialSource {
         let raw = zeroize::Zeroizing::new(raw);
         let trimmed = raw.trim();
         if trimmed.is_empty() {
-            return Err(ConnectError::Credential(format!("{} is empty", self.describe())));
+            return Err(ConnectError::Credential(format!(
+                "{} is empty",
+                self.describe()
+            )));
         }
         Ok(SecretString::from(trimmed.to_owned()))
     }
@@ -279,7 +281,10 @@ impl HttpConnect {
         }
         let answer: TokenAnswer = resp.json().await.map_err(|e| ConnectError::BadResponse {
             operation: operation.clone(),
-            detail: format!("the token answer is not the expected JSON ({})", e.without_url()),
+            detail: format!(
+                "the token answer is not the expected JSON ({})",
+                e.without_url()
+            ),
         })?;
         if answer.access_token.expose_secret().is_empty() {
             return Err(ConnectError::BadResponse {
@@ -447,7 +452,10 @@ impl ConnectApi for HttpConnect {
             let page: Vec<ClientSecret> =
                 resp.json().await.map_err(|e| ConnectError::BadResponse {
                     operation: operation.clone(),
-                    detail: format!("the list is not a JSON array of secrets ({})", e.without_url()),
+                    detail: format!(
+                        "the list is not a JSON array of secrets ({})",
+                        e.without_url()
+                    ),
                 })?;
             let n = page.len();
             all.extend(page);
@@ -483,7 +491,12 @@ impl ConnectApi for HttpConnect {
             "Description": new.description,
         });
         let resp = self
-            .api(&operation, Method::POST, &self.secrets_url(client), Some(&body))
+            .api(
+                &operation,
+                Method::POST,
+                &self.secrets_url(client),
+                Some(&body),
+            )
             .await?;
         let status = resp.status();
         let answer: CreatedAnswer = match resp.json().await {
@@ -607,7 +620,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, "3".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert(RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
     }
 

@@ -133,7 +133,11 @@ pub mod lenient_time {
                 "2027-01-01T01:00:00+01:00",
                 "2027-01-01T00:00:00",
             ] {
-                assert_eq!(super::parse(t).unwrap().to_rfc3339(), "2027-01-01T00:00:00+00:00", "{t}");
+                assert_eq!(
+                    super::parse(t).unwrap().to_rfc3339(),
+                    "2027-01-01T00:00:00+00:00",
+                    "{t}"
+                );
             }
         }
     }
@@ -217,7 +221,9 @@ pub enum ConnectError {
         body: Box<ErrorBody>,
     },
     /// The token endpoint refused a client id and secret.
-    #[error("getting a token for client {client_id}: CDS refused the credentials (HTTP {status}: {detail})")]
+    #[error(
+        "getting a token for client {client_id}: CDS refused the credentials (HTTP {status}: {detail})"
+    )]
     Unauthenticated {
         /// The client whose credentials were refused.
         client_id: String,

@@ -79,7 +79,8 @@ pub async fn run(
     loop {
         if running.is_none() && !due.is_empty() {
             let batch: Vec<usize> = std::mem::take(&mut due).into_iter().collect();
-            let jobs: Vec<Arc<ClientJob>> = batch.iter().map(|&i| Arc::clone(&slots[i].job)).collect();
+            let jobs: Vec<Arc<ClientJob>> =
+                batch.iter().map(|&i| Arc::clone(&slots[i].job)).collect();
             let reconciler = Arc::clone(&reconciler);
             running = Some(tokio::spawn(async move {
                 let reports = reconciler
@@ -148,8 +149,12 @@ pub async fn run(
 fn log_report(report: &PassReport) {
     match (&report.error, &report.rotated) {
         (Some(e), _) => warn!(client = %report.client, error = %e, "pass failed"),
-        (None, Some(r)) => info!(client = %report.client, secret_id = r.secret_id, fingerprint = %r.fingerprint, "pass rotated the secret"),
-        (None, None) => info!(client = %report.client, deleted = report.deleted.len(), next_check = report.next_check.map(|t| t.to_rfc3339()), "pass done"),
+        (None, Some(r)) => {
+            info!(client = %report.client, secret_id = r.secret_id, fingerprint = %r.fingerprint, "pass rotated the secret")
+        }
+        (None, None) => {
+            info!(client = %report.client, deleted = report.deleted.len(), next_check = report.next_check.map(|t| t.to_rfc3339()), "pass done")
+        }
     }
 }
 

@@ -18,8 +18,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-pub use state::{Kind, Region, Seed, SeedClient, SeedSecret};
 use state::Tenant;
+pub use state::{Kind, Region, Seed, SeedClient, SeedSecret};
 
 /// What can go wrong starting the emulator.
 #[derive(Debug, thiserror::Error)]

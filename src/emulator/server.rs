@@ -119,15 +119,13 @@ fn control(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Respons
             lock(shared).faults.clear();
             StatusCode::NO_CONTENT.into_response()
         }
-        ("POST", "/_emulator/propagation_delay_ms") => {
-            match serde_json::from_slice::<u64>(body) {
-                Ok(ms) => {
-                    lock(shared).tenant.propagation = Duration::from_millis(ms);
-                    StatusCode::NO_CONTENT.into_response()
-                }
-                Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        ("POST", "/_emulator/propagation_delay_ms") => match serde_json::from_slice::<u64>(body) {
+            Ok(ms) => {
+                lock(shared).tenant.propagation = Duration::from_millis(ms);
+                StatusCode::NO_CONTENT.into_response()
             }
-        }
+            Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        },
         ("GET", "/_emulator/state") => {
             let inner = lock(shared);
             let clients: HashMap<&str, Vec<SecretView>> = inner
@@ -162,10 +160,20 @@ fn error(status: StatusCode, error: &str, reason: &str, resolution: &str) -> Res
 }
 
 fn oauth_error(code: &str) -> Response {
-    (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": code }))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({ "error": code })),
+    )
+        .into_response()
 }
 
-fn route(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
+fn route(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     let path = uri.path().trim_end_matches('/');
     let lower = path.to_ascii_lowercase();
     if lower == "/identity/.well-known/openid-configuration" && method == Method::GET {
@@ -369,7 +377,10 @@ fn api_call(
             if !allowed {
                 return forbidden();
             }
-            let Some(client) = tenant.clients.get_mut(&client_id).filter(|c| c.kind == kind)
+            let Some(client) = tenant
+                .clients
+                .get_mut(&client_id)
+                .filter(|c| c.kind == kind)
             else {
                 return not_found("client");
             };

@@ -293,9 +293,10 @@ impl Tenant {
             return None;
         }
         let h = hash(secret);
-        let ok = client.secrets.values().any(|s| {
-            s.value_sha256 == h && s.works_at(now) && s.created.elapsed() >= propagation
-        });
+        let ok = client
+            .secrets
+            .values()
+            .any(|s| s.value_sha256 == h && s.works_at(now) && s.created.elapsed() >= propagation);
         if !ok {
             return None;
         }
@@ -405,7 +406,10 @@ impl StoredClient {
 }
 
 /// The Expires/Expiration rules of shared/cds-api.md.
-fn check_expiration(expiration: Option<DateTime<Utc>>, expires: Option<bool>) -> Result<(), Refusal> {
+fn check_expiration(
+    expiration: Option<DateTime<Utc>>,
+    expires: Option<bool>,
+) -> Result<(), Refusal> {
     match (expires, expiration) {
         (Some(false), Some(_)) => Err(Refusal::Invalid(
             "Expiration cannot be set when Expires is false.".to_owned(),

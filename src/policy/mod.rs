@@ -269,7 +269,13 @@ impl Validator {
                 continue;
             };
             if !names.insert(c.name.clone()) {
-                self.problem(at, format!("client name `{}` is used twice; names must be unique", c.name));
+                self.problem(
+                    at,
+                    format!(
+                        "client name `{}` is used twice; names must be unique",
+                        c.name
+                    ),
+                );
             }
             if !ids.insert(c.client_id.clone()) {
                 self.problem(
@@ -412,7 +418,10 @@ impl Validator {
         let at = raw.referenced;
         let text = raw.value.trim().trim_end_matches('/');
         let Ok(url) = reqwest::Url::parse(text) else {
-            self.problem(at, format!("connect.url `{text}` is not a URL; use {PRIMARY_URL}"));
+            self.problem(
+                at,
+                format!("connect.url `{text}` is not a URL; use {PRIMARY_URL}"),
+            );
             return None;
         };
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
@@ -427,7 +436,10 @@ impl Validator {
                 return None;
             }
             other => {
-                self.problem(at, format!("connect.url scheme `{other}` is not supported; use https"));
+                self.problem(
+                    at,
+                    format!("connect.url scheme `{other}` is not supported; use https"),
+                );
                 return None;
             }
         }
@@ -566,7 +578,10 @@ impl Validator {
             Some("hybrid") => Some(ClientKind::Hybrid),
             Some(other) => {
                 let at = raw.kind.as_ref().map(|k| k.referenced).unwrap_or(location);
-                if other.replace(['-', ' '], "_").eq_ignore_ascii_case("authorization_code") {
+                if other
+                    .replace(['-', ' '], "_")
+                    .eq_ignore_ascii_case("authorization_code")
+                {
                     self.problem(
                         at,
                         format!("client `{name}`: authorization-code clients have no secret (they use PKCE): nothing to rotate; remove the entry"),
@@ -591,12 +606,10 @@ impl Validator {
                 ),
             );
         }
-        let secret = raw
-            .store
-            .value
-            .secret
-            .clone()
-            .unwrap_or_else(|| Spanned::new(name.clone(), raw.store.referenced, raw.store.defined));
+        let secret =
+            raw.store.value.secret.clone().unwrap_or_else(|| {
+                Spanned::new(name.clone(), raw.store.referenced, raw.store.defined)
+            });
         if !is_safe_name(&secret.value) || secret.value.ends_with(".json") {
             self.problem(
                 secret.referenced,

@@ -114,17 +114,26 @@ fn bad_durations_and_schedules_point_at_the_value() {
 #[test]
 fn unsafe_timings_are_refused() {
     let err = error_of(&VALID.replace("rotate_before: 30d", "rotate_before: 90d"));
-    assert!(err.contains("rotate_before (90d) must be shorter than lifetime"), "{err}");
+    assert!(
+        err.contains("rotate_before (90d) must be shorter than lifetime"),
+        "{err}"
+    );
     let err = error_of(&VALID.replace("lifetime: 90d", "lifetime: 800d"));
     assert!(err.contains("at most 730d"), "{err}");
     let err = error_of(&VALID.replace("grace: 2h", "grace: 40d"));
-    assert!(err.contains("grace (40d) must be shorter than rotate_before"), "{err}");
+    assert!(
+        err.contains("grace (40d) must be shorter than rotate_before"),
+        "{err}"
+    );
 }
 
 #[test]
 fn authorization_code_clients_are_refused() {
     let err = error_of(&VALID.replace("kind: hybrid", "kind: authorization_code"));
-    assert!(err.contains("client `dashboard`: authorization-code"), "{err}");
+    assert!(
+        err.contains("client `dashboard`: authorization-code"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -152,7 +161,11 @@ fn every_problem_is_reported_at_once() {
 fn a_yaml_bomb_is_refused() {
     let mut text = String::from("a: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n");
     for i in 1..12 {
-        let prev = if i == 1 { "a".to_owned() } else { format!("a{}", i - 1) };
+        let prev = if i == 1 {
+            "a".to_owned()
+        } else {
+            format!("a{}", i - 1)
+        };
         text.push_str(&format!(
             "a{i}: &a{i} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
         ));
@@ -169,7 +182,10 @@ fn self_rotation_needs_the_credential_file_to_be_the_published_one() {
     );
     let err = error_of(&own);
     assert!(err.contains("is the rotator's own client"), "{err}");
-    assert!(err.contains("/etc/cds-rotator/secrets/historian-uploader"), "{err}");
+    assert!(
+        err.contains("/etc/cds-rotator/secrets/historian-uploader"),
+        "{err}"
+    );
     parse(&own.replace(
         "/run/credentials/cds-rotator.service/admin",
         "/etc/cds-rotator/secrets/historian-uploader",

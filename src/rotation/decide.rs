@@ -169,9 +169,7 @@ pub fn decide(
             (Some(r), Some(c)) => match c.expires_at() {
                 None => Some(RotateReason::CurrentNeverExpires(c.id)),
                 Some(at) if at <= now => Some(RotateReason::CurrentExpired(c.id)),
-                Some(at) if at - timing.rotate_before <= now => {
-                    Some(RotateReason::ExpiresSoon(at))
-                }
+                Some(at) if at - timing.rotate_before <= now => Some(RotateReason::ExpiresSoon(at)),
                 Some(at) => {
                     later(at - timing.rotate_before);
                     match timing.max_age.map(|age| r.published_at + age) {
@@ -259,8 +257,19 @@ mod tests {
 
     #[test]
     fn rotation_is_skipped_when_not_due() {
-        let s = [managed(1, now() - Duration::days(30), now() + Duration::days(60))];
-        let plan = decide(&s, Some(&record(1, now() - Duration::days(30))), &timing(), false, false, now());
+        let s = [managed(
+            1,
+            now() - Duration::days(30),
+            now() + Duration::days(60),
+        )];
+        let plan = decide(
+            &s,
+            Some(&record(1, now() - Duration::days(30))),
+            &timing(),
+            false,
+            false,
+            now(),
+        );
         assert!(plan.is_noop(), "{plan:?}");
         assert_eq!(plan.next_check, Some(now() + Duration::days(30)));
     }
@@ -270,9 +279,23 @@ mod tests {
         let s = [unmanaged(1, now() + Duration::days(20))];
         let plan = decide(&s, None, &timing(), false, false, now());
         assert_eq!(plan.rotate, Some(RotateReason::NoRecord));
-        let s = [managed(1, now() - Duration::days(70), now() + Duration::days(20))];
-        let plan = decide(&s, Some(&record(1, now() - Duration::days(70))), &timing(), false, false, now());
-        assert_eq!(plan.rotate, Some(RotateReason::ExpiresSoon(now() + Duration::days(20))));
+        let s = [managed(
+            1,
+            now() - Duration::days(70),
+            now() + Duration::days(20),
+        )];
+        let plan = decide(
+            &s,
+            Some(&record(1, now() - Duration::days(70))),
+            &timing(),
+            false,
+            false,
+            now(),
+        );
+        assert_eq!(
+            plan.rotate,
+            Some(RotateReason::ExpiresSoon(now() + Duration::days(20)))
+        );
     }
 
     #[test]
@@ -288,7 +311,11 @@ mod tests {
 
     #[test]
     fn max_age_and_force_rotate_a_healthy_secret() {
-        let s = [managed(1, now() - Duration::days(10), now() + Duration::days(80))];
+        let s = [managed(
+            1,
+            now() - Duration::days(10),
+            now() + Duration::days(80),
+        )];
         let r = record(1, now() - Duration::days(10));
         let mut t = timing();
         t.max_age = Some(Duration::days(7));
@@ -332,7 +359,11 @@ mod tests {
 
     #[test]
     fn the_current_secret_is_never_deleted_even_when_expired() {
-        let s = [managed(1, now() - Duration::days(100), now() - Duration::days(1))];
+        let s = [managed(
+            1,
+            now() - Duration::days(100),
+            now() - Duration::days(1),
+        )];
         let r = record(1, now() - Duration::days(100));
         let plan = decide(&s, Some(&r), &timing(), true, false, now());
         assert!(plan.clean_up.is_empty() && plan.retire.is_empty());
@@ -341,7 +372,11 @@ mod tests {
 
     #[test]
     fn nothing_is_retired_while_the_current_secret_is_broken() {
-        let s = [managed(1, now() - Duration::days(70), now() + Duration::days(20))];
+        let s = [managed(
+            1,
+            now() - Duration::days(70),
+            now() + Duration::days(20),
+        )];
         let r = record(2, now() - Duration::days(3));
         let plan = decide(&s, Some(&r), &timing(), false, false, now());
         assert!(plan.retire.is_empty());
@@ -350,8 +385,14 @@ mod tests {
 
     #[test]
     fn expired_managed_secrets_make_room_and_a_full_client_is_flagged() {
-        let mut s: Vec<_> = (1..=9).map(|i| unmanaged(i, now() + Duration::days(5))).collect();
-        s.push(managed(10, now() - Duration::days(100), now() - Duration::days(1)));
+        let mut s: Vec<_> = (1..=9)
+            .map(|i| unmanaged(i, now() + Duration::days(5)))
+            .collect();
+        s.push(managed(
+            10,
+            now() - Duration::days(100),
+            now() - Duration::days(1),
+        ));
         let plan = decide(&s, None, &timing(), false, false, now());
         assert_eq!(plan.clean_up, vec![(10, DeleteReason::Expired)]);
         assert!(!plan.full);

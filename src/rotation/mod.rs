@@ -120,7 +120,9 @@ pub enum StepError {
         listing: String,
     },
     /// The new secret never got a token; it was deleted again.
-    #[error("the new secret {secret_id} could not get a token within {waited}s ({last}); it was deleted{cleanup}")]
+    #[error(
+        "the new secret {secret_id} could not get a token within {waited}s ({last}); it was deleted{cleanup}"
+    )]
     Verify {
         /// The new secret.
         secret_id: SecretId,
@@ -470,13 +472,19 @@ impl Reconciler {
             .await
             .map_err(|e| (Step::Create, e.into()))?;
         let id = created.secret.id;
-        let expiration = created.secret.expiration.unwrap_or_else(|| self.clock.now());
+        let expiration = created
+            .secret
+            .expiration
+            .unwrap_or_else(|| self.clock.now());
         let fingerprint = Fingerprint::of(&created.value);
         info!(step = "create", secret_id = id, expiration = %expiration, fingerprint = %fingerprint, "created");
 
         // verify
         let waited = job.timing.verify_timeout.to_std().unwrap_or_default();
-        if let Err(last) = self.verify(&job.client.client_id, &created.value, waited).await {
+        if let Err(last) = self
+            .verify(&job.client.client_id, &created.value, waited)
+            .await
+        {
             let cleanup = self.undo_create(job, id).await;
             return Err((
                 Step::Verify,
@@ -488,7 +496,11 @@ impl Reconciler {
                 },
             ));
         }
-        info!(step = "verify", secret_id = id, "the new secret gets tokens");
+        info!(
+            step = "verify",
+            secret_id = id,
+            "the new secret gets tokens"
+        );
 
         // publish
         let record = StoreRecord {
@@ -575,7 +587,11 @@ impl Reconciler {
                         .iter()
                         .find(|s| s.description.as_deref() == Some(new.description.as_str()))
                     {
-                        info!(step = "create", secret_id = lost.id, "found the lost create; its value is unknown, deleting it");
+                        info!(
+                            step = "create",
+                            secret_id = lost.id,
+                            "found the lost create; its value is unknown, deleting it"
+                        );
                         self.connect.delete_secret(&job.client, lost.id).await?;
                     } else {
                         info!(step = "create", %operation, "the lost create did not happen; creating again");
@@ -613,7 +629,11 @@ impl Reconciler {
     async fn undo_create(&self, job: &ClientJob, id: SecretId) -> String {
         match self.connect.delete_secret(&job.client, id).await {
             Ok(()) => {
-                info!(step = "create", secret_id = id, "deleted the new secret again");
+                info!(
+                    step = "create",
+                    secret_id = id,
+                    "deleted the new secret again"
+                );
                 String::new()
             }
             Err(e) => {

@@ -131,10 +131,28 @@ impl FileStore {
         })?;
         let pending = self.pending_path(key);
         self.replace(&pending, &json)?;
-        self.replace(&self.value_path(key), value.expose_secret().as_bytes())?;
-        self.replace(&self.record_path(key), &json)?;
-        fs::remove_file(&pending).map_err(|e| self.io_error("remove", &pending, e))?;
-        self.sync_dir()
+        if let Err(e) = self.replace(&self.value_path(key), value.expose_secret().as_bytes()) {
+            // Did the rename happen before the failure (say, of the directory fsync)?
+            if self.value_fingerprint(key).ok().flatten() != Some(record.fingerprint.clone()) {
+                // No: readers still see the old value; the caller deletes the new secret
+                // in CDS, so its pending record must go too.
+                let _ = fs::remove_file(&pending);
+                return Err(e);
+            }
+        }
+        // From here on readers hold the new value: the publish has happened, whatever
+        // fails next. The pending record stands in for the final one until it is written.
+        if let Err(e) = self.replace(&self.record_path(key), &json) {
+            tracing::warn!(error = %e, "the record was not replaced; the pending record stands in");
+            return Ok(());
+        }
+        if let Err(e) = fs::remove_file(&pending) {
+            tracing::warn!(error = %e, "could not remove the pending record");
+        }
+        if let Err(e) = self.sync_dir() {
+            tracing::warn!(error = %e, "could not sync the store directory");
+        }
+        Ok(())
     }
 
     fn ensure_dir(&self) -> Result<(), StoreError> {
@@ -161,9 +179,10 @@ impl FileStore {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = self
-            .dir
-            .join(format!(".{file_name}.tmp-{}", uuid::Uuid::new_v4().simple()));
+        let tmp = self.dir.join(format!(
+            ".{file_name}.tmp-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         let result = (|| -> io::Result<()> {
             let mut file = OpenOptions::new()
                 .write(true)
@@ -251,7 +270,10 @@ mod tests {
         let dir = tmp.path().join("secrets");
         let store = FileStore::new("local", &dir);
         let value = SecretString::from("s3cr3t");
-        store.publish("app", &value, &record(1, "s3cr3t")).await.unwrap();
+        store
+            .publish("app", &value, &record(1, "s3cr3t"))
+            .await
+            .unwrap();
         assert_eq!(fs::read_to_string(dir.join("app")).unwrap(), "s3cr3t");
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.join("app")), 0o600);

@@ -145,7 +145,8 @@ clients:
     }
 
     pub fn record(&self, secret: &str) -> Option<StoreRecord> {
-        let text = std::fs::read_to_string(self.secrets_dir().join(format!("{secret}.json"))).ok()?;
+        let text =
+            std::fs::read_to_string(self.secrets_dir().join(format!("{secret}.json"))).ok()?;
         Some(serde_json::from_str(&text).unwrap())
     }
 
