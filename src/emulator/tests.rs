@@ -1,1 +1,331 @@
+//! The emulator against the contract of shared/cds-api.md, over loopback HTTP.
 
+use serde_json::{Value, json};
+
+use super::*;
+
+const TENANT: &str = "8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f";
+const ADMIN: &str = "2b1f0e9d-8c7b-4a6f-9e5d-4c3b2a1f0e9d";
+const APP: &str = "0b0c1d2e-3f40-4152-6374-8596a7b8c9d0";
+const OTHER: &str = "4b0c1d2e-3f40-4152-6374-8596a7b8c9d0";
+const WEB: &str = "1b0c1d2e-3f40-4152-6374-8596a7b8c9d0";
+
+fn seed(region: &str) -> Seed {
+    Seed::from_yaml(&format!(
+        r#"tenant_id: {TENANT}
+region: {region}
+clients:
+  - {{ id: {ADMIN}, name: admin, kind: client_credentials, roles: [tenant_administrator],
+      secrets: [{{ value: admin-secret, expiration: 2099-01-01T00:00:00Z }}] }}
+  - {{ id: {APP}, name: app, kind: client_credentials, access_token_lifetime: 60,
+      secrets: [{{ value: app-secret, expiration: 2099-01-01T00:00:00Z }}] }}
+  - {{ id: {OTHER}, name: other, kind: client_credentials }}
+  - {{ id: {WEB}, name: web, kind: hybrid,
+      secrets: [{{ value: web-secret, expiration: 2099-01-01T00:00:00Z }}] }}
+  - {{ id: 9b0c1d2e-3f40-4152-6374-8596a7b8c9d0, name: spa, kind: authorization_code }}
+"#
+    ))
+    .unwrap()
+}
+
+struct Api {
+    emu: Emulator,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn start(region: &str) -> Api {
+        let emu = Emulator::start(([127, 0, 0, 1], 0).into(), seed(region))
+            .await
+            .unwrap();
+        Api {
+            emu,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn token(&self, id: &str, secret: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/identity/connect/token", self.emu.url()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=client_credentials&client_id={id}&client_secret={secret}"
+            ))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn bearer(&self, id: &str, secret: &str) -> String {
+        let v: Value = self.token(id, secret).await.json().await.unwrap();
+        v["access_token"].as_str().unwrap().to_owned()
+    }
+
+    fn secrets(&self, kind: &str, client: &str) -> String {
+        format!(
+            "{}/api/v1/Tenants/{TENANT}/{kind}/{client}/Secrets",
+            self.emu.url()
+        )
+    }
+
+    async fn create(&self, token: &str, kind: &str, client: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(self.secrets(kind, client))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn expiring() -> Value {
+    json!({"Expiration": "2090-01-01T00:00:00Z", "Expires": true, "Description": "t"})
+}
+
+#[tokio::test]
+async fn tokens_need_a_valid_secret_of_a_client_with_secrets() {
+    let api = Api::start("primary").await;
+    let ok = api.token(APP, "app-secret").await;
+    assert_eq!(ok.status().as_u16(), 200);
+    let v: Value = ok.json().await.unwrap();
+    assert_eq!(v["expires_in"], 60);
+    assert_eq!(v["token_type"], "Bearer");
+    for (id, secret) in [
+        (APP, "wrong"),
+        ("9b0c1d2e-3f40-4152-6374-8596a7b8c9d0", "x"),
+    ] {
+        let resp = api.token(id, secret).await;
+        assert_eq!(resp.status().as_u16(), 400);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"], "invalid_client");
+    }
+}
+
+#[tokio::test]
+async fn create_follows_the_expiration_rules_and_shows_the_value_once() {
+    let api = Api::start("primary").await;
+    let admin = api.bearer(ADMIN, "admin-secret").await;
+    let (status, body) = api
+        .create(&admin, "ClientCredentialClients", APP, expiring())
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(body["Id"], 2);
+    let value = body["Secret"].as_str().unwrap().to_owned();
+    assert!(value.len() >= 40);
+    for bad in [
+        json!({"Expires": true}),
+        json!({}),
+        json!({"Expires": false, "Expiration": "2090-01-01T00:00:00Z"}),
+        json!({"Expiration": "2001-01-01T00:00:00Z"}),
+    ] {
+        let (status, body) = api
+            .create(&admin, "ClientCredentialClients", APP, bad)
+            .await;
+        assert_eq!(status, 400);
+        assert!(body["OperationId"].is_string());
+    }
+    let (status, _) = api
+        .create(
+            &admin,
+            "ClientCredentialClients",
+            APP,
+            json!({"Expires": false}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let listed = api
+        .http
+        .get(api.secrets("ClientCredentialClients", APP))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.headers()["Total-Count"], "3");
+    let text = listed.text().await.unwrap();
+    assert!(!text.contains(&value));
+    assert!(!text.contains("Secret\""));
+    // The new value gets tokens.
+    assert_eq!(api.token(APP, &value).await.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn a_client_holds_at_most_ten_secrets() {
+    let api = Api::start("primary").await;
+    let admin = api.bearer(ADMIN, "admin-secret").await;
+    for _ in 0..9 {
+        let (status, _) = api
+            .create(&admin, "ClientCredentialClients", APP, expiring())
+            .await;
+        assert_eq!(status, 201);
+    }
+    let (status, body) = api
+        .create(&admin, "ClientCredentialClients", APP, expiring())
+        .await;
+    assert_eq!(status, 400);
+    assert!(body["Reason"].as_str().unwrap().contains("10"), "{body}");
+    assert_eq!(api.emu.secrets(TENANT, APP).len(), 10);
+}
+
+#[tokio::test]
+async fn self_may_manage_its_own_secrets_but_not_update_or_touch_others() {
+    let api = Api::start("primary").await;
+    let me = api.bearer(APP, "app-secret").await;
+    let (status, body) = api
+        .create(&me, "ClientCredentialClients", APP, expiring())
+        .await;
+    assert_eq!(status, 201);
+    let put = api
+        .http
+        .put(format!(
+            "{}/{}",
+            api.secrets("ClientCredentialClients", APP),
+            body["Id"]
+        ))
+        .bearer_auth(&me)
+        .json(&json!({"Description": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 403);
+    let (status, _) = api
+        .create(&me, "ClientCredentialClients", OTHER, expiring())
+        .await;
+    assert_eq!(status, 403);
+    let web = api.bearer(WEB, "web-secret").await;
+    let (status, _) = api.create(&web, "HybridClients", WEB, expiring()).await;
+    assert_eq!(status, 403, "hybrid secrets are Tenant Administrator only");
+    let admin = api.bearer(ADMIN, "admin-secret").await;
+    let (status, _) = api.create(&admin, "HybridClients", WEB, expiring()).await;
+    assert_eq!(status, 201);
+    let (status, _) = api
+        .create(&admin, "ClientCredentialClients", WEB, expiring())
+        .await;
+    assert_eq!(
+        status, 404,
+        "a hybrid client is not a client-credentials client"
+    );
+}
+
+#[tokio::test]
+async fn missing_tokens_answer_401_and_deletes_answer_204_then_404() {
+    let api = Api::start("primary").await;
+    let resp = api
+        .http
+        .get(api.secrets("ClientCredentialClients", APP))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let admin = api.bearer(ADMIN, "admin-secret").await;
+    let url = format!("{}/1", api.secrets("ClientCredentialClients", APP));
+    for expected in [204, 404] {
+        let resp = api
+            .http
+            .delete(&url)
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), expected);
+    }
+    assert_eq!(api.token(APP, "app-secret").await.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn a_regional_emulator_refuses_writes_with_405() {
+    let api = Api::start("regional").await;
+    let admin = api.bearer(ADMIN, "admin-secret").await;
+    let (status, body) = api
+        .create(&admin, "ClientCredentialClients", APP, expiring())
+        .await;
+    assert_eq!(status, 405);
+    assert!(body["Reason"].as_str().unwrap().contains("primary region"));
+}
+
+#[tokio::test]
+async fn faults_answer_instead_or_after_the_write() {
+    let api = Api::start("primary").await;
+    let admin = api.bearer(ADMIN, "admin-secret").await;
+    api.emu.inject(Fault {
+        method: Some("POST".into()),
+        path_contains: Some("/Secrets".into()),
+        status: 503,
+        retry_after: Some(7),
+        times: 1,
+        ..Fault::default()
+    });
+    let resp = api
+        .http
+        .post(api.secrets("ClientCredentialClients", APP))
+        .bearer_auth(&admin)
+        .json(&expiring())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers()["retry-after"], "7");
+    assert_eq!(api.emu.secrets(TENANT, APP).len(), 1, "not carried out");
+    api.emu.inject(Fault {
+        method: Some("POST".into()),
+        status: 500,
+        times: 1,
+        after_commit: true,
+        ..Fault::default()
+    });
+    let (status, _) = api
+        .create(&admin, "ClientCredentialClients", APP, expiring())
+        .await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        api.emu.secrets(TENANT, APP).len(),
+        2,
+        "carried out, answer lost"
+    );
+    let (status, _) = api
+        .create(&admin, "ClientCredentialClients", APP, expiring())
+        .await;
+    assert_eq!(status, 201, "the fault was used up");
+}
+
+#[tokio::test]
+async fn lists_page_with_skip_and_count() {
+    let api = Api::start("primary").await;
+    let admin = api.bearer(ADMIN, "admin-secret").await;
+    for _ in 0..5 {
+        api.create(&admin, "ClientCredentialClients", APP, expiring())
+            .await;
+    }
+    let resp = api
+        .http
+        .get(format!(
+            "{}?skip=2&count=3",
+            api.secrets("ClientCredentialClients", APP)
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["Total-Count"], "6");
+    let page: Vec<Value> = resp.json().await.unwrap();
+    let ids: Vec<i64> = page.iter().map(|s| s["Id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![3, 4, 5]);
+}
+
+#[tokio::test]
+async fn new_secrets_get_tokens_only_after_the_propagation_delay() {
+    let api = Api::start("primary").await;
+    api.emu
+        .set_token_propagation_delay(std::time::Duration::from_millis(300));
+    let admin = api.bearer(ADMIN, "admin-secret").await;
+    let (_, body) = api
+        .create(&admin, "ClientCredentialClients", APP, expiring())
+        .await;
+    let value = body["Secret"].as_str().unwrap();
+    assert_eq!(api.token(APP, value).await.status().as_u16(), 400);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(api.token(APP, value).await.status().as_u16(), 200);
+}
