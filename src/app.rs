@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -48,7 +47,7 @@ pub fn connect_from(policy: &Policy) -> Result<Arc<dyn ConnectApi>, ConnectError
         base_url: c.url.clone(),
         client_id: c.client_id.clone(),
         credential,
-        request_timeout: Duration::from_secs(30),
+        request_timeout: c.request_timeout,
         retry: RetryPolicy::default(),
     })?;
     Ok(Arc::new(http))

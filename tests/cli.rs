@@ -94,7 +94,7 @@ async fn a_bad_policy_exits_2_with_its_location_and_touches_nothing() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.contains(&format!(
-                "{}:19:3: unknown field `rotate_befor`",
+                "{}:20:3: unknown field `rotate_befor`",
                 path.display()
             )),
             "{stderr}"

@@ -322,3 +322,150 @@ clients:
     let reports = env.pass(&[], true).await;
     assert!(reports[0].rotated.is_some(), "{:?}", reports[0].error);
 }
+
+#[tokio::test]
+async fn an_expired_token_is_renewed_once_and_the_call_repeated() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    env.emulator.inject(fault("GET", "/Secrets", 401));
+    let reports = env.pass(&["app"], false).await;
+    assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
+    // The rotator's first token, its renewal after the 401, and the new secret's check.
+    assert_eq!(env.count("POST", "/identity/connect/token"), 3);
+}
+
+#[tokio::test]
+async fn lists_are_read_page_by_page() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    for i in 0..150 {
+        env.emulator.add_secret(
+            common::TENANT,
+            APP,
+            &format!("v{i}"),
+            None,
+            Some(chrono::Utc::now() + chrono::Duration::days(9)),
+            Some(true),
+        );
+    }
+    let reports = env.pass(&["app"], false).await;
+    assert_eq!(reports[0].secrets.len(), 151);
+    assert_eq!(env.count("GET", &format!("{APP}/Secrets")), 2);
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_never_comes_is_recognised_not_reposted_blindly() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    // The create is carried out but the answer takes longer than request_timeout (2s).
+    env.emulator.inject(Fault {
+        delay_ms: 3_000,
+        after_commit: true,
+        ..fault("POST", "/Secrets", 0)
+    });
+    let reports = env.pass(&["app"], false).await;
+    assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
+    let record = env.record("app").unwrap();
+    // Secret 2: carried out, answer lost, found by its run id and deleted. Secret 3: published.
+    assert_eq!(env.ids(APP), vec![1, record.secret_id]);
+    assert_eq!(record.secret_id, 3);
+}
+
+#[tokio::test]
+async fn an_unreachable_cds_fails_every_client_clearly_and_writes_nothing() {
+    let env = Env::start().await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    env.write_policy_at(&format!("http://{dead}"), "", "");
+    let reports = env.pass(&[], false).await;
+    for r in &reports {
+        let err = r.error.as_ref().expect("fails").to_string();
+        assert!(err.contains("no answer from CDS"), "{err}");
+        assert!(err.contains("step observe"), "{err}");
+    }
+    assert!(!env.secrets_dir().exists());
+}
+
+#[tokio::test]
+async fn a_regional_url_gets_an_error_that_names_the_primary_region() {
+    let seed = common::seed_yaml().replace("region: primary", "region: regional");
+    let emulator = cds_rotator::emulator::Emulator::start(
+        ([127, 0, 0, 1], 0).into(),
+        cds_rotator::emulator::Seed::from_yaml(&seed).unwrap(),
+    )
+    .await
+    .unwrap();
+    let env = Env::start().await;
+    env.write_policy_at(&emulator.url(), "", "");
+    let reports = env.pass(&["app"], false).await;
+    let err = reports[0].error.as_ref().expect("fails").to_string();
+    assert!(err.contains("HTTP 405"), "{err}");
+    assert!(err.contains("uswe.datahub.connect.aveva.com"), "{err}");
+    assert!(err.contains("OperationId"), "{err}");
+}
+
+#[tokio::test]
+async fn a_store_record_of_another_client_stops_the_pass_before_any_change() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    env.pass(&[], false).await;
+    // Copy web's record over app's: app's store now names another client.
+    let web_value = env.value("web").unwrap();
+    std::fs::write(env.secrets_dir().join("app"), web_value).unwrap();
+    std::fs::copy(
+        env.secrets_dir().join("web.json"),
+        env.secrets_dir().join("app.json"),
+    )
+    .unwrap();
+    let before = env.ids(APP);
+    let reports = env.pass(&["app"], true).await;
+    let err = reports[0].error.as_ref().expect("fails").to_string();
+    assert!(
+        err.contains(&format!("holds a record of client {HYBRID}")),
+        "{err}"
+    );
+    assert_eq!(env.ids(APP), before);
+}
+
+#[tokio::test]
+async fn a_sidecar_rotates_its_own_client_with_the_self_role() {
+    let env = Env::start().await;
+    std::fs::create_dir_all(env.secrets_dir()).unwrap();
+    let own = env.secrets_dir().join("app");
+    std::fs::write(&own, common::APP_SEEDED_SECRET).unwrap();
+    let policy = format!(
+        r#"connect:
+  url: {url}
+  tenant_id: {tenant}
+  credentials:
+    client_id: {app}
+    client_secret_file: {own}
+lock_dir: {locks}
+stores:
+  shared: {{ type: file, dir: {secrets} }}
+defaults:
+  grace: 0s
+  verify_timeout: 5s
+clients:
+  - name: app
+    client_id: {app}
+    store: {{ name: shared, secret: app }}
+    retire_unmanaged: true
+"#,
+        url = env.emulator.url(),
+        tenant = common::TENANT,
+        app = APP,
+        own = own.display(),
+        locks = env.dir.path().join("locks").display(),
+        secrets = env.secrets_dir().display(),
+    );
+    std::fs::write(env.policy_path(), policy).unwrap();
+    for force in [false, false, true, false] {
+        let reports = env.pass(&[], force).await;
+        assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
+    }
+    let current = env.record("app").unwrap().secret_id;
+    assert_eq!(env.ids(APP), vec![current]);
+}

@@ -60,7 +60,8 @@ pub struct Fault {
     pub status: u16,
     /// `Retry-After` seconds to send.
     pub retry_after: Option<u64>,
-    /// Wait this long before answering.
+    /// Wait this long before answering (after carrying the request out, with
+    /// `after_commit`).
     pub delay_ms: u64,
     /// How many requests it hits; 0 = every one.
     pub times: u32,

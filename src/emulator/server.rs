@@ -49,20 +49,29 @@ async fn handle(
         return control(&shared, &method, &path, &body);
     }
     let fault = take_fault(&shared, &method, &path);
-    if let Some(f) = &fault
-        && f.delay_ms > 0
-    {
-        tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
-    }
+    let delay = fault
+        .as_ref()
+        .map_or(Duration::ZERO, |f| Duration::from_millis(f.delay_ms));
     let response = match &fault {
-        Some(f) if f.status != 0 && !f.after_commit => fault_response(f),
-        _ => {
+        // The request is carried out; the answer comes late or wrong (a lost answer).
+        Some(f) if f.after_commit => {
             let real = route(&shared, &method, &uri, &headers, &body);
-            match &fault {
-                Some(f) if f.status != 0 => fault_response(f),
-                _ => real,
+            tokio::time::sleep(delay).await;
+            if f.status != 0 {
+                fault_response(f)
+            } else {
+                real
             }
         }
+        Some(f) => {
+            tokio::time::sleep(delay).await;
+            if f.status != 0 {
+                fault_response(f)
+            } else {
+                route(&shared, &method, &uri, &headers, &body)
+            }
+        }
+        None => route(&shared, &method, &uri, &headers, &body),
     };
     lock(&shared).requests.push(RequestRecord {
         method: method.to_string(),

@@ -44,6 +44,8 @@ pub struct ConnectSettings {
     pub secret: SecretSource,
     /// How many clients are rotated at once.
     pub max_concurrency: usize,
+    /// How long one request to CDS may take.
+    pub request_timeout: std::time::Duration,
 }
 
 /// A store as the policy declares it.
@@ -405,7 +407,20 @@ impl Validator {
                 8
             }
         };
+        let request_timeout = match self.duration(&c.request_timeout, "connect.request_timeout")? {
+            None => Duration::seconds(30),
+            Some(d) if d >= Duration::seconds(1) && d <= Duration::minutes(5) => d,
+            Some(_) => {
+                let at = c.request_timeout.as_ref().map(|t| t.referenced);
+                self.problem(
+                    at.unwrap_or(Location::UNKNOWN),
+                    "connect.request_timeout must be between 1s and 5m",
+                );
+                Duration::seconds(30)
+            }
+        };
         Some(ConnectSettings {
+            request_timeout: request_timeout.to_std().unwrap_or_default(),
             url: url?,
             tenant_id: tenant_id?,
             client_id: client_id?,

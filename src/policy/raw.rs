@@ -31,6 +31,8 @@ pub(super) struct RawConnect {
     pub credentials: Spanned<RawCredentials>,
     #[serde(default)]
     pub max_concurrency: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub request_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -109,6 +109,18 @@ pub enum StepError {
     /// Another rotator holds the client.
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// The store holds a record of another client.
+    #[error(
+        "{location} holds a record of client {client_id} in tenant {tenant_id}, not of this client; nothing was changed: fix the store or the policy"
+    )]
+    ForeignRecord {
+        /// Where the record is.
+        location: String,
+        /// The client the record names.
+        client_id: String,
+        /// The tenant the record names.
+        tenant_id: String,
+    },
     /// No room for a new secret.
     #[error(
         "the client already has {count} secrets (CDS allows {MAX_SECRETS_PER_CLIENT}) and none can be removed safely: {listing}; delete one you no longer use, or set retire_unmanaged: true"
@@ -352,6 +364,18 @@ impl Reconciler {
                 return self.finish(job, report).await;
             }
         };
+        if let Some(r) = &record
+            && (r.client_id != job.client.client_id || r.tenant_id != job.client.tenant_id)
+        {
+            // Acting on it would retire this client's secrets by another client's record.
+            let source = StepError::ForeignRecord {
+                location: job.store.location(&job.store_key),
+                client_id: r.client_id.clone(),
+                tenant_id: r.tenant_id.clone(),
+            };
+            report.error = Some(fail(Step::Observe, source));
+            return self.finish(job, report).await;
+        }
         let now = self.clock.now();
         let plan = decide(
             &secrets,

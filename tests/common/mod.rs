@@ -78,6 +78,11 @@ impl Env {
 
     /// Writes a policy for the app and hybrid clients; `extra` is appended to `defaults:`.
     pub fn write_policy(&self, defaults_extra: &str, client_extra: &str) -> PathBuf {
+        self.write_policy_at(&self.emulator.url(), defaults_extra, client_extra)
+    }
+
+    /// Like [`Env::write_policy`], against another CDS URL.
+    pub fn write_policy_at(&self, url: &str, defaults_extra: &str, client_extra: &str) -> PathBuf {
         let text = format!(
             r#"connect:
   url: {url}
@@ -86,6 +91,7 @@ impl Env {
     client_id: {ADMIN}
     client_secret_file: {cred}
   max_concurrency: 2
+  request_timeout: 2s
 lock_dir: {locks}
 stores:
   local: {{ type: file, dir: {secrets} }}
@@ -111,7 +117,6 @@ clients:
     store: {{ name: local, secret: web }}
     notify: [ops]
 "#,
-            url = self.emulator.url(),
             cred = self.dir.path().join("admin-secret").display(),
             locks = self.dir.path().join("locks").display(),
             secrets = self.secrets_dir().display(),
