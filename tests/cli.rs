@@ -60,6 +60,7 @@ async fn nothing_secret_appears_in_any_output_even_at_trace_level() {
     values.extend(env.value("web"));
     assert_eq!(values.len(), 4);
     assert_no_secret(&output, &values);
+    assert!(!output.contains("Bearer "), "an access token was logged");
     // The store's metadata holds no value either.
     assert_no_secret(&common::read(&env.secrets_dir().join("app.json")), &values);
 }
@@ -254,4 +255,69 @@ async fn demo_runs_a_whole_rotation_and_prints_no_value() {
     }
     assert!(values.len() >= 4, "{}", values.len());
     assert_no_secret(&all, &values);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_retires_the_old_secret_when_the_grace_period_ends() {
+    let env = Env::start().await;
+    env.write_policy("", "    grace: 2s\n    retire_unmanaged: true");
+    let child = env.command(&[], &[]).spawn().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // The start pass publishes secret 2; the follow-up pass after 2s retires secret 1.
+    while env.ids(APP) != vec![2] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not retired: {:?}",
+            env.ids(APP)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(env.record("app").unwrap().secret_id, 2);
+    drop(child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_subcommand_serves_a_seed_file() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed.yaml");
+    std::fs::write(&seed, common::seed_yaml()).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cds-rotator"))
+        .args(["emulator", "--listen", "127.0.0.1:0", "--seed"])
+        .arg(&seed)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("cds-rotator emulator listening on ")
+        .expect(&line)
+        .to_owned();
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/identity/connect/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=client_credentials&client_id={}&client_secret={ADMIN_SECRET}",
+            common::ADMIN
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+
+    std::fs::write(&seed, "tenant_id: x\nclients: [{ id: 1, nme: typo }]\n").unwrap();
+    let bad = tokio::process::Command::new(env!("CARGO_BIN_EXE_cds-rotator"))
+        .args(["emulator", "--listen", "127.0.0.1:0", "--seed"])
+        .arg(&seed)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
 }
