@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::connect::http::{CredentialSource, HttpConnect, HttpConnectConfig, RetryPolicy};
 use crate::connect::{ClientRef, ConnectApi, ConnectError};
 use crate::notify::Notifier;
@@ -53,11 +53,21 @@ pub fn connect_from(policy: &Policy) -> Result<Arc<dyn ConnectApi>, ConnectError
     Ok(Arc::new(http))
 }
 
-/// Wires the clients named in `only` (all when empty) into jobs.
+/// Wires the clients named in `only` (all when empty) into jobs, on the system clock.
 pub fn wire(
     policy: &Policy,
     connect: Arc<dyn ConnectApi>,
     only: &[String],
+) -> Result<Wired, String> {
+    wire_with_clock(policy, connect, only, Arc::new(SystemClock))
+}
+
+/// Like [`wire`], reading the time from `clock` (tests move it by hand).
+pub fn wire_with_clock(
+    policy: &Policy,
+    connect: Arc<dyn ConnectApi>,
+    only: &[String],
+    clock: Arc<dyn Clock>,
 ) -> Result<Wired, String> {
     for name in only {
         if policy.client(name).is_none() {
@@ -119,7 +129,7 @@ pub fn wire(
     }
     let reconciler = Reconciler::new(
         connect,
-        Arc::new(SystemClock),
+        clock,
         policy.connect.client_id.clone(),
         policy.lock_dir.clone(),
     );

@@ -469,3 +469,57 @@ clients:
     let current = env.record("app").unwrap().secret_id;
     assert_eq!(env.ids(APP), vec![current]);
 }
+
+/// A year of daily passes on a hand-moved clock: every day the store's secret works and
+/// is not expired (I1), the client never holds more than 10 secrets (I5), every secret
+/// the rotator made expires (I6), and old secrets go once their grace period is over.
+#[tokio::test]
+async fn a_year_of_daily_passes_keeps_every_invariant() {
+    use std::sync::Arc;
+
+    use cds_rotator::clock::{Clock, ManualClock};
+    use cds_rotator::policy::Policy;
+    use cds_rotator::rotation::PassOptions;
+
+    let env = Env::start().await;
+    env.write_policy("", "    grace: 24h\n    retire_unmanaged: true");
+    let policy = Policy::load(&env.policy_path()).unwrap();
+    let clock = ManualClock::new(chrono::Utc::now());
+    let connect = cds_rotator::app::connect_from(&policy).unwrap();
+    let wired = cds_rotator::app::wire_with_clock(
+        &policy,
+        connect,
+        &["app".to_owned()],
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let mut rotations = 0;
+    let mut max_held = 0;
+    for _day in 0..365 {
+        let reports = wired
+            .reconciler
+            .run_all(&wired.jobs, 1, PassOptions::default())
+            .await;
+        let r = &reports[0];
+        assert!(r.error.is_none(), "{:?}", r.error);
+        rotations += usize::from(r.rotated.is_some());
+        let now = clock.now();
+        let record = env.record("app").expect("always published");
+        let secrets = env.emulator.secrets(common::TENANT, APP);
+        max_held = max_held.max(secrets.len());
+        let current = secrets
+            .iter()
+            .find(|s| s.id == record.secret_id)
+            .expect("I1: the store's secret exists");
+        assert!(current.expiration.unwrap() > now, "I1: not expired");
+        assert!(secrets.len() <= 10, "I5");
+        for s in &secrets {
+            assert!(s.expiration.is_some() && s.expires != Some(false), "I6");
+        }
+        clock.advance(chrono::Duration::days(1));
+    }
+    // lifetime 90d, rotate_before 30d: a rotation every 60 days, the first on day 0.
+    assert_eq!(rotations, 7);
+    // At most the current secret and the one it replaced (for one day) at once.
+    assert_eq!(max_held, 2);
+}
