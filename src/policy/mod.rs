@@ -86,6 +86,22 @@ pub struct Timing {
     pub retry_interval: Duration,
 }
 
+impl Default for Timing {
+    /// The built-in defaults, as documented in README.md.
+    fn default() -> Self {
+        Timing {
+            schedule: "0 0 3 * * *".to_owned(),
+            lifetime: Duration::days(90),
+            rotate_before: Duration::days(30),
+            grace: Duration::hours(24),
+            orphan_grace: Duration::minutes(10),
+            max_age: None,
+            verify_timeout: Duration::minutes(2),
+            retry_interval: Duration::minutes(15),
+        }
+    }
+}
+
 /// One client to rotate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientPolicy {
@@ -493,16 +509,7 @@ impl Validator {
 
     /// Merges a timing section over `base` (the defaults) and checks it.
     fn timing(&mut self, raw: &RawTiming, here: Location, base: Option<&Timing>) -> Option<Timing> {
-        let builtin = Timing {
-            schedule: "0 0 3 * * *".to_owned(),
-            lifetime: Duration::days(90),
-            rotate_before: Duration::days(30),
-            grace: Duration::hours(24),
-            orphan_grace: Duration::minutes(10),
-            max_age: None,
-            verify_timeout: Duration::minutes(2),
-            retry_interval: Duration::minutes(15),
-        };
+        let builtin = Timing::default();
         let base = base.unwrap_or(&builtin);
         let lifetime = self.duration(&raw.lifetime, "lifetime");
         let rotate_before = self.duration(&raw.rotate_before, "rotate_before");

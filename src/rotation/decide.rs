@@ -207,17 +207,9 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 6, 1, 3, 0, 0).unwrap()
     }
 
+    /// 90d lifetime, rotate 30d before expiry, 24h grace, 10m orphan grace.
     fn timing() -> Timing {
-        Timing {
-            schedule: "0 0 3 * * *".into(),
-            lifetime: Duration::days(90),
-            rotate_before: Duration::days(30),
-            grace: Duration::hours(24),
-            orphan_grace: Duration::minutes(10),
-            max_age: None,
-            verify_timeout: Duration::minutes(2),
-            retry_interval: Duration::minutes(15),
-        }
+        Timing::default()
     }
 
     fn managed(id: SecretId, created: DateTime<Utc>, expires: DateTime<Utc>) -> ClientSecret {
