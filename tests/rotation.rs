@@ -523,3 +523,21 @@ async fn a_year_of_daily_passes_keeps_every_invariant() {
     // At most the current secret and the one it replaced (for one day) at once.
     assert_eq!(max_held, 2);
 }
+
+#[tokio::test]
+async fn a_create_answered_503_is_looked_for_before_it_is_sent_again() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    // The create is carried out, then 503 + Retry-After: the rotator must not re-post
+    // blindly; it finds its secret, deletes it (value unknown) and creates once more.
+    env.emulator.inject(Fault {
+        after_commit: true,
+        retry_after: Some(1),
+        ..fault("POST", "/Secrets", 503)
+    });
+    let reports = env.pass(&["app"], false).await;
+    assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
+    let record = env.record("app").unwrap();
+    assert_eq!(env.ids(APP), vec![1, record.secret_id]);
+    assert_eq!(record.secret_id, 3);
+}

@@ -380,13 +380,23 @@ impl HttpConnect {
                     debug!(%operation, status = status.as_u16(), attempt, "answer");
                     let retry_after = retry_after(resp.headers());
                     match status.as_u16() {
+                        // Throttled: not carried out, safe to send again, even a create.
                         429 => Some(retry_after.unwrap_or_else(|| self.backoff(attempt))),
-                        // A 503 with Retry-After says the request was not processed.
-                        503 if idempotence == Idempotence::Repeatable || retry_after.is_some() => {
+                        503 if idempotence == Idempotence::Repeatable => {
                             Some(retry_after.unwrap_or_else(|| self.backoff(attempt)))
                         }
-                        408 | 500 | 502 | 503 | 504 if idempotence == Idempotence::Repeatable => {
+                        408 | 500 | 502 | 504 if idempotence == Idempotence::Repeatable => {
                             Some(self.backoff(attempt))
+                        }
+                        // A create answered 5xx may have been carried out: it goes back
+                        // to the caller as an unknown outcome, after the wait CDS asked for.
+                        500..=599 if idempotence == Idempotence::Once => {
+                            if let Some(wait) =
+                                retry_after.filter(|w| *w <= self.retry.max_retry_after)
+                            {
+                                tokio::time::sleep(wait).await;
+                            }
+                            None
                         }
                         _ => None,
                     }

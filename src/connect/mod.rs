@@ -200,7 +200,7 @@ impl fmt::Display for ErrorBody {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// CDS answered with an error status.
-    #[error("{operation}: CDS answered HTTP {status}{}", fmt_body(body))]
+    #[error("{operation}: CDS answered HTTP {status}{}{}", fmt_body(body), hint(*status))]
     Api {
         /// What was being done, e.g. "list secrets of client <id>".
         operation: String,
@@ -259,6 +259,20 @@ pub enum ConnectError {
     /// The rotator's own credential could not be read.
     #[error("reading the rotator's own client secret: {0}")]
     Credential(String),
+}
+
+/// What an operator usually has to do about a status, when CDS did not say.
+fn hint(status: u16) -> &'static str {
+    match status {
+        403 => {
+            "; the rotator's own client needs the Tenant Administrator role (or, for its own client-credentials client only, the Self role)"
+        }
+        404 => {
+            "; check tenant_id, the client's client_id and its kind (client_credentials or hybrid)"
+        }
+        429 => "; CDS kept throttling after the retries; lower max_concurrency",
+        _ => "",
+    }
 }
 
 fn fmt_body(body: &ErrorBody) -> String {
