@@ -321,3 +321,20 @@ async fn the_emulator_subcommand_serves_a_seed_file() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_policy_says_where_it_looked_and_how_to_point_elsewhere() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cds-rotator"))
+        .args(["--run-now"])
+        .env("CDS_ROTATOR_CONFIG", "/nonexistent/policy.yaml")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("/nonexistent/policy.yaml: cannot read the policy"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--config"), "{stderr}");
+}
