@@ -50,22 +50,28 @@ pub struct SecretView {
 /// A fault rule: matching requests get `status` (and/or a delay) instead of the real
 /// answer.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Fault {
     /// HTTP method to match; any when `None`.
+    #[serde(default)]
     pub method: Option<String>,
     /// Substring of the path to match; any when `None`.
+    #[serde(default)]
     pub path_contains: Option<String>,
-    /// Status to answer; 0 leaves the answer alone (a delay only).
+    /// Status to answer; 0 leaves the answer alone (a delay only). Required in JSON.
     pub status: u16,
     /// `Retry-After` seconds to send.
+    #[serde(default)]
     pub retry_after: Option<u64>,
     /// Wait this long before answering (after carrying the request out, with
     /// `after_commit`).
+    #[serde(default)]
     pub delay_ms: u64,
     /// How many requests it hits; 0 = every one.
+    #[serde(default)]
     pub times: u32,
     /// Carry the request out, then answer `status` (a lost answer).
+    #[serde(default)]
     pub after_commit: bool,
 }
 
@@ -133,7 +139,15 @@ impl Emulator {
 
     /// The base URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        // A wildcard bind is reached over loopback.
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("http://{addr}")
     }
 
     /// The bound address.
@@ -203,16 +217,31 @@ impl Emulator {
     }
 }
 
-/// Runs the emulator until SIGINT or SIGTERM (`cds-rotator emulator`).
+/// Runs the emulator until SIGINT or SIGTERM (`cds-rotator emulator`): prints one line
+/// "cds-rotator emulator listening on http://ADDR" to stdout, then serves.
 pub async fn run(addr: SocketAddr, seed: Seed) -> Result<(), EmulatorError> {
+    // Handlers go in before the line is printed, so a signal sent as soon as the line
+    // is read stops the emulator cleanly instead of killing it.
+    #[cfg(unix)]
+    let stopped = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            Ok::<(), std::io::Error>(())
+        }
+    };
+    #[cfg(not(unix))]
+    let stopped = tokio::signal::ctrl_c();
     let emulator = Emulator::start(addr, seed).await?;
     println!("cds-rotator emulator listening on {}", emulator.url());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let result = stopped.await;
     emulator.shutdown();
+    result?;
     Ok(())
 }
 

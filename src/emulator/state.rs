@@ -113,7 +113,40 @@ pub struct SeedSecret {
 impl Seed {
     /// Parses a YAML seed.
     pub fn from_yaml(text: &str) -> Result<Seed, EmulatorError> {
-        serde_saphyr::from_str(text).map_err(|e| EmulatorError::Seed(e.to_string()))
+        let seed: Seed =
+            serde_saphyr::from_str(text).map_err(|e| EmulatorError::Seed(e.to_string()))?;
+        seed.check()?;
+        Ok(seed)
+    }
+
+    /// Refuses what CDS could not hold: a token lifetime out of 60..=3600 s, more than
+    /// [`MAX_SECRETS`] secrets, secrets on an authorization-code client, a repeated id.
+    fn check(&self) -> Result<(), EmulatorError> {
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.clients {
+            let id = c.id.to_ascii_lowercase();
+            if !seen.insert(id.clone()) {
+                return Err(EmulatorError::Seed(format!("client {id} is seeded twice")));
+            }
+            if let Some(l) = c.access_token_lifetime
+                && !(60..=3600).contains(&l)
+            {
+                return Err(EmulatorError::Seed(format!(
+                    "client {id}: access_token_lifetime {l} is not within 60..=3600 seconds"
+                )));
+            }
+            if c.kind == Kind::AuthorizationCode && !c.secrets.is_empty() {
+                return Err(EmulatorError::Seed(format!(
+                    "client {id}: authorization_code clients have no secrets"
+                )));
+            }
+            if c.secrets.len() > MAX_SECRETS {
+                return Err(EmulatorError::Seed(format!(
+                    "client {id}: at most {MAX_SECRETS} secrets per client"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The demo tenant: an administrator and three clients to rotate.
@@ -255,6 +288,7 @@ pub struct Tenant {
 impl Tenant {
     /// Builds the tenant from a seed.
     pub fn from_seed(seed: Seed) -> Result<Tenant, EmulatorError> {
+        seed.check()?;
         let mut clients = BTreeMap::new();
         for c in seed.clients {
             let id = c.id.to_ascii_lowercase();

@@ -329,3 +329,179 @@ async fn new_secrets_get_tokens_only_after_the_propagation_delay() {
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(api.token(APP, value).await.status().as_u16(), 200);
 }
+
+#[test]
+fn seeds_that_cds_could_not_hold_are_refused() {
+    let base = format!("tenant_id: {TENANT}\nclients:\n");
+    for bad in [
+        format!(
+            "  - {{ id: {APP}, name: a, kind: client_credentials, access_token_lifetime: 59 }}"
+        ),
+        format!(
+            "  - {{ id: {APP}, name: a, kind: authorization_code, secrets: [{{ value: v }}] }}"
+        ),
+        format!(
+            "  - {{ id: {APP}, name: a, kind: client_credentials }}\n  - {{ id: {}, name: b, kind: hybrid }}",
+            APP.to_ascii_uppercase()
+        ),
+        format!("  - {{ id: {APP}, name: a, kind: client_credentials, colour: red }}"),
+    ] {
+        assert!(
+            matches!(
+                Seed::from_yaml(&format!("{base}{bad}")),
+                Err(EmulatorError::Seed(_))
+            ),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_demo_seed_lets_its_administrator_list_the_clients() {
+    let seed = Seed::demo();
+    let (id, secret) = seed.admin_credentials().unwrap();
+    let tenant = seed.tenant_id.clone();
+    let emu = Emulator::start(([127, 0, 0, 1], 0).into(), seed)
+        .await
+        .unwrap();
+    let api = Api {
+        emu,
+        http: reqwest::Client::new(),
+    };
+    let admin = api.bearer(&id, &secret).await;
+    // Collection names and GUIDs match case-insensitively, as in ASP.NET.
+    let resp = api
+        .http
+        .get(format!(
+            "{}/api/v1/tenants/{}/clientcredentialclients",
+            api.emu.url(),
+            tenant.to_ascii_uppercase()
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["Total-Count"], "3");
+    let clients: Vec<Value> = resp.json().await.unwrap();
+    let names: Vec<&str> = clients.iter().filter_map(|c| c["Name"].as_str()).collect();
+    assert!(names.contains(&"historian-uploader") && names.contains(&"edge-gateway"));
+    for key in [
+        "Id",
+        "Name",
+        "Enabled",
+        "AccessTokenLifetime",
+        "Tags",
+        "RoleIds",
+    ] {
+        assert!(clients[0].get(key).is_some(), "{key}");
+    }
+}
+
+#[tokio::test]
+async fn head_counts_secrets_without_a_body() {
+    let api = Api::start("primary").await;
+    let admin = api.bearer(ADMIN, "admin-secret").await;
+    let resp = api
+        .http
+        .head(api.secrets("ClientCredentialClients", APP))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["Total-Count"], "1");
+    assert!(resp.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn control_endpoints_drive_faults_state_and_propagation() {
+    let api = Api::start("primary").await;
+    let control = |path: &str| format!("{}/_emulator/{path}", api.emu.url());
+    // A fault without a status is refused; faults never hit the control paths.
+    let resp = api
+        .http
+        .post(control("faults"))
+        .json(&json!({"delay_ms": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let resp = api
+        .http
+        .post(control("faults"))
+        .json(&json!({"status": 429, "retry_after": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    let resp = api.token(APP, "app-secret").await;
+    assert_eq!(resp.status().as_u16(), 429);
+    assert_eq!(resp.headers()["retry-after"], "3");
+    let state: Value = api
+        .http
+        .get(control("state"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["tenants"][TENANT][APP][0]["id"], 1);
+    assert!(state["tenants"][TENANT][APP][0]["value_sha256"].is_string());
+    assert_eq!(state["requests"][0]["status"], 429);
+    assert_eq!(state["requests"][0]["path"], "/identity/connect/token");
+    let resp = api.http.delete(control("faults")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    let resp = api
+        .http
+        .post(control("propagation_delay_ms"))
+        .json(&60_000)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    let admin = api.bearer(ADMIN, "admin-secret").await;
+    let (status, body) = api
+        .create(&admin, "ClientCredentialClients", APP, expiring())
+        .await;
+    assert_eq!(status, 201);
+    let value = body["Secret"].as_str().unwrap();
+    assert_eq!(api.token(APP, value).await.status().as_u16(), 400);
+    // The value never shows in the state, only its hash.
+    let state = api
+        .http
+        .get(control("state"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!state.contains(value));
+}
+
+#[tokio::test]
+async fn a_wildcard_bind_is_reached_over_loopback_and_shutdown_stops_serving() {
+    let emu = Emulator::start(([0, 0, 0, 0], 0).into(), seed("primary"))
+        .await
+        .unwrap();
+    let url = emu.url();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let well_known = format!("{url}/identity/.well-known/openid-configuration");
+    let v: Value = reqwest::get(&well_known)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        v["token_endpoint"]
+            .as_str()
+            .unwrap()
+            .ends_with("/identity/connect/token")
+    );
+    emu.shutdown();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(reqwest::get(&well_known).await.is_err());
+}

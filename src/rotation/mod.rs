@@ -345,7 +345,7 @@ impl Reconciler {
                 Ok(lock) => Some(lock),
                 Err(e) => {
                     report.error = Some(fail(Step::Lock, e.into()));
-                    return self.finish(job, report).await;
+                    return self.finish(job, report, options).await;
                 }
             }
         };
@@ -361,7 +361,7 @@ impl Reconciler {
             Ok(o) => o,
             Err(e) => {
                 report.error = Some(fail(Step::Observe, e));
-                return self.finish(job, report).await;
+                return self.finish(job, report, options).await;
             }
         };
         if let Some(r) = &record
@@ -374,7 +374,7 @@ impl Reconciler {
                 tenant_id: r.tenant_id.clone(),
             };
             report.error = Some(fail(Step::Observe, source));
-            return self.finish(job, report).await;
+            return self.finish(job, report, options).await;
         }
         let now = self.clock.now();
         let plan = decide(
@@ -418,7 +418,7 @@ impl Reconciler {
             }
             if let Err(e) = self.delete(job, id, Step::CleanUp, why).await {
                 report.error = Some(fail(Step::CleanUp, e.into()));
-                return self.finish(job, report).await;
+                return self.finish(job, report, options).await;
             }
             report.deleted.push((id, why));
             if why == DeleteReason::Orphan {
@@ -438,7 +438,7 @@ impl Reconciler {
                             .await
                         {
                             report.error = Some(fail(Step::Retire, e.into()));
-                            return self.finish(job, report).await;
+                            return self.finish(job, report, options).await;
                         }
                         report.deleted.push((id, DeleteReason::Superseded));
                         retired.push(id);
@@ -455,7 +455,7 @@ impl Reconciler {
         }
 
         let Some(reason) = plan.rotate.clone() else {
-            return self.finish(job, report).await;
+            return self.finish(job, report, options).await;
         };
         if self.stopping() {
             return report;
@@ -475,17 +475,25 @@ impl Reconciler {
                     listing,
                 },
             ));
-            return self.finish(job, report).await;
+            return self.finish(job, report, options).await;
         }
 
         match self.rotate(job).await {
             Ok(rotated) => {
                 report.next_check = Some(now + job.timing.grace);
                 report.rotated = Some(rotated);
+                if job.client.client_id == self.own_client_id {
+                    // The rotator's own credential: switch to the new secret and prove it
+                    // with a call. Nothing old is retired before the grace period anyway.
+                    self.connect.reload_credential();
+                    if let Err(e) = self.connect.list_secrets(&job.client).await {
+                        report.error = Some(fail(Step::SelfCheck, e.into()));
+                    }
+                }
             }
             Err((step, e)) => report.error = Some(fail(step, e)),
         }
-        self.finish(job, report).await
+        self.finish(job, report, options).await
     }
 
     /// Create, verify, publish, announce. Any failure after the create deletes the new
@@ -553,16 +561,6 @@ impl Reconciler {
         drop(created);
         let location = job.store.location(&job.store_key);
         info!(step = "publish", secret_id = id, fingerprint = %fingerprint, store = %location, "published");
-
-        if job.client.client_id == self.own_client_id {
-            // The rotator's own credential: switch to the new secret and prove it with a
-            // call before anything old is retired (that waits for the grace period anyway).
-            self.connect.reload_credential();
-            if let Err(e) = self.connect.list_secrets(&job.client).await {
-                warn!(step = "self_check", error = %e, "the rotator's own credential failed after rotating it");
-                return Err((Step::SelfCheck, e.into()));
-            }
-        }
 
         let rotated = Rotated {
             secret_id: id,
@@ -681,7 +679,16 @@ impl Reconciler {
         Ok(())
     }
 
-    async fn finish(&self, job: &ClientJob, mut report: PassReport) -> PassReport {
+    /// Logs and announces a failure and schedules a retry; a dry run only reports it.
+    async fn finish(
+        &self,
+        job: &ClientJob,
+        mut report: PassReport,
+        options: PassOptions,
+    ) -> PassReport {
+        if options.dry_run {
+            return report;
+        }
         if let Some(err) = &report.error {
             error!(step = %err.step, error = %err, "pass failed");
             let detail = err.to_string();
