@@ -317,7 +317,7 @@ impl HttpConnect {
                     let mut req = self
                         .http
                         .request(method.clone(), url)
-                        .header(AUTHORIZATION, format!("Bearer {}", token.expose_secret()))
+                        .header(AUTHORIZATION, bearer(&token))
                         .header(ACCEPT, "application/json")
                         .header(USER_AGENT, user_agent());
                     if let Some(body) = body {
@@ -561,6 +561,15 @@ impl ConnectApi for HttpConnect {
     fn reload_credential(&self) {
         self.reload.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// The `Authorization` header, marked sensitive so that no HTTP layer prints it.
+fn bearer(token: &SecretString) -> reqwest::header::HeaderValue {
+    let mut value =
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+            .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("Bearer invalid-token"));
+    value.set_sensitive(true);
+    value
 }
 
 fn user_agent() -> String {
