@@ -338,3 +338,31 @@ async fn a_missing_policy_says_where_it_looked_and_how_to_point_elsewhere() {
     );
     assert!(stderr.contains("--config"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_verify_undoes_the_new_secret_and_exits_0() {
+    let env = Env::start().await;
+    env.write_policy("", "    verify_timeout: 1h");
+    env.emulator
+        .set_token_propagation_delay(Duration::from_secs(3600));
+    let child = env.command(&[], &[]).spawn().unwrap();
+    let pid = child.id().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while env.ids(APP).len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no create seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the verify loop reach its longer waits.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("stops without waiting out verify_timeout")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(env.ids(APP), vec![1], "the unpublished secret was deleted");
+    assert!(env.record("app").is_none());
+}

@@ -13,7 +13,7 @@ pub mod marker;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Utc};
@@ -231,7 +231,7 @@ pub struct Reconciler {
     lock_dir: PathBuf,
     lock_wait: StdDuration,
     attempts: AtomicU64,
-    stopping: AtomicBool,
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Reconciler {
@@ -250,7 +250,7 @@ impl Reconciler {
             lock_dir,
             lock_wait: StdDuration::from_secs(30),
             attempts: AtomicU64::new(1),
-            stopping: AtomicBool::new(false),
+            stopping: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -263,11 +263,11 @@ impl Reconciler {
     /// Asks passes in flight to stop at the next step boundary (a create that started
     /// is still verified and published, or undone). Passes started later do nothing.
     pub fn stop(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
+        self.stopping.send_replace(true);
     }
 
     fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
+        *self.stopping.borrow()
     }
 
     /// This process's run id (it appears in the descriptions of the secrets it creates).
@@ -637,9 +637,18 @@ impl Reconciler {
         loop {
             match self.connect.verify_secret(client_id, value).await {
                 Ok(()) => return Ok(()),
-                Err(e) if retry_verify(&e) && tokio::time::Instant::now() + delay < deadline => {
+                // Stopping: give up waiting; the caller deletes the new secret.
+                Err(e)
+                    if retry_verify(&e)
+                        && !self.stopping()
+                        && tokio::time::Instant::now() + delay < deadline =>
+                {
                     info!(step = "verify", error = %e, wait_ms = delay.as_millis() as u64, "not accepted yet; trying again");
-                    tokio::time::sleep(delay).await;
+                    let mut stop = self.stopping.subscribe();
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = stop.wait_for(|stopping| *stopping) => {}
+                    }
                     delay = (delay * 2).min(StdDuration::from_secs(15));
                 }
                 Err(e) => return Err(e),
