@@ -280,19 +280,6 @@ fn fmt_body(body: &ErrorBody) -> String {
     if s.is_empty() { s } else { format!(" ({s})") }
 }
 
-impl ConnectError {
-    /// The HTTP status CDS answered, if it answered with one.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ConnectError::Api { status, .. } | ConnectError::Unauthenticated { status, .. } => {
-                Some(*status)
-            }
-            ConnectError::RegionalWrite { .. } => Some(405),
-            _ => None,
-        }
-    }
-}
-
 /// The CDS identity API as the reconciler needs it.
 ///
 /// Implementations retry single idempotent requests (GET, DELETE) on throttling and

@@ -35,6 +35,9 @@ use crate::store::{SecretStore, StoreError, StoreRecord};
 pub use decide::{DeleteReason, Plan, RotateReason, decide};
 use marker::Marker;
 
+/// How long a pass waits for another rotator to release a client.
+const LOCK_WAIT: StdDuration = StdDuration::from_secs(30);
+
 /// How many times a create is attempted when its answer is lost.
 const CREATE_ATTEMPTS: u32 = 3;
 
@@ -229,7 +232,6 @@ pub struct Reconciler {
     own_client_id: String,
     run_id: String,
     lock_dir: PathBuf,
-    lock_wait: StdDuration,
     attempts: AtomicU64,
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -248,16 +250,9 @@ impl Reconciler {
             own_client_id: own_client_id.into(),
             run_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             lock_dir,
-            lock_wait: StdDuration::from_secs(30),
             attempts: AtomicU64::new(1),
             stopping: tokio::sync::watch::Sender::new(false),
         }
-    }
-
-    /// How long a pass waits for another rotator to release a client (default 30 s).
-    pub fn with_lock_wait(mut self, wait: StdDuration) -> Self {
-        self.lock_wait = wait;
-        self
     }
 
     /// Asks passes in flight to stop at the next step boundary (a create that started
@@ -268,11 +263,6 @@ impl Reconciler {
 
     fn stopping(&self) -> bool {
         *self.stopping.borrow()
-    }
-
-    /// This process's run id (it appears in the descriptions of the secrets it creates).
-    pub fn run_id(&self) -> &str {
-        &self.run_id
     }
 
     /// Runs one pass over each job, at most `max_concurrency` at once. One failing
@@ -338,7 +328,7 @@ impl Reconciler {
                 &self.lock_dir,
                 &job.client.tenant_id,
                 &job.client.client_id,
-                self.lock_wait,
+                LOCK_WAIT,
             )
             .await
             {

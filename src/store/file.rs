@@ -36,11 +36,6 @@ impl FileStore {
         }
     }
 
-    /// The directory the store writes into.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn value_path(&self, key: &str) -> PathBuf {
         self.dir.join(key)
     }
