@@ -16,6 +16,7 @@ use crate::notify::log::LogNotifier;
 use crate::pickup::GraceOnly;
 use crate::policy::{NotifierSpec, Policy, SecretSource, StoreSpec};
 use crate::rotation::{ClientJob, PassOptions, PassReport, Reconciler};
+use crate::stop::Stop;
 use crate::store::SecretStore;
 use crate::store::file::FileStore;
 
@@ -36,8 +37,8 @@ pub struct Wired {
     pub max_concurrency: usize,
 }
 
-/// Builds the CDS client from the policy's `connect:` section.
-pub fn connect_from(policy: &Policy) -> Result<Arc<dyn ConnectApi>, ConnectError> {
+/// Builds the CDS client from the policy's `connect:` section; its waits end on `stop`.
+pub fn connect_from(policy: &Policy, stop: &Stop) -> Result<Arc<dyn ConnectApi>, ConnectError> {
     let c = &policy.connect;
     let credential = match &c.secret {
         SecretSource::File(path) => CredentialSource::File(path.clone()),
@@ -49,17 +50,20 @@ pub fn connect_from(policy: &Policy) -> Result<Arc<dyn ConnectApi>, ConnectError
         credential,
         request_timeout: c.request_timeout,
         retry: RetryPolicy::default(),
+        stop: stop.clone(),
     })?;
     Ok(Arc::new(http))
 }
 
-/// Wires the clients named in `only` (all when empty) into jobs, on the system clock.
+/// Wires the clients named in `only` (all when empty) into jobs, on the system clock;
+/// passes stop at the next step boundary when `stop` is triggered.
 pub fn wire(
     policy: &Policy,
     connect: Arc<dyn ConnectApi>,
     only: &[String],
+    stop: Stop,
 ) -> Result<Wired, String> {
-    wire_with_clock(policy, connect, only, Arc::new(SystemClock))
+    wire_with_clock(policy, connect, only, Arc::new(SystemClock), stop)
 }
 
 /// Like [`wire`], reading the time from `clock` (tests move it by hand).
@@ -68,6 +72,7 @@ pub fn wire_with_clock(
     connect: Arc<dyn ConnectApi>,
     only: &[String],
     clock: Arc<dyn Clock>,
+    stop: Stop,
 ) -> Result<Wired, String> {
     for name in only {
         if policy.client(name).is_none() {
@@ -132,6 +137,7 @@ pub fn wire_with_clock(
         clock,
         policy.connect.client_id.clone(),
         policy.lock_dir.clone(),
+        stop,
     );
     Ok(Wired {
         reconciler: Arc::new(reconciler),

@@ -63,8 +63,9 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> Result<u8, String> {
     std::fs::write(&policy_path, &policy)
         .map_err(|e| format!("writing {}: {e}", policy_path.display()))?;
     let policy = Policy::load(&policy_path).map_err(|e| e.to_string())?;
-    let connect = app::connect_from(&policy).map_err(|e| e.to_string())?;
-    let wired = app::wire(&policy, connect, &[])?;
+    let stop = crate::stop::Stop::new();
+    let connect = app::connect_from(&policy, &stop).map_err(|e| e.to_string())?;
+    let wired = app::wire(&policy, connect, &[], stop)?;
 
     let _ = writeln!(
         out,

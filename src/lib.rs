@@ -17,4 +17,5 @@ pub mod pickup;
 pub mod policy;
 pub mod rotation;
 pub mod secret;
+pub mod stop;
 pub mod store;

@@ -10,6 +10,7 @@ use anyhow::Context;
 use cds_rotator::app::{self, EXIT_CLIENT_FAILED, EXIT_OK, EXIT_USAGE};
 use cds_rotator::policy::{self, Policy};
 use cds_rotator::rotation::PassOptions;
+use cds_rotator::stop::Stop;
 use cds_rotator::{daemon, demo, emulator};
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
@@ -173,11 +174,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         );
         return Ok(EXIT_OK);
     }
-    let connect = match app::connect_from(&policy) {
+    let stop = Stop::new();
+    let connect = match app::connect_from(&policy, &stop) {
         Ok(c) => c,
         Err(e) => return usage(&e.to_string()),
     };
-    let wired = match app::wire(&policy, connect, &cli.clients) {
+    let wired = match app::wire(&policy, connect, &cli.clients, stop.clone()) {
         Ok(w) => w,
         Err(e) => return usage(&e),
     };

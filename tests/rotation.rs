@@ -485,12 +485,14 @@ async fn a_year_of_daily_passes_keeps_every_invariant() {
     env.write_policy("", "    grace: 24h\n    retire_unmanaged: true");
     let policy = Policy::load(&env.policy_path()).unwrap();
     let clock = ManualClock::new(chrono::Utc::now());
-    let connect = cds_rotator::app::connect_from(&policy).unwrap();
+    let stop = cds_rotator::stop::Stop::new();
+    let connect = cds_rotator::app::connect_from(&policy, &stop).unwrap();
     let wired = cds_rotator::app::wire_with_clock(
         &policy,
         connect,
         &["app".to_owned()],
         Arc::new(clock.clone()),
+        stop,
     )
     .unwrap();
     let mut rotations = 0;

@@ -21,6 +21,8 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::stop::Stop;
+
 use super::{
     ClientRef, ClientSecret, ConnectApi, ConnectError, CreatedSecret, ErrorBody, NewSecret,
     SecretId,
@@ -107,6 +109,8 @@ pub struct HttpConnectConfig {
     pub request_timeout: Duration,
     /// Retries of single requests.
     pub retry: RetryPolicy,
+    /// Ends retry waits early when the process is stopping.
+    pub stop: Stop,
 }
 
 struct CachedToken {
@@ -654,6 +658,7 @@ mod tests {
             credential: CredentialSource::Value(SecretString::from("x")),
             request_timeout: Duration::from_secs(1),
             retry: RetryPolicy::default(),
+            stop: Stop::new(),
         })
         .unwrap();
         assert!(c.backoff(1) <= Duration::from_millis(200));

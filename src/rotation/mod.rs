@@ -31,6 +31,7 @@ use crate::notify::{Event, EventKind, Notifier};
 use crate::pickup::{Pickup, PickupCheck};
 use crate::policy::Timing;
 use crate::secret::Fingerprint;
+use crate::stop::Stop;
 use crate::store::{SecretStore, StoreError, StoreRecord};
 pub use decide::{DeleteReason, Plan, RotateReason, decide};
 use marker::Marker;
@@ -233,16 +234,18 @@ pub struct Reconciler {
     run_id: String,
     lock_dir: PathBuf,
     attempts: AtomicU64,
-    stopping: tokio::sync::watch::Sender<bool>,
+    stop: Stop,
 }
 
 impl Reconciler {
-    /// A reconciler acting through `connect` as `own_client_id`, locking in `lock_dir`.
+    /// A reconciler acting through `connect` as `own_client_id`, locking in `lock_dir`,
+    /// stopping when `stop` is triggered.
     pub fn new(
         connect: Arc<dyn ConnectApi>,
         clock: Arc<dyn Clock>,
         own_client_id: impl Into<String>,
         lock_dir: PathBuf,
+        stop: Stop,
     ) -> Self {
         Reconciler {
             connect,
@@ -251,18 +254,18 @@ impl Reconciler {
             run_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             lock_dir,
             attempts: AtomicU64::new(1),
-            stopping: tokio::sync::watch::Sender::new(false),
+            stop,
         }
     }
 
     /// Asks passes in flight to stop at the next step boundary (a create that started
     /// is still verified and published, or undone). Passes started later do nothing.
     pub fn stop(&self) {
-        self.stopping.send_replace(true);
+        self.stop.trigger();
     }
 
     fn stopping(&self) -> bool {
-        *self.stopping.borrow()
+        self.stop.is_set()
     }
 
     /// Runs one pass over each job, at most `max_concurrency` at once. One failing
@@ -634,11 +637,7 @@ impl Reconciler {
                         && tokio::time::Instant::now() + delay < deadline =>
                 {
                     info!(step = "verify", error = %e, wait_ms = delay.as_millis() as u64, "not accepted yet; trying again");
-                    let mut stop = self.stopping.subscribe();
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        _ = stop.wait_for(|stopping| *stopping) => {}
-                    }
+                    self.stop.sleep(delay).await;
                     delay = (delay * 2).min(StdDuration::from_secs(15));
                 }
                 Err(e) => return Err(e),

@@ -128,9 +128,10 @@ clients:
 
     pub fn wired(&self, only: &[&str]) -> Wired {
         let policy = Policy::load(&self.policy_path()).expect("policy");
-        let connect = app::connect_from(&policy).expect("connect");
+        let stop = cds_rotator::stop::Stop::new();
+        let connect = app::connect_from(&policy, &stop).expect("connect");
         let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
-        app::wire(&policy, connect, &only).expect("wire")
+        app::wire(&policy, connect, &only, stop).expect("wire")
     }
 
     /// One pass in this process.
