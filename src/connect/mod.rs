@@ -256,6 +256,12 @@ pub enum ConnectError {
         /// What was wrong with it.
         detail: String,
     },
+    /// A retry was not waited for because the process is stopping (SIGTERM, SIGINT).
+    #[error("{operation}: not retried: cds-rotator is stopping")]
+    Stopped {
+        /// What was being done.
+        operation: String,
+    },
     /// The rotator's own credential could not be read.
     #[error("reading the rotator's own client secret: {0}")]
     Credential(String),

@@ -32,7 +32,7 @@ use crate::pickup::{Pickup, PickupCheck};
 use crate::policy::Timing;
 use crate::secret::Fingerprint;
 use crate::stop::Stop;
-use crate::store::{SecretStore, StoreError, StoreRecord};
+use crate::store::{Current, SecretStore, StoreError, StoreRecord};
 pub use decide::{DeleteReason, Plan, RotateReason, decide};
 use marker::Marker;
 
@@ -346,17 +346,19 @@ impl Reconciler {
         // observe
         let observed = async {
             let secrets = self.connect.list_secrets(&job.client).await?;
-            let record = job.store.read_current(&job.store_key).await?;
-            Ok::<_, StepError>((secrets, record))
+            let current = job.store.read_current(&job.store_key).await?;
+            Ok::<_, StepError>((secrets, current))
         }
         .await;
-        let (secrets, record) = match observed {
+        let (secrets, current) = match observed {
             Ok(o) => o,
             Err(e) => {
                 report.error = Some(fail(Step::Observe, e));
                 return self.finish(job, report, options).await;
             }
         };
+        let _unrecorded = current == Current::Unrecorded;
+        let record = current.into_record();
         if let Some(r) = &record
             && (r.client_id != job.client.client_id || r.tenant_id != job.client.tenant_id)
         {

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::{SecretStore, StoreError, StoreRecord};
+use super::{Current, SecretStore, StoreError, StoreRecord};
 use crate::secret::Fingerprint;
 
 /// A store that writes secrets as files in one directory.
@@ -81,22 +81,27 @@ impl FileStore {
         }
     }
 
-    fn read_current_blocking(&self, key: &str) -> Result<Option<StoreRecord>, StoreError> {
+    fn read_current_blocking(&self, key: &str) -> Result<Current, StoreError> {
         let record = self.read_record(&self.record_path(key))?;
         let pending = self.read_record(&self.pending_path(key))?;
-        if record.is_none() && pending.is_none() {
-            return Ok(None);
-        }
         let value = self.value_fingerprint(key)?;
+        if record.is_none() && pending.is_none() {
+            return Ok(match value {
+                None => Current::Empty,
+                Some(_) => Current::Unrecorded,
+            });
+        }
         // A pending record whose fingerprint matches the value: the publish got as far as
         // the value, so that is what readers hold.
         if let Some(pending) = pending
             && value.as_ref() == Some(&pending.fingerprint)
         {
-            return Ok(Some(pending));
+            return Ok(Current::Published(pending));
         }
         match record {
-            Some(record) if value.as_ref() == Some(&record.fingerprint) => Ok(Some(record)),
+            Some(record) if value.as_ref() == Some(&record.fingerprint) => {
+                Ok(Current::Published(record))
+            }
             Some(record) => Err(StoreError::Corrupt {
                 store: self.name.clone(),
                 location: self.value_path(key).display().to_string(),
@@ -106,8 +111,12 @@ impl FileStore {
                     record.fingerprint
                 ),
             }),
-            // Only a pending record that never reached the value: nothing was published.
-            None => Ok(None),
+            // Only a pending record that never reached the value: nothing was published
+            // (or a value is there without its record).
+            None => Ok(match value {
+                None => Current::Empty,
+                Some(_) => Current::Unrecorded,
+            }),
         }
     }
 
@@ -208,7 +217,7 @@ impl SecretStore for FileStore {
         self.value_path(key).display().to_string()
     }
 
-    async fn read_current(&self, key: &str) -> Result<Option<StoreRecord>, StoreError> {
+    async fn read_current(&self, key: &str) -> Result<Current, StoreError> {
         let store = self.clone();
         let key = key.to_owned();
         tokio::task::spawn_blocking(move || store.read_current_blocking(&key))
@@ -277,7 +286,7 @@ mod tests {
         assert!(!json.contains("s3cr3t"));
         assert_eq!(
             store.read_current("app").await.unwrap(),
-            Some(record(1, "s3cr3t"))
+            Current::Published(record(1, "s3cr3t"))
         );
         let leftovers: Vec<_> = fs::read_dir(&dir)
             .unwrap()
@@ -291,7 +300,7 @@ mod tests {
     async fn missing_store_reads_as_no_record() {
         let tmp = tempfile::tempdir().unwrap();
         let store = FileStore::new("local", tmp.path().join("nope"));
-        assert_eq!(store.read_current("app").await.unwrap(), None);
+        assert_eq!(store.read_current("app").await.unwrap(), Current::Empty);
         assert!(!tmp.path().join("nope").exists());
     }
 
@@ -312,7 +321,10 @@ mod tests {
             )
             .unwrap();
         store.replace(&store.value_path("app"), b"new").unwrap();
-        assert_eq!(store.read_current("app").await.unwrap(), Some(new));
+        assert_eq!(
+            store.read_current("app").await.unwrap(),
+            Current::Published(new)
+        );
     }
 
     #[tokio::test]
@@ -331,7 +343,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             store.read_current("app").await.unwrap(),
-            Some(record(1, "old"))
+            Current::Published(record(1, "old"))
         );
     }
 

@@ -33,6 +33,36 @@ pub struct StoreRecord {
     pub fingerprint: Fingerprint,
 }
 
+/// What a store holds under a key, as read at the start of a pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Current {
+    /// Nothing has been published under the key.
+    Empty,
+    /// The value the rotator published, and its record.
+    Published(StoreRecord),
+    /// A value whose record is gone (removed by hand, a partial restore): consumers may
+    /// hold it, but which CDS secret it is cannot be told. Never a reason to delete.
+    Unrecorded,
+}
+
+impl Current {
+    /// The record, when there is one.
+    pub fn record(&self) -> Option<&StoreRecord> {
+        match self {
+            Current::Published(r) => Some(r),
+            Current::Empty | Current::Unrecorded => None,
+        }
+    }
+
+    /// Takes the record out, when there is one.
+    pub fn into_record(self) -> Option<StoreRecord> {
+        match self {
+            Current::Published(r) => Some(r),
+            Current::Empty | Current::Unrecorded => None,
+        }
+    }
+}
+
 /// A failed store operation; the message names the store and the stored secret.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -66,8 +96,9 @@ pub trait SecretStore: Send + Sync {
     /// Where `key` lives, for people and notifications (a path, a vault URL); no value.
     fn location(&self, key: &str) -> String;
 
-    /// The record of the value currently published under `key`, if there is one.
-    async fn read_current(&self, key: &str) -> Result<Option<StoreRecord>, StoreError>;
+    /// What is currently published under `key`: its record, nothing, or a value whose
+    /// record is missing.
+    async fn read_current(&self, key: &str) -> Result<Current, StoreError>;
 
     /// Publishes `value` with `record` as the new current version of `key`, atomically:
     /// a reader sees the old value or the new one, never a mix.
