@@ -184,6 +184,9 @@ pub fn summary(r: &PassReport) -> String {
     if let Some(e) = &r.error {
         parts.push(format!("FAILED: {e}"));
     }
+    if let Some(why) = &r.stopped {
+        parts.push(format!("stopped: {why}"));
+    }
     if parts.is_empty() {
         let current = r
             .record
@@ -209,6 +212,14 @@ pub fn plan_line(r: &PassReport) -> String {
     }
     for id in &plan.retire {
         steps.push(format!("retire secret {id} (superseded, grace over)"));
+    }
+    if r.record.is_none() && (r.unrecorded || !plan.possibly_in_use.is_empty()) {
+        let ids: Vec<String> = plan.possibly_in_use.iter().map(|i| i.to_string()).collect();
+        steps.push(format!(
+            "WARNING: the store has no record{}; keep managed secret(s) [{}] until grace after the next publish",
+            if r.unrecorded { " of the value it holds" } else { "" },
+            ids.join(", ")
+        ));
     }
     match (&plan.rotate, plan.full) {
         (Some(reason), false) => steps.push(format!("rotate ({reason})")),

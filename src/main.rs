@@ -174,6 +174,16 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         );
         return Ok(EXIT_OK);
     }
+    // Handlers go in before any work, so that a signal at any moment is handled (the
+    // default action would kill the process between a create and its publish).
+    let signals = if cli.run_now || daemon_mode {
+        match Signals::register() {
+            Ok(s) => Some(s),
+            Err(e) => anyhow::bail!("cannot listen for signals: {e}"),
+        }
+    } else {
+        None
+    };
     let stop = Stop::new();
     let connect = match app::connect_from(&policy, &stop) {
         Ok(c) => c,
@@ -213,13 +223,33 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 EXIT_OK
             })
         }
-        _ if cli.run_now => Ok(app::run_once(&wired, options, &mut out).await),
+        _ if cli.run_now => {
+            // A one-shot stops like the daemon: SIGTERM/SIGINT (a Kubernetes Job, a CI
+            // timeout, Ctrl-C) or SIGHUP (its terminal went away) end the run at the next
+            // step boundary; an unverified secret is deleted, a verified one published.
+            if let Some(signals) = signals {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    signals.next_stop(true).await;
+                    tracing::info!("stopping: finishing the steps in flight");
+                    stop.trigger();
+                });
+            }
+            Ok(app::run_once(&wired, options, &mut out).await)
+        }
         _ => {
+            let shutdown = async move {
+                if let Some(signals) = signals {
+                    signals.next_stop(false).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             daemon::run(
                 wired.reconciler,
                 wired.jobs,
                 wired.max_concurrency,
-                shutdown_signal(),
+                shutdown,
             )
             .await
             .map_err(anyhow::Error::msg)?;
@@ -235,17 +265,38 @@ fn tempdir() -> anyhow::Result<tempfile::TempDir> {
         .context("creating a temporary directory")
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            return std::future::pending().await;
+/// The signals that stop a run, registered once.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Resolves at SIGTERM or SIGINT, and at SIGHUP when `hup_stops`; otherwise SIGHUP
+    /// is logged and ignored (the daemon does not reload its policy yet, and must not
+    /// die of it: `Restart=on-failure` would not bring it back).
+    async fn next_stop(mut self, hup_stops: bool) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => {
+                    if hup_stops {
+                        return;
+                    }
+                    tracing::warn!("SIGHUP: reloading the policy is not supported yet; restart cds-rotator to apply a changed policy (it keeps running with the policy it started with)");
+                }
+            }
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

@@ -2,10 +2,14 @@
 
 mod common;
 
+use cds_rotator::clock::{Clock, ManualClock};
 use cds_rotator::emulator::Fault;
-use cds_rotator::rotation::{DeleteReason, Step};
+use cds_rotator::emulator::IdPolicy;
+use cds_rotator::rotation::marker::Marker;
+use cds_rotator::rotation::{ClientJob, DeleteReason, PassOptions, Step};
 use cds_rotator::secret::Fingerprint;
-use common::{APP, Env, HYBRID};
+use cds_rotator::store::{Current, SecretStore, StoreError, StoreRecord};
+use common::{APP, Env, HYBRID, ID_POLICIES, pass_of};
 use secrecy::SecretString;
 
 fn fault(method: &str, path: &str, status: u16) -> Fault {
@@ -80,22 +84,28 @@ async fn a_second_pass_right_after_changes_nothing() {
 
 #[tokio::test]
 async fn a_forced_rotation_replaces_a_healthy_secret_and_retires_the_old_after_grace() {
-    let env = Env::start().await;
-    env.write_policy("", "");
-    env.pass(&["app"], false).await;
-    let first = env.record("app").unwrap();
-    let reports = env.pass(&["app"], true).await;
-    let second = env.record("app").unwrap();
-    assert!(second.secret_id > first.secret_id);
-    assert_ne!(second.fingerprint, first.fingerprint);
-    // grace is 0s: the next pass retires the superseded managed secret, not the unmanaged one.
-    assert!(reports[0].deleted.is_empty());
-    let reports = env.pass(&["app"], false).await;
-    assert_eq!(
-        reports[0].deleted,
-        vec![(first.secret_id, DeleteReason::Superseded)]
-    );
-    assert_eq!(env.ids(APP), vec![1, second.secret_id]);
+    for ids in ID_POLICIES {
+        let env = Env::start_with(ids).await;
+        env.write_policy("", "");
+        env.pass(&["app"], false).await;
+        let first = env.record("app").unwrap();
+        let reports = env.pass(&["app"], true).await;
+        let second = env.record("app").unwrap();
+        assert_ne!(second.secret_id, first.secret_id);
+        assert_ne!(second.fingerprint, first.fingerprint);
+        // grace is 0s: the next pass retires the superseded managed secret, not the
+        // unmanaged one.
+        assert!(reports[0].deleted.is_empty());
+        let reports = env.pass(&["app"], false).await;
+        assert_eq!(
+            reports[0].deleted,
+            vec![(first.secret_id, DeleteReason::Superseded)],
+            "{ids:?}"
+        );
+        let mut expected = vec![1, second.secret_id];
+        expected.sort();
+        assert_eq!(env.ids(APP), expected);
+    }
 }
 
 #[tokio::test]
@@ -197,23 +207,57 @@ async fn a_slow_to_propagate_secret_is_verified_with_retries() {
     assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
 }
 
+/// A store whose reads work and whose writes fail (a full disk, a revoked permission).
+struct UnwritableStore(std::sync::Arc<dyn SecretStore>);
+
+#[async_trait::async_trait]
+impl SecretStore for UnwritableStore {
+    fn location(&self, key: &str) -> String {
+        self.0.location(key)
+    }
+
+    async fn read_current(&self, key: &str) -> Result<Current, StoreError> {
+        self.0.read_current(key).await
+    }
+
+    async fn publish(
+        &self,
+        key: &str,
+        _value: &SecretString,
+        _record: &StoreRecord,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Io {
+            store: "local".into(),
+            operation: "write",
+            location: self.0.location(key),
+            detail: "No space left on device".into(),
+        })
+    }
+}
+
 #[tokio::test]
 async fn a_store_that_cannot_be_written_leaves_no_secret_behind() {
     let env = Env::start().await;
     env.write_policy("", "");
-    // A directory where the value file should be: the rename onto it fails.
-    std::fs::create_dir_all(env.secrets_dir().join("app")).unwrap();
-    let reports = env.pass(&["app"], false).await;
-    let err = reports[0].error.as_ref().expect("fails");
+    let wired = env.wired(&["app"]);
+    let job = &wired.jobs[0];
+    let job = ClientJob {
+        name: job.name.clone(),
+        client: job.client.clone(),
+        store: std::sync::Arc::new(UnwritableStore(job.store.clone())),
+        store_key: job.store_key.clone(),
+        notifiers: job.notifiers.clone(),
+        pickup: job.pickup.clone(),
+        timing: job.timing.clone(),
+        retire_unmanaged: job.retire_unmanaged,
+    };
+    let report = wired.reconciler.pass(&job, PassOptions::default()).await;
+    let err = report.error.as_ref().expect("fails");
     assert_eq!(err.step, Step::Publish);
     assert!(err.to_string().contains("store local"), "{err}");
-    assert_eq!(env.ids(APP), vec![1]);
+    assert_eq!(env.ids(APP), vec![1], "the new secret was deleted again");
     assert!(env.record("app").is_none());
-    let leftovers: Vec<_> = std::fs::read_dir(env.secrets_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(leftovers, vec![std::ffi::OsString::from("app")]);
+    assert!(!env.secrets_dir().exists());
 }
 
 #[tokio::test]
@@ -257,23 +301,152 @@ async fn a_store_secret_deleted_in_cds_is_replaced_at_once() {
 
 #[tokio::test]
 async fn an_orphan_from_a_dead_pass_is_deleted_by_the_next_one() {
-    let env = Env::start().await;
-    env.write_policy("", "    orphan_grace: 0s");
-    env.pass(&["app"], false).await;
-    let published = env.record("app").unwrap().secret_id;
-    // A pass that died after its create: a managed secret newer than the published one.
-    let orphan = env.emulator.add_secret(
-        common::TENANT,
-        APP,
-        "value-nobody-holds",
-        Some("cds-rotator managed; created=2026-01-01T00:00:00Z; run=dead.1"),
-        Some(chrono::Utc::now() + chrono::Duration::days(90)),
-        Some(true),
-    );
-    let reports = env.pass(&["app"], false).await;
-    assert_eq!(reports[0].deleted, vec![(orphan, DeleteReason::Orphan)]);
-    assert_eq!(env.record("app").unwrap().secret_id, published);
-    assert_eq!(env.ids(APP), vec![1, published]);
+    for ids in ID_POLICIES {
+        let env = Env::start_with(ids).await;
+        env.write_policy("", "    orphan_grace: 10m");
+        let clock = ManualClock::new(chrono::Utc::now());
+        let wired = env.wired_at(&["app"], &clock);
+        pass_of(&wired, false).await;
+        let published = env.record("app").unwrap().secret_id;
+        // An hour later a pass died after its create: a managed secret made after the
+        // published one, whose value nobody was handed.
+        clock.advance(chrono::Duration::hours(1));
+        let marker = Marker {
+            created: clock.now(),
+            run: "dead.1".into(),
+        };
+        let orphan = env.emulator.add_secret(
+            common::TENANT,
+            APP,
+            "value-nobody-holds",
+            Some(&marker.description()),
+            Some(chrono::Utc::now() + chrono::Duration::days(90)),
+            Some(true),
+        );
+        // Within orphan_grace its create may still be in flight: kept.
+        let reports = pass_of(&wired, false).await;
+        assert!(reports[0].deleted.is_empty(), "{ids:?}");
+        clock.advance(chrono::Duration::minutes(10));
+        let reports = pass_of(&wired, false).await;
+        assert_eq!(
+            reports[0].deleted,
+            vec![(orphan, DeleteReason::Orphan)],
+            "{ids:?}"
+        );
+        assert_eq!(env.record("app").unwrap().secret_id, published);
+        let mut expected = vec![1, published];
+        expected.sort();
+        assert_eq!(env.ids(APP), expected, "{ids:?}");
+    }
+}
+
+/// What consumers hold must keep working until it is retired after grace, whatever
+/// happened to the store's record: removed by hand, or the client renamed so that its
+/// store key changed.
+#[tokio::test]
+async fn a_lost_record_or_a_renamed_client_never_deletes_the_value_consumers_hold() {
+    for (ids, rename) in [
+        (IdPolicy::Increasing, false),
+        (IdPolicy::LowestFree, false),
+        (IdPolicy::Increasing, true),
+        (IdPolicy::LowestFree, true),
+    ] {
+        let env = Env::start_with(ids).await;
+        env.write_policy("", "    grace: 24h\n    orphan_grace: 0s");
+        let clock = ManualClock::new(chrono::Utc::now());
+        pass_of(&env.wired_at(&["app"], &clock), false).await;
+        let held = env.value("app").unwrap();
+        let held_id = env.record("app").unwrap().secret_id;
+        clock.advance(chrono::Duration::days(3));
+        if rename {
+            // The store key changes: the new key has no record.
+            let policy =
+                common::read(&env.policy_path()).replace("secret: app }", "secret: app-renamed }");
+            std::fs::write(env.policy_path(), policy).unwrap();
+        } else {
+            std::fs::remove_file(env.secrets_dir().join("app.json")).unwrap();
+        }
+        let key = if rename { "app-renamed" } else { "app" };
+        let wired = env.wired_at(&["app"], &clock);
+        let reports = pass_of(&wired, false).await;
+        let r = &reports[0];
+        assert!(r.error.is_none(), "{:?}", r.error);
+        assert!(
+            r.deleted.is_empty(),
+            "{ids:?} rename={rename}: {:?}",
+            r.deleted
+        );
+        assert_eq!(r.plan.as_ref().unwrap().possibly_in_use, vec![held_id]);
+        assert_eq!(r.unrecorded, !rename);
+        assert!(r.rotated.is_some(), "a new secret is published");
+        assert!(
+            env.gets_token(APP, &held).await,
+            "the held value still works"
+        );
+        // Inside grace: still kept, even with orphan_grace 0s.
+        clock.advance(chrono::Duration::hours(23));
+        let reports = pass_of(&wired, false).await;
+        assert!(reports[0].deleted.is_empty(), "{:?}", reports[0].deleted);
+        assert!(env.gets_token(APP, &held).await);
+        // After grace: retired as superseded; the hand-made secret 1 stays.
+        clock.advance(chrono::Duration::hours(1));
+        let reports = pass_of(&wired, false).await;
+        assert_eq!(
+            reports[0].deleted,
+            vec![(held_id, DeleteReason::Superseded)]
+        );
+        let current = env.record(key).unwrap().secret_id;
+        let mut expected = vec![1, current];
+        expected.sort();
+        assert_eq!(env.ids(APP), expected);
+        assert!(env.gets_token(APP, &env.value(key).unwrap()).await);
+    }
+}
+
+/// CDS may hand out a deleted secret's id again. Forced rotations every 6 hours with a
+/// 24h grace: every value ever published keeps working until 24h after the latest
+/// publish, the current and the hand-made secret are never deleted, and once the
+/// rotations stop, one grace later only the hand-made and the current secret are left.
+#[tokio::test]
+async fn forced_rotations_keep_every_value_working_through_its_grace_under_either_id_order() {
+    for ids in ID_POLICIES {
+        let env = Env::start_with(ids).await;
+        env.write_policy("", "    grace: 24h\n    orphan_grace: 10m");
+        let clock = ManualClock::new(chrono::Utc::now());
+        let wired = env.wired_at(&["app"], &clock);
+        let mut published = Vec::new();
+        for step in 0..6 {
+            let reports = pass_of(&wired, true).await;
+            assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
+            published.push(env.value("app").unwrap());
+            let held = env.ids(APP);
+            assert!(
+                held.contains(&1),
+                "{ids:?} step {step}: the hand-made secret"
+            );
+            assert!(held.contains(&env.record("app").unwrap().secret_id));
+            assert_eq!(held.len(), 1 + published.len(), "{ids:?} step {step}");
+            for value in &published {
+                assert!(env.gets_token(APP, value).await, "{ids:?} step {step}");
+            }
+            clock.advance(chrono::Duration::hours(6));
+        }
+        // Just inside the grace of the last publish: nothing goes.
+        clock.advance(chrono::Duration::hours(17));
+        let reports = pass_of(&wired, false).await;
+        assert!(reports[0].deleted.is_empty(), "{:?}", reports[0].deleted);
+        for value in &published {
+            assert!(env.gets_token(APP, value).await, "{ids:?} inside grace");
+        }
+        clock.advance(chrono::Duration::hours(1));
+        let reports = pass_of(&wired, false).await;
+        assert_eq!(reports[0].deleted.len(), 5, "{ids:?}");
+        let current = env.record("app").unwrap().secret_id;
+        let mut expected = vec![1, current];
+        expected.sort();
+        assert_eq!(env.ids(APP), expected, "{ids:?}");
+        assert!(env.gets_token(APP, published.last().unwrap()).await);
+    }
 }
 
 #[tokio::test]
@@ -475,26 +648,16 @@ clients:
 /// the rotator made expires (I6), and old secrets go once their grace period is over.
 #[tokio::test]
 async fn a_year_of_daily_passes_keeps_every_invariant() {
-    use std::sync::Arc;
+    for ids in ID_POLICIES {
+        a_year_of_daily_passes(ids).await;
+    }
+}
 
-    use cds_rotator::clock::{Clock, ManualClock};
-    use cds_rotator::policy::Policy;
-    use cds_rotator::rotation::PassOptions;
-
-    let env = Env::start().await;
+async fn a_year_of_daily_passes(ids: IdPolicy) {
+    let env = Env::start_with(ids).await;
     env.write_policy("", "    grace: 24h\n    retire_unmanaged: true");
-    let policy = Policy::load(&env.policy_path()).unwrap();
     let clock = ManualClock::new(chrono::Utc::now());
-    let stop = cds_rotator::stop::Stop::new();
-    let connect = cds_rotator::app::connect_from(&policy, &stop).unwrap();
-    let wired = cds_rotator::app::wire_with_clock(
-        &policy,
-        connect,
-        &["app".to_owned()],
-        Arc::new(clock.clone()),
-        stop,
-    )
-    .unwrap();
+    let wired = env.wired_at(&["app"], &clock);
     let mut rotations = 0;
     let mut max_held = 0;
     for _day in 0..365 {

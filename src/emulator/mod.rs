@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use state::Tenant;
-pub use state::{Kind, Region, Seed, SeedClient, SeedSecret};
+pub use state::{IdPolicy, Kind, Region, Seed, SeedClient, SeedSecret};
 
 /// What can go wrong starting the emulator.
 #[derive(Debug, thiserror::Error)]

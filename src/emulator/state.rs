@@ -24,6 +24,9 @@ pub struct Seed {
     /// `primary` (default) or `regional` (every identity write answers 405).
     #[serde(default)]
     pub region: Region,
+    /// How new secret ids are chosen: `increasing` (default) or `lowest_free`.
+    #[serde(default)]
+    pub id_policy: IdPolicy,
     /// The tenant's clients.
     #[serde(default)]
     pub clients: Vec<SeedClient>,
@@ -38,6 +41,18 @@ pub enum Region {
     Primary,
     /// A regional URL: writes answer 405.
     Regional,
+}
+
+/// How the emulator numbers new secrets. CDS documents ids as int32 and promises no
+/// order, so the rotator must work under either.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdPolicy {
+    /// One more than the highest id ever given to the client.
+    #[default]
+    Increasing,
+    /// The lowest id not in use: a deleted secret's id is handed out again.
+    LowestFree,
 }
 
 /// The kinds of client CDS has.
@@ -162,6 +177,7 @@ impl Seed {
         Seed {
             tenant_id: "7a1e0c52-3f6b-4d8a-9c2e-5b4f6a7d8e90".to_owned(),
             region: Region::Primary,
+            id_policy: IdPolicy::Increasing,
             clients: vec![
                 SeedClient {
                     id: "0d5c2b1a-9e8f-4a7b-8c6d-5e4f3a2b1c0d".to_owned(),
@@ -259,6 +275,7 @@ pub struct StoredClient {
     pub token_lifetime: u32,
     pub secrets: BTreeMap<i32, StoredSecret>,
     pub next_id: i32,
+    pub id_policy: IdPolicy,
 }
 
 /// An issued access token.
@@ -301,6 +318,7 @@ impl Tenant {
                 token_lifetime: c.access_token_lifetime.unwrap_or(3600).clamp(60, 3600),
                 secrets: BTreeMap::new(),
                 next_id: 1,
+                id_policy: seed.id_policy,
             };
             for s in c.secrets {
                 stored.add(&s.value, s.description, s.expiration, s.expires);
@@ -357,6 +375,20 @@ impl Tenant {
 }
 
 impl StoredClient {
+    /// The id of the next secret, by the tenant's [`IdPolicy`].
+    fn allocate_id(&mut self) -> i32 {
+        match self.id_policy {
+            IdPolicy::Increasing => {
+                let id = self.next_id;
+                self.next_id += 1;
+                id
+            }
+            IdPolicy::LowestFree => (1..)
+                .find(|id| !self.secrets.contains_key(id))
+                .unwrap_or(i32::MAX),
+        }
+    }
+
     /// Adds a secret without checks (seeding); returns its id.
     pub fn add(
         &mut self,
@@ -365,8 +397,7 @@ impl StoredClient {
         expiration: Option<DateTime<Utc>>,
         expires: Option<bool>,
     ) -> i32 {
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.allocate_id();
         self.secrets.insert(
             id,
             StoredSecret {
@@ -398,8 +429,7 @@ impl StoredClient {
             )));
         }
         let value = random_value();
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.allocate_id();
         let secret = StoredSecret {
             id,
             description,
@@ -455,5 +485,70 @@ fn check_expiration(
             "Expiration must be in the future.".to_owned(),
         )),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id_policy: IdPolicy) -> StoredClient {
+        let far = Some(Utc::now() + chrono::Duration::days(30));
+        let mut c = StoredClient {
+            id: "c".into(),
+            name: "c".into(),
+            kind: Kind::ClientCredentials,
+            admin: false,
+            enabled: true,
+            token_lifetime: 3600,
+            secrets: BTreeMap::new(),
+            next_id: 1,
+            id_policy,
+        };
+        for _ in 0..3 {
+            c.create(None, far, Some(true)).map_err(|_| ()).unwrap();
+        }
+        c.secrets.remove(&1);
+        c.secrets.remove(&2);
+        c
+    }
+
+    #[test]
+    fn ids_increase_or_reuse_the_lowest_free_one_by_policy() {
+        let far = Some(Utc::now() + chrono::Duration::days(30));
+        let mut c = client(IdPolicy::Increasing);
+        assert_eq!(
+            c.create(None, far, Some(true))
+                .map_err(|_| ())
+                .unwrap()
+                .0
+                .id,
+            4
+        );
+        let mut c = client(IdPolicy::LowestFree);
+        assert_eq!(
+            c.create(None, far, Some(true))
+                .map_err(|_| ())
+                .unwrap()
+                .0
+                .id,
+            1
+        );
+        assert_eq!(
+            c.create(None, far, Some(true))
+                .map_err(|_| ())
+                .unwrap()
+                .0
+                .id,
+            2
+        );
+        assert_eq!(
+            c.create(None, far, Some(true))
+                .map_err(|_| ())
+                .unwrap()
+                .0
+                .id,
+            4
+        );
     }
 }

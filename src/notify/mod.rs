@@ -29,6 +29,9 @@ pub enum EventKind {
     OrphanDeleted,
     /// The store's current secret no longer works in CDS: consumers are broken.
     StoreCurrentInvalid,
+    /// The store has no record of its value while CDS holds managed secrets: those are
+    /// kept (any may be in use) and retired only after grace once a new one is published.
+    StoreRecordMissing,
 }
 
 impl fmt::Display for EventKind {
@@ -39,6 +42,7 @@ impl fmt::Display for EventKind {
             EventKind::RotationFailed => "rotation_failed",
             EventKind::OrphanDeleted => "orphan_deleted",
             EventKind::StoreCurrentInvalid => "store_current_invalid",
+            EventKind::StoreRecordMissing => "store_record_missing",
         })
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 
 use super::marker::Marker;
 use crate::connect::{ClientSecret, MAX_SECRETS_PER_CLIENT, SecretId};
@@ -85,6 +85,9 @@ pub struct Plan {
     pub clean_up: Vec<(SecretId, DeleteReason)>,
     /// Superseded secrets past the grace period: deleted once the pickup check confirms.
     pub retire: Vec<SecretId>,
+    /// Unexpired managed secrets that nothing proves unused: the store has no record, so
+    /// any of them may be what consumers hold. Kept; superseded after the next publish.
+    pub possibly_in_use: Vec<SecretId>,
     /// Whether, and why, to rotate.
     pub rotate: Option<RotateReason>,
     /// A rotation is due but the client would still hold the maximum after clean-up.
@@ -101,7 +104,23 @@ impl Plan {
     }
 }
 
+/// How far apart the clocks of two rotators (or of one rotator before and after a
+/// correction) may be. A managed secret counts as created after the store's current one
+/// was published only when its marker is later by more than this, so a skewed clock
+/// can never turn a secret consumers hold into an "orphan".
+pub const CLOCK_SKEW_MARGIN: Duration = Duration::minutes(5);
+
+/// `t + d`, or `None` past the end of time (never a panic).
+fn plus(t: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
+    t.checked_add_signed(d)
+}
+
 /// Decides one pass: `secrets` as CDS lists them, `record` as the store holds it.
+///
+/// Secret ids are used for identity only, never for age: CDS documents them as int32
+/// and promises no order (a deleted id may come back). Age comes from what the rotator
+/// wrote itself: the creation time in a managed secret's marker, and the time the
+/// store's record was published.
 pub fn decide(
     secrets: &[ClientSecret],
     record: Option<&StoreRecord>,
@@ -110,55 +129,61 @@ pub fn decide(
     force: bool,
     now: DateTime<Utc>,
 ) -> Plan {
-    let current_id = record.map(|r| r.secret_id);
-    let current = current_id.and_then(|id| secrets.iter().find(|s| s.id == id));
+    let current = record.and_then(|r| secrets.iter().find(|s| is_recorded_secret(s, r)));
+    let current_id = current.map(|c| c.id);
+    let current_works = current.is_some_and(|c| !c.is_expired(now));
     let mut next_check: Option<DateTime<Utc>> = None;
-    let mut later = |at: DateTime<Utc>| {
-        if at > now {
+    let mut later = |at: Option<DateTime<Utc>>| {
+        if let Some(at) = at.filter(|at| *at > now) {
             next_check = Some(next_check.map_or(at, |n| n.min(at)));
         }
     };
+    // Old secrets may go once consumers had `grace` to switch to the current one.
+    let grace_end = record.and_then(|r| plus(r.published_at, timing.grace));
+    let grace_over = current_works && grace_end.is_some_and(|end| end <= now);
 
     let mut clean_up = Vec::new();
-    let mut retire = Vec::new();
+    let mut superseded = Vec::new();
+    let mut possibly_in_use = Vec::new();
     for s in secrets {
         if Some(s.id) == current_id {
             continue; // I3: the current secret is never deleted.
         }
-        let marker = Marker::parse(s.description.as_deref());
-        let newer = current_id.is_none_or(|c| s.id > c);
-        match &marker {
-            Some(_) if s.is_expired(now) => clean_up.push((s.id, DeleteReason::Expired)),
-            Some(m) if newer => {
-                // Nobody holds the value of a managed secret newer than the published one;
-                // wait out orphan_grace in case its create is still in flight.
-                let ripe = m.created + timing.orphan_grace;
-                if ripe <= now {
+        match (Marker::parse(s.description.as_deref()), record) {
+            (Some(_), _) if s.is_expired(now) => clean_up.push((s.id, DeleteReason::Expired)),
+            // No record: nothing proves that nobody holds this value.
+            (Some(_), None) => possibly_in_use.push(s.id),
+            (Some(m), Some(r))
+                if plus(r.published_at, CLOCK_SKEW_MARGIN)
+                    .is_some_and(|published| m.created > published) =>
+            {
+                // Created after the current secret was published, by a pass that never
+                // published it: nobody was handed its value. Wait out orphan_grace in
+                // case its create is still in flight.
+                let ripe = plus(m.created, timing.orphan_grace);
+                if ripe.is_some_and(|ripe| ripe <= now) {
                     clean_up.push((s.id, DeleteReason::Orphan));
                 } else {
                     later(ripe);
                 }
             }
-            _ if newer => {} // unmanaged and newer: someone made it by hand after us.
-            Some(_) | None => {
-                if marker.is_none() && !retire_unmanaged {
-                    continue;
-                }
-                // Older than the current one: superseded; retire after the grace period,
-                // and only while the current one works.
-                if let (Some(r), Some(c)) = (record, current)
-                    && !c.is_expired(now)
-                {
-                    let grace_end = r.published_at + timing.grace;
-                    if grace_end <= now {
-                        retire.push(s.id);
-                    } else {
-                        later(grace_end);
-                    }
-                }
-            }
+            // Created before the current secret was published: superseded.
+            (Some(_), Some(_)) => superseded.push(s.id),
+            // Unmanaged: no marker, so no age. With retire_unmanaged the rotator owns the
+            // client: every other secret goes once the current one is past its grace.
+            (None, Some(_)) if retire_unmanaged => superseded.push(s.id),
+            (None, _) => {}
         }
     }
+    // Only while the current secret works: retiring the others then would leave none.
+    let retire = match (superseded.is_empty(), current_works, grace_over) {
+        (false, true, true) => superseded,
+        (false, true, false) => {
+            later(grace_end);
+            Vec::new()
+        }
+        _ => Vec::new(),
+    };
 
     let rotate = if force {
         Some(RotateReason::Forced)
@@ -169,31 +194,48 @@ pub fn decide(
             (Some(r), Some(c)) => match c.expires_at() {
                 None => Some(RotateReason::CurrentNeverExpires(c.id)),
                 Some(at) if at <= now => Some(RotateReason::CurrentExpired(c.id)),
-                Some(at) if at - timing.rotate_before <= now => Some(RotateReason::ExpiresSoon(at)),
                 Some(at) => {
-                    later(at - timing.rotate_before);
-                    match timing.max_age.map(|age| r.published_at + age) {
-                        Some(due) if due <= now => Some(RotateReason::TooOld(r.published_at)),
-                        Some(due) => {
-                            later(due);
-                            None
+                    let due = at.checked_sub_signed(timing.rotate_before);
+                    if due.is_none_or(|due| due <= now) {
+                        Some(RotateReason::ExpiresSoon(at))
+                    } else {
+                        later(due);
+                        match timing.max_age.map(|age| plus(r.published_at, age)) {
+                            Some(Some(due)) if due <= now => {
+                                Some(RotateReason::TooOld(r.published_at))
+                            }
+                            Some(due) => {
+                                later(due);
+                                None
+                            }
+                            None => None,
                         }
-                        None => None,
                     }
                 }
             },
         }
     };
 
-    let remaining = secrets.len() - clean_up.len() - retire.len();
+    let remaining = secrets.len().saturating_sub(clean_up.len() + retire.len());
     let full = rotate.is_some() && remaining >= MAX_SECRETS_PER_CLIENT;
     Plan {
         clean_up,
         retire,
+        possibly_in_use,
         rotate,
         full,
         next_check,
     }
+}
+
+/// Whether `s` is the secret the store's record names: the same id and, for a managed
+/// secret, created no later than the record was published (an id that CDS handed out
+/// again after the recorded secret was deleted belongs to a newer secret).
+fn is_recorded_secret(s: &ClientSecret, r: &StoreRecord) -> bool {
+    s.id == r.secret_id
+        && Marker::parse(s.description.as_deref()).is_none_or(|m| {
+            plus(r.published_at, CLOCK_SKEW_MARGIN).is_none_or(|published| m.created <= published)
+        })
 }
 
 #[cfg(test)]
@@ -391,5 +433,159 @@ mod tests {
         s[9] = unmanaged(10, now() + Duration::days(5));
         let plan = decide(&s, None, &timing(), false, false, now());
         assert!(plan.full);
+    }
+
+    #[test]
+    fn ids_say_nothing_about_age_a_lower_id_inside_grace_is_kept() {
+        // CDS handed out a lower id to the newer secret (lowest free id after a delete).
+        let published = now() - Duration::hours(1);
+        let s = [
+            managed(1, published, now() + Duration::days(90)),
+            managed(5, now() - Duration::days(60), now() + Duration::days(30)),
+        ];
+        let r = record(1, published);
+        let plan = decide(&s, Some(&r), &timing(), false, false, now());
+        assert!(plan.clean_up.is_empty(), "{plan:?}");
+        assert!(plan.retire.is_empty(), "{plan:?}");
+        assert_eq!(plan.next_check, Some(published + Duration::hours(24)));
+        let plan = decide(
+            &s,
+            Some(&r),
+            &timing(),
+            false,
+            false,
+            published + Duration::hours(24),
+        );
+        assert_eq!(plan.retire, vec![5]);
+        assert!(plan.clean_up.is_empty());
+    }
+
+    #[test]
+    fn an_orphan_with_a_lower_id_than_the_current_is_still_an_orphan() {
+        let published = now() - Duration::days(2);
+        let s = [
+            managed(2, now() - Duration::hours(1), now() + Duration::days(90)),
+            managed(7, published, now() + Duration::days(88)),
+        ];
+        let plan = decide(
+            &s,
+            Some(&record(7, published)),
+            &timing(),
+            false,
+            false,
+            now(),
+        );
+        assert_eq!(plan.clean_up, vec![(2, DeleteReason::Orphan)]);
+        assert!(plan.retire.is_empty());
+    }
+
+    #[test]
+    fn a_secret_made_minutes_after_the_publish_is_never_an_orphan() {
+        // Another rotator's clock runs a little ahead: its marker says "after the
+        // publish" although consumers were handed that value. Within the skew margin
+        // it is superseded, not an orphan.
+        let published = now() - Duration::hours(2);
+        let s = [
+            managed(
+                3,
+                published + Duration::minutes(4),
+                now() + Duration::days(90),
+            ),
+            managed(4, published, now() + Duration::days(90)),
+        ];
+        let plan = decide(
+            &s,
+            Some(&record(4, published)),
+            &timing(),
+            false,
+            false,
+            now(),
+        );
+        assert!(plan.clean_up.is_empty(), "{plan:?}");
+        let plan = decide(
+            &s,
+            Some(&record(4, published)),
+            &timing(),
+            false,
+            false,
+            now() + Duration::days(1),
+        );
+        assert_eq!(plan.retire, vec![3]);
+    }
+
+    #[test]
+    fn an_id_handed_out_again_is_not_the_recorded_secret() {
+        // The recorded secret 3 was deleted by hand; CDS gave id 3 to a newer secret.
+        let published = now() - Duration::days(10);
+        let s = [managed(
+            3,
+            now() - Duration::minutes(1),
+            now() + Duration::days(90),
+        )];
+        let plan = decide(
+            &s,
+            Some(&record(3, published)),
+            &timing(),
+            false,
+            false,
+            now(),
+        );
+        assert_eq!(plan.rotate, Some(RotateReason::CurrentMissing(3)));
+        assert!(plan.clean_up.is_empty(), "not ripe yet: {plan:?}");
+    }
+
+    #[test]
+    fn without_a_record_unexpired_managed_secrets_are_kept_as_possibly_in_use() {
+        let s = [
+            managed(1, now() - Duration::days(20), now() + Duration::days(70)),
+            managed(2, now() - Duration::days(400), now() - Duration::days(1)),
+            managed(3, now() - Duration::hours(1), now() + Duration::days(90)),
+            unmanaged(4, now() + Duration::days(9)),
+        ];
+        for retire_unmanaged in [false, true] {
+            let plan = decide(&s, None, &timing(), retire_unmanaged, false, now());
+            assert_eq!(plan.clean_up, vec![(2, DeleteReason::Expired)]);
+            assert!(plan.retire.is_empty());
+            assert_eq!(plan.possibly_in_use, vec![1, 3]);
+            assert_eq!(plan.rotate, Some(RotateReason::NoRecord));
+        }
+        // After the next publish they are superseded and go only after grace.
+        let published = now() + Duration::minutes(1);
+        let mut s = s.to_vec();
+        s.push(managed(9, published, published + Duration::days(90)));
+        let r = record(9, published);
+        let plan = decide(&s, Some(&r), &timing(), false, false, published);
+        assert!(
+            plan.retire.is_empty() && plan.clean_up.len() == 1,
+            "{plan:?}"
+        );
+        let after = published + Duration::hours(24);
+        let plan = decide(&s, Some(&r), &timing(), false, false, after);
+        assert_eq!(plan.retire, vec![1, 3]);
+    }
+
+    #[test]
+    fn times_at_the_end_of_the_calendar_never_panic() {
+        let huge = Timing {
+            lifetime: Duration::MAX,
+            rotate_before: Duration::MAX,
+            grace: Duration::MAX,
+            orphan_grace: Duration::MAX,
+            max_age: Some(Duration::MAX),
+            ..timing()
+        };
+        let far = DateTime::<Utc>::MAX_UTC;
+        let s = [
+            managed(1, far, far),
+            managed(2, now(), far),
+            unmanaged(3, far),
+        ];
+        for r in [record(1, far), record(2, now()), record(3, far)] {
+            for t in [timing(), huge.clone()] {
+                let _ = decide(&s, Some(&r), &t, true, false, now());
+                let _ = decide(&s, Some(&r), &t, true, false, far);
+                let _ = decide(&s, None, &t, true, false, far);
+            }
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The description that marks a secret as the rotator's own ("managed").
 //!
-//! `cds-rotator managed; created=<RFC 3339>; run=<run id>.<attempt>`. The creation time
-//! lets a later pass tell an orphan from a create in flight; the run id lets a pass
+//! `cds-rotator managed; created=<RFC 3339, milliseconds>; run=<run id>.<attempt>`. The
+//! creation time is the only age the rotator trusts (CDS ids promise no order): it tells
+//! an orphan (created after the current secret was published) from a superseded secret
+//! (created before), and an orphan from a create still in flight. The run id lets a pass
 //! recognise its own create when the answer to the POST was lost. Secrets without the
 //! marker are unmanaged and left alone unless the policy says otherwise.
 
@@ -23,7 +25,7 @@ impl Marker {
     pub fn description(&self) -> String {
         format!(
             "{PREFIX}{}; run={}",
-            self.created.to_rfc3339_opts(SecondsFormat::Secs, true),
+            self.created.to_rfc3339_opts(SecondsFormat::Millis, true),
             self.run
         )
     }
@@ -58,9 +60,12 @@ mod tests {
         let d = m.description();
         assert_eq!(
             d,
-            "cds-rotator managed; created=2026-11-22T03:00:00Z; run=6f1c2d3e.1"
+            "cds-rotator managed; created=2026-11-22T03:00:00.000Z; run=6f1c2d3e.1"
         );
-        assert_eq!(Marker::parse(Some(&d)), Some(m));
+        assert_eq!(Marker::parse(Some(&d)), Some(m.clone()));
+        // Markers written with whole seconds read back the same.
+        let old = "cds-rotator managed; created=2026-11-22T03:00:00Z; run=6f1c2d3e.1";
+        assert_eq!(Marker::parse(Some(old)), Some(m));
     }
 
     #[test]

@@ -149,6 +149,19 @@ pub enum StepError {
         /// What happened to the new secret if deleting it failed.
         cleanup: String,
     },
+    /// A wait was cut short by a stop; nothing was changed.
+    #[error("cds-rotator is stopping; nothing was changed")]
+    Interrupted,
+    /// A stop came while the new secret was not yet accepted by CDS; it was deleted.
+    #[error(
+        "cds-rotator is stopping: the new secret {secret_id} was not yet accepted by CDS and was deleted{cleanup}; the next pass rotates again"
+    )]
+    Stopped {
+        /// The new secret.
+        secret_id: SecretId,
+        /// What happened to the new secret if deleting it failed.
+        cleanup: String,
+    },
     /// The new secret could not be published; it was deleted again.
     #[error("{source}; the new secret {secret_id} was deleted{cleanup}")]
     Publish {
@@ -159,6 +172,63 @@ pub enum StepError {
         /// What happened to the new secret if deleting it failed.
         cleanup: String,
     },
+}
+
+impl StepError {
+    /// Whether this is the pass giving way to a stop, with nothing left to clean up.
+    fn is_stop(&self) -> bool {
+        match self {
+            StepError::Interrupted => true,
+            StepError::Stopped { cleanup, .. } => cleanup.is_empty(),
+            // A request cut short or abandoned because of the stop: nothing was changed
+            // that the next pass does not finish (a create in doubt is found by its
+            // marker and cleaned up as an orphan).
+            StepError::Connect(
+                ConnectError::Stopped { .. }
+                | ConnectError::Transport { .. }
+                | ConnectError::OutcomeUnknown { .. },
+            ) => true,
+            _ => false,
+        }
+    }
+}
+
+/// A step that failed, before it is tied to its client.
+#[derive(Debug)]
+struct Failed {
+    step: Step,
+    source: StepError,
+}
+
+/// Tags a step's error with the step: `.map_err(at(Step::Observe))`.
+fn at(step: Step) -> impl Fn(StepError) -> Failed {
+    move |source| Failed { step, source }
+}
+
+/// `t + d`, or `None` past the end of the calendar (never a panic).
+fn plus(t: DateTime<Utc>, d: chrono::Duration) -> Option<DateTime<Utc>> {
+    t.checked_add_signed(d)
+}
+
+/// The warning when the store holds no record but CDS holds managed secrets.
+fn record_missing(location: &str, unrecorded: bool, kept: &[SecretId]) -> String {
+    let what = if unrecorded {
+        format!("{location} holds a value but no record of which CDS secret it is")
+    } else {
+        format!("{location} has no record")
+    };
+    let ids: Vec<String> = kept.iter().map(ToString::to_string).collect();
+    let kept = if ids.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; managed secret(s) {} may be what consumers hold: kept, and retired only after grace once a new secret is published",
+            ids.join(", ")
+        )
+    };
+    format!(
+        "{what} (removed by hand, a partial restore, a renamed client or a changed store){kept}; restore the record to keep the current secret, or let this pass publish a new one"
+    )
 }
 
 /// A failed pass over one client. The message names the client, the step and the cause.
@@ -206,11 +276,31 @@ pub struct PassReport {
     pub rotated: Option<Rotated>,
     /// Why the pass failed, if it did.
     pub error: Option<RotationError>,
+    /// Where and how the pass gave way to a stop (SIGTERM, SIGINT), if it did.
+    pub stopped: Option<String>,
+    /// The store holds a value without a record (see [`Current::Unrecorded`]).
+    pub unrecorded: bool,
     /// When the daemon should look at this client again, besides its schedule.
     pub next_check: Option<DateTime<Utc>>,
 }
 
 impl PassReport {
+    /// An empty report for the client named `client`.
+    fn new(client: &str) -> Self {
+        PassReport {
+            client: client.to_owned(),
+            plan: None,
+            record: None,
+            secrets: Vec::new(),
+            deleted: Vec::new(),
+            rotated: None,
+            error: None,
+            stopped: None,
+            unrecorded: false,
+            next_check: None,
+        }
+    }
+
     /// Whether the pass wrote anything (to CDS or to the store).
     pub fn changed_anything(&self) -> bool {
         !self.deleted.is_empty() || self.rotated.is_some()
@@ -300,81 +390,45 @@ impl Reconciler {
     /// One pass over one client.
     pub async fn pass(&self, job: &ClientJob, options: PassOptions) -> PassReport {
         let span = info_span!("pass", client = %job.name, client_id = %job.client.client_id);
-        self.pass_inner(job, options).instrument(span).await
+        async {
+            let mut report = PassReport::new(&job.name);
+            let outcome = self.steps(job, options, &mut report).await;
+            if let Err(Failed { step, source }) = outcome {
+                report.error = Some(RotationError {
+                    client: job.name.clone(),
+                    client_id: job.client.client_id.clone(),
+                    step,
+                    source,
+                });
+            }
+            self.finish(job, report, options).await
+        }
+        .instrument(span)
+        .await
     }
 
-    async fn pass_inner(&self, job: &ClientJob, options: PassOptions) -> PassReport {
-        let mut report = PassReport {
-            client: job.name.clone(),
-            plan: None,
-            record: None,
-            secrets: Vec::new(),
-            deleted: Vec::new(),
-            rotated: None,
-            error: None,
-            next_check: None,
-        };
-        let fail = |step, source: StepError| RotationError {
-            client: job.name.clone(),
-            client_id: job.client.client_id.clone(),
-            step,
-            source,
-        };
-
-        if self.stopping() {
-            return report;
+    /// The steps of design.md, in order. A stop asked for between steps ends the pass
+    /// with `report.stopped` set; a failed step ends it with its error.
+    async fn steps(
+        &self,
+        job: &ClientJob,
+        options: PassOptions,
+        report: &mut PassReport,
+    ) -> Result<(), Failed> {
+        if self.stop_here(report, "before the pass started") {
+            return Ok(());
         }
         let _lock = if options.dry_run {
             None
         } else {
-            match ClientLock::acquire(
-                &self.lock_dir,
-                &job.client.tenant_id,
-                &job.client.client_id,
-                LOCK_WAIT,
-            )
-            .await
-            {
-                Ok(lock) => Some(lock),
-                Err(e) => {
-                    report.error = Some(fail(Step::Lock, e.into()));
-                    return self.finish(job, report, options).await;
-                }
-            }
+            Some(self.lock(job).await.map_err(at(Step::Lock))?)
         };
-
-        // observe
-        let observed = async {
-            let secrets = self.connect.list_secrets(&job.client).await?;
-            let current = job.store.read_current(&job.store_key).await?;
-            Ok::<_, StepError>((secrets, current))
-        }
-        .await;
-        let (secrets, current) = match observed {
-            Ok(o) => o,
-            Err(e) => {
-                report.error = Some(fail(Step::Observe, e));
-                return self.finish(job, report, options).await;
-            }
-        };
-        let _unrecorded = current == Current::Unrecorded;
-        let record = current.into_record();
-        if let Some(r) = &record
-            && (r.client_id != job.client.client_id || r.tenant_id != job.client.tenant_id)
-        {
-            // Acting on it would retire this client's secrets by another client's record.
-            let source = StepError::ForeignRecord {
-                location: job.store.location(&job.store_key),
-                client_id: r.client_id.clone(),
-                tenant_id: r.tenant_id.clone(),
-            };
-            report.error = Some(fail(Step::Observe, source));
-            return self.finish(job, report, options).await;
-        }
+        let (secrets, current) = self.observe(job).await.map_err(at(Step::Observe))?;
+        let unrecorded = current == Current::Unrecorded;
         let now = self.clock.now();
         let plan = decide(
             &secrets,
-            record.as_ref(),
+            current.record(),
             &job.timing,
             job.retire_unmanaged,
             options.force,
@@ -383,20 +437,96 @@ impl Reconciler {
         info!(
             step = "observe",
             secrets = secrets.len(),
-            current = record.as_ref().map(|r| r.secret_id),
+            current = current.record().map(|r| r.secret_id),
             rotate = plan.rotate.as_ref().map(|r| r.to_string()),
             clean_up = plan.clean_up.len(),
             retire = plan.retire.len(),
             "observed"
         );
         report.secrets = secrets;
-        report.record = record;
+        report.record = current.into_record();
+        report.unrecorded = unrecorded;
         report.plan = Some(plan.clone());
         report.next_check = plan.next_check;
         if options.dry_run {
-            return report;
+            return Ok(());
         }
+        self.alert(job, &plan, report).await;
+        self.clean_up(job, &plan, report)
+            .await
+            .map_err(at(Step::CleanUp))?;
+        if self.stop_here(report, "before retiring old secrets") {
+            return Ok(());
+        }
+        self.retire(job, &plan, now, report)
+            .await
+            .map_err(at(Step::Retire))?;
+        let Some(reason) = plan.rotate.clone() else {
+            return Ok(());
+        };
+        if self.stop_here(report, "before rotating") {
+            return Ok(());
+        }
+        info!(step = "make_room", reason = %reason, "rotation due");
+        self.make_room(report).map_err(at(Step::MakeRoom))?;
+        let rotated = self.rotate(job).await?;
+        report.next_check = plus(now, job.timing.grace).or(report.next_check);
+        report.rotated = Some(rotated);
+        if job.client.client_id == self.own_client_id {
+            // The rotator's own credential: switch to the new secret and prove it with a
+            // call. Nothing old is retired before the grace period anyway.
+            self.connect.reload_credential();
+            self.connect
+                .list_secrets(&job.client)
+                .await
+                .map_err(|e| at(Step::SelfCheck)(e.into()))?;
+        }
+        Ok(())
+    }
 
+    /// Whether to stop here; if so, says where in the report.
+    fn stop_here(&self, report: &mut PassReport, at: &str) -> bool {
+        if self.stopping() {
+            report.stopped = Some(format!("stopped {at}"));
+            true
+        } else {
+            false
+        }
+    }
+
+    /// lock: one actor per client (I9). Waiting for another holder ends on a stop.
+    async fn lock(&self, job: &ClientJob) -> Result<ClientLock, StepError> {
+        let acquire = ClientLock::acquire(
+            &self.lock_dir,
+            &job.client.tenant_id,
+            &job.client.client_id,
+            LOCK_WAIT,
+        );
+        tokio::select! {
+            lock = acquire => Ok(lock?),
+            () = self.stop.wait() => Err(StepError::Interrupted),
+        }
+    }
+
+    /// observe: the client's secrets in CDS and what the store holds.
+    async fn observe(&self, job: &ClientJob) -> Result<(Vec<ClientSecret>, Current), StepError> {
+        let secrets = self.connect.list_secrets(&job.client).await?;
+        let current = job.store.read_current(&job.store_key).await?;
+        if let Some(r) = current.record()
+            && (r.client_id != job.client.client_id || r.tenant_id != job.client.tenant_id)
+        {
+            // Acting on it would retire this client's secrets by another client's record.
+            return Err(StepError::ForeignRecord {
+                location: job.store.location(&job.store_key),
+                client_id: r.client_id.clone(),
+                tenant_id: r.tenant_id.clone(),
+            });
+        }
+        Ok((secrets, current))
+    }
+
+    /// Warns about what consumers may be broken by, or what the rotator cannot prove.
+    async fn alert(&self, job: &ClientJob, plan: &Plan, report: &PassReport) {
         if let Some(reason) = plan.rotate.as_ref().filter(|r| r.current_invalid()) {
             warn!(step = "observe", reason = %reason, "the store's current secret does not work in CDS; rotating now");
             self.announce(job, EventKind::StoreCurrentInvalid, |e| {
@@ -405,99 +535,108 @@ impl Reconciler {
             })
             .await;
         }
+        if report.record.is_none() && (report.unrecorded || !plan.possibly_in_use.is_empty()) {
+            let location = job.store.location(&job.store_key);
+            let detail = record_missing(&location, report.unrecorded, &plan.possibly_in_use);
+            warn!(step = "observe", store = %location, kept = ?plan.possibly_in_use, "{detail}");
+            self.announce(job, EventKind::StoreRecordMissing, |e| {
+                e.secret_ids = plan.possibly_in_use.clone();
+                e.store_location = Some(location);
+                e.detail = Some(detail);
+            })
+            .await;
+        }
+    }
 
-        // clean_up
+    /// clean_up: orphans and expired managed secrets.
+    async fn clean_up(
+        &self,
+        job: &ClientJob,
+        plan: &Plan,
+        report: &mut PassReport,
+    ) -> Result<(), StepError> {
         for &(id, why) in &plan.clean_up {
-            if self.stopping() {
-                return report;
+            if self.stop_here(report, "while cleaning up") {
+                return Ok(());
             }
-            if let Err(e) = self.delete(job, id, Step::CleanUp, why).await {
-                report.error = Some(fail(Step::CleanUp, e.into()));
-                return self.finish(job, report, options).await;
-            }
+            self.delete(job, id, Step::CleanUp, why).await?;
             report.deleted.push((id, why));
             if why == DeleteReason::Orphan {
                 self.announce(job, EventKind::OrphanDeleted, |e| e.secret_ids = vec![id])
                     .await;
             }
         }
+        Ok(())
+    }
 
-        // retire
-        if let (false, Some(current)) = (plan.retire.is_empty(), report.record.as_ref()) {
-            match job.pickup.check(current).await {
-                Pickup::Confirmed => {
-                    let mut retired = Vec::new();
-                    for &id in &plan.retire {
-                        if let Err(e) = self
-                            .delete(job, id, Step::Retire, DeleteReason::Superseded)
-                            .await
-                        {
-                            report.error = Some(fail(Step::Retire, e.into()));
-                            return self.finish(job, report, options).await;
-                        }
-                        report.deleted.push((id, DeleteReason::Superseded));
-                        retired.push(id);
+    /// retire: superseded secrets past their grace, once the pickup check confirms.
+    async fn retire(
+        &self,
+        job: &ClientJob,
+        plan: &Plan,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Result<(), StepError> {
+        let (false, Some(current)) = (plan.retire.is_empty(), report.record.as_ref()) else {
+            return Ok(());
+        };
+        match job.pickup.check(current).await {
+            Pickup::Confirmed => {
+                let mut retired = Vec::new();
+                let mut result = Ok(());
+                for &id in &plan.retire {
+                    if self.stop_here(report, "while retiring old secrets") {
+                        break;
                     }
+                    if let Err(e) = self
+                        .delete(job, id, Step::Retire, DeleteReason::Superseded)
+                        .await
+                    {
+                        result = Err(e.into());
+                        break;
+                    }
+                    report.deleted.push((id, DeleteReason::Superseded));
+                    retired.push(id);
+                }
+                if !retired.is_empty() {
                     self.announce(job, EventKind::Retired, |e| e.secret_ids = retired)
                         .await;
                 }
-                Pickup::Pending(why) => {
-                    info!(step = "retire", waiting_for = %why, "pickup not confirmed yet");
-                    let again = now + job.timing.retry_interval;
+                result
+            }
+            Pickup::Pending(why) => {
+                info!(step = "retire", waiting_for = %why, "pickup not confirmed yet");
+                if let Some(again) = plus(now, job.timing.retry_interval) {
                     report.next_check = Some(report.next_check.map_or(again, |n| n.min(again)));
                 }
+                Ok(())
             }
         }
+    }
 
-        let Some(reason) = plan.rotate.clone() else {
-            return self.finish(job, report, options).await;
-        };
-        if self.stopping() {
-            return report;
-        }
-        info!(step = "make_room", reason = %reason, "rotation due");
+    /// make_room: CDS holds at most 10 secrets; never go past it (I5).
+    fn make_room(&self, report: &PassReport) -> Result<(), StepError> {
         let remaining: Vec<&ClientSecret> = report
             .secrets
             .iter()
             .filter(|s| !report.deleted.iter().any(|(id, _)| *id == s.id))
             .collect();
         if remaining.len() >= MAX_SECRETS_PER_CLIENT {
-            let listing = listing(&remaining);
-            report.error = Some(fail(
-                Step::MakeRoom,
-                StepError::Full {
-                    count: remaining.len(),
-                    listing,
-                },
-            ));
-            return self.finish(job, report, options).await;
+            return Err(StepError::Full {
+                count: remaining.len(),
+                listing: listing(&remaining),
+            });
         }
-
-        match self.rotate(job).await {
-            Ok(rotated) => {
-                report.next_check = Some(now + job.timing.grace);
-                report.rotated = Some(rotated);
-                if job.client.client_id == self.own_client_id {
-                    // The rotator's own credential: switch to the new secret and prove it
-                    // with a call. Nothing old is retired before the grace period anyway.
-                    self.connect.reload_credential();
-                    if let Err(e) = self.connect.list_secrets(&job.client).await {
-                        report.error = Some(fail(Step::SelfCheck, e.into()));
-                    }
-                }
-            }
-            Err((step, e)) => report.error = Some(fail(step, e)),
-        }
-        self.finish(job, report, options).await
+        Ok(())
     }
 
-    /// Create, verify, publish, announce. Any failure after the create deletes the new
+    /// create, verify, publish, announce. Any failure after the create deletes the new
     /// secret again, so the store and CDS stay as they were.
-    async fn rotate(&self, job: &ClientJob) -> Result<Rotated, (Step, StepError)> {
+    async fn rotate(&self, job: &ClientJob) -> Result<Rotated, Failed> {
         let created = self
             .create(job)
             .await
-            .map_err(|e| (Step::Create, e.into()))?;
+            .map_err(|e| at(Step::Create)(e.into()))?;
         let id = created.secret.id;
         let expiration = created
             .secret
@@ -513,15 +652,20 @@ impl Reconciler {
             .await
         {
             let cleanup = self.undo_create(job, id).await;
-            return Err((
-                Step::Verify,
+            let source = if self.stopping() {
+                StepError::Stopped {
+                    secret_id: id,
+                    cleanup,
+                }
+            } else {
                 StepError::Verify {
                     secret_id: id,
                     waited: waited.as_secs(),
                     last,
                     cleanup,
-                },
-            ));
+                }
+            };
+            return Err(at(Step::Verify)(source));
         }
         info!(
             step = "verify",
@@ -544,14 +688,11 @@ impl Reconciler {
             .await
         {
             let cleanup = self.undo_create(job, id).await;
-            return Err((
-                Step::Publish,
-                StepError::Publish {
-                    secret_id: id,
-                    source,
-                    cleanup,
-                },
-            ));
+            return Err(at(Step::Publish)(StepError::Publish {
+                secret_id: id,
+                source,
+                cleanup,
+            }));
         }
         drop(created);
         let location = job.store.location(&job.store_key);
@@ -590,7 +731,9 @@ impl Reconciler {
                 ),
             };
             let new = NewSecret {
-                expiration: now + job.timing.lifetime,
+                // The policy caps lifetime at 730d; past the calendar's end CDS refuses
+                // an expiration that is not in the future, with a clear error.
+                expiration: plus(now, job.timing.lifetime).unwrap_or(now),
                 description: marker.description(),
             };
             match self.connect.create_secret(&job.client, &new).await {
@@ -612,6 +755,9 @@ impl Reconciler {
                         self.connect.delete_secret(&job.client, lost.id).await?;
                     } else {
                         info!(step = "create", %operation, "the lost create did not happen; creating again");
+                    }
+                    if self.stopping() {
+                        return Err(ConnectError::Stopped { operation });
                     }
                 }
                 Err(e) => return Err(e),
@@ -686,6 +832,15 @@ impl Reconciler {
         mut report: PassReport,
         options: PassOptions,
     ) -> PassReport {
+        // A stop is not a failure: nobody is paged for a restart. It stays a failure only
+        // when undoing an unpublished secret failed too.
+        if let Some(err) = report
+            .error
+            .take_if(|e| self.stopping() && e.source.is_stop())
+        {
+            info!(step = %err.step, "{}", err.source);
+            report.stopped = Some(format!("step {}: {}", err.step, err.source));
+        }
         if options.dry_run {
             return report;
         }
@@ -694,8 +849,9 @@ impl Reconciler {
             let detail = err.to_string();
             self.announce(job, EventKind::RotationFailed, |e| e.detail = Some(detail))
                 .await;
-            let again = self.clock.now() + job.timing.retry_interval;
-            report.next_check = Some(report.next_check.map_or(again, |n| n.min(again)));
+            if let Some(again) = plus(self.clock.now(), job.timing.retry_interval) {
+                report.next_check = Some(report.next_check.map_or(again, |n| n.min(again)));
+            }
         }
         report
     }

@@ -4,13 +4,31 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::Arc;
+
+use cds_rotator::clock::ManualClock;
 
 use tokio::process::Command;
 
 use cds_rotator::app::{self, Wired};
-use cds_rotator::emulator::{Emulator, Seed};
+use cds_rotator::emulator::{Emulator, IdPolicy, Seed};
 use cds_rotator::policy::Policy;
 use cds_rotator::rotation::{PassOptions, PassReport};
+
+/// One pass of `wired`'s clients.
+pub async fn pass_of(wired: &Wired, force: bool) -> Vec<PassReport> {
+    wired
+        .reconciler
+        .run_all(
+            &wired.jobs,
+            wired.max_concurrency,
+            PassOptions {
+                force,
+                dry_run: false,
+            },
+        )
+        .await
+}
 use cds_rotator::store::StoreRecord;
 
 pub const TENANT: &str = "8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f";
@@ -23,9 +41,19 @@ pub const HYBRID: &str = "1b0c1d2e-3f40-4152-6374-8596a7b8c9d0";
 /// The emulator's seed: an administrator, a client-credentials app with one hand-made
 /// secret, and a hybrid client with none.
 pub fn seed_yaml() -> String {
+    seed_yaml_with(IdPolicy::Increasing)
+}
+
+/// [`seed_yaml`] with the given way of numbering new secrets.
+pub fn seed_yaml_with(ids: IdPolicy) -> String {
+    let ids = match ids {
+        IdPolicy::Increasing => "increasing",
+        IdPolicy::LowestFree => "lowest_free",
+    };
     format!(
         r#"tenant_id: {TENANT}
 region: primary
+id_policy: {ids}
 clients:
   - id: {ADMIN}
     name: admin
@@ -57,9 +85,17 @@ pub struct Env {
     pub dir: tempfile::TempDir,
 }
 
+/// Both ways CDS might number secrets: the rotation tests that matter run under each.
+pub const ID_POLICIES: [IdPolicy; 2] = [IdPolicy::Increasing, IdPolicy::LowestFree];
+
 impl Env {
     pub async fn start() -> Env {
-        let seed = Seed::from_yaml(&seed_yaml()).expect("seed");
+        Env::start_with(IdPolicy::Increasing).await
+    }
+
+    /// An environment whose emulator numbers new secrets by `ids`.
+    pub async fn start_with(ids: IdPolicy) -> Env {
+        let seed = Seed::from_yaml(&seed_yaml_with(ids)).expect("seed");
         let emulator = Emulator::start(([127, 0, 0, 1], 0).into(), seed)
             .await
             .expect("emulator");
@@ -132,6 +168,31 @@ clients:
         let connect = app::connect_from(&policy, &stop).expect("connect");
         let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
         app::wire(&policy, connect, &only, stop).expect("wire")
+    }
+
+    /// The pieces wired on a clock the test moves by hand.
+    pub fn wired_at(&self, only: &[&str], clock: &ManualClock) -> Wired {
+        let policy = Policy::load(&self.policy_path()).expect("policy");
+        let stop = cds_rotator::stop::Stop::new();
+        let connect = app::connect_from(&policy, &stop).expect("connect");
+        let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
+        app::wire_with_clock(&policy, connect, &only, Arc::new(clock.clone()), stop).expect("wire")
+    }
+
+    /// Whether `value` gets a token for `client_id` right now.
+    pub async fn gets_token(&self, client_id: &str, value: &str) -> bool {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", value),
+        ];
+        reqwest::Client::new()
+            .post(format!("{}/identity/connect/token", self.emulator.url()))
+            .form(&form)
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
     }
 
     /// One pass in this process.
