@@ -374,3 +374,97 @@ async fn sigterm_during_verify_undoes_the_new_secret_and_exits_0() {
     assert_eq!(env.ids(APP), vec![1], "the unpublished secret was deleted");
     assert!(env.record("app").is_none());
 }
+
+/// Captures the command's stdout and stderr for `wait_with_output`.
+fn piped(mut cmd: tokio::process::Command) -> tokio::process::Command {
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// Sends `signal` (e.g. "-TERM") to `pid`.
+fn kill(signal: &str, pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_verify_is_reported_as_a_stop_not_as_a_failure() {
+    let env = Env::start().await;
+    env.write_policy("", "    verify_timeout: 1h");
+    env.emulator
+        .set_token_propagation_delay(Duration::from_secs(3600));
+    let child = piped(env.command(&[], &[])).spawn().unwrap();
+    let pid = child.id().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while env.ids(APP).len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no create seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kill("-TERM", pid);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("stops")
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(!all.contains("rotation_failed"), "{all}");
+    assert!(!all.contains("could not get a token"), "{all}");
+    assert!(all.contains("stopping"), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_stopped_during_verify_deletes_its_secret_and_exits_0() {
+    for signal in ["-TERM", "-INT", "-HUP"] {
+        let env = Env::start().await;
+        env.write_policy("", "    verify_timeout: 1h");
+        env.emulator
+            .set_token_propagation_delay(Duration::from_secs(3600));
+        let child = piped(env.command(&["--run-now", "--client", "app"], &[]))
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while env.ids(APP).len() < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "no create seen");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        kill(signal, pid);
+        let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+            .await
+            .expect("stops without waiting out verify_timeout")
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{signal}: {}", text(&out));
+        assert!(stdout.contains("app: stopped:"), "{signal}: {stdout}");
+        assert_eq!(env.ids(APP), vec![1], "{signal}: no orphan is left");
+        assert!(env.record("app").is_none());
+        assert!(!text(&out).contains("rotation_failed"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_does_not_end_the_daemon() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    let child = piped(env.command(&[], &[])).spawn().unwrap();
+    let pid = child.id().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while env.record("app").is_none() || env.record("web").is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no rotation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kill("-HUP", pid);
+    kill("-HUP", pid);
+    // Were SIGHUP fatal, the process would already be gone and report no exit code.
+    kill("-TERM", pid);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("stops")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("SIGHUP"), "{}", text(&out));
+}
