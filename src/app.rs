@@ -259,9 +259,12 @@ pub fn status_table(wired: &Wired, reports: &[PassReport]) -> String {
             (None, Some(plan)) if plan.rotate.is_some() => "due now".to_owned(),
             (None, _) => secret
                 .and_then(|s| s.expires_at())
-                .map(|at| at - job.timing.rotate_before)
+                .and_then(|at| at.checked_sub_signed(job.timing.rotate_before))
                 .map(|due| match (job.timing.max_age, r.record.as_ref()) {
-                    (Some(age), Some(rec)) => due.min(rec.published_at + age),
+                    (Some(age), Some(rec)) => rec
+                        .published_at
+                        .checked_add_signed(age)
+                        .map_or(due, |old| due.min(old)),
                     _ => due,
                 })
                 .map(ts)
