@@ -2,20 +2,32 @@
 
 use chrono::Duration;
 
-/// Parses a policy duration: one or more `<number><unit>` with units `s m h d w`.
+/// The longest duration the policy accepts anywhere, in seconds (100 years: 36500d), so
+/// that adding any policy duration to a date can never overflow.
+const MAX_SECS: u64 = 36_500 * 86_400;
+
+/// Parses a policy duration: one or more `<number><unit>` with units `s m h d w`, in
+/// total at most 36500d.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("empty duration; write e.g. 90d, 36h, 10m or 0s".to_owned());
     }
-    let mut total = Duration::zero();
-    let mut digits = String::new();
+    let shown = shown(text);
+    let too_long = || format!("`{shown}` is longer than 36500d");
+    let mut total: u64 = 0;
+    let mut number: Option<u64> = None;
     for ch in text.chars() {
-        if ch.is_ascii_digit() {
-            digits.push(ch);
+        if let Some(digit) = ch.to_digit(10) {
+            let n = number
+                .unwrap_or(0)
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(digit)))
+                .ok_or_else(too_long)?;
+            number = Some(n);
             continue;
         }
-        let unit_secs: i64 = match ch {
+        let unit_secs: u64 = match ch {
             's' => 1,
             'm' => 60,
             'h' => 3_600,
@@ -23,26 +35,43 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             'w' => 604_800,
             _ => {
                 return Err(format!(
-                    "`{text}` is not a duration: unknown unit `{ch}`; use s, m, h, d or w (e.g. 90d)"
+                    "`{shown}` is not a duration: unknown unit `{}`; use s, m, h, d or w (e.g. 90d)",
+                    ch.escape_debug()
                 ));
             }
         };
-        let n: i64 = digits
-            .parse()
-            .map_err(|_| format!("`{text}` is not a duration: a number must come before `{ch}`"))?;
-        digits.clear();
-        let secs = n
+        let n = number.take().ok_or_else(|| {
+            format!("`{shown}` is not a duration: a number must come before `{ch}`")
+        })?;
+        total = n
             .checked_mul(unit_secs)
-            .filter(|s| *s <= 100 * 365 * 86_400)
-            .ok_or_else(|| format!("`{text}` is too long a duration"))?;
-        total += Duration::seconds(secs);
+            .and_then(|secs| total.checked_add(secs))
+            .filter(|t| *t <= MAX_SECS)
+            .ok_or_else(too_long)?;
     }
-    if !digits.is_empty() {
+    if let Some(n) = number {
         return Err(format!(
-            "`{text}` is not a duration: `{digits}` has no unit; use s, m, h, d or w (e.g. {digits}d)"
+            "`{shown}` is not a duration: `{n}` has no unit; use s, m, h, d or w (e.g. {n}d)"
         ));
     }
-    Ok(total)
+    i64::try_from(total)
+        .ok()
+        .and_then(Duration::try_seconds)
+        .ok_or_else(too_long)
+}
+
+/// The duration as written, cut short and escaped for an error message.
+fn shown(text: &str) -> String {
+    const KEEP: usize = 40;
+    let mut out: String = text
+        .chars()
+        .take(KEEP)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().nth(KEEP).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Writes a duration back in the policy's notation (largest whole units).

@@ -8,10 +8,11 @@
 pub mod duration;
 mod raw;
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use chrono::Duration;
 use serde_saphyr::{Location, Spanned};
@@ -25,9 +26,11 @@ pub const PRIMARY_URL: &str = "https://uswe.datahub.connect.aveva.com";
 /// Where the rotator reads its own client secret from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretSource {
-    /// A file holding the value alone (systemd credentials, a Kubernetes secret volume).
+    /// A file holding the value alone (systemd credentials, a Kubernetes secret volume);
+    /// always absolute, `.` and `..` removed (relative paths resolve against the policy
+    /// file's directory).
     File(PathBuf),
-    /// An environment variable.
+    /// The name of an environment variable (`[A-Za-z_][A-Za-z0-9_]*`).
     Env(String),
 }
 
@@ -53,7 +56,8 @@ pub struct ConnectSettings {
 pub enum StoreSpec {
     /// Files in a directory.
     File {
-        /// The directory (made absolute against the policy file's directory).
+        /// The directory: absolute, `.` and `..` removed (relative paths resolve against
+        /// the policy file's directory).
         dir: PathBuf,
     },
 }
@@ -130,7 +134,8 @@ pub struct Policy {
     pub path: PathBuf,
     /// The `connect:` section.
     pub connect: ConnectSettings,
-    /// Where per-client lock files live.
+    /// Where per-client lock files live (absolute when set in the policy; relative paths
+    /// resolve against the policy file's directory).
     pub lock_dir: PathBuf,
     /// Stores by name.
     pub stores: BTreeMap<String, StoreSpec>,
@@ -209,18 +214,36 @@ impl Policy {
         Policy::parse(path, &text)
     }
 
-    /// Validates policy text as if read from `path` (relative store paths resolve
-    /// against `path`'s directory).
+    /// Validates policy text as if read from `path`. Every relative path in it resolves
+    /// against `path`'s directory, made absolute against the current directory (so
+    /// `policy.yaml` means `./policy.yaml`). Reads the file system only to compare paths
+    /// (symlinks resolved); never writes.
     pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
         let raw = raw::parse(text).map_err(|d| PolicyError {
             path: path.to_owned(),
             problems: vec![d],
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
         let mut v = Validator {
             problems: Vec::new(),
         };
-        let policy = v.policy(path, base, raw);
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let base = match std::path::absolute(parent) {
+            Ok(base) => normalize(&base),
+            Err(e) => {
+                v.problems.push(Diagnostic {
+                    line: 0,
+                    column: 0,
+                    message: format!(
+                        "cannot tell which directory relative paths in the policy are relative to: {e}; pass --config with an absolute path"
+                    ),
+                });
+                parent.to_owned()
+            }
+        };
+        let policy = v.policy(path, &base, raw);
         match policy {
             Some(policy) if v.problems.is_empty() => Ok(policy),
             _ => Err(PolicyError {
@@ -251,10 +274,10 @@ impl Validator {
     }
 
     fn policy(&mut self, path: &Path, base: &Path, raw: RawPolicy) -> Option<Policy> {
-        let connect = self.connect(raw.connect);
+        let connect = self.connect(raw.connect, base);
         let lock_dir = raw
             .lock_dir
-            .map(|d| absolute(base, &d.value))
+            .map(|d| resolve(base, &d.value))
             .unwrap_or_else(default_lock_dir);
 
         let mut stores = BTreeMap::new();
@@ -262,7 +285,7 @@ impl Validator {
             self.name(spec.referenced, "store", &name);
             let store = match spec.value {
                 RawStore::File { dir } => StoreSpec::File {
-                    dir: absolute(base, &dir),
+                    dir: resolve(base, &dir),
                 },
             };
             stores.insert(name, store);
@@ -283,7 +306,7 @@ impl Validator {
         let mut clients = Vec::new();
         let mut names = BTreeSet::new();
         let mut ids = BTreeSet::new();
-        let mut places = BTreeSet::new();
+        let mut written = BTreeMap::new();
         for client in raw.clients {
             let at = client.referenced;
             let Some(c) = self.client(client.value, at, defaults.as_ref(), &stores, &notifiers)
@@ -308,19 +331,12 @@ impl Validator {
                     ),
                 );
             }
-            if !places.insert((c.store.clone(), c.secret.clone())) {
-                self.problem(
-                    at,
-                    format!(
-                        "store `{}` secret `{}` is used by two clients; give each client its own secret name",
-                        c.store, c.secret
-                    ),
-                );
-            }
-            if let Some(conn) = &connect
-                && conn.client_id == c.client_id
-            {
-                self.self_rotation(at, conn, &c, &stores);
+            if let Some(StoreSpec::File { dir }) = stores.get(&c.store) {
+                let slot = FileSlot::new(&c, dir);
+                self.shared_files(at, &slot, &mut written);
+                if let Some(conn) = &connect {
+                    self.credential_file(at, conn, &c, &slot);
+                }
             }
             clients.push(c);
         }
@@ -334,27 +350,104 @@ impl Validator {
         })
     }
 
-    /// The rotator's own client may be rotated only if the rotator reads its credential
-    /// from where the new secret is published; otherwise retiring the old secret would
-    /// lock the rotator out.
-    fn self_rotation(
+    /// Two clients must never write the same file: the second publish would destroy the
+    /// first client's secret (or its record) while the first client's consumers use it.
+    /// Compared on disk (symlinks resolved), so `dir: x`, `dir: x/./` and a link to `x`
+    /// are one directory.
+    fn shared_files(
+        &mut self,
+        at: Location,
+        slot: &FileSlot,
+        written: &mut BTreeMap<PathBuf, FileSlot>,
+    ) {
+        for file in slot.files() {
+            match written.entry(physical(&file)) {
+                Entry::Vacant(e) => {
+                    e.insert(slot.clone());
+                }
+                Entry::Occupied(e) => {
+                    let other = e.get();
+                    let message = if other.store == slot.store && other.secret == slot.secret {
+                        format!(
+                            "store `{}` secret `{}` is used by clients `{}` and `{}`; give each client its own secret name",
+                            slot.store, slot.secret, other.client, slot.client
+                        )
+                    } else if other.secret == slot.secret
+                        && physical(&other.dir) == physical(&slot.dir)
+                    {
+                        format!(
+                            "store `{}` and store `{}` are the same directory ({}); clients `{}` and `{}` would overwrite each other's secret `{}`: give one of them another secret name",
+                            other.store,
+                            slot.store,
+                            physical(&slot.dir).display(),
+                            other.client,
+                            slot.client,
+                            slot.secret
+                        )
+                    } else {
+                        format!(
+                            "client `{}` would write {}, which client `{}` writes too (store `{}` secret `{}`); they would overwrite each other's secret: give one of them another secret name or store",
+                            slot.client,
+                            physical(&file).display(),
+                            other.client,
+                            other.store,
+                            other.secret
+                        )
+                    };
+                    self.problem(at, message);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A store file may be the rotator's own credential file only for the rotator's own
+    /// client (self-rotation): any other publish would overwrite the rotator's secret,
+    /// which CDS never shows again. And the rotator's own client may be rotated only if
+    /// the rotator reads its credential from where the new secret is published;
+    /// otherwise retiring the old secret would lock the rotator out.
+    fn credential_file(
         &mut self,
         at: Location,
         conn: &ConnectSettings,
         c: &ClientPolicy,
-        stores: &BTreeMap<String, StoreSpec>,
+        slot: &FileSlot,
     ) {
-        let Some(StoreSpec::File { dir }) = stores.get(&c.store) else {
-            return;
+        let is_self = conn.client_id == c.client_id;
+        let credential = match &conn.secret {
+            SecretSource::File(path) => Some(physical(path)),
+            SecretSource::Env(_) => None,
         };
-        let published = dir.join(&c.secret);
-        if conn.secret != SecretSource::File(published.clone()) {
+        let value = slot.value();
+        let is_credential = credential.as_ref() == Some(&physical(&value));
+        if is_credential && !is_self {
+            self.problem(
+                at,
+                format!(
+                    "client `{}` would publish its secrets to {}, which is the rotator's own credential (connect.credentials.client_secret_file): the rotator's secret would be lost, and CDS never shows it again; give the client another secret name or store",
+                    c.name,
+                    value.display()
+                ),
+            );
+        } else if is_self && !is_credential {
             self.problem(
                 at,
                 format!(
                     "client `{}` is the rotator's own client: set connect.credentials.client_secret_file to {} so the rotator switches to each new secret before the old one is retired",
                     c.name,
-                    published.display()
+                    value.display()
+                ),
+            );
+        }
+        if let Some(credential) = &credential
+            && let Some(record) = slot.records().find(|f| physical(f) == *credential)
+        {
+            self.problem(
+                at,
+                format!(
+                    "client `{}` would write its store record to {}, which is the rotator's own credential (connect.credentials.client_secret_file): the rotator's secret would be lost; give the client another secret name or store",
+                    c.name,
+                    record.display()
                 ),
             );
         }
@@ -387,7 +480,7 @@ impl Validator {
         }
     }
 
-    fn connect(&mut self, raw: Spanned<raw::RawConnect>) -> Option<ConnectSettings> {
+    fn connect(&mut self, raw: Spanned<raw::RawConnect>, base: &Path) -> Option<ConnectSettings> {
         let c = raw.value;
         let url = self.url(&c.url);
         let tenant_id = self.guid(&c.tenant_id, "connect.tenant_id");
@@ -400,8 +493,8 @@ impl Validator {
             );
         }
         let secret = match (creds.client_secret_file, creds.client_secret_env) {
-            (Some(file), None) => Some(SecretSource::File(file.value)),
-            (None, Some(env)) => Some(SecretSource::Env(env.value)),
+            (Some(file), None) => self.secret_file(&file, base).map(SecretSource::File),
+            (None, Some(env)) => self.secret_env(&env).map(SecretSource::Env),
             (Some(file), Some(_)) => {
                 self.problem(
                     file.referenced,
@@ -447,6 +540,34 @@ impl Validator {
             secret: secret?,
             max_concurrency,
         })
+    }
+
+    /// The credential file, resolved against the policy's directory. A pasted secret is
+    /// refused by its shape (not a path) and never echoed.
+    fn secret_file(&mut self, raw: &Spanned<PathBuf>, base: &Path) -> Option<PathBuf> {
+        if is_file_path(&raw.value) {
+            Some(resolve(base, &raw.value))
+        } else {
+            self.problem(
+                raw.referenced,
+                "connect.credentials.client_secret_file must be the PATH of a file: absolute (/run/credentials/…), or relative to the policy's directory and starting with ./ or ../; the value given is not shown, in case it is the secret itself",
+            );
+            None
+        }
+    }
+
+    /// The credential's environment variable. A pasted secret is refused by its shape (not
+    /// a variable name) and never echoed.
+    fn secret_env(&mut self, raw: &Spanned<String>) -> Option<String> {
+        if is_env_name(&raw.value) {
+            Some(raw.value.clone())
+        } else {
+            self.problem(
+                raw.referenced,
+                "connect.credentials.client_secret_env must be the NAME of an environment variable (letters, digits, `_`, not starting with a digit, at most 128 characters); the value given is not shown, in case it is the secret itself",
+            );
+            None
+        }
     }
 
     fn url(&mut self, raw: &Spanned<String>) -> Option<String> {
@@ -511,9 +632,11 @@ impl Validator {
         }
     }
 
-    /// Merges a timing section over `base` (the defaults) and checks it.
+    /// Merges a timing section over `base` (the checked `defaults:`; `None` for the
+    /// defaults section itself) and checks it.
     fn timing(&mut self, raw: &RawTiming, here: Location, base: Option<&Timing>) -> Option<Timing> {
         let builtin = Timing::default();
+        let checked_base = base;
         let base = base.unwrap_or(&builtin);
         let lifetime = self.duration(&raw.lifetime, "lifetime");
         let rotate_before = self.duration(&raw.rotate_before, "rotate_before");
@@ -542,48 +665,89 @@ impl Validator {
             verify_timeout: verify_timeout?.unwrap_or(base.verify_timeout),
             retry_interval: retry_interval?.unwrap_or(base.retry_interval),
         };
-        let at = |f: &Option<Spanned<String>>| f.as_ref().map(|s| s.referenced);
+        // Where a broken rule is reported: the first of its keys set in this section. A
+        // client that sets none of them inherits the values of `defaults:`, where the same
+        // problem was already reported once.
+        let place = |keys: &[&Option<Spanned<String>>]| {
+            keys.iter()
+                .find_map(|k| k.as_ref().map(|s| s.referenced))
+                .or(checked_base.is_none().then_some(here))
+        };
+        let mut problems = Vec::new();
         if t.lifetime <= Duration::zero() || t.lifetime > Duration::days(730) {
-            self.problem(
-                at(&raw.lifetime).unwrap_or(here),
-                "lifetime must be more than 0s and at most 730d (CDS secrets should always expire)",
-            );
+            problems.push((
+                place(&[&raw.lifetime]),
+                "lifetime must be more than 0s and at most 730d (CDS secrets should always expire)"
+                    .to_owned(),
+            ));
         }
-        if t.rotate_before >= t.lifetime {
-            self.problem(
-                at(&raw.rotate_before).unwrap_or(here),
+        if t.rotate_before <= Duration::zero() {
+            problems.push((
+                place(&[&raw.rotate_before]),
+                "rotate_before must be more than 0s: with 0s a secret is rotated only after it has expired, when its consumers are already locked out; use e.g. 30d".to_owned(),
+            ));
+        } else if t.rotate_before >= t.lifetime {
+            problems.push((
+                place(&[&raw.rotate_before, &raw.lifetime]),
                 format!(
                     "rotate_before ({}) must be shorter than lifetime ({}), or every new secret would be due at once",
                     duration::format(t.rotate_before),
                     duration::format(t.lifetime)
                 ),
-            );
+            ));
         }
-        if t.grace >= t.rotate_before && t.rotate_before > Duration::zero() {
-            self.problem(
-                at(&raw.grace).unwrap_or(here),
+        let needed = t.grace.checked_add(&t.verify_timeout);
+        if t.rotate_before > Duration::zero()
+            && (t.grace >= t.rotate_before || needed.is_none_or(|n| n > t.rotate_before))
+        {
+            problems.push((
+                place(&[&raw.grace, &raw.verify_timeout, &raw.rotate_before]),
                 format!(
-                    "grace ({}) must be shorter than rotate_before ({}), or the old secret expires before consumers had the grace period to switch",
+                    "grace ({}) must be shorter than rotate_before ({}), with room for verify_timeout ({}) too (grace + verify_timeout <= rotate_before): the old secret must stay valid while the new one is verified and through the whole grace period after it is published; lower grace or raise rotate_before",
                     duration::format(t.grace),
-                    duration::format(t.rotate_before)
+                    duration::format(t.rotate_before),
+                    duration::format(t.verify_timeout)
                 ),
-            );
+            ));
+        }
+        if t.orphan_grace >= t.lifetime {
+            problems.push((
+                place(&[&raw.orphan_grace, &raw.lifetime]),
+                format!(
+                    "orphan_grace ({}) must be shorter than lifetime ({}), or an orphan would expire before it is cleaned up; use e.g. 10m",
+                    duration::format(t.orphan_grace),
+                    duration::format(t.lifetime)
+                ),
+            ));
         }
         if let Some(max_age) = t.max_age
-            && max_age <= t.grace
+            && (max_age <= t.grace || max_age > Duration::days(730))
         {
-            self.problem(
-                at(&raw.max_age).unwrap_or(here),
-                "max_age must be longer than grace",
-            );
+            problems.push((
+                place(&[&raw.max_age, &raw.grace]),
+                format!(
+                    "max_age ({}) must be longer than grace ({}) and at most 730d",
+                    duration::format(max_age),
+                    duration::format(t.grace)
+                ),
+            ));
         }
-        if t.verify_timeout > Duration::hours(1) || t.retry_interval < Duration::seconds(1) {
-            self.problem(
-                at(&raw.verify_timeout)
-                    .or(at(&raw.retry_interval))
-                    .unwrap_or(here),
-                "verify_timeout must be at most 1h and retry_interval at least 1s",
-            );
+        if t.verify_timeout > Duration::hours(1) {
+            problems.push((
+                place(&[&raw.verify_timeout]),
+                "verify_timeout must be at most 1h".to_owned(),
+            ));
+        }
+        if t.retry_interval < Duration::seconds(1) || t.retry_interval > Duration::days(7) {
+            problems.push((
+                place(&[&raw.retry_interval]),
+                "retry_interval must be between 1s and 7d".to_owned(),
+            ));
+        }
+        for (at, message) in problems {
+            if let Some(at) = at {
+                self.problem(at, message);
+            }
         }
         Some(t)
     }
@@ -680,12 +844,114 @@ fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
     }
 }
 
-fn absolute(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_owned()
-    } else {
-        base.join(p)
+/// The files a client's file-store slot writes (see `store::file`), for collision checks.
+#[derive(Clone)]
+struct FileSlot {
+    client: String,
+    store: String,
+    secret: String,
+    dir: PathBuf,
+}
+
+impl FileSlot {
+    fn new(c: &ClientPolicy, dir: &Path) -> Self {
+        FileSlot {
+            client: c.name.clone(),
+            store: c.store.clone(),
+            secret: c.secret.clone(),
+            dir: dir.to_owned(),
+        }
     }
+
+    /// `<dir>/<secret>`: the value consumers read.
+    fn value(&self) -> PathBuf {
+        self.dir.join(&self.secret)
+    }
+
+    /// The record beside the value and the pending record a publish writes first.
+    fn records(&self) -> impl Iterator<Item = PathBuf> + use<'_> {
+        [
+            format!("{}.json", self.secret),
+            format!(".{}.pending.json", self.secret),
+        ]
+        .into_iter()
+        .map(|name| self.dir.join(name))
+    }
+
+    fn files(&self) -> impl Iterator<Item = PathBuf> + use<'_> {
+        std::iter::once(self.value()).chain(self.records())
+    }
+}
+
+/// `p` resolved against `base` (the policy's directory) and normalized.
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    normalize(&base.join(p))
+}
+
+/// Removes `.` and folds `..` into its parent without touching the file system (`/..` is
+/// `/`; a relative path keeps its leading `..`).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in p.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                Some(Component::CurDir | Component::ParentDir) | None => out.push(".."),
+            },
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// Where an absolute path leads on disk, for comparing paths: the deepest ancestor that
+/// exists with its symlinks resolved, then the rest as written (normalized).
+fn physical(p: &Path) -> PathBuf {
+    let p = normalize(p);
+    let mut rest = Vec::new();
+    let mut here = p.as_path();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(here) {
+            return rest.iter().rev().fold(real, |path, name| path.join(name));
+        }
+        match (here.parent(), here.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                here = parent;
+            }
+            _ => return p.clone(),
+        }
+    }
+}
+
+/// A path that cannot be a pasted secret: absolute, or relative and starting with `./`
+/// or `../`; naming a file (not ending in `/`, `.` or `..`); without control characters.
+fn is_file_path(p: &Path) -> bool {
+    let Some(text) = p.to_str() else {
+        return false;
+    };
+    (p.is_absolute() || text.starts_with("./") || text.starts_with("../"))
+        && !text.ends_with('/')
+        && matches!(p.components().next_back(), Some(Component::Normal(_)))
+        && text.len() <= 4096
+        && !text.chars().any(char::is_control)
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`, at most 128 characters.
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 128
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn is_safe_name(name: &str) -> bool {

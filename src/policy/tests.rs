@@ -192,3 +192,389 @@ fn self_rotation_needs_the_credential_file_to_be_the_published_one() {
     ))
     .unwrap();
 }
+
+const ADMIN_ID: &str = "2b1f0e9d-8c7b-4a6f-9e5d-4c3b2a1f0e9d";
+const CREDENTIAL: &str = "client_secret_file: /run/credentials/cds-rotator.service/admin";
+
+/// VALID with the rotator's credential set by `line` (`client_secret_file: …` or
+/// `client_secret_env: …`).
+fn with_credential(line: &str) -> String {
+    VALID.replace(CREDENTIAL, line)
+}
+
+/// VALID with historian-uploader turned into the rotator's own client.
+fn self_rotating(credential_line: &str) -> String {
+    with_credential(credential_line).replace("0b0c1d2e-3f40-4152-6374-8596a7b8c9d0", ADMIN_ID)
+}
+
+/// A policy with stores `a` and `b` (directories as given) and clients `x` (in `a`) and
+/// `y` (in `b`), both with the secret `app`.
+fn two_stores(dir_a: &str, dir_b: &str) -> String {
+    format!(
+        r#"
+connect:
+  url: https://uswe.datahub.connect.aveva.com
+  tenant_id: 8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f
+  credentials:
+    client_id: {ADMIN_ID}
+    {CREDENTIAL}
+stores:
+  a: {{ type: file, dir: "{dir_a}" }}
+  b: {{ type: file, dir: "{dir_b}" }}
+clients:
+  - name: x
+    client_id: 0b0c1d2e-3f40-4152-6374-8596a7b8c9d0
+    store: {{ name: a, secret: app }}
+  - name: y
+    client_id: 1b0c1d2e-3f40-4152-6374-8596a7b8c9d0
+    store: {{ name: b, secret: app }}
+"#
+    )
+}
+
+/// A temporary directory with `real/` and a symlink `link` -> `real`.
+fn dir_with_link() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("real")).unwrap();
+    std::os::unix::fs::symlink("real", tmp.path().join("link")).unwrap();
+    tmp
+}
+
+fn parse_in(dir: &Path, text: &str) -> Result<Policy, PolicyError> {
+    Policy::parse(&dir.join("policy.yaml"), text)
+}
+
+#[test]
+fn every_relative_path_resolves_against_the_policy_directory() {
+    let text = with_credential("client_secret_file: ./credentials/../credentials/./admin")
+        .replace("dir: secrets", "dir: ./x/../secrets/.")
+        .replace("clients:", "lock_dir: ../run/locks\nclients:");
+    let p = parse(&text).unwrap();
+    assert_eq!(
+        p.connect.secret,
+        SecretSource::File(PathBuf::from("/etc/cds-rotator/credentials/admin"))
+    );
+    assert_eq!(
+        p.stores["local"],
+        StoreSpec::File {
+            dir: PathBuf::from("/etc/cds-rotator/secrets")
+        }
+    );
+    assert_eq!(p.lock_dir, PathBuf::from("/etc/run/locks"));
+}
+
+#[test]
+fn a_bare_policy_file_name_resolves_against_the_current_directory() {
+    let text = with_credential("client_secret_file: ./admin");
+    let p = Policy::parse(Path::new("policy.yaml"), &text).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(p.connect.secret, SecretSource::File(cwd.join("admin")));
+    assert_eq!(
+        p.stores["local"],
+        StoreSpec::File {
+            dir: cwd.join("secrets")
+        }
+    );
+}
+
+#[test]
+fn an_ordinary_client_may_not_publish_over_the_rotators_credential() {
+    for credential in [
+        "client_secret_file: ./secrets/historian-uploader",
+        "client_secret_file: ../cds-rotator/secrets/./historian-uploader",
+        "client_secret_file: /etc/cds-rotator/secrets/historian-uploader",
+    ] {
+        let err = error_of(&with_credential(credential));
+        assert!(
+            err.contains("client `historian-uploader` would publish its secrets to /etc/cds-rotator/secrets/historian-uploader, which is the rotator's own credential"),
+            "{credential}: {err}"
+        );
+        assert!(err.contains("another secret name or store"), "{err}");
+    }
+}
+
+#[test]
+fn a_store_reached_through_a_symlink_may_not_overwrite_the_credential() {
+    let tmp = dir_with_link();
+    let text = with_credential("client_secret_file: ./real/historian-uploader")
+        .replace("dir: secrets", "dir: link");
+    let err = parse_in(tmp.path(), &text).unwrap_err().to_string();
+    assert!(
+        err.contains("client `historian-uploader` would publish its secrets to"),
+        "{err}"
+    );
+    assert!(err.contains("rotator's own credential"), "{err}");
+}
+
+#[test]
+fn a_store_record_may_not_overwrite_the_credential() {
+    for credential in [
+        "client_secret_file: ./secrets/dashboard.json",
+        "client_secret_file: ./secrets/.dashboard.pending.json",
+    ] {
+        let err = error_of(&with_credential(credential));
+        assert!(
+            err.contains(
+                "client `dashboard` would write its store record to /etc/cds-rotator/secrets/"
+            ),
+            "{credential}: {err}"
+        );
+    }
+}
+
+#[test]
+fn self_rotation_finds_its_credential_file_through_dots_and_symlinks() {
+    parse(&self_rotating(
+        "client_secret_file: ./secrets/../secrets/historian-uploader",
+    ))
+    .unwrap();
+    let tmp = dir_with_link();
+    let text = self_rotating("client_secret_file: ./real/historian-uploader")
+        .replace("dir: secrets", "dir: link");
+    let p = parse_in(tmp.path(), &text).unwrap();
+    // Kept as written (resolved, not canonicalized): the rotator reads what it publishes.
+    assert_eq!(
+        p.connect.secret,
+        SecretSource::File(tmp.path().join("real/historian-uploader"))
+    );
+}
+
+#[test]
+fn two_stores_in_one_directory_may_not_hold_the_same_secret_name() {
+    let err = error_of(&two_stores("secrets", "secrets/./"));
+    assert!(
+        err.contains("store `a` and store `b` are the same directory (/etc/cds-rotator/secrets); clients `x` and `y` would overwrite each other's secret `app`"),
+        "{err}"
+    );
+    assert_eq!(
+        parse(&two_stores("secrets", "secrets/./"))
+            .unwrap_err()
+            .problems
+            .len(),
+        1
+    );
+    // Different secret names in one directory are fine.
+    parse(
+        &two_stores("secrets", "secrets/./")
+            .replace("{ name: b, secret: app }", "{ name: b, secret: other }"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn two_stores_linked_to_one_directory_may_not_hold_the_same_secret_name() {
+    let tmp = dir_with_link();
+    let err = parse_in(tmp.path(), &two_stores("real", "link"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("store `a` and store `b` are the same directory"),
+        "{err}"
+    );
+    assert!(
+        err.contains("clients `x` and `y` would overwrite each other's secret"),
+        "{err}"
+    );
+}
+
+#[test]
+fn one_store_secret_used_by_two_clients_names_both() {
+    let err = error_of(&two_stores("secrets", "secrets").replace("name: b,", "name: a,"));
+    assert!(
+        err.contains("store `a` secret `app` is used by clients `x` and `y`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_secret_name_ending_in_json_is_still_refused() {
+    let err = error_of(&VALID.replace("secret: historian-uploader", "secret: dashboard.json"));
+    assert!(err.contains("nor end with `.json`"), "{err}");
+}
+
+#[test]
+fn a_value_pasted_as_client_secret_env_is_refused_without_being_shown() {
+    let long = "A".repeat(129);
+    for pasted in [
+        "Xy9/+Q==kT3vB7",
+        "9kT3vB7wQ",
+        "kT3v B7wQ",
+        "kT3v-B7wQ",
+        "p@ssw0rd-kT3v",
+        long.as_str(),
+    ] {
+        let err = parse(&with_credential(&format!(
+            "client_secret_env: \"{pasted}\""
+        )))
+        .unwrap_err();
+        let shown = format!("{err}\n{err:?}");
+        assert!(
+            shown.contains("policy.yaml:7:24: connect.credentials.client_secret_env must be the NAME of an environment variable"),
+            "{shown}"
+        );
+        assert!(shown.contains("the value given is not shown"), "{shown}");
+        assert!(!shown.contains(pasted), "{pasted} echoed: {shown}");
+    }
+}
+
+#[test]
+fn a_value_pasted_as_client_secret_file_is_refused_without_being_shown() {
+    // (as written in YAML, a part of it that must not be shown)
+    for (pasted, part) in [
+        ("kT3vB7wQabc123", "kT3vB7wQabc123"),
+        ("Xy9/+Q==", "Xy9/+Q=="),
+        ("secrets/kT3vB7wQ", "kT3vB7wQ"),
+        ("./kT3v\\aB7wQ\\n", "kT3v"),
+    ] {
+        let err = parse(&with_credential(&format!(
+            "client_secret_file: \"{pasted}\""
+        )))
+        .unwrap_err();
+        let shown = format!("{err}\n{err:?}");
+        assert!(
+            shown.contains("policy.yaml:7:25: connect.credentials.client_secret_file must be the PATH of a file"),
+            "{shown}"
+        );
+        assert!(!shown.contains(part), "{pasted} echoed: {shown}");
+    }
+    for not_a_file in ["", ".", "./", "..", "../", "./dir/", "/"] {
+        let err = error_of(&with_credential(&format!(
+            "client_secret_file: \"{not_a_file}\""
+        )));
+        assert!(
+            err.contains("must be the PATH of a file"),
+            "{not_a_file}: {err}"
+        );
+    }
+}
+
+#[test]
+fn variable_names_and_dotted_relative_paths_are_secret_sources() {
+    for name in ["CDS_ROTATOR_SECRET", "_x", "a1"] {
+        let p = parse(&with_credential(&format!("client_secret_env: {name}"))).unwrap();
+        assert_eq!(p.connect.secret, SecretSource::Env(name.to_owned()));
+    }
+    let p = parse(&with_credential("client_secret_file: ../admin")).unwrap();
+    assert_eq!(
+        p.connect.secret,
+        SecretSource::File(PathBuf::from("/etc/admin"))
+    );
+}
+
+#[test]
+fn rotate_before_of_zero_is_refused() {
+    let err = error_of(&VALID.replace("rotate_before: 30d", "rotate_before: 0s"));
+    assert!(
+        err.contains("policy.yaml:16:18: rotate_before must be more than 0s"),
+        "{err}"
+    );
+    assert!(err.contains("already locked out"), "{err}");
+    // Reported once, at `defaults:`, not again for each client that inherits it.
+    assert_eq!(
+        parse(&VALID.replace("rotate_before: 30d", "rotate_before: 0s"))
+            .unwrap_err()
+            .problems
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn rotate_before_must_leave_room_for_verify_and_grace() {
+    // grace 24h + verify_timeout 1h do not fit in 24h30m.
+    let err = error_of(&VALID.replace(
+        "rotate_before: 30d",
+        "rotate_before: 24h30m\n  verify_timeout: 1h",
+    ));
+    assert!(
+        err.contains("grace (1d) must be shorter than rotate_before (1d30m), with room for verify_timeout (1h) too"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the old secret must stay valid while the new one is verified"),
+        "{err}"
+    );
+    parse(&VALID.replace(
+        "rotate_before: 30d",
+        "rotate_before: 25h\n  verify_timeout: 1h",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn hostile_durations_are_errors_not_panics() {
+    let many_parts = "36500d".repeat(10_000);
+    let many_small = "1d".repeat(40_000);
+    let huge_number = "9".repeat(10_000) + "s";
+    for text in [
+        "9223372036854775807s",
+        "18446744073709551616s",
+        "9223372036854775807w",
+        huge_number.as_str(),
+        many_parts.as_str(),
+        "36500d1s",
+        "36501d",
+        "5215w",
+        "",
+        " ",
+        "d",
+        "1dd",
+        "1d d",
+        "1 d",
+        "s1",
+        "-1d",
+        "+1d",
+        "1.5d",
+        "1e9d",
+        "0x10s",
+        "\u{ff11}d",
+        "\u{661}d",
+        "1d\0",
+    ] {
+        let err = duration::parse(text).expect_err(text);
+        assert!(err.chars().count() < 200, "{err}");
+    }
+    // The sum of small parts is capped too; 36500d itself is fine.
+    assert!(duration::parse(&many_small).is_err());
+    assert_eq!(duration::parse("5214w2d").unwrap(), Duration::days(36_500));
+}
+
+#[test]
+fn a_duration_longer_than_100_years_in_total_is_refused() {
+    let err = duration::parse("36500d36500d36500d").unwrap_err();
+    assert_eq!(err, "`36500d36500d36500d` is longer than 36500d");
+    let err = error_of(&VALID.replace(
+        "orphan_grace: 10m",
+        "orphan_grace: 10m\n  max_age: 36500d36500d36500d",
+    ));
+    assert!(
+        err.contains("max_age: `36500d36500d36500d` is longer than 36500d"),
+        "{err}"
+    );
+}
+
+#[test]
+fn durations_are_capped_per_key() {
+    let with = |line: &str| VALID.replace("orphan_grace: 10m", line);
+    let err = error_of(&with("orphan_grace: 10m\n  max_age: 731d"));
+    assert!(
+        err.contains("max_age (731d) must be longer than grace (1d) and at most 730d"),
+        "{err}"
+    );
+    let err = error_of(&with("orphan_grace: 10m\n  retry_interval: 8d"));
+    assert!(
+        err.contains("retry_interval must be between 1s and 7d"),
+        "{err}"
+    );
+    let err = error_of(&with("orphan_grace: 90d"));
+    assert!(
+        err.contains("orphan_grace (90d) must be shorter than lifetime (90d)"),
+        "{err}"
+    );
+    let err = error_of(&with("orphan_grace: 10m\n  verify_timeout: 61m"));
+    assert!(err.contains("verify_timeout must be at most 1h"), "{err}");
+    parse(&with(
+        "orphan_grace: 10m\n  max_age: 730d\n  retry_interval: 7d",
+    ))
+    .unwrap();
+}
