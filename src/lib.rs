@@ -19,3 +19,4 @@ pub mod rotation;
 pub mod secret;
 pub mod stop;
 pub mod store;
+pub mod text;

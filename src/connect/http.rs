@@ -6,6 +6,10 @@
 //! full jitter, all bounded. A create (POST) whose outcome is unknown is never re-posted
 //! here: it is reported as [`ConnectError::OutcomeUnknown`] for the reconciler to resolve.
 //! Secrets and tokens are [`SecretString`]s, exposed only into the request being sent.
+//!
+//! Hostile or broken answers are bounded: every wait ends when the process is stopping
+//! (a request in flight then gets [`STOP_GRACE`]), bodies are read up to a cap, and text
+//! from answers is escaped before it reaches an error message.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +26,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::stop::Stop;
+use crate::text::untrusted;
 
 use super::{
     ClientRef, ClientSecret, ConnectApi, ConnectError, CreatedSecret, ErrorBody, NewSecret,
@@ -30,6 +35,20 @@ use super::{
 
 /// Page size for lists (the API's default and our request).
 const PAGE: usize = 100;
+
+/// Once the process is stopping, how long a request in flight (or sent after the stop,
+/// such as the verify and the undo of a new secret) may still take before it is
+/// abandoned. Together with the reconciler's own steps this keeps a stop under 10 s.
+pub const STOP_GRACE: Duration = Duration::from_secs(4);
+
+/// The largest page of a secret list read (100 secrets take about 20 KB).
+pub const LIST_PAGE_CAP: usize = 4 * 1024 * 1024;
+
+/// The largest other answer read: token, create, error bodies.
+pub const ANSWER_CAP: usize = 64 * 1024;
+
+/// What an abandoned request reports.
+const ABANDONED: &str = "abandoned: cds-rotator is stopping";
 
 /// Where the rotator's own client secret comes from.
 #[derive(Clone, Debug)]
@@ -45,8 +64,9 @@ pub enum CredentialSource {
 impl CredentialSource {
     fn read(&self) -> Result<SecretString, ConnectError> {
         let raw = match self {
-            CredentialSource::File(path) => std::fs::read_to_string(path)
-                .map_err(|e| ConnectError::Credential(format!("{}: {e}", path.display())))?,
+            CredentialSource::File(path) => {
+                std::fs::read_to_string(path).map_err(|e| file_error(path, &e))?
+            }
             CredentialSource::Env(name) => std::env::var(name).map_err(|_| {
                 ConnectError::Credential(format!("environment variable {name} is not set"))
             })?,
@@ -69,6 +89,25 @@ impl CredentialSource {
             CredentialSource::Env(name) => format!("environment variable {name}"),
             CredentialSource::Value(_) => "the configured value".to_owned(),
         }
+    }
+}
+
+/// The error of reading the credential file. The path is named only when its directory
+/// exists: otherwise the "path" may well be the secret itself, pasted in the wrong place.
+fn file_error(path: &std::path::Path, e: &std::io::Error) -> ConnectError {
+    let real_dir = path
+        .parent()
+        .is_some_and(|dir| !dir.as_os_str().is_empty() && dir.is_dir());
+    if real_dir {
+        ConnectError::Credential(format!(
+            "{}: {e}; check connect.credentials.client_secret_file",
+            path.display()
+        ))
+    } else {
+        ConnectError::Credential(
+            "connect.credentials.client_secret_file: the file does not exist (its directory does not exist either); set it to the path of a file that holds the secret"
+                .to_owned(),
+        )
     }
 }
 
@@ -125,6 +164,9 @@ pub struct HttpConnect {
     client_id: String,
     credential: CredentialSource,
     retry: RetryPolicy,
+    stop: Stop,
+    /// When this client first saw the stop; the grace of requests counts from then.
+    stopped_at: std::sync::OnceLock<Instant>,
     token: Mutex<Option<CachedToken>>,
     /// Set by `reload_credential`; checked before using the cached token.
     reload: std::sync::atomic::AtomicBool,
@@ -166,6 +208,64 @@ enum Attempt {
     Failed(reqwest::Error),
 }
 
+/// An answer, and when its request was sent: reading its body shares the request's
+/// [`STOP_GRACE`].
+struct Reply {
+    resp: Response,
+    sent_at: Instant,
+}
+
+/// Why a body could not be read whole.
+enum BodyError {
+    /// Longer than the cap.
+    TooLarge { cap: usize },
+    /// The connection failed while reading.
+    Transport(reqwest::Error),
+    /// The process is stopping and the grace ran out.
+    Abandoned,
+}
+
+impl BodyError {
+    /// The error of a read answer (list, token) that could not be read.
+    fn into_connect(self, operation: &str) -> ConnectError {
+        let operation = operation.to_owned();
+        match self {
+            BodyError::TooLarge { cap } => ConnectError::BadResponse {
+                operation,
+                detail: format!(
+                    "the answer is larger than {cap} bytes; check that connect.url points at CDS"
+                ),
+            },
+            BodyError::Transport(e) => ConnectError::Transport {
+                operation,
+                detail: format!("reading the answer: {}", transport_detail(&e)),
+            },
+            BodyError::Abandoned => ConnectError::Transport {
+                operation,
+                detail: ABANDONED.to_owned(),
+            },
+        }
+    }
+
+    /// What happened, for an [`ConnectError::OutcomeUnknown`].
+    fn detail(&self) -> String {
+        match self {
+            BodyError::TooLarge { cap } => format!("the answer is larger than {cap} bytes"),
+            BodyError::Transport(e) => format!("reading the answer: {}", transport_detail(e)),
+            BodyError::Abandoned => ABANDONED.to_owned(),
+        }
+    }
+}
+
+/// What to do with a body longer than the cap.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Overflow {
+    /// Refuse it: the answer is needed whole.
+    Refuse,
+    /// Keep the start (error bodies: a cut one reads as no body).
+    Cut,
+}
+
 /// Is the request safe to repeat when its outcome is unknown?
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Idempotence {
@@ -193,6 +293,8 @@ impl HttpConnect {
             client_id: config.client_id,
             credential: config.credential,
             retry: config.retry,
+            stop: config.stop,
+            stopped_at: std::sync::OnceLock::new(),
             token: Mutex::new(None),
             reload: std::sync::atomic::AtomicBool::new(false),
         })
@@ -242,7 +344,7 @@ impl HttpConnect {
     ) -> Result<(SecretString, Duration), ConnectError> {
         let operation = format!("get a token for client {client_id}");
         let url = format!("{}/identity/connect/token", self.base);
-        let resp = self
+        let reply = self
             .send(&operation, Idempotence::Repeatable, || {
                 let form = zeroize::Zeroizing::new(
                     serde_urlencoded::to_string([
@@ -260,15 +362,27 @@ impl HttpConnect {
                     .body(form.as_bytes().to_vec())
             })
             .await?;
-        let status = resp.status();
+        let status = reply.resp.status();
         if status == StatusCode::BAD_REQUEST || status == StatusCode::UNAUTHORIZED {
             // Only the OAuth error code is kept: nothing else of the body.
-            let detail = resp
-                .json::<OAuthError>()
-                .await
+            let body = zeroize::Zeroizing::new(
+                self.read_body(reply, ANSWER_CAP, Overflow::Cut)
+                    .await
+                    .unwrap_or_default(),
+            );
+            let detail = serde_json::from_slice::<OAuthError>(&body)
                 .ok()
                 .and_then(|e| e.error)
-                .filter(|e| e.len() <= 64 && e.chars().all(|c| c.is_ascii_graphic()))
+                .filter(|e| !e.trim().is_empty())
+                .map(|e| {
+                    // A server that echoes what it was sent must not put it in a log.
+                    let sent = secret.expose_secret();
+                    if !sent.is_empty() && e.contains(sent) {
+                        "an OAuth error code that repeats the secret sent; not shown".to_owned()
+                    } else {
+                        untrusted(&e)
+                    }
+                })
                 .unwrap_or_else(|| "no OAuth error code".to_owned());
             return Err(ConnectError::Unauthenticated {
                 client_id: client_id.to_owned(),
@@ -283,13 +397,20 @@ impl HttpConnect {
                 body: Box::default(),
             });
         }
-        let answer: TokenAnswer = resp.json().await.map_err(|e| ConnectError::BadResponse {
-            operation: operation.clone(),
-            detail: format!(
-                "the token answer is not the expected JSON ({})",
-                e.without_url()
-            ),
-        })?;
+        let body = zeroize::Zeroizing::new(
+            self.read_body(reply, ANSWER_CAP, Overflow::Refuse)
+                .await
+                .map_err(|e| e.into_connect(&operation))?,
+        );
+        // Only where it broke: serde's message could quote the token.
+        let answer: TokenAnswer =
+            serde_json::from_slice(&body).map_err(|e| ConnectError::BadResponse {
+                operation: operation.clone(),
+                detail: format!(
+                    "the token answer is not the expected JSON ({})",
+                    json_error_place(&e)
+                ),
+            })?;
         if answer.access_token.expose_secret().is_empty() {
             return Err(ConnectError::BadResponse {
                 operation,
@@ -307,7 +428,7 @@ impl HttpConnect {
         method: Method,
         url: &str,
         body: Option<&serde_json::Value>,
-    ) -> Result<Response, ConnectError> {
+    ) -> Result<Reply, ConnectError> {
         let idempotence = if method == Method::POST {
             Idempotence::Once
         } else {
@@ -316,7 +437,7 @@ impl HttpConnect {
         let mut renewed = false;
         loop {
             let token = self.token(renewed).await?;
-            let resp = self
+            let reply = self
                 .send(operation, idempotence, || {
                     let mut req = self
                         .http
@@ -330,16 +451,16 @@ impl HttpConnect {
                     req
                 })
                 .await?;
-            let status = resp.status();
+            let status = reply.resp.status();
             if status == StatusCode::UNAUTHORIZED && !renewed {
                 debug!(%operation, "401: renewing the token once");
                 renewed = true;
                 continue;
             }
             if status.is_success() {
-                return Ok(resp);
+                return Ok(reply);
             }
-            let body = Box::new(error_body(resp).await);
+            let body = Box::new(self.error_body(reply).await);
             if status == StatusCode::METHOD_NOT_ALLOWED && method != Method::GET {
                 return Err(ConnectError::RegionalWrite {
                     operation: operation.to_owned(),
@@ -363,19 +484,37 @@ impl HttpConnect {
     }
 
     /// Sends one request with the retry policy; returns the last answer (any status)
-    /// or a transport error.
+    /// or a transport error. Every wait ends when the process is stopping; a request
+    /// in flight then gets [`STOP_GRACE`] before it is abandoned.
     async fn send(
         &self,
         operation: &str,
         idempotence: Idempotence,
         build: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<Response, ConnectError> {
+    ) -> Result<Reply, ConnectError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome = match build().send().await {
-                Ok(resp) => Attempt::Answer(resp),
-                Err(e) => Attempt::Failed(e),
+            let sent_at = Instant::now();
+            let outcome = tokio::select! {
+                sent = build().send() => match sent {
+                    Ok(resp) => Attempt::Answer(resp),
+                    Err(e) => Attempt::Failed(e),
+                },
+                () = self.stop_grace(sent_at) => {
+                    warn!(%operation, "{ABANDONED}");
+                    return Err(match idempotence {
+                        // The create may have been carried out.
+                        Idempotence::Once => ConnectError::OutcomeUnknown {
+                            operation: operation.to_owned(),
+                            detail: ABANDONED.to_owned(),
+                        },
+                        Idempotence::Repeatable => ConnectError::Transport {
+                            operation: operation.to_owned(),
+                            detail: ABANDONED.to_owned(),
+                        },
+                    });
+                }
             };
             let last = attempt >= self.retry.max_attempts;
             let wait = match &outcome {
@@ -393,12 +532,14 @@ impl HttpConnect {
                             Some(self.backoff(attempt))
                         }
                         // A create answered 5xx may have been carried out: it goes back
-                        // to the caller as an unknown outcome, after the wait CDS asked for.
+                        // to the caller as an unknown outcome, after the wait CDS asked
+                        // for, or at once when stopping (the next pass resolves it).
                         500..=599 if idempotence == Idempotence::Once => {
                             if let Some(wait) =
                                 retry_after.filter(|w| *w <= self.retry.max_retry_after)
+                                && !self.stop.sleep(wait).await
                             {
-                                tokio::time::sleep(wait).await;
+                                debug!(%operation, "stopping: not waiting out Retry-After");
                             }
                             None
                         }
@@ -423,10 +564,23 @@ impl HttpConnect {
                         Attempt::Answer(r) => format!("HTTP {}", r.status().as_u16()),
                         Attempt::Failed(e) => transport_detail(e),
                     };
+                    // What is retried was not carried out (throttled, or certainly not
+                    // sent, or repeatable): giving up on it when stopping leaves nothing.
+                    drop(outcome);
+                    if self.stop.is_set() {
+                        return Err(ConnectError::Stopped {
+                            operation: operation.to_owned(),
+                        });
+                    }
                     warn!(%operation, attempt, wait_ms = wait.as_millis() as u64, %why, "retrying");
-                    tokio::time::sleep(wait).await;
+                    if !self.stop.sleep(wait).await {
+                        debug!(%operation, "stopping: retry wait cut short");
+                        return Err(ConnectError::Stopped {
+                            operation: operation.to_owned(),
+                        });
+                    }
                 }
-                (_, Attempt::Answer(resp)) => return Ok(resp),
+                (_, Attempt::Answer(resp)) => return Ok(Reply { resp, sent_at }),
                 (_, Attempt::Failed(e)) => {
                     return Err(ConnectError::Transport {
                         operation: operation.to_owned(),
@@ -435,6 +589,65 @@ impl HttpConnect {
                 }
             }
         }
+    }
+
+    /// Resolves [`STOP_GRACE`] after the stop, or after `sent_at` for a request sent
+    /// after the stop.
+    async fn stop_grace(&self, sent_at: Instant) {
+        self.stop.wait().await;
+        let stopped_at = *self.stopped_at.get_or_init(Instant::now);
+        tokio::time::sleep_until(stopped_at.max(sent_at) + STOP_GRACE).await;
+    }
+
+    /// Reads a body chunk by chunk up to `cap` bytes (a `Content-Length` over the cap is
+    /// refused before reading); ends when the request's [`STOP_GRACE`] does.
+    async fn read_body(
+        &self,
+        reply: Reply,
+        cap: usize,
+        overflow: Overflow,
+    ) -> Result<Vec<u8>, BodyError> {
+        let Reply { mut resp, sent_at } = reply;
+        let announced = resp.content_length();
+        if overflow == Overflow::Refuse && announced.is_some_and(|n| n > cap as u64) {
+            return Err(BodyError::TooLarge { cap });
+        }
+        let read = async {
+            // Small answers (tokens, new secrets) get their room at once, so that no
+            // copy of them is left behind by a reallocation.
+            let room = match announced {
+                Some(n) => usize::try_from(n).unwrap_or(cap),
+                None if cap <= ANSWER_CAP => cap,
+                None => 0,
+            };
+            let mut body = Vec::with_capacity(room.min(cap));
+            while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+                let room = cap - body.len();
+                if chunk.len() > room {
+                    if overflow == Overflow::Refuse {
+                        return Err(BodyError::TooLarge { cap });
+                    }
+                    body.extend_from_slice(&chunk[..room]);
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body)
+        };
+        tokio::select! {
+            read = read => read,
+            () = self.stop_grace(sent_at) => Err(BodyError::Abandoned),
+        }
+    }
+
+    /// The CDS `ErrorResponse` of a failed answer (its first [`ANSWER_CAP`] bytes), or
+    /// an empty one.
+    async fn error_body(&self, reply: Reply) -> ErrorBody {
+        let bytes = self
+            .read_body(reply, ANSWER_CAP, Overflow::Cut)
+            .await
+            .unwrap_or_default();
+        serde_json::from_slice(&bytes).unwrap_or_default()
     }
 
     /// Exponential backoff with full jitter.
@@ -457,18 +670,23 @@ impl ConnectApi for HttpConnect {
         let mut all: Vec<ClientSecret> = Vec::new();
         loop {
             let page_url = format!("{url}?skip={}&count={PAGE}", all.len());
-            let resp = self.api(&operation, Method::GET, &page_url, None).await?;
-            let total = resp
+            let reply = self.api(&operation, Method::GET, &page_url, None).await?;
+            let total = reply
+                .resp
                 .headers()
                 .get("Total-Count")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<usize>().ok());
+            let body = self
+                .read_body(reply, LIST_PAGE_CAP, Overflow::Refuse)
+                .await
+                .map_err(|e| e.into_connect(&operation))?;
             let page: Vec<ClientSecret> =
-                resp.json().await.map_err(|e| ConnectError::BadResponse {
+                serde_json::from_slice(&body).map_err(|e| ConnectError::BadResponse {
                     operation: operation.clone(),
                     detail: format!(
                         "the list is not a JSON array of secrets ({})",
-                        e.without_url()
+                        untrusted(&e.to_string())
                     ),
                 })?;
             let n = page.len();
@@ -504,7 +722,7 @@ impl ConnectApi for HttpConnect {
             "Expires": true,
             "Description": new.description,
         });
-        let resp = self
+        let reply = self
             .api(
                 &operation,
                 Method::POST,
@@ -512,17 +730,27 @@ impl ConnectApi for HttpConnect {
                 Some(&body),
             )
             .await?;
-        let status = resp.status();
-        let answer: CreatedAnswer = match resp.json().await {
+        let status = reply.resp.status();
+        // From here on the secret exists; an answer we cannot read loses its value.
+        let body = match self.read_body(reply, ANSWER_CAP, Overflow::Refuse).await {
+            Ok(body) => zeroize::Zeroizing::new(body),
+            Err(e) => {
+                return Err(ConnectError::OutcomeUnknown {
+                    operation,
+                    detail: format!("HTTP {}: {}", status.as_u16(), e.detail()),
+                });
+            }
+        };
+        let answer: CreatedAnswer = match serde_json::from_slice(&body) {
             Ok(a) => a,
             Err(e) => {
-                // The secret exists but we cannot read its value: treat as lost.
+                // Only where it broke: serde's message could quote the value.
                 return Err(ConnectError::OutcomeUnknown {
                     operation,
                     detail: format!(
                         "HTTP {} with an unreadable body ({})",
                         status.as_u16(),
-                        e.without_url()
+                        json_error_place(&e)
                     ),
                 });
             }
@@ -603,10 +831,15 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some((at - Utc::now()).to_std().unwrap_or_default())
 }
 
-/// The CDS `ErrorResponse` of a failed answer, or an empty one.
-async fn error_body(resp: Response) -> ErrorBody {
-    let bytes = resp.bytes().await.unwrap_or_default();
-    serde_json::from_slice(&bytes).unwrap_or_default()
+/// Where a JSON answer broke, without quoting any of it.
+fn json_error_place(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "not the expected fields",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
 }
 
 fn fmt_op(body: &ErrorBody) -> String {
@@ -616,7 +849,7 @@ fn fmt_op(body: &ErrorBody) -> String {
         .unwrap_or_default()
 }
 
-/// A transport error without the URL's query.
+/// A transport error without the URL's query, escaped (parts of it come from outside).
 fn transport_detail(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
@@ -631,7 +864,7 @@ fn transport_detail(e: &reqwest::Error) -> String {
         detail = format!("{detail}: {s}");
         source = s.source();
     }
-    detail
+    untrusted(&detail)
 }
 
 #[cfg(test)]
@@ -667,6 +900,45 @@ mod tests {
     }
 
     #[test]
+    fn a_credential_file_whose_directory_is_missing_is_not_named() {
+        let pasted = "s3cr3t-pasted-where-the-path-belongs";
+        for path in [pasted.to_owned(), format!("/nonexistent-dir/{pasted}")] {
+            let err = CredentialSource::File(PathBuf::from(&path))
+                .read()
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains(pasted), "{err}");
+            assert!(
+                err.contains("connect.credentials.client_secret_file: the file does not exist (its directory does not exist either)"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_credential_file_in_a_real_directory_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin-secret");
+        let err = CredentialSource::File(path.clone())
+            .read()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_missing_variable_is_named_without_any_value() {
+        let err = CredentialSource::Env("CDS_ROTATOR_TEST_SURELY_UNSET".into())
+            .read()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("environment variable CDS_ROTATOR_TEST_SURELY_UNSET is not set"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn credentials_are_trimmed_and_empty_ones_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
@@ -676,5 +948,358 @@ mod tests {
         std::fs::write(&path, "\n").unwrap();
         let err = CredentialSource::File(path).read().unwrap_err().to_string();
         assert!(err.contains("is empty"), "{err}");
+    }
+
+    /// Against the emulator: the rotator's own client and an app client.
+    mod against_the_emulator {
+        use std::sync::Arc;
+
+        use super::*;
+        use crate::connect::ClientKind;
+        use crate::emulator::{Emulator, Fault, FaultBody, Seed};
+
+        const TENANT: &str = "8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f";
+        const ADMIN: &str = "2b1f0e9d-8c7b-4a6f-9e5d-4c3b2a1f0e9d";
+        const APP: &str = "0b0c1d2e-3f40-4152-6374-8596a7b8c9d0";
+        /// Far more than any test waits: a test that waits for it fails.
+        const GUARD: Duration = Duration::from_secs(10);
+
+        async fn emulator() -> Emulator {
+            let seed = Seed::from_yaml(&format!(
+                r#"tenant_id: {TENANT}
+clients:
+  - {{ id: {ADMIN}, name: admin, kind: client_credentials, roles: [tenant_administrator],
+      secrets: [{{ value: admin-secret, expiration: 2099-01-01T00:00:00Z }}] }}
+  - {{ id: {APP}, name: app, kind: client_credentials,
+      secrets: [{{ value: app-secret, expiration: 2099-01-01T00:00:00Z }}] }}
+"#
+            ))
+            .unwrap();
+            Emulator::start(([127, 0, 0, 1], 0).into(), seed)
+                .await
+                .unwrap()
+        }
+
+        fn connect(emu: &Emulator, stop: &Stop) -> Arc<HttpConnect> {
+            Arc::new(
+                HttpConnect::new(HttpConnectConfig {
+                    base_url: emu.url(),
+                    client_id: ADMIN.into(),
+                    credential: CredentialSource::Value(SecretString::from("admin-secret")),
+                    request_timeout: Duration::from_secs(60),
+                    retry: RetryPolicy::default(),
+                    stop: stop.clone(),
+                })
+                .unwrap(),
+            )
+        }
+
+        fn app() -> ClientRef {
+            ClientRef {
+                tenant_id: TENANT.into(),
+                client_id: APP.into(),
+                kind: ClientKind::ClientCredentials,
+            }
+        }
+
+        fn new_secret() -> NewSecret {
+            NewSecret {
+                expiration: Utc::now() + chrono::Duration::days(30),
+                description: "test".into(),
+            }
+        }
+
+        fn fault(method: &str, path: &str, status: u16) -> Fault {
+            Fault {
+                method: Some(method.into()),
+                path_contains: Some(path.into()),
+                status,
+                ..Fault::default()
+            }
+        }
+
+        /// Waits until the emulator has answered `method` on a path with `path` in it.
+        async fn seen(emu: &Emulator, method: &str, path: &str) {
+            while !emu
+                .requests()
+                .iter()
+                .any(|r| r.method == method && r.path.contains(path))
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+
+        #[tokio::test]
+        async fn a_retry_after_wait_ends_with_stopped_when_the_stop_is_set() {
+            let emu = emulator().await;
+            emu.inject(Fault {
+                retry_after: Some(100),
+                ..fault("GET", "/Secrets", 429)
+            });
+            let stop = Stop::new();
+            let c = connect(&emu, &stop);
+            let client = app();
+            let list = c.list_secrets(&client);
+            let trigger = async {
+                seen(&emu, "GET", "/Secrets").await;
+                stop.trigger();
+            };
+            let (result, ()) = tokio::time::timeout(GUARD, async { tokio::join!(list, trigger) })
+                .await
+                .expect("the Retry-After wait was cut short");
+            assert!(
+                matches!(result, Err(ConnectError::Stopped { ref operation }) if operation.starts_with("list secrets of client")),
+                "{result:?}"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_create_answered_503_is_an_unknown_outcome_at_once_when_stopping() {
+            let emu = emulator().await;
+            emu.inject(Fault {
+                retry_after: Some(100),
+                ..fault("POST", "/Secrets", 503)
+            });
+            let stop = Stop::new();
+            let c = connect(&emu, &stop);
+            let new = new_secret();
+            let client = app();
+            let create = c.create_secret(&client, &new);
+            let trigger = async {
+                seen(&emu, "POST", "/Secrets").await;
+                stop.trigger();
+            };
+            let (result, ()) = tokio::time::timeout(GUARD, async { tokio::join!(create, trigger) })
+                .await
+                .expect("the Retry-After wait was cut short");
+            let err = result.unwrap_err();
+            assert!(
+                matches!(err, ConnectError::OutcomeUnknown { .. }),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("HTTP 503"), "{err}");
+        }
+
+        #[tokio::test]
+        async fn a_read_without_an_answer_is_abandoned_once_stopping() {
+            let emu = emulator().await;
+            emu.inject(Fault {
+                delay_ms: 60_000,
+                ..fault("GET", "/Secrets", 0)
+            });
+            let stop = Stop::new();
+            stop.trigger();
+            let c = connect(&emu, &stop);
+            let err = tokio::time::timeout(GUARD, c.list_secrets(&app()))
+                .await
+                .expect("abandoned within the grace")
+                .unwrap_err();
+            assert!(matches!(err, ConnectError::Transport { .. }), "{err:?}");
+            assert!(
+                err.to_string()
+                    .contains("no answer from CDS (abandoned: cds-rotator is stopping)"),
+                "{err}"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_create_without_an_answer_is_an_unknown_outcome_once_stopping() {
+            let emu = emulator().await;
+            emu.inject(Fault {
+                delay_ms: 60_000,
+                after_commit: true,
+                ..fault("POST", "/Secrets", 0)
+            });
+            let stop = Stop::new();
+            stop.trigger();
+            let c = connect(&emu, &stop);
+            let err = tokio::time::timeout(GUARD, c.create_secret(&app(), &new_secret()))
+                .await
+                .expect("abandoned within the grace")
+                .unwrap_err();
+            assert!(
+                matches!(err, ConnectError::OutcomeUnknown { ref detail, .. } if detail == ABANDONED),
+                "{err:?}"
+            );
+        }
+
+        #[tokio::test]
+        async fn an_oversized_list_page_is_refused_naming_the_operation_and_the_cap() {
+            let emu = emulator().await;
+            emu.inject_with_body(
+                fault("GET", "/Secrets", 0),
+                FaultBody::Padding(LIST_PAGE_CAP + 1),
+            );
+            let err = connect(&emu, &Stop::new())
+                .list_secrets(&app())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ConnectError::BadResponse { .. }), "{err:?}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("list secrets of client {APP}:")),
+                "{text}"
+            );
+            assert!(
+                text.contains("the answer is larger than 4194304 bytes"),
+                "{text}"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_list_page_announced_larger_than_the_cap_is_refused() {
+            let emu = emulator().await;
+            let mut big = " ".repeat(LIST_PAGE_CAP + 1);
+            big.replace_range(0..1, "[");
+            big.push(']');
+            emu.inject_with_body(fault("GET", "/Secrets", 0), FaultBody::Raw(big));
+            let err = connect(&emu, &Stop::new())
+                .list_secrets(&app())
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("the answer is larger than 4194304 bytes"),
+                "{err}"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_list_page_under_the_cap_is_read_whole() {
+            let emu = emulator().await;
+            emu.inject_with_body(
+                fault("GET", "/Secrets", 0),
+                FaultBody::Padding(LIST_PAGE_CAP),
+            );
+            let listed = connect(&emu, &Stop::new())
+                .list_secrets(&app())
+                .await
+                .unwrap();
+            assert!(listed.is_empty());
+        }
+
+        #[tokio::test]
+        async fn an_oversized_create_answer_is_an_unknown_outcome() {
+            let emu = emulator().await;
+            emu.inject_with_body(
+                Fault {
+                    after_commit: true,
+                    ..fault("POST", "/Secrets", 0)
+                },
+                FaultBody::Padding(ANSWER_CAP + 1),
+            );
+            let err = connect(&emu, &Stop::new())
+                .create_secret(&app(), &new_secret())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, ConnectError::OutcomeUnknown { .. }),
+                "{err:?}"
+            );
+            assert!(
+                err.to_string()
+                    .contains("HTTP 201: the answer is larger than 65536 bytes"),
+                "{err}"
+            );
+            assert_eq!(emu.secrets(TENANT, APP).len(), 2, "the secret was created");
+        }
+
+        #[tokio::test]
+        async fn an_oversized_token_answer_is_refused() {
+            let emu = emulator().await;
+            emu.inject_with_body(
+                fault("POST", "/identity/connect/token", 0),
+                FaultBody::Padding(ANSWER_CAP + 1),
+            );
+            let err = connect(&emu, &Stop::new())
+                .verify_secret(APP, &SecretString::from("app-secret"))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ConnectError::BadResponse { .. }), "{err:?}");
+            assert!(
+                err.to_string()
+                    .contains("the answer is larger than 65536 bytes"),
+                "{err}"
+            );
+        }
+
+        #[tokio::test]
+        async fn an_oversized_error_body_is_cut_and_shows_nothing_of_it() {
+            let emu = emulator().await;
+            let body = format!(r#"{{"Error":"{}"}}"#, "x".repeat(ANSWER_CAP));
+            emu.inject_with_body(fault("GET", "/Secrets", 400), FaultBody::Raw(body));
+            let err = connect(&emu, &Stop::new())
+                .list_secrets(&app())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, ConnectError::Api { status: 400, body, .. } if **body == ErrorBody::default()),
+                "{err}"
+            );
+        }
+
+        #[tokio::test]
+        async fn text_of_a_cds_error_body_reaches_the_error_escaped_and_clipped() {
+            let emu = emulator().await;
+            let body = serde_json::json!({
+                "OperationId": "op-1",
+                "Error": "boom\n\u{1b}[2Jclient other: rotated: FORGED",
+                "Reason": format!("\u{202e}{}", "r".repeat(1000)),
+                "Resolution": "x",
+            });
+            emu.inject_with_body(
+                fault("GET", "/Secrets", 400),
+                FaultBody::Raw(body.to_string()),
+            );
+            let err = connect(&emu, &Stop::new())
+                .list_secrets(&app())
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !err.chars().any(|c| c.is_control() || c == '\u{202e}'),
+                "{err:?}"
+            );
+            assert!(
+                err.contains(r"Error: boom\n\u{1b}[2Jclient other: rotated: FORGED;"),
+                "{err}"
+            );
+            assert!(err.contains(r"Reason: \u{202e}rrr"), "{err}");
+            assert!(err.contains("OperationId: op-1"), "{err}");
+            assert!(err.len() < 600, "{}", err.len());
+        }
+
+        #[tokio::test]
+        async fn an_oauth_error_code_is_shown_escaped() {
+            let emu = emulator().await;
+            emu.inject_with_body(
+                fault("POST", "/identity/connect/token", 400),
+                FaultBody::Raw(r#"{"error":"invalid_client\n\u001b[2Jforged"}"#.into()),
+            );
+            let err = connect(&emu, &Stop::new())
+                .verify_secret(APP, &SecretString::from("app-secret"))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, ConnectError::Unauthenticated { ref detail, .. } if detail == r"invalid_client\n\u{1b}[2Jforged"),
+                "{err:?}"
+            );
+        }
+
+        #[tokio::test]
+        async fn an_oauth_error_code_that_repeats_the_secret_is_not_shown() {
+            let emu = emulator().await;
+            emu.inject_with_body(
+                fault("POST", "/identity/connect/token", 400),
+                FaultBody::Raw(r#"{"error":"bad_secret:Pasted-Value-0123456789"}"#.into()),
+            );
+            let err = connect(&emu, &Stop::new())
+                .verify_secret(APP, &SecretString::from("Pasted-Value-0123456789"))
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("Pasted-Value-0123456789"), "{err}");
+            assert!(err.contains("repeats the secret sent"), "{err}");
+        }
     }
 }

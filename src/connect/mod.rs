@@ -162,20 +162,48 @@ pub struct CreatedSecret {
 }
 
 /// The parts of a CDS `ErrorResponse` worth showing to a user.
+///
+/// Each field is text from outside: parsing escapes its control characters and clips
+/// it (see [`crate::text::untrusted`]), so it cannot forge or wipe lines of the output.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// CDS's id for the failed operation: quote it to support.
-    #[serde(rename = "OperationId", alias = "operationId", default)]
+    #[serde(
+        rename = "OperationId",
+        alias = "operationId",
+        default,
+        deserialize_with = "untrusted_text"
+    )]
     pub operation_id: Option<String>,
     /// What went wrong.
-    #[serde(rename = "Error", alias = "error", default)]
+    #[serde(
+        rename = "Error",
+        alias = "error",
+        default,
+        deserialize_with = "untrusted_text"
+    )]
     pub error: Option<String>,
     /// Why.
-    #[serde(rename = "Reason", alias = "reason", default)]
+    #[serde(
+        rename = "Reason",
+        alias = "reason",
+        default,
+        deserialize_with = "untrusted_text"
+    )]
     pub reason: Option<String>,
     /// What to do about it.
-    #[serde(rename = "Resolution", alias = "resolution", default)]
+    #[serde(
+        rename = "Resolution",
+        alias = "resolution",
+        default,
+        deserialize_with = "untrusted_text"
+    )]
     pub resolution: Option<String>,
+}
+
+/// `deserialize_with` for text fields of an answer: escaped and clipped.
+fn untrusted_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.map(|s| crate::text::untrusted(&s)))
 }
 
 impl fmt::Display for ErrorBody {
@@ -188,7 +216,9 @@ impl fmt::Display for ErrorBody {
             ("OperationId", &self.operation_id),
         ] {
             if let Some(v) = value {
-                write!(f, "{sep}{label}: {v}")?;
+                // Escaped again: a body built in code did not go through parsing.
+                // Escaping is idempotent, so parsed fields show as they are.
+                write!(f, "{sep}{label}: {}", crate::text::escape_control(v))?;
                 sep = "; ";
             }
         }
@@ -316,4 +346,37 @@ pub trait ConnectApi: Send + Sync {
     /// Drops any cached token of the rotator's own credential, so the next call reads
     /// the credential again (used after the rotator rotated its own secret).
     fn reload_credential(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_text_is_escaped_and_clipped_when_parsed() {
+        let body: ErrorBody = serde_json::from_str(&format!(
+            r#"{{"OperationId":"op-1\r","Error":"boom\n\u001b[2Jclient other: rotated: FORGED","Reason":"{}","Resolution":"\u202ex"}}"#,
+            "r".repeat(1000)
+        ))
+        .unwrap();
+        assert_eq!(body.operation_id.as_deref(), Some(r"op-1\u{d}"));
+        assert_eq!(
+            body.error.as_deref(),
+            Some(r"boom\n\u{1b}[2Jclient other: rotated: FORGED")
+        );
+        let reason = body.reason.as_deref().unwrap();
+        assert_eq!(reason.chars().count(), crate::text::UNTRUSTED_MAX_CHARS);
+        assert!(reason.ends_with('…'));
+        assert_eq!(body.resolution.as_deref(), Some(r"\u{202e}x"));
+    }
+
+    #[test]
+    fn error_body_display_escapes_text_set_in_code_too() {
+        let body = ErrorBody {
+            operation_id: Some("op-1".into()),
+            error: Some("a\nb".into()),
+            ..ErrorBody::default()
+        };
+        assert_eq!(body.to_string(), r"Error: a\nb; OperationId: op-1");
+    }
 }

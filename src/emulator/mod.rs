@@ -2,7 +2,8 @@
 //! endpoints of both client kinds, the 10-secret cap, the Expires/Expiration rules, the
 //! "Self" role, 401/403/404/405/429 with `ErrorResponse` bodies, and `Total-Count`
 //! pagination. Tests inject faults (a status, a delay, a lost answer after the write was
-//! carried out) and a token-propagation delay, in process or through `/_emulator/*`.
+//! carried out, a hostile or oversized body) and a token-propagation delay, in process
+//! or through `/_emulator/*`.
 //!
 //! It keeps only the SHA-256 of secret values; a value leaves it once, in the 201 of a
 //! create. Not for production: plain HTTP, one tenant, state in memory.
@@ -48,7 +49,7 @@ pub struct SecretView {
 }
 
 /// A fault rule: matching requests get `status` (and/or a delay) instead of the real
-/// answer.
+/// answer. [`Emulator::inject_with_body`] also replaces the body (see [`FaultBody`]).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
@@ -58,7 +59,8 @@ pub struct Fault {
     /// Substring of the path to match; any when `None`.
     #[serde(default)]
     pub path_contains: Option<String>,
-    /// Status to answer; 0 leaves the answer alone (a delay only). Required in JSON.
+    /// Status to answer; 0 leaves the real answer (a delay only, or a replaced body). Required
+    /// in JSON.
     pub status: u16,
     /// `Retry-After` seconds to send.
     #[serde(default)]
@@ -75,6 +77,27 @@ pub struct Fault {
     pub after_commit: bool,
 }
 
+/// A body a fault answers instead of the normal one, with
+/// `Content-Type: application/json`; the status and other headers stay as the fault (or,
+/// for a fault with status 0, the real answer) set them. Given with
+/// [`Emulator::inject_with_body`], or as `body` / `pad_bytes` in the JSON of
+/// `POST /_emulator/faults`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum FaultBody {
+    /// This text, as it is (sent with a `Content-Length`).
+    Raw(String),
+    /// This many bytes of valid JSON (`[`, spaces, `]`: an empty array), streamed
+    /// without a `Content-Length`, so that a reader has to count as it reads.
+    Padding(usize),
+}
+
+/// A fault rule with the body it answers, if it replaces the body.
+#[derive(Clone, Debug)]
+struct Rule {
+    fault: Fault,
+    body: Option<FaultBody>,
+}
+
 /// One request the emulator answered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RequestRecord {
@@ -89,7 +112,7 @@ pub struct RequestRecord {
 #[derive(Debug)]
 struct Inner {
     tenant: Tenant,
-    faults: Vec<Fault>,
+    faults: Vec<Rule>,
     requests: Vec<RequestRecord>,
 }
 
@@ -171,7 +194,15 @@ impl Emulator {
 
     /// Adds a fault rule (checked in order, first match wins).
     pub fn inject(&self, fault: Fault) {
-        self.inner().faults.push(fault);
+        self.inner().faults.push(Rule { fault, body: None });
+    }
+
+    /// Adds a fault rule whose answer carries `body` instead of the normal body.
+    pub fn inject_with_body(&self, fault: Fault, body: FaultBody) {
+        self.inner().faults.push(Rule {
+            fault,
+            body: Some(body),
+        });
     }
 
     /// Removes every fault rule.

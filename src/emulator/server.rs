@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::state::{Kind, Refusal, StoredClient, StoredSecret};
-use super::{Fault, Inner, RequestRecord, SecretView};
+use super::{Fault, FaultBody, Inner, RequestRecord, Rule, SecretView};
 
 type Shared = Arc<Mutex<Inner>>;
 
@@ -48,11 +48,11 @@ async fn handle(
     if path.starts_with("/_emulator") {
         return control(&shared, &method, &path, &body);
     }
-    let fault = take_fault(&shared, &method, &path);
-    let delay = fault
+    let rule = take_fault(&shared, &method, &path);
+    let delay = rule
         .as_ref()
-        .map_or(Duration::ZERO, |f| Duration::from_millis(f.delay_ms));
-    let response = match &fault {
+        .map_or(Duration::ZERO, |r| Duration::from_millis(r.fault.delay_ms));
+    let response = match rule.as_ref().map(|r| &r.fault) {
         // The request is carried out; the answer comes late or wrong (a lost answer).
         Some(f) if f.after_commit => {
             let real = route(&shared, &method, &uri, &headers, &body);
@@ -73,6 +73,10 @@ async fn handle(
         }
         None => route(&shared, &method, &uri, &headers, &body),
     };
+    let response = match rule.and_then(|r| r.body) {
+        Some(replacement) => with_body(response, replacement),
+        None => response,
+    };
     lock(&shared).requests.push(RequestRecord {
         method: method.to_string(),
         path,
@@ -81,23 +85,24 @@ async fn handle(
     response
 }
 
-fn take_fault(shared: &Shared, method: &Method, path: &str) -> Option<Fault> {
+fn take_fault(shared: &Shared, method: &Method, path: &str) -> Option<Rule> {
     let mut inner = lock(shared);
-    let i = inner.faults.iter().position(|f| {
+    let i = inner.faults.iter().position(|r| {
+        let f = &r.fault;
         f.method
             .as_deref()
             .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
             && f.path_contains.as_deref().is_none_or(|p| path.contains(p))
     })?;
-    let fault = inner.faults[i].clone();
-    if fault.times > 0 {
-        if fault.times == 1 {
+    let rule = inner.faults[i].clone();
+    if rule.fault.times > 0 {
+        if rule.fault.times == 1 {
             inner.faults.remove(i);
         } else {
-            inner.faults[i].times -= 1;
+            inner.faults[i].fault.times -= 1;
         }
     }
-    Some(fault)
+    Some(rule)
 }
 
 fn fault_response(f: &Fault) -> Response {
@@ -115,11 +120,66 @@ fn fault_response(f: &Fault) -> Response {
     resp
 }
 
+/// `resp` with its body replaced; status and other headers are kept.
+fn with_body(resp: Response, replacement: FaultBody) -> Response {
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = match replacement {
+        FaultBody::Raw(text) => Body::from(text),
+        FaultBody::Padding(n) => {
+            // Held once; streamed, so the answer has no Content-Length.
+            let mut pad = vec![b' '; n];
+            if n >= 2 {
+                pad[0] = b'[';
+                pad[n - 1] = b']';
+            }
+            Body::from_stream(Body::from(pad).into_data_stream())
+        }
+    };
+    Response::from_parts(parts, body)
+}
+
+/// A fault rule as `POST /_emulator/faults` takes it: a [`Fault`], plus `body` (raw
+/// text) or `pad_bytes` (streamed padding) to answer instead of the normal body.
+fn parse_rule(body: &[u8]) -> Result<Rule, String> {
+    let mut json: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let (raw, pad) = match json.as_object_mut() {
+        Some(map) => (map.remove("body"), map.remove("pad_bytes")),
+        None => (None, None),
+    };
+    let replacement = match (raw, pad) {
+        (None | Some(serde_json::Value::Null), None) => None,
+        (Some(serde_json::Value::String(text)), None) => Some(FaultBody::Raw(text)),
+        (None, Some(n)) => Some(FaultBody::Padding(
+            n.as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|n| *n <= MAX_PAD_BYTES)
+                .ok_or(format!(
+                    "pad_bytes must be a whole number of bytes up to {MAX_PAD_BYTES}"
+                ))?,
+        )),
+        (Some(_), None) => return Err("body must be a string".to_owned()),
+        (Some(_), Some(_)) => return Err("give body or pad_bytes, not both".to_owned()),
+    };
+    let fault = serde_json::from_value::<Fault>(json).map_err(|e| e.to_string())?;
+    Ok(Rule {
+        fault,
+        body: replacement,
+    })
+}
+
+/// The largest padding the control endpoint accepts (it is held in memory once).
+const MAX_PAD_BYTES: usize = 64 * 1024 * 1024;
+
 fn control(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Response {
     match (method.as_str(), path) {
-        ("POST", "/_emulator/faults") => match serde_json::from_slice::<Fault>(body) {
-            Ok(f) => {
-                lock(shared).faults.push(f);
+        ("POST", "/_emulator/faults") => match parse_rule(body) {
+            Ok(rule) => {
+                lock(shared).faults.push(rule);
                 StatusCode::NO_CONTENT.into_response()
             }
             Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),

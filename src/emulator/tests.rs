@@ -505,3 +505,66 @@ async fn a_wildcard_bind_is_reached_over_loopback_and_shutdown_stops_serving() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(reqwest::get(&well_known).await.is_err());
 }
+
+#[tokio::test]
+async fn faults_can_answer_a_raw_body_or_streamed_padding_instead() {
+    let api = Api::start("primary").await;
+    api.emu.inject_with_body(
+        Fault {
+            method: Some("POST".into()),
+            status: 400,
+            times: 1,
+            ..Fault::default()
+        },
+        FaultBody::Raw(r#"{"error":"raw"}"#.into()),
+    );
+    let resp = api.token(APP, "app-secret").await;
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(resp.content_length(), Some(15));
+    assert_eq!(resp.text().await.unwrap(), r#"{"error":"raw"}"#);
+
+    // Status 0 keeps the real answer's status and headers; padding has no length.
+    let admin = api.bearer(ADMIN, "admin-secret").await;
+    api.emu.inject_with_body(
+        Fault {
+            method: Some("GET".into()),
+            path_contains: Some("/Secrets".into()),
+            times: 1,
+            ..Fault::default()
+        },
+        FaultBody::Padding(1_000_000),
+    );
+    let resp = api
+        .http
+        .get(api.secrets("ClientCredentialClients", APP))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["Total-Count"], "1");
+    assert!(resp.headers().get("content-length").is_none());
+    let body = resp.bytes().await.unwrap();
+    assert_eq!(body.len(), 1_000_000);
+    let page: Vec<Value> = serde_json::from_slice(&body).unwrap();
+    assert!(page.is_empty());
+
+    // The same through the control endpoint.
+    let control = format!("{}/_emulator/faults", api.emu.url());
+    for (rule, expected) in [
+        (json!({"status": 0, "pad_bytes": 10, "times": 1}), 204),
+        (json!({"status": 400, "body": "{}", "times": 1}), 204),
+        (json!({"status": 400, "body": 5}), 400),
+        (json!({"status": 400, "body": "{}", "pad_bytes": 10}), 400),
+        (json!({"status": 400, "bdy": "{}"}), 400),
+    ] {
+        let resp = api.http.post(&control).json(&rule).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), expected, "{rule}");
+    }
+    let resp = api.token(APP, "app-secret").await;
+    assert_eq!(resp.text().await.unwrap(), format!("[{}]", " ".repeat(8)));
+    let resp = api.token(APP, "app-secret").await;
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(resp.text().await.unwrap(), "{}");
+}
