@@ -19,6 +19,7 @@ use crate::rotation::{ClientJob, PassOptions, PassReport, Reconciler};
 use crate::stop::Stop;
 use crate::store::SecretStore;
 use crate::store::file::FileStore;
+use crate::text::escape_control;
 
 /// Exit code: every client is fine.
 pub const EXIT_OK: u8 = 0;
@@ -195,14 +196,15 @@ pub fn summary(r: &PassReport) -> String {
             .unwrap_or_else(|| "no current secret".to_owned());
         parts.push(format!("up to date ({current})"));
     }
-    format!("{}: {}", r.client, parts.join("; "))
+    // Error text can quote CDS or a store: no control character reaches a terminal.
+    escape_control(&format!("{}: {}", r.client, parts.join("; ")))
 }
 
 /// What a dry-run pass would do, one line per client.
 pub fn plan_line(r: &PassReport) -> String {
     let Some(plan) = &r.plan else {
         return match &r.error {
-            Some(e) => format!("{}: cannot plan: {e}", r.client),
+            Some(e) => escape_control(&format!("{}: cannot plan: {e}", r.client)),
             None => format!("{}: cannot plan", r.client),
         };
     };
@@ -235,7 +237,7 @@ pub fn plan_line(r: &PassReport) -> String {
         .next_check
         .map(|t| format!(" (next check {})", ts(t)))
         .unwrap_or_default();
-    format!("{}: {}{next}", r.client, steps.join("; "))
+    escape_control(&format!("{}: {}{next}", r.client, steps.join("; ")))
 }
 
 /// The `status` table.
@@ -255,7 +257,7 @@ pub fn status_table(wired: &Wired, reports: &[PassReport]) -> String {
             .map(ts)
             .unwrap_or_else(|| "-".to_owned());
         let next = match (&r.error, &r.plan) {
-            (Some(e), _) => format!("error: {}", e.source),
+            (Some(e), _) => escape_control(&format!("error: {}", e.source)),
             (None, Some(plan)) if plan.rotate.is_some() => "due now".to_owned(),
             (None, _) => secret
                 .and_then(|s| s.expires_at())

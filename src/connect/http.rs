@@ -67,9 +67,8 @@ impl CredentialSource {
             CredentialSource::File(path) => {
                 std::fs::read_to_string(path).map_err(|e| file_error(path, &e))?
             }
-            CredentialSource::Env(name) => std::env::var(name).map_err(|_| {
-                ConnectError::Credential(format!("environment variable {name} is not set"))
-            })?,
+            CredentialSource::Env(name) => std::env::var(name)
+                .map_err(|_| ConnectError::Credential(format!("{} is not set", env_name(name))))?,
             CredentialSource::Value(v) => v.expose_secret().to_owned(),
         };
         let raw = zeroize::Zeroizing::new(raw);
@@ -86,9 +85,23 @@ impl CredentialSource {
     fn describe(&self) -> String {
         match self {
             CredentialSource::File(path) => path.display().to_string(),
-            CredentialSource::Env(name) => format!("environment variable {name}"),
+            CredentialSource::Env(name) => env_name(name),
             CredentialSource::Value(_) => "the configured value".to_owned(),
         }
+    }
+}
+
+/// How errors name the credential's variable: by name when it looks like one by
+/// convention (upper case, digits, `_`), else by the policy key, since a mixed-case
+/// "name" may be the secret itself, pasted in the wrong place.
+fn env_name(name: &str) -> String {
+    if name
+        .chars()
+        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    {
+        format!("environment variable {name}")
+    } else {
+        "the environment variable named by connect.credentials.client_secret_env".to_owned()
     }
 }
 
@@ -936,6 +949,14 @@ mod tests {
             err.contains("environment variable CDS_ROTATOR_TEST_SURELY_UNSET is not set"),
             "{err}"
         );
+        // A mixed-case "name" may be a pasted secret: the key is named instead.
+        let pasted = "q8Ws7xZpR2mLk4Vn9TbY3cHj6FdG1sAe";
+        let err = CredentialSource::Env(pasted.into())
+            .read()
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains(pasted), "{err}");
+        assert!(err.contains("client_secret_env"), "{err}");
     }
 
     #[test]

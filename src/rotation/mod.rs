@@ -903,13 +903,32 @@ fn listing(secrets: &[&ClientSecret]) -> String {
             let exp = s
                 .expires_at()
                 .map_or_else(|| "never expires".to_owned(), |e| format!("expires {e}"));
+            // Descriptions come from CDS: whoever wrote them, they cannot forge lines.
             let desc = s
                 .description
                 .as_deref()
-                .map(|d| format!(", \"{d}\""))
+                .map(|d| format!(", \"{}\"", crate::text::untrusted(d)))
                 .unwrap_or_default();
             format!("{} ({owner}, {exp}{desc})", s.id)
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_description_cannot_forge_lines_in_the_full_listing() {
+        let s = ClientSecret {
+            id: 4,
+            description: Some("by hand\n\u{1b}[2Japp: rotated: FORGED".into()),
+            expiration: None,
+            expires: Some(false),
+        };
+        let text = listing(&[&s]);
+        assert!(!text.contains('\n') && !text.contains('\u{1b}'), "{text}");
+        assert!(text.starts_with("4 (unmanaged, never expires"), "{text}");
+    }
 }
