@@ -468,3 +468,40 @@ async fn sighup_does_not_end_the_daemon() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("SIGHUP"), "{}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_policy_values_exit_2_without_echo_or_abort_and_touch_nothing() {
+    let env = Env::start().await;
+    let path = env.write_policy("", "");
+    let good = common::read(&path);
+    let pasted = "Zq8Ws7xZpR2mLk4Vn9TbY3cHj6FdG1sAe+/=";
+    let cred = format!(
+        "client_secret_file: {}",
+        env.dir.path().join("admin-secret").display()
+    );
+    let cases = [
+        // A duration whose parts each pass but whose sum would overflow a date.
+        good.replace(
+            "  verify_timeout: 5s",
+            &format!(
+                "  verify_timeout: 5s\n  max_age: \"{}\"",
+                "36500d".repeat(40)
+            ),
+        ),
+        good.replace("rotate_before: 30d", "rotate_before: 0s"),
+        good.replace(&cred, &format!("client_secret_env: \"{pasted}\"")),
+        good.replace(&cred, &format!("client_secret_file: \"{pasted}\"")),
+    ];
+    for policy in cases {
+        std::fs::write(&path, &policy).unwrap();
+        for args in [&["validate"][..], &["--run-now"], &["plan"]] {
+            let out = env.cli(args, &[]).await;
+            let all = text(&out);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {all}");
+            assert!(all.contains(&format!("{}:", path.display())), "{all}");
+            assert!(!all.contains(pasted), "the pasted value was echoed: {all}");
+        }
+    }
+    assert!(env.emulator.requests().is_empty());
+    assert!(!env.secrets_dir().exists());
+}
