@@ -195,10 +195,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     };
     let options = PassOptions {
         force: cli.force,
-        dry_run: false,
+        ..PassOptions::default()
     };
     match cli.command {
         Some(Command::Plan) | Some(Command::Status) => {
+            // `plan` shows what `--run-now` would do now (a window); `status` what the
+            // daemon would, with due rotations waiting for their window.
+            let in_window = matches!(cli.command, Some(Command::Plan));
             let reports = wired
                 .reconciler
                 .run_all(
@@ -206,6 +209,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     wired.max_concurrency,
                     PassOptions {
                         dry_run: true,
+                        in_window,
                         ..options
                     },
                 )

@@ -706,3 +706,48 @@ async fn a_create_answered_503_is_looked_for_before_it_is_sent_again() {
     assert_eq!(env.ids(APP), vec![1, record.secret_id]);
     assert_eq!(record.secret_id, 3);
 }
+
+/// The schedule is the rotation window: between windows a due rotation waits (the
+/// daemon's start pass, follow-ups); at the window, or with `--run-now`, it happens.
+#[tokio::test]
+async fn a_due_rotation_waits_for_the_window_unless_waiting_is_unsafe() {
+    use cds_rotator::rotation::RotateReason;
+
+    let env = Env::start().await;
+    // Windows at 03:00 UTC daily; rotate 30d before expiry of a 90d secret.
+    env.write_policy("  schedule: \"0 0 3 * * *\"", "");
+    let start = chrono::Utc::now();
+    let clock = ManualClock::new(start);
+    let wired = env.wired_at(&["app"], &clock);
+    let between = PassOptions {
+        in_window: false,
+        ..PassOptions::default()
+    };
+    // No record yet: waiting would leave consumers with nothing, so it rotates now.
+    let report = wired.reconciler.pass(&wired.jobs[0], between).await;
+    assert!(report.rotated.is_some(), "{:?}", report.plan);
+    let first = env.record("app").unwrap();
+
+    // 61 days later the secret is due (expires in 29 days) but can wait for 03:00.
+    clock.advance(chrono::Duration::days(61));
+    let report = wired.reconciler.pass(&wired.jobs[0], between).await;
+    let plan = report.plan.unwrap();
+    assert!(report.rotated.is_none());
+    let (reason, at) = plan.deferred.expect("deferred to the window");
+    assert!(matches!(reason, RotateReason::ExpiresSoon(_)));
+    assert_eq!(at.format("%H:%M:%S").to_string(), "03:00:00");
+    assert!(at > clock.now() && at - clock.now() <= chrono::Duration::days(1));
+    assert_eq!(env.record("app").unwrap(), first);
+
+    // In the window (the schedule fired, or --run-now) it rotates.
+    let report = wired
+        .reconciler
+        .pass(&wired.jobs[0], PassOptions::default())
+        .await;
+    assert!(report.rotated.is_some(), "{:?}", report.error);
+
+    // A secret that would expire before the next window is rotated between windows.
+    clock.advance(chrono::Duration::days(90) - chrono::Duration::minutes(1));
+    let report = wired.reconciler.pass(&wired.jobs[0], between).await;
+    assert!(report.rotated.is_some(), "{:?}", report.plan);
+}

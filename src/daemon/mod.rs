@@ -7,7 +7,7 @@
 //! boundary of the passes in flight; it then exits cleanly.
 //! Not here: what a pass does (that is `rotation`).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -42,6 +42,9 @@ struct Slot {
     next_fire: Option<DateTime<Utc>>,
     /// When the last pass asked to be looked at again.
     follow_up: Option<DateTime<Utc>>,
+    /// Whether the follow-up retries a rotation that failed in its window (and so may
+    /// rotate between windows).
+    retry_in_window: bool,
 }
 
 impl Slot {
@@ -69,24 +72,38 @@ pub async fn run(
             job,
             schedule,
             follow_up: None,
+            retry_in_window: false,
         });
     }
     info!(clients = slots.len(), "daemon started");
-    let mut due: BTreeSet<usize> = (0..slots.len()).collect();
-    let mut running: Option<tokio::task::JoinHandle<Vec<(usize, PassReport)>>> = None;
+    // Client index → whether its pass runs in its rotation window. The start pass does
+    // not: a due rotation waits for the schedule unless waiting is unsafe.
+    let mut due: BTreeMap<usize, bool> = (0..slots.len()).map(|i| (i, false)).collect();
+    type Batch = Vec<(usize, bool, Option<PassReport>)>;
+    let mut running: Option<tokio::task::JoinHandle<Batch>> = None;
     tokio::pin!(shutdown);
 
     loop {
         if running.is_none() && !due.is_empty() {
-            let batch: Vec<usize> = std::mem::take(&mut due).into_iter().collect();
-            let jobs: Vec<Arc<ClientJob>> =
-                batch.iter().map(|&i| Arc::clone(&slots[i].job)).collect();
+            let batch: Vec<(usize, bool)> = std::mem::take(&mut due).into_iter().collect();
+            let jobs = batch
+                .iter()
+                .map(|&(i, in_window)| {
+                    let options = PassOptions {
+                        in_window,
+                        ..PassOptions::default()
+                    };
+                    (Arc::clone(&slots[i].job), options)
+                })
+                .collect();
             let reconciler = Arc::clone(&reconciler);
             running = Some(tokio::spawn(async move {
-                let reports = reconciler
-                    .run_all(&jobs, max_concurrency, PassOptions::default())
-                    .await;
-                batch.into_iter().zip(reports).collect()
+                let reports = reconciler.run_each(jobs, max_concurrency).await;
+                batch
+                    .into_iter()
+                    .zip(reports)
+                    .map(|((i, w), r)| (i, w, r))
+                    .collect()
             }));
         }
         let wake = slots.iter().filter_map(Slot::due_at).min();
@@ -121,9 +138,21 @@ pub async fn run(
                 running = None;
                 match result {
                     Ok(reports) => {
-                        for (i, report) in reports {
-                            log_report(&report);
-                            slots[i].follow_up = report.next_check;
+                        for (i, in_window, report) in reports {
+                            let slot = &mut slots[i];
+                            match report {
+                                Some(report) => {
+                                    log_report(&report);
+                                    slot.follow_up = report.next_check;
+                                    slot.retry_in_window = in_window && report.error.is_some();
+                                }
+                                // The pass panicked (a bug): look again after a while.
+                                None => {
+                                    slot.follow_up = Utc::now()
+                                        .checked_add_signed(slot.job.timing.retry_interval);
+                                    slot.retry_in_window = in_window;
+                                }
+                            }
                         }
                     }
                     Err(e) => error!(error = %e, "a batch of passes ended abnormally"),
@@ -134,11 +163,11 @@ pub async fn run(
                 for (i, slot) in slots.iter_mut().enumerate() {
                     if slot.next_fire.is_some_and(|t| t <= now) {
                         slot.next_fire = next_fire(&slot.schedule, now);
-                        due.insert(i);
+                        due.insert(i, true);
                     }
                     if slot.follow_up.is_some_and(|t| t <= now) {
                         slot.follow_up = None;
-                        due.insert(i);
+                        *due.entry(i).or_insert(false) |= slot.retry_in_window;
                     }
                 }
             }

@@ -78,6 +78,24 @@ impl fmt::Display for RotateReason {
     }
 }
 
+/// Whether a pass runs inside the client's rotation window.
+///
+/// Operators use the schedule as the rotation window (change control): a due rotation
+/// waits for the next scheduled time, unless waiting would be unsafe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    /// A scheduled time, `--run-now` or a retry after a failed rotation: a due rotation
+    /// happens now.
+    Open,
+    /// Between windows (the daemon's start pass, a follow-up): a due rotation waits for
+    /// `next` unless the store's secret is missing, expired, never expiring, or would
+    /// expire before `next` + `verify_timeout`.
+    Closed {
+        /// The next scheduled time; `None` if the schedule never fires again.
+        next: Option<DateTime<Utc>>,
+    },
+}
+
 /// What one pass over one client will do, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -90,6 +108,8 @@ pub struct Plan {
     pub possibly_in_use: Vec<SecretId>,
     /// Whether, and why, to rotate.
     pub rotate: Option<RotateReason>,
+    /// A rotation that is due but waits for the rotation window at the given time.
+    pub deferred: Option<(RotateReason, DateTime<Utc>)>,
     /// A rotation is due but the client would still hold the maximum after clean-up.
     pub full: bool,
     /// When a later pass has something to do (a grace period ends, an orphan ripens,
@@ -127,6 +147,7 @@ pub fn decide(
     timing: &Timing,
     retire_unmanaged: bool,
     force: bool,
+    window: Window,
     now: DateTime<Utc>,
 ) -> Plan {
     let current = record.and_then(|r| secrets.iter().find(|s| is_recorded_secret(s, r)));
@@ -185,7 +206,7 @@ pub fn decide(
         _ => Vec::new(),
     };
 
-    let rotate = if force {
+    let mut rotate = if force {
         Some(RotateReason::Forced)
     } else {
         match (record, current) {
@@ -216,6 +237,22 @@ pub fn decide(
         }
     };
 
+    // Outside the window only what cannot wait happens now.
+    let mut deferred = None;
+    if let (Some(reason), Window::Closed { next: Some(next) }) = (&rotate, window) {
+        let expires = current.and_then(ClientSecret::expires_at);
+        let safe_until = plus(next, timing.verify_timeout);
+        let can_wait = match reason {
+            RotateReason::ExpiresSoon(_) | RotateReason::TooOld(_) => {
+                matches!((expires, safe_until), (Some(e), Some(s)) if e > s)
+            }
+            _ => false,
+        };
+        if can_wait {
+            deferred = rotate.take().map(|r| (r, next));
+        }
+    }
+
     let remaining = secrets.len().saturating_sub(clean_up.len() + retire.len());
     let full = rotate.is_some() && remaining >= MAX_SECRETS_PER_CLIENT;
     Plan {
@@ -223,6 +260,7 @@ pub fn decide(
         retire,
         possibly_in_use,
         rotate,
+        deferred,
         full,
         next_check,
     }
@@ -302,6 +340,7 @@ mod tests {
             &timing(),
             false,
             false,
+            Window::Open,
             now(),
         );
         assert!(plan.is_noop(), "{plan:?}");
@@ -311,7 +350,7 @@ mod tests {
     #[test]
     fn rotation_is_due_without_a_record_and_when_expiring_soon() {
         let s = [unmanaged(1, now() + Duration::days(20))];
-        let plan = decide(&s, None, &timing(), false, false, now());
+        let plan = decide(&s, None, &timing(), false, false, Window::Open, now());
         assert_eq!(plan.rotate, Some(RotateReason::NoRecord));
         let s = [managed(
             1,
@@ -324,6 +363,7 @@ mod tests {
             &timing(),
             false,
             false,
+            Window::Open,
             now(),
         );
         assert_eq!(
@@ -335,11 +375,11 @@ mod tests {
     #[test]
     fn a_missing_or_expired_current_secret_is_rotated_and_flagged() {
         let r = record(3, now() - Duration::days(1));
-        let plan = decide(&[], Some(&r), &timing(), false, false, now());
+        let plan = decide(&[], Some(&r), &timing(), false, false, Window::Open, now());
         assert_eq!(plan.rotate, Some(RotateReason::CurrentMissing(3)));
         assert!(plan.rotate.unwrap().current_invalid());
         let s = [unmanaged(3, now() - Duration::seconds(1))];
-        let plan = decide(&s, Some(&r), &timing(), false, false, now());
+        let plan = decide(&s, Some(&r), &timing(), false, false, Window::Open, now());
         assert_eq!(plan.rotate, Some(RotateReason::CurrentExpired(3)));
     }
 
@@ -353,9 +393,9 @@ mod tests {
         let r = record(1, now() - Duration::days(10));
         let mut t = timing();
         t.max_age = Some(Duration::days(7));
-        let plan = decide(&s, Some(&r), &t, false, false, now());
+        let plan = decide(&s, Some(&r), &t, false, false, Window::Open, now());
         assert!(matches!(plan.rotate, Some(RotateReason::TooOld(_))));
-        let plan = decide(&s, Some(&r), &timing(), false, true, now());
+        let plan = decide(&s, Some(&r), &timing(), false, true, Window::Open, now());
         assert_eq!(plan.rotate, Some(RotateReason::Forced));
     }
 
@@ -368,7 +408,7 @@ mod tests {
             managed(4, now() - Duration::minutes(5), now() + Duration::days(90)),
             unmanaged(5, now() + Duration::days(90)),
         ];
-        let plan = decide(&s, Some(&r), &timing(), false, false, now());
+        let plan = decide(&s, Some(&r), &timing(), false, false, Window::Open, now());
         assert_eq!(plan.clean_up, vec![(3, DeleteReason::Orphan)]);
         assert_eq!(plan.next_check, Some(now() + Duration::minutes(5)));
     }
@@ -381,13 +421,13 @@ mod tests {
             managed(3, now() - Duration::hours(2), now() + Duration::days(90)),
         ];
         let r = record(3, now() - Duration::hours(2));
-        let plan = decide(&s, Some(&r), &timing(), false, false, now());
+        let plan = decide(&s, Some(&r), &timing(), false, false, Window::Open, now());
         assert!(plan.retire.is_empty());
         assert_eq!(plan.next_check, Some(now() + Duration::hours(22)));
         let later = now() + Duration::hours(22);
-        let plan = decide(&s, Some(&r), &timing(), false, false, later);
+        let plan = decide(&s, Some(&r), &timing(), false, false, Window::Open, later);
         assert_eq!(plan.retire, vec![1], "unmanaged 2 is left alone");
-        let plan = decide(&s, Some(&r), &timing(), true, false, later);
+        let plan = decide(&s, Some(&r), &timing(), true, false, Window::Open, later);
         assert_eq!(plan.retire, vec![1, 2]);
     }
 
@@ -399,7 +439,7 @@ mod tests {
             now() - Duration::days(1),
         )];
         let r = record(1, now() - Duration::days(100));
-        let plan = decide(&s, Some(&r), &timing(), true, false, now());
+        let plan = decide(&s, Some(&r), &timing(), true, false, Window::Open, now());
         assert!(plan.clean_up.is_empty() && plan.retire.is_empty());
         assert_eq!(plan.rotate, Some(RotateReason::CurrentExpired(1)));
     }
@@ -412,7 +452,7 @@ mod tests {
             now() + Duration::days(20),
         )];
         let r = record(2, now() - Duration::days(3));
-        let plan = decide(&s, Some(&r), &timing(), false, false, now());
+        let plan = decide(&s, Some(&r), &timing(), false, false, Window::Open, now());
         assert!(plan.retire.is_empty());
         assert_eq!(plan.rotate, Some(RotateReason::CurrentMissing(2)));
     }
@@ -427,11 +467,11 @@ mod tests {
             now() - Duration::days(100),
             now() - Duration::days(1),
         ));
-        let plan = decide(&s, None, &timing(), false, false, now());
+        let plan = decide(&s, None, &timing(), false, false, Window::Open, now());
         assert_eq!(plan.clean_up, vec![(10, DeleteReason::Expired)]);
         assert!(!plan.full);
         s[9] = unmanaged(10, now() + Duration::days(5));
-        let plan = decide(&s, None, &timing(), false, false, now());
+        let plan = decide(&s, None, &timing(), false, false, Window::Open, now());
         assert!(plan.full);
     }
 
@@ -444,7 +484,7 @@ mod tests {
             managed(5, now() - Duration::days(60), now() + Duration::days(30)),
         ];
         let r = record(1, published);
-        let plan = decide(&s, Some(&r), &timing(), false, false, now());
+        let plan = decide(&s, Some(&r), &timing(), false, false, Window::Open, now());
         assert!(plan.clean_up.is_empty(), "{plan:?}");
         assert!(plan.retire.is_empty(), "{plan:?}");
         assert_eq!(plan.next_check, Some(published + Duration::hours(24)));
@@ -454,6 +494,7 @@ mod tests {
             &timing(),
             false,
             false,
+            Window::Open,
             published + Duration::hours(24),
         );
         assert_eq!(plan.retire, vec![5]);
@@ -473,6 +514,7 @@ mod tests {
             &timing(),
             false,
             false,
+            Window::Open,
             now(),
         );
         assert_eq!(plan.clean_up, vec![(2, DeleteReason::Orphan)]);
@@ -499,6 +541,7 @@ mod tests {
             &timing(),
             false,
             false,
+            Window::Open,
             now(),
         );
         assert!(plan.clean_up.is_empty(), "{plan:?}");
@@ -508,6 +551,7 @@ mod tests {
             &timing(),
             false,
             false,
+            Window::Open,
             now() + Duration::days(1),
         );
         assert_eq!(plan.retire, vec![3]);
@@ -528,6 +572,7 @@ mod tests {
             &timing(),
             false,
             false,
+            Window::Open,
             now(),
         );
         assert_eq!(plan.rotate, Some(RotateReason::CurrentMissing(3)));
@@ -543,7 +588,15 @@ mod tests {
             unmanaged(4, now() + Duration::days(9)),
         ];
         for retire_unmanaged in [false, true] {
-            let plan = decide(&s, None, &timing(), retire_unmanaged, false, now());
+            let plan = decide(
+                &s,
+                None,
+                &timing(),
+                retire_unmanaged,
+                false,
+                Window::Open,
+                now(),
+            );
             assert_eq!(plan.clean_up, vec![(2, DeleteReason::Expired)]);
             assert!(plan.retire.is_empty());
             assert_eq!(plan.possibly_in_use, vec![1, 3]);
@@ -554,13 +607,21 @@ mod tests {
         let mut s = s.to_vec();
         s.push(managed(9, published, published + Duration::days(90)));
         let r = record(9, published);
-        let plan = decide(&s, Some(&r), &timing(), false, false, published);
+        let plan = decide(
+            &s,
+            Some(&r),
+            &timing(),
+            false,
+            false,
+            Window::Open,
+            published,
+        );
         assert!(
             plan.retire.is_empty() && plan.clean_up.len() == 1,
             "{plan:?}"
         );
         let after = published + Duration::hours(24);
-        let plan = decide(&s, Some(&r), &timing(), false, false, after);
+        let plan = decide(&s, Some(&r), &timing(), false, false, Window::Open, after);
         assert_eq!(plan.retire, vec![1, 3]);
     }
 
@@ -582,10 +643,90 @@ mod tests {
         ];
         for r in [record(1, far), record(2, now()), record(3, far)] {
             for t in [timing(), huge.clone()] {
-                let _ = decide(&s, Some(&r), &t, true, false, now());
-                let _ = decide(&s, Some(&r), &t, true, false, far);
-                let _ = decide(&s, None, &t, true, false, far);
+                let _ = decide(&s, Some(&r), &t, true, false, Window::Open, now());
+                let _ = decide(&s, Some(&r), &t, true, false, Window::Open, far);
+                let _ = decide(&s, None, &t, true, false, Window::Open, far);
             }
         }
+    }
+
+    #[test]
+    fn between_windows_a_due_rotation_waits_unless_waiting_is_unsafe() {
+        let t = timing(); // rotate_before 30d, verify_timeout 2m
+        let published = now() - Duration::days(61);
+        let r = record(1, published);
+        let next = now() + Duration::hours(20);
+        let closed = Window::Closed { next: Some(next) };
+        // Expires in 29 days: due, but the window tonight is soon enough.
+        let s = [managed(1, published, now() + Duration::days(29))];
+        let plan = decide(&s, Some(&r), &t, false, false, closed, now());
+        assert_eq!(plan.rotate, None);
+        assert_eq!(
+            plan.deferred,
+            Some((RotateReason::ExpiresSoon(now() + Duration::days(29)), next))
+        );
+        // In the window it happens.
+        let plan = decide(&s, Some(&r), &t, false, false, Window::Open, now());
+        assert!(matches!(plan.rotate, Some(RotateReason::ExpiresSoon(_))));
+        // Expiring before the window (+ verify_timeout): now.
+        let s = [managed(1, published, next + Duration::minutes(1))];
+        let plan = decide(&s, Some(&r), &t, false, false, closed, now());
+        assert!(matches!(plan.rotate, Some(RotateReason::ExpiresSoon(_))));
+        assert_eq!(plan.deferred, None);
+        // Missing, expired, never expiring, no record, forced: never wait.
+        let s = [managed(1, published, now() - Duration::seconds(1))];
+        let plan = decide(&s, Some(&r), &t, false, false, closed, now());
+        assert_eq!(plan.rotate, Some(RotateReason::CurrentExpired(1)));
+        let plan = decide(&[], Some(&r), &t, false, false, closed, now());
+        assert_eq!(plan.rotate, Some(RotateReason::CurrentMissing(1)));
+        let plan = decide(&[], None, &t, false, false, closed, now());
+        assert_eq!(plan.rotate, Some(RotateReason::NoRecord));
+        let mut never = unmanaged(1, now());
+        never.expires = Some(false);
+        let plan = decide(&[never], Some(&r), &t, false, false, closed, now());
+        assert_eq!(plan.rotate, Some(RotateReason::CurrentNeverExpires(1)));
+        let s = [managed(1, published, now() + Duration::days(80))];
+        let plan = decide(&s, Some(&r), &t, false, true, closed, now());
+        assert_eq!(plan.rotate, Some(RotateReason::Forced));
+        // A schedule that never fires again cannot be waited for.
+        let s = [managed(1, published, now() + Duration::days(29))];
+        let plan = decide(
+            &s,
+            Some(&r),
+            &t,
+            false,
+            false,
+            Window::Closed { next: None },
+            now(),
+        );
+        assert!(plan.rotate.is_some());
+    }
+
+    #[test]
+    fn between_windows_clean_up_and_retire_still_happen() {
+        let published = now() - Duration::days(2);
+        let s = [
+            managed(
+                1,
+                published - Duration::days(60),
+                now() + Duration::days(20),
+            ),
+            managed(2, published, now() + Duration::days(88)),
+            managed(3, now() - Duration::hours(1), now() + Duration::days(90)),
+        ];
+        let closed = Window::Closed {
+            next: Some(now() + Duration::hours(3)),
+        };
+        let plan = decide(
+            &s,
+            Some(&record(2, published)),
+            &timing(),
+            false,
+            false,
+            closed,
+            now(),
+        );
+        assert_eq!(plan.retire, vec![1]);
+        assert_eq!(plan.clean_up, vec![(3, DeleteReason::Orphan)]);
     }
 }

@@ -33,7 +33,7 @@ use crate::policy::Timing;
 use crate::secret::Fingerprint;
 use crate::stop::Stop;
 use crate::store::{Current, SecretStore, StoreError, StoreRecord};
-pub use decide::{DeleteReason, Plan, RotateReason, decide};
+pub use decide::{DeleteReason, Plan, RotateReason, Window, decide};
 use marker::Marker;
 
 /// How long a pass waits for another rotator to release a client.
@@ -205,6 +205,12 @@ fn at(step: Step) -> impl Fn(StepError) -> Failed {
     move |source| Failed { step, source }
 }
 
+/// The first scheduled time of `schedule` after `now` (validated with the policy).
+pub fn next_window(schedule: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let cron = crate::daemon::parse_schedule(schedule).ok()?;
+    crate::daemon::next_fire(&cron, now)
+}
+
 /// `t + d`, or `None` past the end of the calendar (never a panic).
 fn plus(t: DateTime<Utc>, d: chrono::Duration) -> Option<DateTime<Utc>> {
     t.checked_add_signed(d)
@@ -308,12 +314,27 @@ impl PassReport {
 }
 
 /// How a pass runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PassOptions {
     /// Rotate even when not due.
     pub force: bool,
     /// Observe and decide only: change nothing (`plan`, `status`).
     pub dry_run: bool,
+    /// The pass runs in the client's rotation window (a scheduled time, `--run-now`, a
+    /// retry after a failed rotation): a due rotation happens. Outside it, only what
+    /// cannot safely wait for the next scheduled time does (see [`Window`]).
+    pub in_window: bool,
+}
+
+impl Default for PassOptions {
+    /// A pass like `--run-now`: in the window, not forced, not a dry run.
+    fn default() -> Self {
+        PassOptions {
+            force: false,
+            dry_run: false,
+            in_window: true,
+        }
+    }
 }
 
 /// Runs passes over clients against one CDS tenant.
@@ -366,25 +387,41 @@ impl Reconciler {
         max_concurrency: usize,
         options: PassOptions,
     ) -> Vec<PassReport> {
+        let each = jobs.iter().map(|j| (Arc::clone(j), options)).collect();
+        self.run_each(each, max_concurrency)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Like [`Reconciler::run_all`], with options per job (the daemon: a client at its
+    /// scheduled time runs in its window, another on a follow-up does not). The report
+    /// of job `i` is at `i`; `None` where a pass panicked.
+    pub async fn run_each(
+        self: &Arc<Self>,
+        jobs: Vec<(Arc<ClientJob>, PassOptions)>,
+        max_concurrency: usize,
+    ) -> Vec<Option<PassReport>> {
         let permits = Arc::new(Semaphore::new(max_concurrency.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, job) in jobs.iter().enumerate() {
+        let count = jobs.len();
+        for (i, (job, options)) in jobs.into_iter().enumerate() {
             let this = Arc::clone(self);
-            let job = Arc::clone(job);
             let permits = Arc::clone(&permits);
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 (i, this.pass(&job, options).await)
             });
         }
-        let mut reports: Vec<Option<PassReport>> = (0..jobs.len()).map(|_| None).collect();
+        let mut reports: Vec<Option<PassReport>> = (0..count).map(|_| None).collect();
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok((i, report)) => reports[i] = Some(report),
                 Err(e) => error!(error = %e, "a client's pass panicked"),
             }
         }
-        reports.into_iter().flatten().collect()
+        reports
     }
 
     /// One pass over one client.
@@ -426,12 +463,20 @@ impl Reconciler {
         let (secrets, current) = self.observe(job).await.map_err(at(Step::Observe))?;
         let unrecorded = current == Current::Unrecorded;
         let now = self.clock.now();
+        let window = if options.in_window {
+            Window::Open
+        } else {
+            Window::Closed {
+                next: next_window(&job.timing.schedule, now),
+            }
+        };
         let plan = decide(
             &secrets,
             current.record(),
             &job.timing,
             job.retire_unmanaged,
             options.force,
+            window,
             now,
         );
         info!(
@@ -439,6 +484,7 @@ impl Reconciler {
             secrets = secrets.len(),
             current = current.record().map(|r| r.secret_id),
             rotate = plan.rotate.as_ref().map(|r| r.to_string()),
+            waits_for_window = plan.deferred.as_ref().map(|(_, at)| at.to_rfc3339()),
             clean_up = plan.clean_up.len(),
             retire = plan.retire.len(),
             "observed"

@@ -24,7 +24,7 @@ pub async fn pass_of(wired: &Wired, force: bool) -> Vec<PassReport> {
             wired.max_concurrency,
             PassOptions {
                 force,
-                dry_run: false,
+                ..PassOptions::default()
             },
         )
         .await
@@ -205,7 +205,7 @@ clients:
                 wired.max_concurrency,
                 PassOptions {
                     force,
-                    dry_run: false,
+                    ..PassOptions::default()
                 },
             )
             .await
