@@ -17,6 +17,7 @@ pub mod pickup;
 pub mod policy;
 pub mod rotation;
 pub mod secret;
+pub mod status;
 pub mod stop;
 pub mod store;
 pub mod text;

@@ -11,7 +11,7 @@ use cds_rotator::app::{self, EXIT_CLIENT_FAILED, EXIT_OK, EXIT_USAGE};
 use cds_rotator::policy::{self, Policy};
 use cds_rotator::rotation::PassOptions;
 use cds_rotator::stop::Stop;
-use cds_rotator::{daemon, demo, emulator};
+use cds_rotator::{daemon, demo, emulator, status};
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
@@ -41,6 +41,12 @@ struct Cli {
     command: Option<Command>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
     Text,
@@ -49,12 +55,24 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show what a pass would do; changes nothing.
-    Plan,
+    /// Show what `--run-now` would do now; changes nothing. Exits 1 when a planned step
+    /// is blocked (a rotation at 10 secrets) or a client cannot be planned.
+    Plan {
+        /// `text` for people, `json` for scripts (fields documented in README.md).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Check the policy and exit (0 valid, 2 invalid).
     Validate,
-    /// A table per client: secrets, current secret, expiry, next rotation.
-    Status,
+    /// One row per client: state, secrets, current secret, expiry, next rotation window,
+    /// last pass. Exits 1 when a client needs attention (its store secret is missing or
+    /// expired in CDS, it is blocked at 10 secrets, its store record is missing, or it
+    /// cannot be observed, e.g. its store value was changed by hand).
+    Status {
+        /// `text` for people, `json` for scripts (fields documented in README.md).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Run the built-in CDS emulator (for tests and trials).
     Emulator {
         /// Address to listen on.
@@ -198,10 +216,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         ..PassOptions::default()
     };
     match cli.command {
-        Some(Command::Plan) | Some(Command::Status) => {
+        Some(Command::Plan { output }) | Some(Command::Status { output }) => {
             // `plan` shows what `--run-now` would do now (a window); `status` what the
             // daemon would, with due rotations waiting for their window.
-            let in_window = matches!(cli.command, Some(Command::Plan));
+            let is_plan = matches!(cli.command, Some(Command::Plan { .. }));
+            let in_window = is_plan;
             let reports = wired
                 .reconciler
                 .run_all(
@@ -214,18 +233,28 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     },
                 )
                 .await;
-            if let Some(Command::Plan) = cli.command {
-                for r in &reports {
-                    println!("{}", app::plan_line(r));
+            let now = chrono::Utc::now();
+            let views: Vec<status::ClientView> = wired
+                .jobs
+                .iter()
+                .zip(&reports)
+                .map(|(job, r)| status::view(job, r, now))
+                .collect();
+            match (output, is_plan) {
+                (Output::Json, _) => println!("{}", serde_json::to_string_pretty(&views)?),
+                (Output::Text, true) => {
+                    for r in &reports {
+                        println!("{}", app::plan_line(r));
+                    }
                 }
-            } else {
-                println!("{}", app::status_table(&wired, &reports));
+                (Output::Text, false) => println!("{}", status::table(&views)),
             }
-            Ok(if reports.iter().any(|r| r.error.is_some()) {
-                EXIT_CLIENT_FAILED
+            let alert = if is_plan {
+                status::any_blocked(&views)
             } else {
-                EXIT_OK
-            })
+                status::any_attention(&views)
+            };
+            Ok(if alert { EXIT_CLIENT_FAILED } else { EXIT_OK })
         }
         _ if cli.run_now => {
             // A one-shot stops like the daemon: SIGTERM/SIGINT (a Kubernetes Job, a CI

@@ -505,3 +505,97 @@ async fn hostile_policy_values_exit_2_without_echo_or_abort_and_touch_nothing() 
     assert!(env.emulator.requests().is_empty());
     assert!(!env.secrets_dir().exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_json_names_every_field_and_exits_1_when_a_client_needs_attention() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    let out = env.cli(&["--run-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = env.cli(&["status", "--output", "json"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let views: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let app = &views[0];
+    assert_eq!(app["client"], "app");
+    assert_eq!(app["client_id"], APP);
+    assert_eq!(app["state"], "ok");
+    let record = env.record("app").unwrap();
+    assert_eq!(app["current"]["secret_id"], record.secret_id);
+    assert_eq!(
+        app["current"]["fingerprint"],
+        record.fingerprint.to_string()
+    );
+    for key in ["expiration", "published_at", "location"] {
+        assert!(app["current"][key].is_string(), "{key}: {app}");
+    }
+    assert_eq!(app["secrets"]["unmanaged"][0]["id"], 1);
+    assert_eq!(app["secrets"]["managed"][0]["id"], record.secret_id);
+    assert!(app["next_window"].is_string());
+    assert_eq!(app["rotation"]["due"], false);
+    assert_eq!(app["last_result"]["outcome"], "ok");
+    assert_eq!(app["last_result"]["rotated"], record.secret_id);
+    for key in [
+        "pending_retire",
+        "orphans",
+        "possibly_in_use",
+        "planned",
+        "attention",
+    ] {
+        assert!(app[key].is_array(), "{key}: {app}");
+    }
+
+    // The record removed by hand: attention, exit 1, in text and JSON.
+    std::fs::remove_file(env.secrets_dir().join("app.json")).unwrap();
+    let out = env.cli(&["status"], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("record_missing"), "{}", text(&out));
+    let out = env.cli(&["status", "--output", "json"], &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let views: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(views[0]["state"], "attention");
+    assert_eq!(views[0]["attention"][0], "record_missing");
+    assert_eq!(views[1]["state"], "ok");
+
+    // A failed pass is remembered for status.
+    env.emulator
+        .set_token_propagation_delay(Duration::from_secs(3600));
+    let out = env
+        .cli(&["--run-now", "--client", "web", "--force"], &[])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let out = env.cli(&["status", "--output", "json"], &[]).await;
+    let views: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(views[1]["last_result"]["outcome"], "failed");
+    assert_eq!(views[1]["last_result"]["step"], "verify");
+    let out = env.cli(&["status"], &[]).await;
+    assert!(text(&out).contains("failed"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_exits_1_when_a_rotation_is_blocked_at_ten_secrets() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    for i in 0..9 {
+        env.emulator.add_secret(
+            common::TENANT,
+            APP,
+            &format!("by-hand-{i}-value-0123456789"),
+            Some("by hand"),
+            Some(chrono::Utc::now() + chrono::Duration::days(300)),
+            Some(true),
+        );
+    }
+    let out = env.cli(&["plan", "--client", "app"], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("BLOCKED"), "{}", text(&out));
+    let out = env
+        .cli(&["plan", "--client", "app", "--output", "json"], &[])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let views: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(views[0]["planned"][0]["action"], "rotate");
+    assert_eq!(views[0]["planned"][0]["blocked"], true);
+    let out = env.cli(&["status", "--client", "app"], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("full"), "{}", text(&out));
+}

@@ -103,6 +103,10 @@ pub struct Plan {
     pub clean_up: Vec<(SecretId, DeleteReason)>,
     /// Superseded secrets past the grace period: deleted once the pickup check confirms.
     pub retire: Vec<SecretId>,
+    /// Superseded secrets still inside the grace period, and when it ends.
+    pub retire_later: (Vec<SecretId>, Option<DateTime<Utc>>),
+    /// Orphans still inside `orphan_grace` (their create may be in flight).
+    pub orphans_later: Vec<SecretId>,
     /// Unexpired managed secrets that nothing proves unused: the store has no record, so
     /// any of them may be what consumers hold. Kept; superseded after the next publish.
     pub possibly_in_use: Vec<SecretId>,
@@ -166,6 +170,7 @@ pub fn decide(
     let mut clean_up = Vec::new();
     let mut superseded = Vec::new();
     let mut possibly_in_use = Vec::new();
+    let mut orphans_later = Vec::new();
     for s in secrets {
         if Some(s.id) == current_id {
             continue; // I3: the current secret is never deleted.
@@ -185,6 +190,7 @@ pub fn decide(
                 if ripe.is_some_and(|ripe| ripe <= now) {
                     clean_up.push((s.id, DeleteReason::Orphan));
                 } else {
+                    orphans_later.push(s.id);
                     later(ripe);
                 }
             }
@@ -197,13 +203,13 @@ pub fn decide(
         }
     }
     // Only while the current secret works: retiring the others then would leave none.
-    let retire = match (superseded.is_empty(), current_works, grace_over) {
-        (false, true, true) => superseded,
+    let (retire, retire_later) = match (superseded.is_empty(), current_works, grace_over) {
+        (false, true, true) => (superseded, (Vec::new(), None)),
         (false, true, false) => {
             later(grace_end);
-            Vec::new()
+            (Vec::new(), (superseded, grace_end))
         }
-        _ => Vec::new(),
+        _ => (Vec::new(), (superseded, None)),
     };
 
     let mut rotate = if force {
@@ -258,6 +264,8 @@ pub fn decide(
     Plan {
         clean_up,
         retire,
+        retire_later,
+        orphans_later,
         possibly_in_use,
         rotate,
         deferred,

@@ -8,6 +8,7 @@
 //! reconciler sees only the [`ConnectApi`], [`SecretStore`] and [`Notifier`] traits).
 
 pub mod decide;
+pub mod last_result;
 pub mod marker;
 
 use std::fmt;
@@ -286,6 +287,8 @@ pub struct PassReport {
     pub stopped: Option<String>,
     /// The store holds a value without a record (see [`Current::Unrecorded`]).
     pub unrecorded: bool,
+    /// How the last real pass over this client ended (read for dry runs: `status`).
+    pub last: Option<last_result::LastResult>,
     /// When the daemon should look at this client again, besides its schedule.
     pub next_check: Option<DateTime<Utc>>,
 }
@@ -303,6 +306,7 @@ impl PassReport {
             error: None,
             stopped: None,
             unrecorded: false,
+            last: None,
             next_check: None,
         }
     }
@@ -888,7 +892,36 @@ impl Reconciler {
             report.stopped = Some(format!("step {}: {}", err.step, err.source));
         }
         if options.dry_run {
+            report.last =
+                last_result::read(&self.lock_dir, &job.client.tenant_id, &job.client.client_id);
             return report;
+        }
+        // Only once the lock was held: the lock directory is then known to be safe.
+        let locked =
+            report.plan.is_some() || report.error.as_ref().is_some_and(|e| e.step != Step::Lock);
+        if locked {
+            let (outcome, step, message) = match (&report.error, &report.stopped) {
+                (Some(e), _) => (
+                    last_result::Outcome::Failed,
+                    Some(e.step.to_string()),
+                    Some(e.source.to_string()),
+                ),
+                (None, Some(why)) => (last_result::Outcome::Stopped, None, Some(why.clone())),
+                (None, None) => (last_result::Outcome::Ok, None, None),
+            };
+            let result = last_result::LastResult {
+                at: self.clock.now(),
+                outcome,
+                step,
+                message,
+                rotated: report.rotated.as_ref().map(|r| r.secret_id),
+            };
+            last_result::write(
+                &self.lock_dir,
+                &job.client.tenant_id,
+                &job.client.client_id,
+                &result,
+            );
         }
         if let Some(err) = &report.error {
             error!(step = %err.step, error = %err, "pass failed");

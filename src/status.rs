@@ -1,0 +1,386 @@
+//! What `status` and `plan` show: one [`ClientView`] per client, as a table for people
+//! and as JSON for scripts (`--output json`; the field names are documented in the
+//! README and kept stable), and which states need attention (exit code 1).
+//!
+//! Not here: observing or deciding (a dry-run pass of `rotation` produced the reports).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::connect::{ClientSecret, MAX_SECRETS_PER_CLIENT, SecretId};
+use crate::rotation::last_result::LastResult;
+use crate::rotation::marker::Marker;
+use crate::rotation::{ClientJob, PassReport, next_window};
+use crate::text::escape_control;
+
+/// A client as `status` and `plan` show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClientView {
+    /// The client's name in the policy.
+    pub client: String,
+    /// The CDS client id.
+    pub client_id: String,
+    /// `client_credentials` or `hybrid`.
+    pub kind: String,
+    /// `ok`, `rotation_due`, `waiting_for_window`, `attention` or `error`.
+    pub state: &'static str,
+    /// Why the client needs attention: `current_invalid` (the store's secret is missing,
+    /// expired or never expiring in CDS), `full` (a rotation is due and the client holds
+    /// 10 secrets), `record_missing` (the store has no record of what consumers hold),
+    /// `error` (the client could not be observed: CDS, the store, a value changed by hand).
+    pub attention: Vec<&'static str>,
+    /// What the store holds, per its record.
+    pub current: Option<CurrentView>,
+    /// The client's secrets in CDS.
+    pub secrets: SecretsView,
+    /// Superseded secrets still inside their grace period.
+    pub pending_retire: Vec<SecretId>,
+    /// When their grace period ends.
+    pub retire_after: Option<String>,
+    /// Orphans: managed secrets made after the current one was published and never
+    /// published (deleted after `orphan_grace`).
+    pub orphans: Vec<SecretId>,
+    /// Managed secrets kept because the store has no record (any may be in use).
+    pub possibly_in_use: Vec<SecretId>,
+    /// What a pass would do now.
+    pub planned: Vec<PlannedStep>,
+    /// The next rotation.
+    pub rotation: RotationView,
+    /// The next scheduled time (rotation window).
+    pub next_window: Option<String>,
+    /// How the last real pass over the client ended (time, outcome, step, message).
+    pub last_result: Option<LastResult>,
+    /// Why the client could not be observed now.
+    pub error: Option<String>,
+}
+
+/// The store's current secret.
+#[derive(Clone, Debug, Serialize)]
+pub struct CurrentView {
+    /// Its CDS id.
+    pub secret_id: SecretId,
+    /// The first 16 hex digits of the SHA-256 of the value.
+    pub fingerprint: String,
+    /// When it expires, per CDS (or the record if CDS no longer lists it).
+    pub expiration: String,
+    /// When the rotator published it.
+    pub published_at: String,
+    /// Where it is published.
+    pub location: String,
+}
+
+/// Secrets split by who made them.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SecretsView {
+    /// Made by the rotator (its marker in the description).
+    pub managed: Vec<SecretView>,
+    /// Made by someone else.
+    pub unmanaged: Vec<SecretView>,
+}
+
+/// One secret in CDS.
+#[derive(Clone, Debug, Serialize)]
+pub struct SecretView {
+    /// Its id.
+    pub id: SecretId,
+    /// When it expires; `null` when it never does.
+    pub expiration: Option<String>,
+    /// When the rotator made it (managed secrets only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+}
+
+/// One step a pass would take.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlannedStep {
+    /// `delete`, `retire` or `rotate`.
+    pub action: &'static str,
+    /// The secret concerned (`delete`, `retire`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_id: Option<SecretId>,
+    /// Why.
+    pub reason: String,
+    /// Whether the step cannot happen (a rotation at 10 secrets).
+    pub blocked: bool,
+}
+
+/// When the next rotation happens.
+#[derive(Clone, Debug, Serialize)]
+pub struct RotationView {
+    /// Whether it is due now.
+    pub due: bool,
+    /// Why it is due (or waits).
+    pub reason: Option<String>,
+    /// `now`, or when it will happen: the window it waits for, or when it falls due.
+    pub at: Option<String>,
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn secret_view(s: &ClientSecret) -> SecretView {
+    SecretView {
+        id: s.id,
+        expiration: s.expires_at().map(ts),
+        created: Marker::parse(s.description.as_deref()).map(|m| ts(m.created)),
+    }
+}
+
+/// The view of one client from a dry-run pass at `now`.
+pub fn view(job: &ClientJob, r: &PassReport, now: DateTime<Utc>) -> ClientView {
+    let plan = r.plan.as_ref();
+    let current_secret = r
+        .record
+        .as_ref()
+        .and_then(|rec| r.secrets.iter().find(|s| s.id == rec.secret_id));
+    let current = r.record.as_ref().map(|rec| CurrentView {
+        secret_id: rec.secret_id,
+        fingerprint: rec.fingerprint.to_string(),
+        expiration: ts(current_secret
+            .and_then(ClientSecret::expires_at)
+            .unwrap_or(rec.expiration)),
+        published_at: ts(rec.published_at),
+        location: job.store.location(&job.store_key),
+    });
+    let mut secrets = SecretsView::default();
+    for s in &r.secrets {
+        let v = secret_view(s);
+        if v.created.is_some() {
+            secrets.managed.push(v);
+        } else {
+            secrets.unmanaged.push(v);
+        }
+    }
+    let mut attention = Vec::new();
+    if r.error.is_some() {
+        attention.push("error");
+    }
+    if plan.is_some_and(|p| p.rotate.as_ref().is_some_and(|why| why.current_invalid())) {
+        attention.push("current_invalid");
+    }
+    if plan.is_some_and(|p| {
+        p.rotate
+            .as_ref()
+            .is_some_and(|why| matches!(why, crate::rotation::RotateReason::CurrentNeverExpires(_)))
+    }) {
+        attention.push("current_invalid");
+    }
+    if plan.is_some_and(|p| p.full) {
+        attention.push("full");
+    }
+    if r.record.is_none() && (r.unrecorded || plan.is_some_and(|p| !p.possibly_in_use.is_empty())) {
+        attention.push("record_missing");
+    }
+    attention.dedup();
+
+    let mut planned = Vec::new();
+    if let Some(p) = plan {
+        for (id, why) in &p.clean_up {
+            planned.push(PlannedStep {
+                action: "delete",
+                secret_id: Some(*id),
+                reason: why.to_string(),
+                blocked: false,
+            });
+        }
+        for id in &p.retire {
+            planned.push(PlannedStep {
+                action: "retire",
+                secret_id: Some(*id),
+                reason: "superseded, grace over".to_owned(),
+                blocked: false,
+            });
+        }
+        if let Some(why) = &p.rotate {
+            planned.push(PlannedStep {
+                action: "rotate",
+                secret_id: None,
+                reason: why.to_string(),
+                blocked: p.full,
+            });
+        }
+    }
+
+    let next_window = next_window(&job.timing.schedule, now);
+    let rotation = match plan {
+        Some(p) if p.rotate.is_some() => RotationView {
+            due: true,
+            reason: p.rotate.as_ref().map(ToString::to_string),
+            at: Some("now".to_owned()),
+        },
+        Some(p) if p.deferred.is_some() => RotationView {
+            due: true,
+            reason: p
+                .deferred
+                .as_ref()
+                .map(|(why, _)| format!("{why}; waits for the rotation window")),
+            at: p.deferred.as_ref().map(|(_, at)| ts(*at)),
+        },
+        _ => {
+            let due = current_secret
+                .and_then(ClientSecret::expires_at)
+                .and_then(|at| at.checked_sub_signed(job.timing.rotate_before))
+                .map(|due| match (job.timing.max_age, r.record.as_ref()) {
+                    (Some(age), Some(rec)) => rec
+                        .published_at
+                        .checked_add_signed(age)
+                        .map_or(due, |old| due.min(old)),
+                    _ => due,
+                });
+            // It happens at the first window once due.
+            let at = due.map(|due| next_window_from(job, due).unwrap_or(due));
+            RotationView {
+                due: false,
+                reason: due.map(|d| format!("falls due at {}", ts(d))),
+                at: at.map(ts),
+            }
+        }
+    };
+
+    let state = if r.error.is_some() {
+        "error"
+    } else if !attention.is_empty() {
+        "attention"
+    } else if plan.is_some_and(|p| p.rotate.is_some()) {
+        "rotation_due"
+    } else if plan.is_some_and(|p| p.deferred.is_some()) {
+        "waiting_for_window"
+    } else {
+        "ok"
+    };
+    ClientView {
+        client: r.client.clone(),
+        client_id: job.client.client_id.clone(),
+        kind: job.client.kind.to_string(),
+        state,
+        attention,
+        current,
+        secrets,
+        pending_retire: plan.map(|p| p.retire_later.0.clone()).unwrap_or_default(),
+        retire_after: plan.and_then(|p| p.retire_later.1).map(ts),
+        orphans: plan
+            .map(|p| {
+                p.clean_up
+                    .iter()
+                    .filter(|(_, why)| *why == crate::rotation::DeleteReason::Orphan)
+                    .map(|(id, _)| *id)
+                    .chain(p.orphans_later.iter().copied())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        possibly_in_use: plan.map(|p| p.possibly_in_use.clone()).unwrap_or_default(),
+        planned,
+        rotation,
+        next_window: next_window.map(ts),
+        last_result: r.last.clone(),
+        error: r.error.as_ref().map(|e| e.source.to_string()),
+    }
+}
+
+/// The first window at or after `t`.
+fn next_window_from(job: &ClientJob, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    next_window(
+        &job.timing.schedule,
+        t.checked_sub_signed(chrono::Duration::seconds(1))?,
+    )
+}
+
+/// Whether `status` should exit 1: some client needs attention or could not be seen.
+pub fn any_attention(views: &[ClientView]) -> bool {
+    views.iter().any(|v| !v.attention.is_empty())
+}
+
+/// Whether `plan` should exit 1: a planned step is blocked, or a client could not be
+/// planned.
+pub fn any_blocked(views: &[ClientView]) -> bool {
+    views
+        .iter()
+        .any(|v| v.error.is_some() || v.planned.iter().any(|s| s.blocked))
+}
+
+/// The `status` table for people.
+pub fn table(views: &[ClientView]) -> String {
+    let mut rows = vec![[
+        "CLIENT".to_owned(),
+        "STATE".to_owned(),
+        "SECRETS".to_owned(),
+        "CURRENT".to_owned(),
+        "EXPIRES".to_owned(),
+        "NEXT ROTATION".to_owned(),
+        "LAST PASS".to_owned(),
+    ]];
+    for v in views {
+        let state = if v.attention.is_empty() {
+            v.state.to_owned()
+        } else {
+            format!("{} ({})", v.state, v.attention.join(", "))
+        };
+        let next = match (&v.error, v.rotation.due, &v.rotation.at) {
+            (Some(e), _, _) => format!("error: {e}"),
+            (None, true, Some(at)) if at == "now" => format!(
+                "due now ({})",
+                v.rotation.reason.clone().unwrap_or_default()
+            ),
+            (None, true, Some(at)) => format!("window {at} (due)"),
+            (None, _, Some(at)) => format!("window {at}"),
+            (None, _, None) => "-".to_owned(),
+        };
+        let last = v.last_result.as_ref().map_or_else(
+            || "-".to_owned(),
+            |l| {
+                let outcome = serde_json::to_value(l.outcome)
+                    .ok()
+                    .and_then(|o| o.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                match (&l.step, &l.message) {
+                    (Some(step), Some(m)) => format!("{outcome} {} at {step}: {m}", ts(l.at)),
+                    (None, Some(m)) => format!("{outcome} {}: {m}", ts(l.at)),
+                    _ => format!("{outcome} {}", ts(l.at)),
+                }
+            },
+        );
+        rows.push([
+            v.client.clone(),
+            state,
+            if v.error.is_some() {
+                "?".to_owned()
+            } else {
+                format!(
+                    "{}/{MAX_SECRETS_PER_CLIENT}",
+                    v.secrets.managed.len() + v.secrets.unmanaged.len()
+                )
+            },
+            v.current
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |c| c.secret_id.to_string()),
+            v.current
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |c| c.expiration.clone()),
+            next,
+            last,
+        ]);
+    }
+    // Cells can quote CDS or a store: no control character reaches a terminal.
+    for row in &mut rows {
+        for cell in row.iter_mut() {
+            *cell = escape_control(cell);
+        }
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let lines: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
+        })
+        .collect();
+    lines.join("\n")
+}
