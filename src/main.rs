@@ -62,8 +62,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// Check the policy and exit (0 valid, 2 invalid).
+    /// Check the policy and exit (0 valid, 2 invalid). Offline: reads only the policy.
     Validate,
+    /// Preflight: everything a pass needs except writing to CDS (the credential, a
+    /// token, every client under its kind, every store writable, every lock usable).
+    /// One line per finding; exits 0 when nothing failed, else 1.
+    Check,
     /// One row per client: state, secrets, current secret, expiry, next rotation window,
     /// last pass. Exits 1 when a client needs attention (its store secret is missing or
     /// expired in CDS, it is blocked at 10 secrets, its store record is missing, or it
@@ -211,6 +215,20 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Ok(w) => w,
         Err(e) => return usage(&e),
     };
+    if let Some(Command::Check) = cli.command {
+        let connect = match app::connect_from(&policy, &stop) {
+            Ok(c) => c,
+            Err(e) => return usage(&e.to_string()),
+        };
+        let findings = cds_rotator::check::run(&policy, &connect, &wired.jobs).await;
+        for f in &findings {
+            println!("{f}");
+        }
+        let failed = findings
+            .iter()
+            .any(|f| f.level == cds_rotator::check::Level::Fail);
+        return Ok(if failed { EXIT_CLIENT_FAILED } else { EXIT_OK });
+    }
     let options = PassOptions {
         force: cli.force,
         ..PassOptions::default()

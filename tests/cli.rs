@@ -599,3 +599,56 @@ async fn plan_exits_1_when_a_rotation_is_blocked_at_ten_secrets() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("full"), "{}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_proves_what_a_pass_needs_without_writing_to_cds() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let env = Env::start().await;
+    let path = env.write_policy("", "");
+    let cred = env.dir.path().join("admin-secret");
+    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = env.cli(&["check"], &[]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for line in [
+        "ok   credential:",
+        "ok   token:",
+        "ok   client app:",
+        "ok   client web:",
+        "ok   store of client app:",
+        "ok   lock of client app:",
+    ] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+
+    // A wrong kind, a credential others can read, a store that cannot be written.
+    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let policy = common::read(&path).replace("kind: hybrid", "kind: client_credentials");
+    std::fs::write(&path, policy).unwrap();
+    std::fs::remove_dir_all(env.secrets_dir()).unwrap();
+    std::fs::write(env.secrets_dir(), "not a directory").unwrap();
+    let out = env.cli(&["check"], &[]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stdout.contains("WARN credential:"), "{stdout}");
+    assert!(stdout.contains("chmod 600"), "{stdout}");
+    assert!(
+        stdout.contains("is not a client_credentials client but a hybrid one: set kind: hybrid"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("FAIL store of client app:"), "{stdout}");
+
+    // A credential CDS refuses.
+    std::fs::write(&cred, "not-the-secret").unwrap();
+    let out = env.cli(&["check"], &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("FAIL token:"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(env.count("POST", "/Secrets"), 0);
+    assert_eq!(env.count("DELETE", "/Secrets"), 0);
+    assert_no_secret(&text(&out), &[ADMIN_SECRET.to_owned()]);
+}

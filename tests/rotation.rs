@@ -220,6 +220,10 @@ impl SecretStore for UnwritableStore {
         self.0.read_current(key).await
     }
 
+    async fn probe(&self) -> Result<(), StoreError> {
+        self.0.probe().await
+    }
+
     async fn publish(
         &self,
         key: &str,

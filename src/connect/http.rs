@@ -806,6 +806,26 @@ impl ConnectApi for HttpConnect {
     fn reload_credential(&self) {
         self.reload.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+
+    async fn check_credential(&self) -> Result<(), ConnectError> {
+        self.token(true).await.map(|_| ())
+    }
+
+    async fn client_exists(&self, client: &ClientRef) -> Result<bool, ConnectError> {
+        let operation = format!("get {} client {}", client.kind, client.client_id);
+        let url = format!(
+            "{}/api/v1/Tenants/{}/{}/{}",
+            self.base,
+            client.tenant_id,
+            client.kind.path_segment(),
+            client.client_id
+        );
+        match self.api(&operation, Method::GET, &url, None).await {
+            Ok(_) => Ok(true),
+            Err(ConnectError::Api { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// The `Authorization` header, marked sensitive so that no HTTP layer prints it.

@@ -346,6 +346,12 @@ pub trait ConnectApi: Send + Sync {
     /// Drops any cached token of the rotator's own credential, so the next call reads
     /// the credential again (used after the rotator rotated its own secret).
     fn reload_credential(&self) {}
+
+    /// Gets a fresh token with the rotator's own credential (the preflight `check`).
+    async fn check_credential(&self) -> Result<(), ConnectError>;
+
+    /// Whether `client` exists in the collection of its kind (the preflight `check`).
+    async fn client_exists(&self, client: &ClientRef) -> Result<bool, ConnectError>;
 }
 
 #[cfg(test)]

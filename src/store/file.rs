@@ -230,6 +230,25 @@ impl SecretStore for FileStore {
             })?
     }
 
+    async fn probe(&self) -> Result<(), StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            store.ensure_dir()?;
+            let path = store
+                .dir
+                .join(format!(".probe-{}", uuid::Uuid::new_v4().simple()));
+            store.replace(&path, b"probe")?;
+            fs::remove_file(&path).map_err(|e| store.io_error("remove", &path, e))
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            store: self.name.clone(),
+            operation: "probe",
+            location: self.dir.display().to_string(),
+            detail: e.to_string(),
+        })?
+    }
+
     async fn publish(
         &self,
         key: &str,

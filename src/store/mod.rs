@@ -100,6 +100,10 @@ pub trait SecretStore: Send + Sync {
     /// record is missing.
     async fn read_current(&self, key: &str) -> Result<Current, StoreError>;
 
+    /// Proves the store can be written, without touching any published secret: writes
+    /// and removes a probe (the preflight `check`).
+    async fn probe(&self) -> Result<(), StoreError>;
+
     /// Publishes `value` with `record` as the new current version of `key`, atomically:
     /// a reader sees the old value or the new one, never a mix.
     async fn publish(

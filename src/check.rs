@@ -1,0 +1,234 @@
+//! `cds-rotator check`: a preflight of everything a pass needs, short of writing to CDS.
+//!
+//! It reads the rotator's own credential, gets a token with it, looks up every client
+//! in CDS under its declared kind, writes and removes a probe in every store, and takes
+//! and releases every client's lock. One line per finding; any failure means exit 1.
+//! It is what `ExecStartPre=` and a CI job run. Not here: `plan` (offline-safe, read
+//! only) and the passes themselves.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::connect::{ClientKind, ClientRef, ConnectApi};
+use crate::lock::{ClientLock, LockError};
+use crate::policy::{Policy, SecretSource};
+use crate::rotation::ClientJob;
+use crate::text::escape_control;
+
+/// How bad a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// Fine.
+    Ok,
+    /// Works, but worth fixing.
+    Warn,
+    /// A pass would fail.
+    Fail,
+}
+
+/// One thing `check` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// How bad.
+    pub level: Level,
+    /// What was checked (`credential`, `token`, `client app`, `store local`, `lock app`).
+    pub what: String,
+    /// What was found, and what to do.
+    pub detail: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.level {
+            Level::Ok => "ok  ",
+            Level::Warn => "WARN",
+            Level::Fail => "FAIL",
+        };
+        let line = format!("{level} {}: {}", self.what, self.detail);
+        f.write_str(&escape_control(&line))
+    }
+}
+
+fn finding(level: Level, what: impl Into<String>, detail: impl Into<String>) -> Finding {
+    Finding {
+        level,
+        what: what.into(),
+        detail: detail.into(),
+    }
+}
+
+/// Runs every check, in the order a pass needs them.
+pub async fn run(
+    policy: &Policy,
+    connect: &Arc<dyn ConnectApi>,
+    jobs: &[Arc<ClientJob>],
+) -> Vec<Finding> {
+    let mut out = vec![credential(&policy.connect.secret)];
+    let token_ok = match connect.check_credential().await {
+        Ok(()) => {
+            out.push(finding(
+                Level::Ok,
+                "token",
+                format!(
+                    "client {} gets a token at {}",
+                    policy.connect.client_id, policy.connect.url
+                ),
+            ));
+            true
+        }
+        Err(e) => {
+            out.push(finding(Level::Fail, "token", e.to_string()));
+            false
+        }
+    };
+    if token_ok {
+        for job in jobs {
+            out.push(client(connect, job).await);
+        }
+    }
+    let mut probed = BTreeSet::new();
+    for job in jobs {
+        let location = job.store.location("");
+        if probed.insert(location.clone()) {
+            out.push(match job.store.probe().await {
+                Ok(()) => finding(
+                    Level::Ok,
+                    format!("store of client {}", job.name),
+                    format!("{} can be written", job.store.location(&job.store_key)),
+                ),
+                Err(e) => finding(
+                    Level::Fail,
+                    format!("store of client {}", job.name),
+                    e.to_string(),
+                ),
+            });
+        }
+    }
+    for job in jobs {
+        let what = format!("lock of client {}", job.name);
+        let lock = ClientLock::acquire(
+            &policy.lock_dir,
+            &job.client.tenant_id,
+            &job.client.client_id,
+            Duration::ZERO,
+        )
+        .await;
+        out.push(match lock {
+            Ok(_) => finding(
+                Level::Ok,
+                what,
+                format!("{} is usable", policy.lock_dir.display()),
+            ),
+            Err(e @ LockError::Busy { .. }) => finding(Level::Ok, what, e.to_string()),
+            Err(e) => finding(Level::Fail, what, e.to_string()),
+        });
+    }
+    out
+}
+
+/// The rotator's own credential: there, non-empty, not readable by others.
+fn credential(source: &SecretSource) -> Finding {
+    match source {
+        SecretSource::File(path) => {
+            let what = "credential";
+            let meta = match std::fs::metadata(path) {
+                Ok(m) => m,
+                Err(e) => {
+                    return finding(
+                        Level::Fail,
+                        what,
+                        format!(
+                            "connect.credentials.client_secret_file {}: {e}; put the rotator's client secret there",
+                            path.display()
+                        ),
+                    );
+                }
+            };
+            let empty = std::fs::read(path)
+                .map(|bytes| {
+                    let bytes = zeroize::Zeroizing::new(bytes);
+                    bytes.iter().all(u8::is_ascii_whitespace)
+                })
+                .unwrap_or(true);
+            if !meta.is_file() || empty {
+                return finding(
+                    Level::Fail,
+                    what,
+                    format!(
+                        "{} is empty or not a readable file; put the rotator's client secret there",
+                        path.display()
+                    ),
+                );
+            }
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return finding(
+                    Level::Warn,
+                    what,
+                    format!(
+                        "{} is readable by group or others (mode {mode:04o}); chmod 600 it",
+                        path.display()
+                    ),
+                );
+            }
+            finding(
+                Level::Ok,
+                what,
+                format!("{} (mode {mode:04o})", path.display()),
+            )
+        }
+        SecretSource::Env(name) => match std::env::var_os(name) {
+            Some(v) if !v.is_empty() => finding(
+                Level::Warn,
+                "credential",
+                format!(
+                    "from environment variable {name}: child processes inherit it; prefer client_secret_file (systemd LoadCredential, a Kubernetes secret volume)"
+                ),
+            ),
+            _ => finding(
+                Level::Fail,
+                "credential",
+                format!("environment variable {name} is not set or empty"),
+            ),
+        },
+    }
+}
+
+/// The client exists under its declared kind; if not, whether under the other.
+async fn client(connect: &Arc<dyn ConnectApi>, job: &ClientJob) -> Finding {
+    let what = format!("client {}", job.name);
+    match connect.client_exists(&job.client).await {
+        Ok(true) => finding(
+            Level::Ok,
+            what,
+            format!(
+                "{} exists as a {} client",
+                job.client.client_id, job.client.kind
+            ),
+        ),
+        Ok(false) => {
+            let other = ClientRef {
+                kind: match job.client.kind {
+                    ClientKind::ClientCredentials => ClientKind::Hybrid,
+                    ClientKind::Hybrid => ClientKind::ClientCredentials,
+                },
+                ..job.client.clone()
+            };
+            let detail = match connect.client_exists(&other).await {
+                Ok(true) => format!(
+                    "{} is not a {} client but a {} one: set kind: {} for client {}",
+                    job.client.client_id, job.client.kind, other.kind, other.kind, job.name
+                ),
+                _ => format!(
+                    "no {} client {} in tenant {}: check client_id and tenant_id",
+                    job.client.kind, job.client.client_id, job.client.tenant_id
+                ),
+            };
+            finding(Level::Fail, what, detail)
+        }
+        Err(e) => finding(Level::Fail, what, e.to_string()),
+    }
+}
