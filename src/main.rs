@@ -28,11 +28,11 @@ struct Cli {
     /// Run one pass over every client whose rotation is due, then exit.
     #[arg(long)]
     run_now: bool,
-    /// Only this client (repeatable); with --run-now, plan or status.
-    #[arg(long = "client", value_name = "NAME", global = true)]
+    /// With --run-now: only this client (repeatable).
+    #[arg(long = "client", value_name = "NAME")]
     clients: Vec<String>,
-    /// Rotate even when not due; with --run-now or plan.
-    #[arg(long, global = true)]
+    /// With --run-now: rotate even when not due.
+    #[arg(long)]
     force: bool,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -58,6 +58,12 @@ enum Command {
     /// Show what `--run-now` would do now; changes nothing. Exits 1 when a planned step
     /// is blocked (a rotation at 10 secrets) or a client cannot be planned.
     Plan {
+        /// Only this client (repeatable).
+        #[arg(long = "client", value_name = "NAME")]
+        clients: Vec<String>,
+        /// Plan a rotation even when not due.
+        #[arg(long)]
+        force: bool,
         /// `text` for people, `json` for scripts (fields documented in README.md).
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
@@ -67,12 +73,19 @@ enum Command {
     /// Preflight: everything a pass needs except writing to CDS (the credential, a
     /// token, every client under its kind, every store writable, every lock usable).
     /// One line per finding; exits 0 when nothing failed, else 1.
-    Check,
+    Check {
+        /// Only this client (repeatable).
+        #[arg(long = "client", value_name = "NAME")]
+        clients: Vec<String>,
+    },
     /// One row per client: state, secrets, current secret, expiry, next rotation window,
     /// last pass. Exits 1 when a client needs attention (its store secret is missing or
     /// expired in CDS, it is blocked at 10 secrets, its store record is missing, or it
     /// cannot be observed, e.g. its store value was changed by hand).
     Status {
+        /// Only this client (repeatable).
+        #[arg(long = "client", value_name = "NAME")]
+        clients: Vec<String>,
         /// `text` for people, `json` for scripts (fields documented in README.md).
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
@@ -95,7 +108,23 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `run-now` is a flag, not a subcommand: say so, not just "unrecognized".
+            if e.kind() == clap::error::ErrorKind::InvalidSubcommand
+                && let Some(word) = std::env::args()
+                    .skip(1)
+                    .find(|a| matches!(a.as_str(), "run-now" | "run_now" | "runnow" | "run"))
+            {
+                eprintln!(
+                    "cds-rotator: `{word}` is not a subcommand; one pass over the due clients is `cds-rotator --run-now` (with --client NAME, --force)"
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+            e.exit()
+        }
+    };
     // The demo prints its own account of what happened; its logs stay quiet by default.
     let default_level = match cli.command {
         Some(Command::Demo { .. }) => "warn",
@@ -140,7 +169,7 @@ fn usage(msg: &str) -> anyhow::Result<u8> {
     Ok(EXIT_USAGE)
 }
 
-async fn run(cli: Cli) -> anyhow::Result<u8> {
+async fn run(mut cli: Cli) -> anyhow::Result<u8> {
     let mut out = std::io::stdout();
     match &cli.command {
         Some(Command::Emulator { listen, seed }) => {
@@ -180,11 +209,24 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
     };
     let daemon_mode = cli.command.is_none() && !cli.run_now;
-    if daemon_mode && (cli.force || !cli.clients.is_empty()) {
-        return usage("--force and --client need --run-now, plan or status");
-    }
     if cli.run_now && cli.command.is_some() {
         return usage("--run-now cannot be combined with a subcommand");
+    }
+    if !cli.run_now && (cli.force || !cli.clients.is_empty()) {
+        return usage(
+            "--force and --client before a subcommand need --run-now; give them after it (`cds-rotator plan --force`), or drop them: the daemon and validate take neither",
+        );
+    }
+    // The subcommand's own --client / --force.
+    match &cli.command {
+        Some(Command::Plan { clients, force, .. }) => {
+            cli.clients = clients.clone();
+            cli.force = *force;
+        }
+        Some(Command::Status { clients, .. } | Command::Check { clients }) => {
+            cli.clients = clients.clone();
+        }
+        _ => {}
     }
     if let Some(Command::Validate) = cli.command {
         println!(
@@ -215,7 +257,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Ok(w) => w,
         Err(e) => return usage(&e),
     };
-    if let Some(Command::Check) = cli.command {
+    if let Some(Command::Check { .. }) = cli.command {
         let connect = match app::connect_from(&policy, &stop) {
             Ok(c) => c,
             Err(e) => return usage(&e.to_string()),
@@ -234,7 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         ..PassOptions::default()
     };
     match cli.command {
-        Some(Command::Plan { output }) | Some(Command::Status { output }) => {
+        Some(Command::Plan { output, .. }) | Some(Command::Status { output, .. }) => {
             // `plan` shows what `--run-now` would do now (a window); `status` what the
             // daemon would, with due rotations waiting for their window.
             let is_plan = matches!(cli.command, Some(Command::Plan { .. }));

@@ -652,3 +652,37 @@ async fn check_proves_what_a_pass_needs_without_writing_to_cds() {
     assert_eq!(env.count("DELETE", "/Secrets"), 0);
     assert_no_secret(&text(&out), &[ADMIN_SECRET.to_owned()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_are_taken_only_where_they_mean_something() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    let out = env.cli(&["run-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("`cds-rotator --run-now`"),
+        "{}",
+        text(&out)
+    );
+    for args in [
+        &["validate", "--force"][..],
+        &["validate", "--client", "app"],
+        &["status", "--force"],
+        &["--force", "validate"],
+        &["--client", "app"],
+    ] {
+        let out = env.cli(args, &[]).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+    }
+    let out = env.cli(&["plan", "--force", "--client", "app"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("app: rotate (forced)"), "{stdout}");
+    assert!(!stdout.contains("web"), "{stdout}");
+    assert!(
+        env.emulator
+            .requests()
+            .iter()
+            .all(|r| r.method != "POST" || r.path.contains("token"))
+    );
+}
