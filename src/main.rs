@@ -15,12 +15,20 @@ use cds_rotator::{daemon, demo, emulator, status};
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
+/// The version and the git commit the binary was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("CDS_ROTATOR_COMMIT"),
+    ")"
+);
+
 /// Rotates the client secrets of AVEVA CONNECT data services clients into secret stores.
 ///
 /// Without a subcommand it runs as a daemon: a pass at start, then each client on its
 /// schedule. Exit codes: 0 all good, 1 at least one client failed, 2 usage or policy error.
 #[derive(Debug, Parser)]
-#[command(name = "cds-rotator", version)]
+#[command(name = "cds-rotator", version = VERSION)]
 struct Cli {
     /// The policy file.
     #[arg(long, global = true, env = "CDS_ROTATOR_CONFIG", default_value = policy::DEFAULT_PATH)]
