@@ -182,7 +182,7 @@ fn log_report(report: &PassReport) {
             info!(client = %report.client, secret_id = r.secret_id, fingerprint = %r.fingerprint, "pass rotated the secret")
         }
         (None, None) => {
-            info!(client = %report.client, deleted = report.deleted.len(), next_check = report.next_check.map(|t| t.to_rfc3339()), "pass done")
+            info!(client = %report.client, deleted = report.deleted.len(), next_check = report.next_check.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)), "pass done")
         }
     }
 }

@@ -31,7 +31,9 @@ impl Notifier for LogNotifier {
             client_id = %event.client_id,
             secret_ids = ?event.secret_ids,
             fingerprint = event.fingerprint.as_ref().map(|f| f.as_str()),
-            expiration = event.expiration.map(|e| e.to_rfc3339()),
+            expiration = event
+                .expiration
+                .map(|e| e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             store = event.store_location.as_deref(),
             detail = event.detail.as_deref(),
             "notification"

@@ -212,6 +212,11 @@ pub fn next_window(schedule: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> 
     crate::daemon::next_fire(&cron, now)
 }
 
+/// A time as logs and messages write it: RFC 3339, seconds, UTC.
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// `t + d`, or `None` past the end of the calendar (never a panic).
 fn plus(t: DateTime<Utc>, d: chrono::Duration) -> Option<DateTime<Utc>> {
     t.checked_add_signed(d)
@@ -487,6 +492,13 @@ impl Reconciler {
             step = "observe",
             secrets = secrets.len(),
             current = current.record().map(|r| r.secret_id),
+            published = current.record().map(|r| format!(
+                "{} ({} ago)",
+                rfc3339(r.published_at),
+                crate::policy::duration::format(
+                    (now - r.published_at).max(chrono::Duration::zero())
+                )
+            )),
             rotate = plan.rotate.as_ref().map(|r| r.to_string()),
             waits_for_window = plan.deferred.as_ref().map(|(_, at)| at.to_rfc3339()),
             clean_up = plan.clean_up.len(),
@@ -517,7 +529,7 @@ impl Reconciler {
         if self.stop_here(report, "before rotating") {
             return Ok(());
         }
-        info!(step = "make_room", reason = %reason, "rotation due");
+        info!(step = "decide", reason = %reason, "rotation due");
         self.make_room(report).map_err(at(Step::MakeRoom))?;
         let rotated = self.rotate(job).await?;
         report.next_check = plus(now, job.timing.grace).or(report.next_check);
@@ -693,7 +705,7 @@ impl Reconciler {
             .expiration
             .unwrap_or_else(|| self.clock.now());
         let fingerprint = Fingerprint::of(&created.value);
-        info!(step = "create", secret_id = id, expiration = %expiration, fingerprint = %fingerprint, "created");
+        info!(step = "create", secret_id = id, expiration = %rfc3339(expiration), fingerprint = %fingerprint, "created");
 
         // verify
         let waited = job.timing.verify_timeout.to_std().unwrap_or_default();
@@ -701,7 +713,7 @@ impl Reconciler {
             .verify(&job.client.client_id, &created.value, waited)
             .await
         {
-            let cleanup = self.undo_create(job, id).await;
+            let cleanup = self.undo_create(job, id, Step::Verify).await;
             let source = if self.stopping() {
                 StepError::Stopped {
                     secret_id: id,
@@ -737,7 +749,7 @@ impl Reconciler {
             .publish(&job.store_key, &created.value, &record)
             .await
         {
-            let cleanup = self.undo_create(job, id).await;
+            let cleanup = self.undo_create(job, id, Step::Publish).await;
             return Err(at(Step::Publish)(StepError::Publish {
                 secret_id: id,
                 source,
@@ -844,20 +856,16 @@ impl Reconciler {
     }
 
     /// Deletes a secret the failed pass created; says what is left if that fails too.
-    async fn undo_create(&self, job: &ClientJob, id: SecretId) -> String {
+    async fn undo_create(&self, job: &ClientJob, id: SecretId, step: Step) -> String {
         match self.connect.delete_secret(&job.client, id).await {
             Ok(()) => {
-                info!(
-                    step = "create",
-                    secret_id = id,
-                    "deleted the new secret again"
-                );
+                info!(step = %step, secret_id = id, "deleted the new secret again");
                 String::new()
             }
             Err(e) => {
-                error!(step = "create", secret_id = id, error = %e, "could not delete the new secret; the next pass deletes it as an orphan");
+                error!(step = %step, secret_id = id, error = %e, "could not delete the new secret; a later pass deletes it");
                 format!(
-                    " (deleting it failed: {e}; the next pass deletes it as an orphan after orphan_grace)"
+                    " (deleting it failed: {e}; a later pass deletes it: as an orphan after orphan_grace, or, while the store has no record, as superseded after grace)"
                 )
             }
         }
