@@ -143,9 +143,32 @@ async fn a_full_client_fails_with_a_listing_and_sends_no_create() {
     let msg = err.to_string();
     assert!(msg.contains("already has 10 secrets"), "{msg}");
     assert!(msg.contains("1 (unmanaged"), "{msg}");
+    // Nothing of the rotator's is current: retire_unmanaged would not help.
+    assert!(!msg.contains("retire_unmanaged"), "{msg}");
+    assert!(msg.contains("delete a secret you no longer use"), "{msg}");
     assert_eq!(env.count("POST", "/Secrets"), 0);
     assert_eq!(env.ids(APP).len(), 10);
     assert!(env.record("app").is_none());
+}
+
+#[tokio::test]
+async fn a_full_client_with_a_current_secret_is_told_what_would_unblock_it() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    env.pass(&["app"], false).await;
+    for i in 0..8 {
+        env.emulator.add_secret(
+            common::TENANT,
+            APP,
+            &format!("hand-made-{i}"),
+            Some("hand-made"),
+            Some(chrono::Utc::now() + chrono::Duration::days(400)),
+            Some(true),
+        );
+    }
+    let reports = env.pass(&["app"], true).await;
+    let msg = reports[0].error.as_ref().expect("fails").to_string();
+    assert!(msg.contains("set retire_unmanaged: true"), "{msg}");
 }
 
 #[tokio::test]

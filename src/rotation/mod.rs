@@ -128,13 +128,15 @@ pub enum StepError {
     },
     /// No room for a new secret.
     #[error(
-        "the client already has {count} secrets (CDS allows {MAX_SECRETS_PER_CLIENT}) and none can be removed safely: {listing}; delete one you no longer use, or set retire_unmanaged: true"
+        "the client already has {count} secrets (CDS allows {MAX_SECRETS_PER_CLIENT}) and none can be removed safely now: {listing}; {hint}"
     )]
     Full {
         /// How many secrets it has.
         count: usize,
         /// Every secret: id, managed or not, expiration.
         listing: String,
+        /// What would unblock it, given what was observed.
+        hint: String,
     },
     /// The new secret never got a token; it was deleted again.
     #[error(
@@ -530,7 +532,8 @@ impl Reconciler {
             return Ok(());
         }
         info!(step = "decide", reason = %reason, "rotation due");
-        self.make_room(report).map_err(at(Step::MakeRoom))?;
+        self.make_room(job, &plan, report)
+            .map_err(at(Step::MakeRoom))?;
         let rotated = self.rotate(job).await?;
         report.next_check = plus(now, job.timing.grace).or(report.next_check);
         report.rotated = Some(rotated);
@@ -677,7 +680,12 @@ impl Reconciler {
     }
 
     /// make_room: CDS holds at most 10 secrets; never go past it (I5).
-    fn make_room(&self, report: &PassReport) -> Result<(), StepError> {
+    fn make_room(
+        &self,
+        job: &ClientJob,
+        plan: &Plan,
+        report: &PassReport,
+    ) -> Result<(), StepError> {
         let remaining: Vec<&ClientSecret> = report
             .secrets
             .iter()
@@ -687,6 +695,7 @@ impl Reconciler {
             return Err(StepError::Full {
                 count: remaining.len(),
                 listing: listing(&remaining),
+                hint: full_hint(job, plan, report, &remaining),
             });
         }
         Ok(())
@@ -975,6 +984,46 @@ fn retry_verify(e: &ConnectError) -> bool {
         ConnectError::Api { status, .. } => *status == 429 || *status >= 500,
         _ => false,
     }
+}
+
+/// What would unblock a client at 10 secrets, from what the pass saw: only advice that
+/// helps (retire_unmanaged does nothing while no secret of the rotator's is current).
+fn full_hint(
+    job: &ClientJob,
+    plan: &Plan,
+    report: &PassReport,
+    remaining: &[&ClientSecret],
+) -> String {
+    let mut hints = Vec::new();
+    if let (ids, Some(end)) = &plan.retire_later
+        && !ids.is_empty()
+    {
+        hints.push(format!(
+            "wait: {} superseded secret(s) are retired once the grace period ends at {}",
+            ids.len(),
+            rfc3339(*end)
+        ));
+    }
+    let unmanaged = remaining
+        .iter()
+        .filter(|s| Marker::parse(s.description.as_deref()).is_none())
+        .count();
+    let current_works = plan
+        .rotate
+        .as_ref()
+        .is_none_or(|why| !why.current_invalid());
+    if report.record.is_some() && current_works && unmanaged > 0 && !job.retire_unmanaged {
+        hints.push(format!(
+            "set retire_unmanaged: true to let the rotator retire the {unmanaged} secret(s) it did not create once the current one is past its grace"
+        ));
+    }
+    if report.record.is_none() && !plan.possibly_in_use.is_empty() {
+        hints.push(
+            "restore the store's record (then superseded secrets can be retired), or delete secrets you know are unused".to_owned(),
+        );
+    }
+    hints.push("delete a secret you no longer use in the CDS portal".to_owned());
+    hints.join("; or ")
 }
 
 /// One line listing secrets, for errors: `3 (managed, expires …), 4 (unmanaged, never expires)`.
