@@ -168,7 +168,10 @@ fn init_logging(format: LogFormat, default_level: &str) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => {
+            cds_rotator::notify::log::use_json(true);
+            builder.json().init()
+        }
     }
 }
 

@@ -686,3 +686,22 @@ async fn flags_are_taken_only_where_they_mean_something() {
             .all(|r| r.method != "POST" || r.path.contains("token"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_with_ids_as_arrays() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    let out = env.cli(&["--run-now", "--log-format", "json"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut notifications = 0;
+    for line in stderr.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        assert!(v["timestamp"].as_str().unwrap().ends_with('Z'), "{line}");
+        if v["fields"]["message"] == "notification" {
+            notifications += 1;
+            assert!(v["fields"]["secret_ids"].is_array(), "{line}");
+        }
+    }
+    assert!(notifications >= 2, "{stderr}");
+}
