@@ -1,14 +1,14 @@
 //! `cds-rotator demo`: a whole rotation without a tenant. Starts the built-in CDS
-//! emulator on a free loopback port, writes a policy and the rotator's own credential
-//! into a directory, and runs two passes through the same code as `--run-now`: the
-//! first rotates every client, the second shows that nothing is left to do.
+//! emulator on a free loopback port, writes its seed, a policy and the rotator's own
+//! credential into a directory, and runs two passes through the same code as
+//! `--run-now`: the first rotates every client, the second shows that nothing is left
+//! to do. It ends with the commands that go on from those files.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::app::{self, EXIT_CLIENT_FAILED, EXIT_OK};
-use crate::emulator::{Emulator, Seed};
+use crate::emulator::{Emulator, Seed, write_private};
 use crate::policy::Policy;
 use crate::rotation::PassOptions;
 
@@ -25,19 +25,20 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> Result<u8, String> {
         .filter(|c| c.id != admin_id)
         .map(|c| (c.name.clone(), c.id.clone(), c.kind_name().to_owned()))
         .collect();
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    // Absolute: the policy's paths resolve against its own directory, and the printed
+    // commands work from anywhere.
+    let dir = &std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // The seed holds every secret value: a restarted emulator needs them.
+    let seed_path = dir.join("seed.yaml");
+    write_private(&seed_path, seed.to_yaml().as_bytes())
+        .map_err(|e| format!("writing {}: {e}", seed_path.display()))?;
     let emulator = Emulator::start(([127, 0, 0, 1], 0).into(), seed)
         .await
         .map_err(|e| format!("starting the emulator: {e}"))?;
 
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let credential = dir.join("admin-secret");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&credential)
-        .and_then(|mut f| f.write_all(admin_secret.as_bytes()))
+    write_private(&credential, admin_secret.as_bytes())
         .map_err(|e| format!("writing {}: {e}", credential.display()))?;
     drop(admin_secret);
 
@@ -95,10 +96,71 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> Result<u8, String> {
         "\nThe old secrets stay until the 24h grace period has passed; the daemon retires them then.\nValues are in {} (mode 0600); this output holds only ids and fingerprints.",
         dir.join("secrets").display()
     );
+    let _ = writeln!(
+        out,
+        "\n{}",
+        go_on(
+            dir,
+            &seed_path,
+            &policy_path,
+            &credential,
+            emulator.local_addr().port()
+        )
+    );
     emulator.shutdown();
     Ok(if first == EXIT_OK && second == EXIT_OK {
         EXIT_OK
     } else {
         EXIT_CLIENT_FAILED
     })
+}
+
+/// What is left in `dir` and the commands that go on from it.
+fn go_on(dir: &Path, seed: &Path, policy: &Path, credential: &Path, port: u16) -> String {
+    format!(
+        "Files in {dir} (kept with --dir; without it they are removed when the demo ends):\n\
+         \x20 {seed}  the emulator's seed: tenant, clients and their secret values (mode 0600)\n\
+         \x20 {policy}  the policy of the passes above\n\
+         \x20 {credential}  the rotator's own client secret (mode 0600)\n\
+         \x20 {secrets}  the store: the rotated secrets (mode 0600)\n\
+         To go on, start the emulator again on the seed, then run a pass against it:\n\
+         \x20 cds-rotator emulator --listen 127.0.0.1:{port} --seed {seed_arg}\n\
+         \x20 cds-rotator --config {policy_arg} --run-now\n\
+         A restarted emulator starts from the seed: it does not know the secrets created above, so that pass finds the store's secrets missing in CDS and rotates every client at once.",
+        dir = dir.display(),
+        seed = seed.display(),
+        policy = policy.display(),
+        credential = credential.display(),
+        secrets = dir.join("secrets").display(),
+        seed_arg = shell_word(seed),
+        policy_arg = shell_word(policy),
+    )
+}
+
+/// A path as one shell word: as it is when it needs no quoting, else single-quoted.
+fn shell_word(path: &Path) -> String {
+    let s = path.display().to_string();
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_in_printed_commands_are_single_shell_words() {
+        assert_eq!(
+            shell_word(Path::new("/tmp/d/seed.yaml")),
+            "/tmp/d/seed.yaml"
+        );
+        assert_eq!(shell_word(Path::new("/tmp/my dir/x")), "'/tmp/my dir/x'");
+        assert_eq!(shell_word(Path::new("/tmp/it's")), r"'/tmp/it'\''s'");
+    }
 }

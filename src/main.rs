@@ -2,7 +2,6 @@
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -100,12 +99,15 @@ enum Command {
     },
     /// Run the built-in CDS emulator (for tests and trials).
     Emulator {
-        /// Address to listen on.
+        /// Address to listen on: IP:PORT or HOST:PORT (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
+        listen: String,
         /// Seed file (YAML) with the tenant and its clients; the demo seed if omitted.
         #[arg(long)]
         seed: Option<PathBuf>,
+        /// Write the administrator's client secret to this file (mode 0600).
+        #[arg(long, value_name = "PATH")]
+        admin_secret_file: Option<PathBuf>,
     },
     /// Rotate a few emulated clients end to end, without a tenant.
     Demo {
@@ -183,20 +185,21 @@ fn usage(msg: &str) -> anyhow::Result<u8> {
 async fn run(mut cli: Cli) -> anyhow::Result<u8> {
     let mut out = std::io::stdout();
     match &cli.command {
-        Some(Command::Emulator { listen, seed }) => {
-            let seed = match seed {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("reading seed {}", path.display()))?;
-                    match emulator::Seed::from_yaml(&text) {
-                        Ok(seed) => seed,
-                        Err(e) => return usage(&format!("{}: {e}", path.display())),
-                    }
-                }
-                None => emulator::Seed::demo(),
+        Some(Command::Emulator {
+            listen,
+            seed,
+            admin_secret_file,
+        }) => {
+            let options = emulator::RunOptions {
+                listen: listen.clone(),
+                seed: seed.clone(),
+                admin_secret_file: admin_secret_file.clone(),
             };
-            emulator::run(*listen, seed).await?;
-            return Ok(EXIT_OK);
+            return match emulator::run(options, &mut out).await {
+                Ok(()) => Ok(EXIT_OK),
+                Err(e) if e.is_usage() => usage(&e.to_string()),
+                Err(e) => Err(e.into()),
+            };
         }
         Some(Command::Demo { dir }) => {
             let tmp;

@@ -10,6 +10,11 @@
 //! Hostile or broken answers are bounded: every wait ends when the process is stopping
 //! (a request in flight then gets [`STOP_GRACE`]), bodies are read up to a cap, and text
 //! from answers is escaped before it reaches an error message.
+//!
+//! Errors say what to look at: a failed connection names `scheme://host:port`, a token
+//! endpoint that answers 404 names `connect.url`, a refused own secret names where it was
+//! read, and a client CDS calls disabled or unknown is [`ConnectError::ClientUnusable`],
+//! which no retry can cure.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,7 +35,7 @@ use crate::text::untrusted;
 
 use super::{
     ClientRef, ClientSecret, ConnectApi, ConnectError, CreatedSecret, ErrorBody, NewSecret,
-    SecretId,
+    SecretId, Unusable,
 };
 
 /// Page size for lists (the API's default and our request).
@@ -82,13 +87,24 @@ impl CredentialSource {
         Ok(SecretString::from(trimmed.to_owned()))
     }
 
+    /// How errors name the source: never by something that may be a pasted secret
+    /// (see [`env_name`] and [`file_error`]).
     fn describe(&self) -> String {
         match self {
-            CredentialSource::File(path) => path.display().to_string(),
+            CredentialSource::File(path) if in_real_dir(path) => path.display().to_string(),
+            CredentialSource::File(_) => {
+                "the file named by connect.credentials.client_secret_file".to_owned()
+            }
             CredentialSource::Env(name) => env_name(name),
             CredentialSource::Value(_) => "the configured value".to_owned(),
         }
     }
+}
+
+/// Whether `path` is in a directory that exists: only then is it surely a path.
+fn in_real_dir(path: &std::path::Path) -> bool {
+    path.parent()
+        .is_some_and(|dir| !dir.as_os_str().is_empty() && dir.is_dir())
 }
 
 /// How errors name the credential's variable: by name when it looks like one by
@@ -108,10 +124,7 @@ fn env_name(name: &str) -> String {
 /// The error of reading the credential file. The path is named only when its directory
 /// exists: otherwise the "path" may well be the secret itself, pasted in the wrong place.
 fn file_error(path: &std::path::Path, e: &std::io::Error) -> ConnectError {
-    let real_dir = path
-        .parent()
-        .is_some_and(|dir| !dir.as_os_str().is_empty() && dir.is_dir());
-    if real_dir {
+    if in_real_dir(path) {
         ConnectError::Credential(format!(
             "{}: {e}; check connect.credentials.client_secret_file",
             path.display()
@@ -205,6 +218,36 @@ struct TokenAnswer {
 struct OAuthError {
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+impl OAuthError {
+    /// Whether CDS says no secret can help: the client is disabled or unknown.
+    fn unusable(&self) -> Option<Unusable> {
+        if !self
+            .error
+            .as_deref()
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case("invalid_client"))
+        {
+            return None;
+        }
+        let text = self.error_description.as_deref()?.to_ascii_lowercase();
+        if text.contains("disabled") || text.contains("not enabled") {
+            Some(Unusable::Disabled)
+        } else if text.contains("not found") || text.contains("unknown client") {
+            Some(Unusable::NotFound)
+        } else {
+            None
+        }
+    }
+}
+
+/// Whether text from a token answer repeats the secret sent: a server that echoes what
+/// it was sent must not put it in a log.
+fn repeats_secret(text: &str, secret: &SecretString) -> bool {
+    let sent = secret.expose_secret();
+    !sent.is_empty() && text.contains(sent)
 }
 
 #[derive(Deserialize)]
@@ -335,7 +378,22 @@ impl HttpConnect {
             return Ok(t.token.clone());
         }
         let secret = self.credential.read()?;
-        let (token, lifetime) = self.grant(&self.client_id, &secret).await?;
+        let (token, lifetime) =
+            self.grant(&self.client_id, &secret)
+                .await
+                .map_err(|e| match e {
+                    ConnectError::Unauthenticated {
+                        client_id,
+                        status,
+                        detail,
+                    } => ConnectError::OwnCredentialRefused {
+                        client_id,
+                        credential: self.credential.describe(),
+                        status,
+                        detail,
+                    },
+                    e => e,
+                })?;
         // Renew a minute before the end, or halfway for short lifetimes.
         let margin = if lifetime < Duration::from_secs(120) {
             lifetime / 2
@@ -376,21 +434,41 @@ impl HttpConnect {
             })
             .await?;
         let status = reply.resp.status();
+        if status == StatusCode::NOT_FOUND {
+            // Not a client that is missing (that is a 400 invalid_client): the endpoint.
+            return Err(ConnectError::TokenEndpointNotFound {
+                operation,
+                url: untrusted(&format!(
+                    "{}/identity/connect/token",
+                    without_query(&self.base).trim_end_matches('/')
+                )),
+            });
+        }
         if status == StatusCode::BAD_REQUEST || status == StatusCode::UNAUTHORIZED {
-            // Only the OAuth error code is kept: nothing else of the body.
+            // Only the OAuth error code and description are kept: nothing else of the body.
             let body = zeroize::Zeroizing::new(
                 self.read_body(reply, ANSWER_CAP, Overflow::Cut)
                     .await
                     .unwrap_or_default(),
             );
-            let detail = serde_json::from_slice::<OAuthError>(&body)
-                .ok()
+            let oauth = serde_json::from_slice::<OAuthError>(&body).ok();
+            // Disabled or unknown: no secret will do, so verify must not wait it out.
+            if let Some(oauth) = &oauth
+                && let Some(why) = oauth.unusable()
+                && let Some(description) = &oauth.error_description
+                && !repeats_secret(description, secret)
+            {
+                return Err(ConnectError::ClientUnusable {
+                    client_id: client_id.to_owned(),
+                    why,
+                    reason: untrusted(description),
+                });
+            }
+            let detail = oauth
                 .and_then(|e| e.error)
                 .filter(|e| !e.trim().is_empty())
                 .map(|e| {
-                    // A server that echoes what it was sent must not put it in a log.
-                    let sent = secret.expose_secret();
-                    if !sent.is_empty() && e.contains(sent) {
+                    if repeats_secret(&e, secret) {
                         "an OAuth error code that repeats the secret sent; not shown".to_owned()
                     } else {
                         untrusted(&e)
@@ -882,22 +960,45 @@ fn fmt_op(body: &ErrorBody) -> String {
         .unwrap_or_default()
 }
 
-/// A transport error without the URL's query, escaped (parts of it come from outside).
+/// A transport error naming where it went (`scheme://host:port`: no path, query or user
+/// info), escaped (parts of it come from outside).
 fn transport_detail(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
+    let to = e.url().and_then(origin).unwrap_or_else(|| "CDS".to_owned());
+    let mut detail = if e.is_timeout() {
+        format!("request to {to} timed out")
     } else if e.is_connect() {
-        "connection failed"
+        format!("connecting to {to} failed")
     } else {
-        "request failed"
+        format!("request to {to} failed")
     };
-    let mut detail = kind.to_owned();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         detail = format!("{detail}: {s}");
         source = s.source();
     }
     untrusted(&detail)
+}
+
+/// `scheme://host:port` of a URL: what a connection goes to, without anything that could
+/// carry a credential (user info, path, query).
+fn origin(u: &reqwest::Url) -> Option<String> {
+    let host = u.host_str()?;
+    let port = u.port_or_known_default()?;
+    Some(format!("{}://{host}:{port}", u.scheme()))
+}
+
+/// A URL without user info, query or fragment.
+fn without_query(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_query(None);
+            u.set_fragment(None);
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => "(connect.url is not a URL)".to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -980,6 +1081,84 @@ mod tests {
     }
 
     #[test]
+    fn a_credential_source_is_named_without_anything_that_may_be_a_pasted_secret() {
+        let pasted = "q8Ws7xZpR2mLk4Vn9TbY3cHj6FdG1sAe";
+        for source in [
+            CredentialSource::Env(pasted.into()),
+            CredentialSource::File(PathBuf::from(pasted)),
+            CredentialSource::File(PathBuf::from(format!("/nonexistent-dir/{pasted}"))),
+        ] {
+            let name = source.describe();
+            assert!(!name.contains(pasted), "{name}");
+            assert!(
+                name.contains("connect.credentials.client_secret_"),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            CredentialSource::Env("CDS_ADMIN_SECRET".into()).describe(),
+            "environment variable CDS_ADMIN_SECRET"
+        );
+        assert_eq!(
+            CredentialSource::File(PathBuf::from("/tmp/admin-secret")).describe(),
+            "/tmp/admin-secret"
+        );
+    }
+
+    #[test]
+    fn origins_keep_scheme_host_and_port_only() {
+        let origin_of = |url: &str| origin(&reqwest::Url::parse(url).unwrap());
+        assert_eq!(
+            origin_of("https://user:pw@uswe.datahub.connect.aveva.com/api/v1?token=t").as_deref(),
+            Some("https://uswe.datahub.connect.aveva.com:443")
+        );
+        assert_eq!(
+            origin_of("http://[::1]:8080/x").as_deref(),
+            Some("http://[::1]:8080")
+        );
+        assert_eq!(
+            without_query("https://u:p@host/base?token=t#f"),
+            "https://host/base"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_failure_names_the_scheme_host_and_port_tried() {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let c = HttpConnect::new(HttpConnectConfig {
+            base_url: format!("http://{dead}"),
+            client_id: "c".into(),
+            credential: CredentialSource::Value(SecretString::from("Not-Shown-0123456789")),
+            request_timeout: Duration::from_secs(5),
+            retry: RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            },
+            stop: Stop::new(),
+        })
+        .unwrap();
+        let err = c
+            .verify_secret("c", &SecretString::from("Not-Shown-0123456789"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::Transport { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "no answer from CDS (connecting to http://{dead} failed"
+            )),
+            "{text}"
+        );
+        assert!(
+            !text.contains("Not-Shown") && !text.contains("/identity"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn credentials_are_trimmed_and_empty_ones_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
@@ -1002,6 +1181,7 @@ mod tests {
         const TENANT: &str = "8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f";
         const ADMIN: &str = "2b1f0e9d-8c7b-4a6f-9e5d-4c3b2a1f0e9d";
         const APP: &str = "0b0c1d2e-3f40-4152-6374-8596a7b8c9d0";
+        const DISABLED: &str = "5b0c1d2e-3f40-4152-6374-8596a7b8c9d0";
         /// Far more than any test waits: a test that waits for it fails.
         const GUARD: Duration = Duration::from_secs(10);
 
@@ -1013,6 +1193,8 @@ clients:
       secrets: [{{ value: admin-secret, expiration: 2099-01-01T00:00:00Z }}] }}
   - {{ id: {APP}, name: app, kind: client_credentials,
       secrets: [{{ value: app-secret, expiration: 2099-01-01T00:00:00Z }}] }}
+  - {{ id: {DISABLED}, name: off, kind: client_credentials, enabled: false,
+      secrets: [{{ value: off-secret, expiration: 2099-01-01T00:00:00Z }}] }}
 "#
             ))
             .unwrap();
@@ -1022,17 +1204,185 @@ clients:
         }
 
         fn connect(emu: &Emulator, stop: &Stop) -> Arc<HttpConnect> {
+            connect_with(
+                emu.url(),
+                CredentialSource::Value(SecretString::from("admin-secret")),
+                stop,
+            )
+        }
+
+        fn connect_with(
+            base_url: String,
+            credential: CredentialSource,
+            stop: &Stop,
+        ) -> Arc<HttpConnect> {
             Arc::new(
                 HttpConnect::new(HttpConnectConfig {
-                    base_url: emu.url(),
+                    base_url,
                     client_id: ADMIN.into(),
-                    credential: CredentialSource::Value(SecretString::from("admin-secret")),
+                    credential,
                     request_timeout: Duration::from_secs(60),
                     retry: RetryPolicy::default(),
                     stop: stop.clone(),
                 })
                 .unwrap(),
             )
+        }
+
+        #[tokio::test]
+        async fn a_token_endpoint_answering_404_points_at_connect_url() {
+            let emu = emulator().await;
+            let base = format!("{}/api/v1?token=Query-Value", emu.url());
+            let c = connect_with(
+                base,
+                CredentialSource::Value(SecretString::from("admin-secret")),
+                &Stop::new(),
+            );
+            let err = c.list_secrets(&app()).await.unwrap_err();
+            assert!(
+                matches!(err, ConnectError::TokenEndpointNotFound { .. }),
+                "{err:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!(
+                    "the token endpoint {}/api/v1/identity/connect/token was not found (HTTP 404): connect.url must be the base URL, like https://uswe.datahub.connect.aveva.com",
+                    emu.url()
+                )),
+                "{text}"
+            );
+            assert!(!text.contains("Query-Value"), "{text}");
+            assert!(!text.contains("check tenant_id"), "{text}");
+        }
+
+        #[tokio::test]
+        async fn a_refused_own_secret_names_its_file_and_says_to_put_a_working_one_there() {
+            let emu = emulator().await;
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("admin-secret");
+            std::fs::write(&path, "Deleted-In-The-Portal-0123456789").unwrap();
+            let c = connect_with(
+                emu.url(),
+                CredentialSource::File(path.clone()),
+                &Stop::new(),
+            );
+            let err = c.list_secrets(&app()).await.unwrap_err();
+            assert!(
+                matches!(err, ConnectError::OwnCredentialRefused { status: 400, ref detail, .. } if detail == "invalid_client"),
+                "{err:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!(
+                    "getting a token for the rotator's own client {ADMIN}: CDS refused the secret in {} (HTTP 400: invalid_client)",
+                    path.display()
+                )),
+                "{text}"
+            );
+            assert!(
+                text.contains(
+                    "may have expired or been deleted in the CDS portal: put a working secret"
+                ),
+                "{text}"
+            );
+            assert!(!text.contains("Deleted-In-The-Portal"), "{text}");
+        }
+
+        #[tokio::test]
+        async fn a_new_secrets_invalid_client_stays_unauthenticated() {
+            let emu = emulator().await;
+            let err = connect(&emu, &Stop::new())
+                .verify_secret(APP, &SecretString::from("not-yet-accepted"))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, ConnectError::Unauthenticated { ref detail, .. } if detail == "invalid_client"),
+                "{err:?}"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_disabled_or_unknown_client_is_unusable_whatever_the_secret() {
+            let emu = emulator().await;
+            let c = connect(&emu, &Stop::new());
+            let err = c
+                .verify_secret(DISABLED, &SecretString::from("off-secret"))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, ConnectError::ClientUnusable { why: Unusable::Disabled, ref reason, .. } if reason == "client is disabled"),
+                "{err:?}"
+            );
+            assert!(
+                err.to_string().contains(&format!(
+                    "getting a token for client {DISABLED}: the client is disabled in CDS (CDS said: client is disabled); enable the client in the CDS portal"
+                )),
+                "{err}"
+            );
+            let unknown = "7b0c1d2e-3f40-4152-6374-8596a7b8c9d0";
+            let err = c
+                .verify_secret(unknown, &SecretString::from("x"))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConnectError::ClientUnusable {
+                        why: Unusable::NotFound,
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            assert!(
+                err.to_string()
+                    .contains("check the client_id in the policy"),
+                "{err}"
+            );
+        }
+
+        #[tokio::test]
+        async fn an_oauth_description_is_escaped_and_never_shows_the_secret() {
+            let emu = emulator().await;
+            emu.inject_with_body(
+                Fault {
+                    times: 1,
+                    ..fault("POST", "/identity/connect/token", 400)
+                },
+                FaultBody::Raw(
+                    r#"{"error":"invalid_client","error_description":"client is disabled\n\u001b[2Jforged"}"#
+                        .into(),
+                ),
+            );
+            let c = connect(&emu, &Stop::new());
+            let err = c
+                .verify_secret(APP, &SecretString::from("app-secret"))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, ConnectError::ClientUnusable { ref reason, .. } if reason == r"client is disabled\n\u{1b}[2Jforged"),
+                "{err:?}"
+            );
+            // A description that repeats the secret says nothing about the client.
+            emu.inject_with_body(
+                Fault {
+                    times: 1,
+                    ..fault("POST", "/identity/connect/token", 400)
+                },
+                FaultBody::Raw(
+                    r#"{"error":"invalid_client","error_description":"client not found: Pasted-Value-0123456789"}"#
+                        .into(),
+                ),
+            );
+            let err = c
+                .verify_secret(APP, &SecretString::from("Pasted-Value-0123456789"))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, ConnectError::Unauthenticated { .. }),
+                "{err:?}"
+            );
+            assert!(!err.to_string().contains("Pasted-Value"), "{err}");
         }
 
         fn app() -> ClientRef {

@@ -262,6 +262,46 @@ pub enum ConnectError {
         /// The OAuth error code, e.g. `invalid_client`.
         detail: String,
     },
+    /// The token endpoint refused the rotator's own client id and secret: the secret in
+    /// its credential source no longer works.
+    #[error(
+        "getting a token for the rotator's own client {client_id}: CDS refused the secret in {credential} (HTTP {status}: {detail}); the secret may have expired or been deleted in the CDS portal: put a working secret of client {client_id} in {credential}"
+    )]
+    OwnCredentialRefused {
+        /// The rotator's own client id.
+        client_id: String,
+        /// Where the secret was read: a file path or an environment variable, named only
+        /// when that name cannot be a pasted secret.
+        credential: String,
+        /// The HTTP status.
+        status: u16,
+        /// The OAuth error code, e.g. `invalid_client`.
+        detail: String,
+    },
+    /// CDS will give the client no token with any secret: it is disabled or does not
+    /// exist. Waiting does not help, so it is not retried.
+    #[error(
+        "getting a token for client {client_id}: the client {why} in CDS (CDS said: {reason}); {}",
+        why.advice()
+    )]
+    ClientUnusable {
+        /// The client.
+        client_id: String,
+        /// Disabled or not found.
+        why: Unusable,
+        /// CDS's own words (`error_description`), escaped and clipped.
+        reason: String,
+    },
+    /// The token endpoint itself answered 404: `connect.url` is not a CDS base URL.
+    #[error(
+        "{operation}: the token endpoint {url} was not found (HTTP 404): connect.url must be the base URL, like https://uswe.datahub.connect.aveva.com"
+    )]
+    TokenEndpointNotFound {
+        /// What was being done.
+        operation: String,
+        /// The token endpoint tried, without query or user info.
+        url: String,
+    },
     /// The request may or may not have been carried out (a write whose answer was lost).
     #[error("{operation}: the outcome is unknown ({detail})")]
     OutcomeUnknown {
@@ -295,6 +335,38 @@ pub enum ConnectError {
     /// The rotator's own credential could not be read.
     #[error("reading the rotator's own client secret: {0}")]
     Credential(String),
+}
+
+/// Why CDS will not give a client any token ([`ConnectError::ClientUnusable`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unusable {
+    /// The client exists but is disabled.
+    Disabled,
+    /// No such client in the tenant.
+    NotFound,
+}
+
+impl Unusable {
+    /// What to do about it.
+    fn advice(self) -> &'static str {
+        match self {
+            Unusable::Disabled => {
+                "enable the client in the CDS portal, or take it out of the policy"
+            }
+            Unusable::NotFound => {
+                "check the client_id in the policy (connect.credentials.client_id for the rotator's own client): CDS has no such client"
+            }
+        }
+    }
+}
+
+impl fmt::Display for Unusable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Unusable::Disabled => "is disabled",
+            Unusable::NotFound => "was not found",
+        })
+    }
 }
 
 /// What an operator usually has to do about a status, when CDS did not say.

@@ -11,7 +11,10 @@
 mod server;
 mod state;
 
+use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,15 +25,81 @@ use tokio::sync::watch;
 use state::Tenant;
 pub use state::{IdPolicy, Kind, Region, Seed, SeedClient, SeedSecret};
 
-/// What can go wrong starting the emulator.
+/// What can go wrong starting the emulator. No variant has a `source`: each message says
+/// all there is once, as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
     /// The seed is not valid.
     #[error("invalid seed: {0}")]
     Seed(String),
-    /// The socket could not be bound or served.
+    /// The seed file is not valid.
+    #[error("{path}: invalid seed: {detail}", path = path.display())]
+    SeedFile {
+        /// The file given with `--seed`.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The seed file could not be read.
+    #[error("reading the seed {path}: {error}; check --seed", path = path.display())]
+    ReadSeed {
+        /// The file given with `--seed`.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// `--listen` is not an address to listen on.
+    #[error(
+        "--listen {listen}: {detail}; give HOST:PORT, like 127.0.0.1:8080 or localhost:8080 (port 0 picks a free port)"
+    )]
+    Listen {
+        /// What was given, escaped.
+        listen: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The address could not be bound.
+    #[error(
+        "cannot listen on {addr}: {error}; choose another --listen address (port 0 picks a free port)"
+    )]
+    Bind {
+        /// The address, as given and as resolved when they differ.
+        addr: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// `--admin-secret-file` cannot be honoured.
+    #[error("--admin-secret-file {path}: {detail}", path = path.display())]
+    AdminSecretFile {
+        /// The file given.
+        path: PathBuf,
+        /// Why it was not written.
+        detail: String,
+    },
+    /// Serving or waiting for signals failed.
     #[error("emulator: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+// By hand, not `#[from]`: that would make the error its own source, and a report that
+// prints the chain would say the OS message twice.
+impl From<std::io::Error> for EmulatorError {
+    fn from(e: std::io::Error) -> Self {
+        EmulatorError::Io(e)
+    }
+}
+
+impl EmulatorError {
+    /// Whether the command line or the seed is at fault (exit code 2).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            EmulatorError::Seed(_)
+                | EmulatorError::SeedFile { .. }
+                | EmulatorError::Listen { .. }
+                | EmulatorError::AdminSecretFile { .. }
+        )
+    }
 }
 
 /// A secret as tests see it: no value, only its SHA-256.
@@ -125,11 +194,19 @@ pub struct Emulator {
 }
 
 impl Emulator {
-    /// Binds `addr` (port 0 picks a free one), starts serving, and returns at once.
+    /// Binds `addr` (port 0 picks a free one), starts serving, and returns at once. A
+    /// bind error names the address.
     pub async fn start(addr: SocketAddr, seed: Seed) -> std::io::Result<Emulator> {
         let tenant = Tenant::from_seed(seed)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        Emulator::serve(listener, tenant)
+    }
+
+    /// Serves `tenant` on a bound listener.
+    fn serve(listener: tokio::net::TcpListener, tenant: Tenant) -> std::io::Result<Emulator> {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Mutex::new(Inner {
             tenant,
@@ -248,9 +325,41 @@ impl Emulator {
     }
 }
 
-/// Runs the emulator until SIGINT or SIGTERM (`cds-rotator emulator`): prints one line
-/// "cds-rotator emulator listening on http://ADDR" to stdout, then serves.
-pub async fn run(addr: SocketAddr, seed: Seed) -> Result<(), EmulatorError> {
+/// What `cds-rotator emulator` was asked for.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// `IP:PORT` or `HOST:PORT`; a name is resolved, loopback preferred.
+    pub listen: String,
+    /// The seed file; the demo seed (with a fresh administrator secret) when `None`.
+    pub seed: Option<PathBuf>,
+    /// Where to write the administrator's secret (mode 0600).
+    pub admin_secret_file: Option<PathBuf>,
+}
+
+/// Runs the emulator until SIGINT or SIGTERM (`cds-rotator emulator`). Prints to `out`
+/// "cds-rotator emulator listening on http://ADDR" as its first line, then the tenant
+/// id, the administrator's client id and where its secret can be read (never the
+/// value), then serves.
+pub async fn run(options: RunOptions, out: &mut dyn Write) -> Result<(), EmulatorError> {
+    let seed = match &options.seed {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|error| EmulatorError::ReadSeed {
+                path: path.clone(),
+                error,
+            })?;
+            Seed::from_yaml(&text).map_err(|e| EmulatorError::SeedFile {
+                path: path.clone(),
+                detail: match e {
+                    EmulatorError::Seed(detail) => detail,
+                    e => e.to_string(),
+                },
+            })?
+        }
+        None => Seed::demo(),
+    };
+    let admin = seed.admin_credentials();
+    let tenant_id = seed.tenant_id.clone();
+    let addr = resolve(&options.listen).await?;
     // Handlers go in before the line is printed, so a signal sent as soon as the line
     // is read stops the emulator cleanly instead of killing it.
     #[cfg(unix)]
@@ -268,12 +377,110 @@ pub async fn run(addr: SocketAddr, seed: Seed) -> Result<(), EmulatorError> {
     };
     #[cfg(not(unix))]
     let stopped = tokio::signal::ctrl_c();
-    let emulator = Emulator::start(addr, seed).await?;
-    println!("cds-rotator emulator listening on {}", emulator.url());
+
+    // Where the administrator's secret can be read. A temporary directory lives as long
+    // as the emulator: its secret is random and means nothing once it stops.
+    let mut _temp = None;
+    let admin_line = match (&admin, &options.admin_secret_file, &options.seed) {
+        (None, Some(path), _) => {
+            return Err(EmulatorError::AdminSecretFile {
+                path: path.clone(),
+                detail: "the seed has no client with roles: [tenant_administrator] and a secret"
+                    .to_owned(),
+            });
+        }
+        (None, None, _) => {
+            "no administrator: no client in the seed has roles: [tenant_administrator] and a secret"
+                .to_owned()
+        }
+        (Some((id, value)), Some(path), _) => {
+            write_private(path, value.as_bytes()).map_err(|e| EmulatorError::AdminSecretFile {
+                path: path.clone(),
+                detail: format!("cannot write it: {e}"),
+            })?;
+            format!(
+                "admin client_id: {id}\nadmin client secret: in {} (mode 0600)",
+                path.display()
+            )
+        }
+        (Some((id, _)), None, Some(seed_path)) => format!(
+            "admin client_id: {id}\nadmin client secret: the value of that client's first secret in {} (or give --admin-secret-file PATH)",
+            seed_path.display()
+        ),
+        (Some((id, value)), None, None) => {
+            let dir = tempfile::Builder::new()
+                .prefix("cds-rotator-emulator-")
+                .tempdir()?;
+            let path = dir.path().join("admin-secret");
+            write_private(&path, value.as_bytes())?;
+            _temp = Some(dir);
+            format!(
+                "admin client_id: {id}\nadmin client secret: in {} (mode 0600; removed when the emulator stops)",
+                path.display()
+            )
+        }
+    };
+    drop(admin);
+
+    let tenant = Tenant::from_seed(seed)?;
+    let listener =
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|error| EmulatorError::Bind {
+                addr: if addr.to_string() == options.listen {
+                    addr.to_string()
+                } else {
+                    format!("{} ({addr})", crate::text::untrusted(&options.listen))
+                },
+                error,
+            })?;
+    let emulator = Emulator::serve(listener, tenant)?;
+    writeln!(
+        out,
+        "cds-rotator emulator listening on {}\ntenant_id: {tenant_id}\n{admin_line}",
+        emulator.url()
+    )?;
+    out.flush()?;
     let result = stopped.await;
     emulator.shutdown();
     result?;
     Ok(())
+}
+
+/// The address to listen on: `IP:PORT` as it is; `HOST:PORT` resolved, preferring
+/// IPv4 loopback, then any loopback, then the first address.
+async fn resolve(listen: &str) -> Result<SocketAddr, EmulatorError> {
+    if let Ok(addr) = listen.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bad = |detail: String| EmulatorError::Listen {
+        listen: crate::text::untrusted(listen),
+        detail,
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .map_err(|e| bad(crate::text::untrusted(&e.to_string())))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4() && a.ip().is_loopback())
+        .or_else(|| addrs.iter().find(|a| a.ip().is_loopback()))
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| bad("the name resolves to no address".to_owned()))
+}
+
+/// Writes `bytes` to `path`, readable by its owner only (0600, also when it existed).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 #[cfg(test)]

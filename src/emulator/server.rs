@@ -228,12 +228,12 @@ fn error(status: StatusCode, error: &str, reason: &str, resolution: &str) -> Res
         .into_response()
 }
 
-fn oauth_error(code: &str) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        axum::Json(json!({ "error": code })),
-    )
-        .into_response()
+fn oauth_error(code: &str, description: Option<&str>) -> Response {
+    let body = match description {
+        Some(d) => json!({ "error": code, "error_description": d }),
+        None => json!({ "error": code }),
+    };
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
 fn route(
@@ -284,19 +284,19 @@ fn route(
 fn token(shared: &Shared, body: &[u8]) -> Response {
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(body).unwrap_or_default();
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return oauth_error("unsupported_grant_type");
+        return oauth_error("unsupported_grant_type", None);
     }
     let (Some(id), Some(secret)) = (form.get("client_id"), form.get("client_secret")) else {
-        return oauth_error("invalid_client");
+        return oauth_error("invalid_client", None);
     };
     match lock(shared).tenant.grant(id, secret) {
-        Some((token, lifetime)) => axum::Json(json!({
+        Ok((token, lifetime)) => axum::Json(json!({
             "access_token": token,
             "expires_in": lifetime,
             "token_type": "Bearer",
         }))
         .into_response(),
-        None => oauth_error("invalid_client"),
+        Err(denial) => oauth_error("invalid_client", denial.description()),
     }
 }
 

@@ -16,7 +16,7 @@ use super::EmulatorError;
 pub const MAX_SECRETS: usize = 10;
 
 /// The emulator's seed: one tenant and its clients.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Seed {
     /// The tenant id (GUID).
@@ -68,7 +68,7 @@ pub enum Kind {
 }
 
 /// A client in the seed.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedClient {
     /// Client id (GUID).
@@ -108,8 +108,8 @@ impl SeedClient {
     }
 }
 
-/// A secret in the seed.
-#[derive(Clone, Debug, Deserialize)]
+/// A secret in the seed. Its `Debug` leaves the value out.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedSecret {
     /// The value.
@@ -125,7 +125,67 @@ pub struct SeedSecret {
     pub expires: Option<bool>,
 }
 
+impl std::fmt::Debug for SeedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedSecret")
+            .field("value", &"<redacted>")
+            .field("description", &self.description)
+            .field("expiration", &self.expiration)
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
 impl Seed {
+    /// The seed as YAML that [`Seed::from_yaml`] reads back: every key written, text
+    /// quoted. It holds secret values: write it where only its owner can read it.
+    pub fn to_yaml(&self) -> String {
+        // A JSON string is a valid YAML double-quoted scalar.
+        let q = |s: &str| serde_json::Value::from(s).to_string();
+        let time = |t: &Option<DateTime<Utc>>| {
+            t.map_or_else(
+                || "null".to_owned(),
+                |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            )
+        };
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "null".to_owned());
+        let mut out = format!(
+            "tenant_id: {}\nregion: {}\nid_policy: {}\nclients:\n",
+            q(&self.tenant_id),
+            match self.region {
+                Region::Primary => "primary",
+                Region::Regional => "regional",
+            },
+            match self.id_policy {
+                IdPolicy::Increasing => "increasing",
+                IdPolicy::LowestFree => "lowest_free",
+            },
+        );
+        for c in &self.clients {
+            let roles: Vec<String> = c.roles.iter().map(|r| q(r)).collect();
+            out.push_str(&format!(
+                "  - id: {}\n    name: {}\n    kind: {}\n    roles: [{}]\n    access_token_lifetime: {}\n    enabled: {}\n    secrets:{}\n",
+                q(&c.id),
+                q(&c.name),
+                c.kind_name(),
+                roles.join(", "),
+                opt(c.access_token_lifetime.map(|l| l.to_string())),
+                opt(c.enabled.map(|e| e.to_string())),
+                if c.secrets.is_empty() { " []" } else { "" },
+            ));
+            for s in &c.secrets {
+                out.push_str(&format!(
+                    "      - value: {}\n        description: {}\n        expiration: {}\n        expires: {}\n",
+                    q(&s.value),
+                    opt(s.description.as_deref().map(q)),
+                    time(&s.expiration),
+                    opt(s.expires.map(|e| e.to_string())),
+                ));
+            }
+        }
+        out
+    }
+
     /// Parses a YAML seed.
     pub fn from_yaml(text: &str) -> Result<Seed, EmulatorError> {
         let seed: Seed =
@@ -285,6 +345,29 @@ pub struct IssuedToken {
     pub expires: Instant,
 }
 
+/// Why the token endpoint gave no token. All are `invalid_client`; CDS-like text tells
+/// the first two apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// No client with that id.
+    NotFound,
+    /// The client is disabled.
+    Disabled,
+    /// The secret is wrong, expired, not propagated yet, or the client has no secrets.
+    BadSecret,
+}
+
+impl Denial {
+    /// The `error_description` answered, if any.
+    pub fn description(self) -> Option<&'static str> {
+        match self {
+            Denial::NotFound => Some("client not found"),
+            Denial::Disabled => Some("client is disabled"),
+            Denial::BadSecret => None,
+        }
+    }
+}
+
 /// Why a secret write was refused.
 #[derive(Debug)]
 pub enum Refusal {
@@ -337,12 +420,18 @@ impl Tenant {
     }
 
     /// Issues a token for a client id and secret, or says why not (`invalid_client`).
-    pub fn grant(&mut self, client_id: &str, secret: &str) -> Option<(String, u32)> {
+    pub fn grant(&mut self, client_id: &str, secret: &str) -> Result<(String, u32), Denial> {
         let now = Utc::now();
         let propagation = self.propagation;
-        let client = self.clients.get(&client_id.to_ascii_lowercase())?;
-        if !client.enabled || client.kind == Kind::AuthorizationCode {
-            return None;
+        let client = self
+            .clients
+            .get(&client_id.to_ascii_lowercase())
+            .ok_or(Denial::NotFound)?;
+        if !client.enabled {
+            return Err(Denial::Disabled);
+        }
+        if client.kind == Kind::AuthorizationCode {
+            return Err(Denial::BadSecret);
         }
         let h = hash(secret);
         let ok = client
@@ -350,7 +439,7 @@ impl Tenant {
             .values()
             .any(|s| s.value_sha256 == h && s.works_at(now) && s.created.elapsed() >= propagation);
         if !ok {
-            return None;
+            return Err(Denial::BadSecret);
         }
         let token = random_value();
         let lifetime = client.token_lifetime;
@@ -361,7 +450,7 @@ impl Tenant {
                 expires: Instant::now() + Duration::from_secs(lifetime.into()),
             },
         );
-        Some((token, lifetime))
+        Ok((token, lifetime))
     }
 
     /// The client a bearer token belongs to, if the token is valid.
@@ -511,6 +600,49 @@ mod tests {
         c.secrets.remove(&1);
         c.secrets.remove(&2);
         c
+    }
+
+    #[test]
+    fn a_seed_written_as_yaml_reads_back_the_same() {
+        let mut seed = Seed::demo();
+        seed.region = Region::Regional;
+        seed.id_policy = IdPolicy::LowestFree;
+        seed.clients[1].enabled = Some(false);
+        seed.clients[1].secrets[0].description = Some("quote \" and\nnewline: #x".into());
+        seed.clients[1].secrets.push(SeedSecret {
+            value: "v: 'tricky' \"value\"".into(),
+            description: None,
+            expiration: None,
+            expires: Some(false),
+        });
+        seed.clients.push(SeedClient {
+            id: "9b0c1d2e-3f40-4152-6374-8596a7b8c9d0".into(),
+            name: "spa".into(),
+            kind: Kind::AuthorizationCode,
+            roles: Vec::new(),
+            access_token_lifetime: Some(60),
+            enabled: Some(true),
+            secrets: Vec::new(),
+        });
+        // The YAML holds whole seconds.
+        for c in &mut seed.clients {
+            for s in &mut c.secrets {
+                s.expiration = s
+                    .expiration
+                    .map(|t| DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t));
+            }
+        }
+        let yaml = seed.to_yaml();
+        assert_eq!(Seed::from_yaml(&yaml).unwrap(), seed, "{yaml}");
+    }
+
+    #[test]
+    fn a_seed_secrets_debug_leaves_the_value_out() {
+        let seed = Seed::demo();
+        let (_, value) = seed.admin_credentials().unwrap();
+        let debug = format!("{seed:?}");
+        assert!(!debug.contains(&value));
+        assert!(debug.contains("<redacted>"));
     }
 
     #[test]

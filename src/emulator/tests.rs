@@ -106,6 +106,77 @@ async fn tokens_need_a_valid_secret_of_a_client_with_secrets() {
 }
 
 #[tokio::test]
+async fn the_token_endpoint_says_when_a_client_is_disabled_or_unknown() {
+    let mut seed = seed("primary");
+    seed.clients[1].enabled = Some(false);
+    let emu = Emulator::start(([127, 0, 0, 1], 0).into(), seed)
+        .await
+        .unwrap();
+    let api = Api {
+        emu,
+        http: reqwest::Client::new(),
+    };
+    for (id, secret, description) in [
+        (APP, "app-secret", Some("client is disabled")),
+        (
+            "7b0c1d2e-3f40-4152-6374-8596a7b8c9d0",
+            "x",
+            Some("client not found"),
+        ),
+        (WEB, "wrong", None),
+    ] {
+        let resp = api.token(id, secret).await;
+        assert_eq!(resp.status().as_u16(), 400);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"], "invalid_client");
+        assert_eq!(v["error_description"].as_str(), description, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn a_bind_error_names_the_address_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let err = Emulator::start(addr, seed("primary")).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot listen on {addr}: ")),
+        "{err}"
+    );
+
+    let options = RunOptions {
+        listen: addr.to_string(),
+        seed: None,
+        admin_secret_file: None,
+    };
+    let mut out = Vec::new();
+    let err = run(options, &mut out).await.unwrap_err();
+    assert!(matches!(err, EmulatorError::Bind { .. }), "{err:?}");
+    assert!(!err.is_usage());
+    // Nothing is printed twice by a report that follows the chain of sources.
+    assert!(std::error::Error::source(&err).is_none());
+    let text = err.to_string();
+    assert_eq!(text.matches(&addr.to_string()).count(), 1, "{text}");
+    assert_eq!(text.matches("os error").count(), 1, "{text}");
+    assert!(text.contains("choose another --listen address"), "{text}");
+    assert!(out.is_empty());
+}
+
+#[tokio::test]
+async fn a_listen_name_resolves_to_a_loopback_address() {
+    let addr = resolve("localhost:0").await.unwrap();
+    assert!(addr.ip().is_loopback(), "{addr}");
+    assert_eq!(
+        resolve("127.0.0.1:8080").await.unwrap(),
+        ([127, 0, 0, 1], 8080).into()
+    );
+    let err = resolve("localhost").await.unwrap_err();
+    assert!(err.is_usage());
+    assert!(err.to_string().starts_with("--listen localhost: "), "{err}");
+    assert!(err.to_string().contains("give HOST:PORT"), "{err}");
+}
+
+#[tokio::test]
 async fn create_follows_the_expiration_rules_and_shows_the_value_once() {
     let api = Api::start("primary").await;
     let admin = api.bearer(ADMIN, "admin-secret").await;
