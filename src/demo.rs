@@ -13,7 +13,7 @@ use crate::policy::Policy;
 use crate::rotation::PassOptions;
 
 /// Runs the demo in `dir` (kept afterwards) and prints what happened to `out`.
-pub async fn run(dir: &Path, out: &mut dyn Write) -> Result<u8, String> {
+pub async fn run(dir: &Path, kept: bool, out: &mut dyn Write) -> Result<u8, String> {
     let seed = Seed::demo();
     let (admin_id, admin_secret) = seed
         .admin_credentials()
@@ -96,17 +96,24 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> Result<u8, String> {
         "\nThe old secrets stay until the 24h grace period has passed; the daemon retires them then.\nValues are in {} (mode 0600); this output holds only ids and fingerprints.",
         dir.join("secrets").display()
     );
-    let _ = writeln!(
-        out,
-        "\n{}",
-        go_on(
-            dir,
-            &seed_path,
-            &policy_path,
-            &credential,
-            emulator.local_addr().port()
-        )
-    );
+    if kept {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            go_on(
+                dir,
+                &seed_path,
+                &policy_path,
+                &credential,
+                emulator.local_addr().port()
+            )
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "\nThese files are removed now; run `cds-rotator demo --dir DIR` to keep them and go on from them (a seed, a policy and the commands to restart the emulator and run a pass)."
+        );
+    }
     emulator.shutdown();
     Ok(if first == EXIT_OK && second == EXIT_OK {
         EXIT_OK
@@ -118,7 +125,7 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> Result<u8, String> {
 /// What is left in `dir` and the commands that go on from it.
 fn go_on(dir: &Path, seed: &Path, policy: &Path, credential: &Path, port: u16) -> String {
     format!(
-        "Files in {dir} (kept with --dir; without it they are removed when the demo ends):\n\
+        "Files in {dir}:\n\
          \x20 {seed}  the emulator's seed: tenant, clients and their secret values (mode 0600)\n\
          \x20 {policy}  the policy of the passes above\n\
          \x20 {credential}  the rotator's own client secret (mode 0600)\n\

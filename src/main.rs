@@ -202,6 +202,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
             };
         }
         Some(Command::Demo { dir }) => {
+            let kept = dir.is_some();
             let tmp;
             let dir = match dir {
                 Some(d) => d.clone(),
@@ -210,7 +211,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                     tmp.path().to_owned()
                 }
             };
-            return demo::run(&dir, &mut out).await.map_err(anyhow::Error::msg);
+            return demo::run(&dir, kept, &mut out)
+                .await
+                .map_err(anyhow::Error::msg);
         }
         _ => {}
     }
