@@ -15,6 +15,15 @@ use cds_rotator::emulator::{Emulator, IdPolicy, Seed};
 use cds_rotator::policy::Policy;
 use cds_rotator::rotation::{PassOptions, PassReport};
 
+/// Waits up to 30 s for `ready`; fails the test naming `what` otherwise.
+pub async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ready() {
+        assert!(tokio::time::Instant::now() < deadline, "no {what} seen");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// One pass of `wired`'s clients.
 pub async fn pass_of(wired: &Wired, force: bool) -> Vec<PassReport> {
     wired
@@ -197,18 +206,7 @@ clients:
 
     /// One pass in this process.
     pub async fn pass(&self, only: &[&str], force: bool) -> Vec<PassReport> {
-        let wired = self.wired(only);
-        wired
-            .reconciler
-            .run_all(
-                &wired.jobs,
-                wired.max_concurrency,
-                PassOptions {
-                    force,
-                    ..PassOptions::default()
-                },
-            )
-            .await
+        pass_of(&self.wired(only), force).await
     }
 
     pub fn record(&self, secret: &str) -> Option<StoreRecord> {
