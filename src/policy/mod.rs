@@ -191,11 +191,12 @@ impl fmt::Display for PolicyError {
 /// The default location of the policy.
 pub const DEFAULT_PATH: &str = "/etc/cds-rotator/policy.yaml";
 
-/// The default directory for lock files: systemd's `RuntimeDirectory` when set.
+/// The default directory for lock files: one place for every process on the host,
+/// whatever its environment, so that the daemon under systemd and an operator's
+/// `--run-now` in a shell take the same locks (a per-process `$RUNTIME_DIRECTORY` would
+/// let both rotate one client at once).
 fn default_lock_dir() -> PathBuf {
-    std::env::var_os("RUNTIME_DIRECTORY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/lock/cds-rotator"))
+    PathBuf::from("/run/lock/cds-rotator")
 }
 
 impl Policy {

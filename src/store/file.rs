@@ -4,20 +4,35 @@
 //! [`StoreRecord`]. Each file is replaced atomically (temp file in the same directory,
 //! fsync, rename, fsync the directory). Because the value and the record are two files,
 //! a publish first writes the new record to `<dir>/.<key>.pending.json`: if the process
-//! dies after the value landed but before the record did, the next read sees that the
-//! value's fingerprint matches the pending record and reports it as current, so the
-//! reconciler never mistakes the published secret for an orphan.
+//! dies (or the final record cannot be written) after the value landed, the next read
+//! sees that the value's fingerprint matches the pending record and reports it as
+//! current, so the reconciler never mistakes the published secret for an orphan.
+//!
+//! The rule every step keeps: whatever crashes and failed writes came before, the store
+//! can say which CDS secret its current value is. So a pending record that stands in for
+//! a lost final record is first promoted to the final record before a new publish
+//! overwrites it (and the publish fails, having changed nothing, when that promotion
+//! fails); and a failed publish removes only its own pending record, and only when its
+//! value did not land.
+//!
+//! Consumers read the directory, so it is trusted only when no other user can change
+//! it: it is created 0700 when missing, and refused when it is a symlink, another user
+//! (not root) owns it, or group or others may write it; files in it are opened with
+//! `O_NOFOLLOW`. Not here: deciding when to publish (that is `rotation`).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use rustix::fs::OFlags;
+use rustix::io::Errno;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use super::{Current, SecretStore, StoreError, StoreRecord};
+use crate::lock::DirProblem;
 use crate::secret::Fingerprint;
 
 /// A store that writes secrets as files in one directory.
@@ -25,6 +40,52 @@ use crate::secret::Fingerprint;
 pub struct FileStore {
     name: String,
     dir: PathBuf,
+    /// Writes made to fail (tests only).
+    #[cfg(test)]
+    faults: std::sync::Arc<std::sync::Mutex<Faults>>,
+}
+
+/// Injected write failures and crashes (tests only).
+#[cfg(test)]
+#[derive(Debug, Default)]
+struct Faults {
+    /// How the write to a path fails.
+    at: std::collections::HashMap<PathBuf, Fault>,
+    /// A crash happened: no write or removal succeeds any more.
+    crashed: bool,
+}
+
+/// How an injected write failure strikes (tests only).
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// The new file never replaces the old one (ENOSPC on write).
+    NoSpace,
+    /// The rename happened, then the directory fsync failed.
+    SyncFails,
+    /// The rename happened, then the process died: nothing after it runs.
+    Crash,
+}
+
+/// What lies on disk under one key.
+#[derive(Debug)]
+struct OnDisk {
+    record: Option<StoreRecord>,
+    pending: Option<StoreRecord>,
+    value: Option<Fingerprint>,
+}
+
+impl OnDisk {
+    /// A pending record that is the only one naming the value: the final record was lost
+    /// after the value landed.
+    fn standing_in(&self) -> Option<&StoreRecord> {
+        let value = self.value.as_ref()?;
+        let pending = self.pending.as_ref().filter(|p| &p.fingerprint == value)?;
+        match &self.record {
+            Some(record) if &record.fingerprint == value => None,
+            _ => Some(pending),
+        }
+    }
 }
 
 impl FileStore {
@@ -33,6 +94,8 @@ impl FileStore {
         FileStore {
             name: name.into(),
             dir: dir.into(),
+            #[cfg(test)]
+            faults: Default::default(),
         }
     }
 
@@ -57,13 +120,93 @@ impl FileStore {
         }
     }
 
-    fn read_record(&self, path: &Path) -> Result<Option<StoreRecord>, StoreError> {
-        let text = match fs::read_to_string(path) {
-            Ok(text) => text,
+    fn refused(&self, operation: &'static str, path: &Path, detail: String) -> StoreError {
+        StoreError::Io {
+            store: self.name.clone(),
+            operation,
+            location: path.display().to_string(),
+            detail,
+        }
+    }
+
+    /// Refuses a directory another user could change; `Ok(false)` when it is missing.
+    fn check_dir(&self) -> Result<bool, StoreError> {
+        let meta = match fs::symlink_metadata(&self.dir) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(self.io_error("use directory", &self.dir, e)),
+        };
+        let Some(problem) = DirProblem::of(&meta) else {
+            return Ok(true);
+        };
+        let dir = self.dir.display();
+        let fix = match &problem {
+            DirProblem::Symlink => {
+                "point dir in the policy at the real directory instead of a link".to_owned()
+            }
+            DirProblem::NotADirectory => {
+                "remove it or point dir in the policy at a directory".to_owned()
+            }
+            DirProblem::ForeignOwner { euid, .. } => format!(
+                "run chown {euid} {dir} or point dir in the policy at a directory this user owns"
+            ),
+            DirProblem::Writable { .. } => {
+                format!("run chmod go-w {dir} (group or other read is fine)")
+            }
+        };
+        Err(self.refused(
+            "use directory",
+            &self.dir,
+            format!("it {problem}, so others could change what consumers read: {fix}"),
+        ))
+    }
+
+    /// Reads the existing file `path` without following a symlink; `None` when missing.
+    fn read_file(&self, path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        // O_NONBLOCK: a FIFO planted here must not hang the read; no effect on files.
+        let flags = OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let mut file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(flags.bits() as i32)
+            .open(path)
+        {
+            Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
+                return Err(self.refused(
+                    "read",
+                    path,
+                    "is a symlink, and cds-rotator does not follow links in its store: remove \
+                     it (the next publish writes a real file)"
+                        .to_owned(),
+                ));
+            }
             Err(e) => return Err(self.io_error("read", path, e)),
         };
-        serde_json::from_str(&text)
+        let meta = file
+            .metadata()
+            .map_err(|e| self.io_error("read", path, e))?;
+        if !meta.is_file() {
+            return Err(self.refused(
+                "read",
+                path,
+                "is not a regular file: remove it (the next publish writes a real file)".to_owned(),
+            ));
+        }
+        // Sized up front so that a value is not copied around while the buffer grows.
+        let mut bytes = Zeroizing::new(Vec::with_capacity(
+            usize::try_from(meta.len()).unwrap_or(0).saturating_add(1),
+        ));
+        file.read_to_end(&mut bytes)
+            .map_err(|e| self.io_error("read", path, e))?;
+        Ok(Some(bytes))
+    }
+
+    fn read_record(&self, path: &Path) -> Result<Option<StoreRecord>, StoreError> {
+        let Some(bytes) = self.read_file(path)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| StoreError::Corrupt {
                 store: self.name.clone(),
@@ -73,51 +216,69 @@ impl FileStore {
     }
 
     fn value_fingerprint(&self, key: &str) -> Result<Option<Fingerprint>, StoreError> {
-        let path = self.value_path(key);
-        match fs::read(&path) {
-            Ok(bytes) => Ok(Some(Fingerprint::of_bytes(&Zeroizing::new(bytes)))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.io_error("read", &path, e)),
-        }
+        Ok(self
+            .read_file(&self.value_path(key))?
+            .map(|bytes| Fingerprint::of_bytes(&bytes)))
+    }
+
+    fn on_disk(&self, key: &str) -> Result<OnDisk, StoreError> {
+        Ok(OnDisk {
+            record: self.read_record(&self.record_path(key))?,
+            pending: self.read_record(&self.pending_path(key))?,
+            value: self.value_fingerprint(key)?,
+        })
     }
 
     fn read_current_blocking(&self, key: &str) -> Result<Current, StoreError> {
-        let record = self.read_record(&self.record_path(key))?;
-        let pending = self.read_record(&self.pending_path(key))?;
-        let value = self.value_fingerprint(key)?;
-        if record.is_none() && pending.is_none() {
-            return Ok(match value {
-                None => Current::Empty,
-                Some(_) => Current::Unrecorded,
-            });
+        if !self.check_dir()? {
+            return Ok(Current::Empty);
         }
+        let OnDisk {
+            record,
+            pending,
+            value,
+        } = self.on_disk(key)?;
+        let Some(value) = value else {
+            return match record {
+                // A pending record alone never reached the value: nothing was published.
+                None => Ok(Current::Empty),
+                Some(record) => Err(self.mismatch(key, None, &record)),
+            };
+        };
         // A pending record whose fingerprint matches the value: the publish got as far as
         // the value, so that is what readers hold.
         if let Some(pending) = pending
-            && value.as_ref() == Some(&pending.fingerprint)
+            && pending.fingerprint == value
         {
             return Ok(Current::Published(pending));
         }
         match record {
-            Some(record) if value.as_ref() == Some(&record.fingerprint) => {
-                Ok(Current::Published(record))
-            }
-            Some(record) => Err(StoreError::Corrupt {
-                store: self.name.clone(),
-                location: self.value_path(key).display().to_string(),
-                detail: format!(
-                    "the value's fingerprint ({}) does not match the record's ({}); the file was changed outside cds-rotator",
-                    value.map_or_else(|| "missing".to_owned(), |f| f.to_string()),
-                    record.fingerprint
-                ),
-            }),
-            // Only a pending record that never reached the value: nothing was published
-            // (or a value is there without its record).
-            None => Ok(match value {
-                None => Current::Empty,
-                Some(_) => Current::Unrecorded,
-            }),
+            Some(record) if record.fingerprint == value => Ok(Current::Published(record)),
+            Some(record) => Err(self.mismatch(key, Some(value), &record)),
+            // A value whose record is gone (a pending record, if any, is another one's).
+            None => Ok(Current::Unrecorded),
         }
+    }
+
+    fn mismatch(&self, key: &str, value: Option<Fingerprint>, record: &StoreRecord) -> StoreError {
+        StoreError::Corrupt {
+            store: self.name.clone(),
+            location: self.value_path(key).display().to_string(),
+            detail: format!(
+                "the value's fingerprint ({}) does not match the record's ({}); the file was changed outside cds-rotator",
+                value.map_or_else(|| "missing".to_owned(), |f| f.to_string()),
+                record.fingerprint
+            ),
+        }
+    }
+
+    fn encode(&self, key: &str, record: &StoreRecord) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec_pretty(record).map_err(|e| StoreError::Io {
+            store: self.name.clone(),
+            operation: "encode record for",
+            location: key.to_owned(),
+            detail: e.to_string(),
+        })
     }
 
     fn publish_blocking(
@@ -127,21 +288,32 @@ impl FileStore {
         record: &StoreRecord,
     ) -> Result<(), StoreError> {
         self.ensure_dir()?;
-        let json = serde_json::to_vec_pretty(record).map_err(|e| StoreError::Io {
-            store: self.name.clone(),
-            operation: "encode record for",
-            location: key.to_owned(),
-            detail: e.to_string(),
-        })?;
-        let pending = self.pending_path(key);
-        self.replace(&pending, &json)?;
+        let json = self.encode(key, record)?;
+        // The pending record is about to be overwritten: when it is the only one naming
+        // the value, make it the final record first. If that fails nothing has changed,
+        // and the caller deletes its new secret.
+        if let Some(standing) = self.on_disk(key)?.standing_in() {
+            let promoted = self.encode(key, standing)?;
+            self.replace(&self.record_path(key), &promoted)?;
+        }
+        if let Err(e) = self.replace(&self.pending_path(key), &json) {
+            self.discard_own_pending(key, &record.fingerprint);
+            return Err(e);
+        }
         if let Err(e) = self.replace(&self.value_path(key), value.expose_secret().as_bytes()) {
-            // Did the rename happen before the failure (say, of the directory fsync)?
-            if self.value_fingerprint(key).ok().flatten() != Some(record.fingerprint.clone()) {
-                // No: readers still see the old value; the caller deletes the new secret
-                // in CDS, so its pending record must go too.
-                let _ = fs::remove_file(&pending);
-                return Err(e);
+            match self.value_fingerprint(key) {
+                // The rename happened before the failure (say, of the directory fsync):
+                // readers hold the new value, so the publish has happened.
+                Ok(Some(held)) if held == record.fingerprint => {}
+                // Readers still see the old value; the caller deletes the new secret in
+                // CDS, so its pending record goes too.
+                Ok(_) => {
+                    self.discard_own_pending(key, &record.fingerprint);
+                    return Err(e);
+                }
+                // Cannot tell which value is held: keep the pending record, which names
+                // the new value should it have landed.
+                Err(_) => return Err(e),
             }
         }
         // From here on readers hold the new value: the publish has happened, whatever
@@ -150,7 +322,7 @@ impl FileStore {
             tracing::warn!(error = %e, "the record was not replaced; the pending record stands in");
             return Ok(());
         }
-        if let Err(e) = fs::remove_file(&pending) {
+        if let Err(e) = self.remove(&self.pending_path(key)) {
             tracing::warn!(error = %e, "could not remove the pending record");
         }
         if let Err(e) = self.sync_dir() {
@@ -159,22 +331,38 @@ impl FileStore {
         Ok(())
     }
 
-    fn ensure_dir(&self) -> Result<(), StoreError> {
-        match fs::metadata(&self.dir) {
-            Ok(meta) if meta.is_dir() => Ok(()),
-            Ok(_) => Err(self.io_error(
-                "use directory",
-                &self.dir,
-                io::Error::other("exists but is not a directory"),
-            )),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&self.dir)
-                .and_then(|()| fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)))
-                .map_err(|e| self.io_error("create directory", &self.dir, e)),
-            Err(e) => Err(self.io_error("use directory", &self.dir, e)),
+    /// After a publish failed: removes the pending record when it is this publish's own
+    /// (`fingerprint`) and the value did not land. Such a record names nothing a reader
+    /// holds, so removing it never changes what the store says; any record it replaced
+    /// was promoted first. Best effort.
+    fn discard_own_pending(&self, key: &str, fingerprint: &Fingerprint) {
+        let Ok(on_disk) = self.on_disk(key) else {
+            return;
+        };
+        let own = on_disk
+            .pending
+            .as_ref()
+            .is_some_and(|p| &p.fingerprint == fingerprint);
+        if own
+            && on_disk.value.as_ref() != Some(fingerprint)
+            && let Err(e) = self.remove(&self.pending_path(key))
+        {
+            tracing::warn!(error = %e, "could not remove the pending record");
         }
+    }
+
+    fn ensure_dir(&self) -> Result<(), StoreError> {
+        if self.check_dir()? {
+            return Ok(());
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .and_then(|()| fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)))
+            .map_err(|e| self.io_error("create directory", &self.dir, e))?;
+        // Someone may have made it first.
+        self.check_dir().map(|_| ())
     }
 
     /// Replaces `path` with `bytes` atomically: temp file beside it, fsync, rename, fsync dir.
@@ -195,13 +383,48 @@ impl FileStore {
                 .open(&tmp)?;
             file.write_all(bytes)?;
             file.sync_all()?;
+            #[cfg(test)]
+            self.inject(path, false)?;
             fs::rename(&tmp, path)?;
+            #[cfg(test)]
+            self.inject(path, true)?;
             File::open(&self.dir)?.sync_all()
         })();
         result.map_err(|e| {
             let _ = fs::remove_file(&tmp);
             self.io_error("write", path, e)
         })
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        #[cfg(test)]
+        if self.faults.lock().is_ok_and(|f| f.crashed) {
+            return Err(io::Error::other("crashed (injected)"));
+        }
+        fs::remove_file(path)
+    }
+
+    /// Fails a write to `path`, before or after its rename, when a test asked for it.
+    #[cfg(test)]
+    fn inject(&self, path: &Path, after_rename: bool) -> io::Result<()> {
+        let Ok(mut faults) = self.faults.lock() else {
+            return Ok(());
+        };
+        let crash = || io::Error::other("crashed (injected)");
+        if faults.crashed {
+            return Err(crash());
+        }
+        match (faults.at.get(path), after_rename) {
+            (Some(Fault::NoSpace), false) | (Some(Fault::SyncFails), true) => Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "no space left on device (injected)",
+            )),
+            (Some(Fault::Crash), true) => {
+                faults.crashed = true;
+                Err(crash())
+            }
+            _ => Ok(()),
+        }
     }
 
     fn sync_dir(&self) -> Result<(), StoreError> {
@@ -272,6 +495,8 @@ impl SecretStore for FileStore {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use chrono::{TimeZone, Utc};
 
     use super::*;
@@ -378,5 +603,350 @@ mod tests {
         let err = store.read_current("app").await.unwrap_err().to_string();
         assert!(err.contains("does not match"), "{err}");
         assert!(!err.contains("edited"));
+    }
+
+    fn publish_now(store: &FileStore, id: i32, value: &str) -> Result<(), StoreError> {
+        store.publish_blocking("app", &SecretString::from(value), &record(id, value))
+    }
+
+    fn fail(store: &FileStore, path: PathBuf, at: Fault) {
+        store.faults.lock().unwrap().at.insert(path, at);
+    }
+
+    /// Clears the faults; returns whether the process "crashed".
+    fn heal(store: &FileStore) -> bool {
+        let mut faults = store.faults.lock().unwrap();
+        faults.at.clear();
+        std::mem::take(&mut faults.crashed)
+    }
+
+    /// The rule: read_current names the secret whose value is in the file.
+    fn assert_names_the_held_value(store: &FileStore, ids: &BTreeMap<String, i32>, step: &str) {
+        let current = store.read_current_blocking("app");
+        match fs::read_to_string(store.value_path("app")) {
+            Err(_) => assert_eq!(current.unwrap(), Current::Empty, "{step}"),
+            Ok(held) => assert_eq!(
+                current.unwrap_or_else(|e| panic!("{step}: {e}")),
+                Current::Published(record(ids[&held], &held)),
+                "{step}"
+            ),
+        }
+    }
+
+    #[test]
+    fn a_failed_publish_keeps_the_pending_record_that_stands_in_for_a_lost_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::new("local", tmp.path());
+        publish_now(&store, 1, "a").unwrap();
+        // B's value lands, its final record does not: the pending record stands in.
+        fail(&store, store.record_path("app"), Fault::NoSpace);
+        publish_now(&store, 2, "b").unwrap();
+        heal(&store);
+        assert_eq!(
+            store.read_current_blocking("app").unwrap(),
+            Current::Published(record(2, "b"))
+        );
+        // C's value cannot be written: the store must still name B.
+        fail(&store, store.value_path("app"), Fault::NoSpace);
+        assert!(publish_now(&store, 3, "c").is_err());
+        assert_eq!(fs::read_to_string(store.value_path("app")).unwrap(), "b");
+        assert_eq!(
+            store.read_current_blocking("app").unwrap(),
+            Current::Published(record(2, "b"))
+        );
+        assert_eq!(
+            store.read_record(&store.record_path("app")).unwrap(),
+            Some(record(2, "b"))
+        );
+    }
+
+    #[test]
+    fn a_publish_that_cannot_promote_the_standing_pending_record_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::new("local", tmp.path());
+        publish_now(&store, 1, "a").unwrap();
+        fail(&store, store.record_path("app"), Fault::NoSpace);
+        publish_now(&store, 2, "b").unwrap();
+        let before: Vec<_> = ["app", "app.json", ".app.pending.json"]
+            .iter()
+            .map(|f| fs::read(tmp.path().join(f)).unwrap())
+            .collect();
+        // The record still cannot be written, so B's pending record cannot be promoted.
+        let err = publish_now(&store, 3, "c").unwrap_err().to_string();
+        assert!(err.contains("app.json"), "{err}");
+        let after: Vec<_> = ["app", "app.json", ".app.pending.json"]
+            .iter()
+            .map(|f| fs::read(tmp.path().join(f)).unwrap())
+            .collect();
+        assert_eq!(before, after);
+    }
+
+    /// How a store's record and pending record relate to its value.
+    fn shape(store: &FileStore) -> String {
+        let on_disk = store.on_disk("app").unwrap();
+        let names = |r: &Option<StoreRecord>| match r {
+            None => "none",
+            Some(r) if Some(&r.fingerprint) == on_disk.value.as_ref() => "the value",
+            Some(_) => "another",
+        };
+        format!(
+            "value {}, record {}, pending {}{}",
+            if on_disk.value.is_some() { "yes" } else { "no" },
+            names(&on_disk.record),
+            names(&on_disk.pending),
+            if on_disk.record.is_some() && on_disk.record == on_disk.pending {
+                " (the same)"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        fs::DirBuilder::new().mode(0o700).create(to).unwrap();
+        for file in fs::read_dir(from).unwrap() {
+            let file = file.unwrap();
+            fs::copy(file.path(), to.join(file.file_name())).unwrap();
+        }
+    }
+
+    /// From every shape of store reachable from an empty one, tries a publish with each
+    /// failed write and each crash, until no new shape turns up.
+    #[test]
+    fn every_sequence_of_crashes_and_failed_writes_leaves_a_store_that_names_its_value() {
+        let tmp = tempfile::tempdir().unwrap();
+        let empty = tmp.path().join("0");
+        fs::DirBuilder::new().mode(0o700).create(&empty).unwrap();
+        let mut seen = std::collections::BTreeSet::from([shape(&FileStore::new("local", &empty))]);
+        let mut frontier = vec![(empty, Vec::<String>::new())];
+        let mut ids = BTreeMap::new();
+        let mut next = 0;
+        while let Some((state, history)) = frontier.pop() {
+            for path in [None, Some("pending"), Some("value"), Some("record")] {
+                for at in [Fault::NoSpace, Fault::SyncFails, Fault::Crash] {
+                    if path.is_none() && at != Fault::NoSpace {
+                        continue;
+                    }
+                    next += 1;
+                    let dir = tmp.path().join(next.to_string());
+                    copy_dir(&state, &dir);
+                    let store = FileStore::new("local", &dir);
+                    let value = format!("v{next}");
+                    ids.insert(value.clone(), next);
+                    let mut history = history.clone();
+                    history.push(match path {
+                        None => format!("publish {value}"),
+                        Some(p) => format!("publish {value} ({p}: {at:?})"),
+                    });
+                    let step = history.join(", ");
+                    match path {
+                        Some("pending") => fail(&store, store.pending_path("app"), at),
+                        Some("value") => fail(&store, store.value_path("app"), at),
+                        Some(_) => fail(&store, store.record_path("app"), at),
+                        None => {}
+                    }
+                    let held_before = fs::read_to_string(store.value_path("app")).ok();
+                    let result = publish_now(&store, next, &value);
+                    let crashed = heal(&store);
+                    let held = fs::read_to_string(store.value_path("app")).ok();
+                    // Ok means readers hold the new value; an error means they do not (the
+                    // caller deletes the new secret). A crash tells nobody.
+                    match result {
+                        _ if crashed => {}
+                        Ok(()) => assert_eq!(held.as_deref(), Some(value.as_str()), "{step}"),
+                        Err(_) => assert_eq!(held, held_before, "{step}"),
+                    }
+                    assert_names_the_held_value(&store, &ids, &step);
+                    if seen.insert(shape(&store)) {
+                        frontier.push((dir, history));
+                    }
+                }
+            }
+        }
+        // The shape of the bug this guards against was reached (and left safely).
+        assert!(
+            seen.contains("value yes, record another, pending the value"),
+            "{seen:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_value_without_any_record_is_unrecorded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::new("local", tmp.path());
+        fs::write(tmp.path().join("app"), "by hand").unwrap();
+        assert_eq!(
+            store.read_current("app").await.unwrap(),
+            Current::Unrecorded
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_removed_by_hand_after_a_publish_leaves_the_value_unrecorded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::new("local", tmp.path());
+        store
+            .publish("app", &SecretString::from("old"), &record(1, "old"))
+            .await
+            .unwrap();
+        fs::remove_file(tmp.path().join("app.json")).unwrap();
+        assert_eq!(
+            store.read_current("app").await.unwrap(),
+            Current::Unrecorded
+        );
+    }
+
+    #[tokio::test]
+    async fn a_value_whose_only_record_is_another_pending_one_is_unrecorded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::new("local", tmp.path());
+        fs::write(tmp.path().join("app"), "by hand").unwrap();
+        store
+            .replace(
+                &store.pending_path("app"),
+                &serde_json::to_vec(&record(2, "new")).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(
+            store.read_current("app").await.unwrap(),
+            Current::Unrecorded
+        );
+    }
+
+    #[tokio::test]
+    async fn a_group_writable_store_dir_is_refused_on_read_and_publish() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::new("local", tmp.path());
+        store
+            .publish("app", &SecretString::from("old"), &record(1, "old"))
+            .await
+            .unwrap();
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o770)).unwrap();
+        let err = store.read_current("app").await.unwrap_err().to_string();
+        assert!(err.contains("writable by group or others"), "{err}");
+        assert!(
+            err.contains(&format!("chmod go-w {}", tmp.path().display())),
+            "{err}"
+        );
+        let err = store
+            .publish("app", &SecretString::from("new"), &record(2, "new"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("chmod go-w"), "{err}");
+        assert_eq!(fs::read_to_string(tmp.path().join("app")).unwrap(), "old");
+    }
+
+    #[tokio::test]
+    async fn a_store_dir_others_may_read_is_used() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let store = FileStore::new("local", tmp.path());
+        store
+            .publish("app", &SecretString::from("s"), &record(1, "s"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.read_current("app").await.unwrap(),
+            Current::Published(record(1, "s"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_symlinked_store_dir_is_refused_and_nothing_is_written_behind_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        fs::create_dir(&real).unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o700)).unwrap();
+        let link = tmp.path().join("secrets");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let store = FileStore::new("local", &link);
+        let err = store.read_current("app").await.unwrap_err().to_string();
+        assert!(err.contains("is a symlink"), "{err}");
+        let err = store
+            .publish("app", &SecretString::from("s"), &record(1, "s"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("point dir in the policy at the real directory"),
+            "{err}"
+        );
+        assert_eq!(fs::read_dir(&real).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_store_dir_owned_by_another_user_is_refused() {
+        if rustix::process::geteuid().as_raw() != 0 {
+            // Only root can give a directory away; the check itself is the same.
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("secrets");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&dir, Some(12345), Some(12345)).unwrap();
+        let store = FileStore::new("local", &dir);
+        let err = store.read_current("app").await.unwrap_err().to_string();
+        assert!(err.contains("owned by uid 12345"), "{err}");
+        assert!(err.contains(&format!("chown 0 {}", dir.display())), "{err}");
+        let err = store
+            .publish("app", &SecretString::from("s"), &record(1, "s"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("owned by uid 12345"), "{err}");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_symlinked_value_is_refused_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::new("local", tmp.path());
+        store
+            .publish("app", &SecretString::from("old"), &record(1, "old"))
+            .await
+            .unwrap();
+        // A link to a copy of the value: following it would find a matching fingerprint.
+        let elsewhere = tempfile::tempdir().unwrap();
+        fs::write(elsewhere.path().join("copy"), "old").unwrap();
+        fs::remove_file(tmp.path().join("app")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path().join("copy"), tmp.path().join("app")).unwrap();
+        let err = store.read_current("app").await.unwrap_err().to_string();
+        assert!(err.contains("is a symlink"), "{err}");
+        assert!(err.contains("remove it"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_symlinked_record_is_refused_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::new("local", tmp.path());
+        store
+            .publish("app", &SecretString::from("old"), &record(1, "old"))
+            .await
+            .unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        fs::copy(tmp.path().join("app.json"), elsewhere.path().join("r.json")).unwrap();
+        fs::remove_file(tmp.path().join("app.json")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path().join("r.json"), tmp.path().join("app.json"))
+            .unwrap();
+        let err = store.read_current("app").await.unwrap_err().to_string();
+        assert!(err.contains("is a symlink"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_fifo_planted_as_the_pending_record_is_refused_without_hanging() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::new("local", tmp.path());
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            store.pending_path("app"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+            0,
+        )
+        .unwrap();
+        let err = store.read_current("app").await.unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 }
