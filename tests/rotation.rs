@@ -230,8 +230,9 @@ async fn a_slow_to_propagate_secret_is_verified_with_retries() {
     assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
 }
 
-/// A store whose reads work and whose writes fail (a full disk, a revoked permission).
-struct UnwritableStore(std::sync::Arc<dyn SecretStore>);
+/// A store whose reads work and whose writes fail (a full disk, a revoked permission);
+/// `true`: failing so that it cannot tell whether the value landed.
+struct UnwritableStore(std::sync::Arc<dyn SecretStore>, bool);
 
 #[async_trait::async_trait]
 impl SecretStore for UnwritableStore {
@@ -253,6 +254,13 @@ impl SecretStore for UnwritableStore {
         _value: &SecretString,
         _record: &StoreRecord,
     ) -> Result<(), StoreError> {
+        if self.1 {
+            return Err(StoreError::OutcomeUnknown {
+                store: "local".into(),
+                location: self.0.location(key),
+                detail: "Input/output error".into(),
+            });
+        }
         Err(StoreError::Io {
             store: "local".into(),
             operation: "write",
@@ -262,22 +270,27 @@ impl SecretStore for UnwritableStore {
     }
 }
 
-#[tokio::test]
-async fn a_store_that_cannot_be_written_leaves_no_secret_behind() {
-    let env = Env::start().await;
-    env.write_policy("", "");
-    let wired = env.wired(&["app"]);
+/// The wired job of `app`, publishing through a store that fails.
+fn with_failing_store(wired: &cds_rotator::app::Wired, in_doubt: bool) -> ClientJob {
     let job = &wired.jobs[0];
-    let job = ClientJob {
+    ClientJob {
         name: job.name.clone(),
         client: job.client.clone(),
-        store: std::sync::Arc::new(UnwritableStore(job.store.clone())),
+        store: std::sync::Arc::new(UnwritableStore(job.store.clone(), in_doubt)),
         store_key: job.store_key.clone(),
         notifiers: job.notifiers.clone(),
         pickup: job.pickup.clone(),
         timing: job.timing.clone(),
         retire_unmanaged: job.retire_unmanaged,
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_written_leaves_no_secret_behind() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    let wired = env.wired(&["app"]);
+    let job = with_failing_store(&wired, false);
     let report = wired.reconciler.pass(&job, PassOptions::default()).await;
     let err = report.error.as_ref().expect("fails");
     assert_eq!(err.step, Step::Publish);
@@ -285,6 +298,30 @@ async fn a_store_that_cannot_be_written_leaves_no_secret_behind() {
     assert_eq!(env.ids(APP), vec![1], "the new secret was deleted again");
     assert!(env.record("app").is_none());
     assert!(!env.secrets_dir().exists());
+}
+
+#[tokio::test]
+async fn a_publish_in_doubt_keeps_the_new_secret_and_the_next_pass_sorts_it_out() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    let wired = env.wired(&["app"]);
+    let job = with_failing_store(&wired, true);
+    let report = wired.reconciler.pass(&job, PassOptions::default()).await;
+    let err = report.error.as_ref().expect("fails");
+    assert_eq!(err.step, Step::Publish);
+    assert!(err.to_string().contains("was kept"), "{err}");
+    let kept = *env.ids(APP).last().unwrap();
+    assert_eq!(env.ids(APP).len(), 2, "not deleted: readers may hold it");
+    // The value did not land: the next pass keeps it as possibly in use, publishes a new
+    // secret, and (grace 0s) the pass after retires it.
+    let reports = env.pass(&["app"], false).await;
+    assert!(reports[0].rotated.is_some(), "{:?}", reports[0].error);
+    let reports = env.pass(&["app"], false).await;
+    assert!(
+        reports[0]
+            .deleted
+            .contains(&(kept, DeleteReason::Superseded))
+    );
 }
 
 #[tokio::test]

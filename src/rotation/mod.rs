@@ -165,6 +165,16 @@ pub enum StepError {
         /// What happened to the new secret if deleting it failed.
         cleanup: String,
     },
+    /// Whether the store now holds the new secret is unknown; it was kept.
+    #[error(
+        "{source}; the new secret {secret_id} was kept, since readers may hold it: the next pass reads the store and then retires or deletes whichever secret it does not hold"
+    )]
+    PublishInDoubt {
+        /// The new secret.
+        secret_id: SecretId,
+        /// The store error.
+        source: StoreError,
+    },
     /// The new secret could not be published; it was deleted again.
     #[error("{source}; the new secret {secret_id} was deleted{cleanup}")]
     Publish {
@@ -758,6 +768,14 @@ impl Reconciler {
             .publish(&job.store_key, &created.value, &record)
             .await
         {
+            if matches!(source, StoreError::OutcomeUnknown { .. }) {
+                // Consumers may hold it: keep it. The next pass reads what the store
+                // holds; a secret it does not hold is an orphan or superseded then.
+                return Err(at(Step::Publish)(StepError::PublishInDoubt {
+                    secret_id: id,
+                    source,
+                }));
+            }
             let cleanup = self.undo_create(job, id, Step::Publish).await;
             return Err(at(Step::Publish)(StepError::Publish {
                 secret_id: id,

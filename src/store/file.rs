@@ -312,8 +312,15 @@ impl FileStore {
                     return Err(e);
                 }
                 // Cannot tell which value is held: keep the pending record, which names
-                // the new value should it have landed.
-                Err(_) => return Err(e),
+                // the new value should it have landed, and say so: the caller must not
+                // delete a secret readers may hold.
+                Err(read) => {
+                    return Err(StoreError::OutcomeUnknown {
+                        store: self.name.clone(),
+                        location: self.value_path(key).display().to_string(),
+                        detail: format!("{e}; reading it back: {read}"),
+                    });
+                }
             }
         }
         // From here on readers hold the new value: the publish has happened, whatever

@@ -78,6 +78,18 @@ pub enum StoreError {
         /// What went wrong.
         detail: String,
     },
+    /// A publish failed in a way that leaves unknown whether readers now hold the new
+    /// value. The caller must not delete the new secret: if the value landed, consumers
+    /// hold it. The next pass reads the store and sorts it out.
+    #[error("store {store}: {location}: could not tell whether the new value landed ({detail})")]
+    OutcomeUnknown {
+        /// The store's name in the policy.
+        store: String,
+        /// Where.
+        location: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// The store holds something that is not a record the rotator wrote.
     #[error("store {store}: {location} is not a valid record: {detail}")]
     Corrupt {
