@@ -35,11 +35,37 @@ use super::{Current, SecretStore, StoreError, StoreRecord};
 use crate::lock::DirProblem;
 use crate::secret::Fingerprint;
 
+/// Who may read what a file store writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// The files' mode: 0o600 (the default) or 0o640 (the group may read).
+    pub mode: u32,
+    /// The files' and the directory's group (a gid), so consumers in it can read.
+    pub group: Option<u32>,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Access {
+            mode: 0o600,
+            group: None,
+        }
+    }
+}
+
+impl Access {
+    /// The directory's mode: 0o700, or 0o750 when the group may read the files.
+    fn dir_mode(self) -> u32 {
+        if self.mode & 0o040 != 0 { 0o750 } else { 0o700 }
+    }
+}
+
 /// A store that writes secrets as files in one directory.
 #[derive(Clone, Debug)]
 pub struct FileStore {
     name: String,
     dir: PathBuf,
+    access: Access,
     /// Writes made to fail (tests only).
     #[cfg(test)]
     faults: std::sync::Arc<std::sync::Mutex<Faults>>,
@@ -94,9 +120,16 @@ impl FileStore {
         FileStore {
             name: name.into(),
             dir: dir.into(),
+            access: Access::default(),
             #[cfg(test)]
             faults: Default::default(),
         }
+    }
+
+    /// The same store, writing files with `access` (mode, group).
+    pub fn with_access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
     }
 
     fn value_path(&self, key: &str) -> PathBuf {
@@ -359,17 +392,49 @@ impl FileStore {
     }
 
     fn ensure_dir(&self) -> Result<(), StoreError> {
-        if self.check_dir()? {
-            return Ok(());
+        let created = !self.check_dir()?;
+        if created {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .map_err(|e| self.io_error("create directory", &self.dir, e))?;
+            // Someone may have made it first.
+            self.check_dir()?;
         }
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .and_then(|()| fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)))
-            .map_err(|e| self.io_error("create directory", &self.dir, e))?;
-        // Someone may have made it first.
-        self.check_dir().map(|_| ())
+        if created || self.access.group.is_some() {
+            self.follow_access(created)?;
+        }
+        Ok(())
+    }
+
+    /// Gives the directory the group and mode that `access` asks for: a directory it
+    /// created gets exactly 0700, or 0750 so the group can reach the files; an existing
+    /// one only gains the group and its read/search bits. The directory was checked
+    /// first: not a link, owned by this user or root, not writable by others.
+    fn follow_access(&self, created: bool) -> Result<(), StoreError> {
+        let dir =
+            fs::File::open(&self.dir).map_err(|e| self.io_error("use directory", &self.dir, e))?;
+        let meta = dir
+            .metadata()
+            .map_err(|e| self.io_error("use directory", &self.dir, e))?;
+        if let Some(gid) = self.access.group
+            && std::os::unix::fs::MetadataExt::gid(&meta) != gid
+        {
+            rustix::fs::fchown(&dir, None, Some(rustix::fs::Gid::from_raw(gid)))
+                .map_err(|e| self.io_error("set the group of", &self.dir, e.into()))?;
+        }
+        let have = meta.permissions().mode() & 0o777;
+        let want = if created {
+            self.access.dir_mode()
+        } else {
+            have | (self.access.dir_mode() & 0o050)
+        };
+        if have != want {
+            dir.set_permissions(fs::Permissions::from_mode(want))
+                .map_err(|e| self.io_error("set the mode of", &self.dir, e))?;
+        }
+        Ok(())
     }
 
     /// Replaces `path` with `bytes` atomically: temp file beside it, fsync, rename, fsync dir.
@@ -388,6 +453,14 @@ impl FileStore {
                 .create_new(true)
                 .mode(0o600)
                 .open(&tmp)?;
+            // The group first, then the mode: the file is never group-readable while it
+            // belongs to the creator's group. fchmod is not narrowed by the umask.
+            if let Some(gid) = self.access.group {
+                rustix::fs::fchown(&file, None, Some(rustix::fs::Gid::from_raw(gid)))?;
+            }
+            if self.access.mode != 0o600 {
+                file.set_permissions(fs::Permissions::from_mode(self.access.mode))?;
+            }
             file.write_all(bytes)?;
             file.sync_all()?;
             #[cfg(test)]
@@ -955,5 +1028,64 @@ mod tests {
         .unwrap();
         let err = store.read_current("app").await.unwrap_err().to_string();
         assert!(err.contains("not a regular file"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod access_tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+
+    fn record(value: &str) -> StoreRecord {
+        StoreRecord {
+            client_id: "c".into(),
+            tenant_id: "t".into(),
+            secret_id: 1,
+            expiration: Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
+            published_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            fingerprint: Fingerprint::of(&SecretString::from(value)),
+        }
+    }
+
+    #[tokio::test]
+    async fn mode_0640_and_a_group_let_consumers_in_that_group_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("secrets");
+        let store = FileStore::new("local", &dir).with_access(Access {
+            mode: 0o640,
+            group: Some(4242),
+        });
+        store
+            .publish("app", &SecretString::from("v"), &record("v"))
+            .await
+            .unwrap();
+        let meta = |p: &Path| fs::metadata(p).unwrap();
+        for file in [dir.join("app"), dir.join("app.json")] {
+            assert_eq!(meta(&file).permissions().mode() & 0o777, 0o640, "{file:?}");
+            assert_eq!(meta(&file).gid(), 4242);
+        }
+        assert_eq!(meta(&dir).permissions().mode() & 0o777, 0o750);
+        assert_eq!(meta(&dir).gid(), 4242);
+        assert_eq!(
+            store.read_current("app").await.unwrap(),
+            Current::Published(record("v"))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_default_stays_0600_in_0700_whatever_the_umask_allows() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("secrets");
+        let store = FileStore::new("local", &dir);
+        store
+            .publish("app", &SecretString::from("v"), &record("v"))
+            .await
+            .unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join("app")), 0o600);
+        assert_eq!(mode(&dir), 0o700);
     }
 }
