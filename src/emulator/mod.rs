@@ -435,12 +435,14 @@ pub async fn run(options: RunOptions, out: &mut dyn Write) -> Result<(), Emulato
                 error,
             })?;
     let emulator = Emulator::serve(listener, tenant)?;
-    writeln!(
+    // A reader that took the first line and closed the pipe must not stop the
+    // emulator: output errors are ignored, serving goes on.
+    let _ = writeln!(
         out,
         "cds-rotator emulator listening on {}\ntenant_id: {tenant_id}\n{admin_line}",
         emulator.url()
-    )?;
-    out.flush()?;
+    )
+    .and_then(|()| out.flush());
     let result = stopped.await;
     emulator.shutdown();
     result?;
