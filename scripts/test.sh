@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/tmp}/.cache/cds-rotator/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+# The store tests need real servers (moto, OpenBao): installed once into a cached venv.
+CDS_ROTATOR_TEST_BIN="$(bash scripts/test-deps.sh)"
+export CDS_ROTATOR_TEST_BIN
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the store tests run against into a venv outside the clone (reused by
+# later runs on the same machine): moto (AWS Secrets Manager, KMS) and OpenBao (Vault
+# KV v2). Prints the venv's bin directory. Re-installs when the requirements change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cache="${CDS_ROTATOR_CACHE:-${HOME:-/tmp}/.cache/cds-rotator}"
+venv="$cache/venv"
+stamp="$venv/.requirements.sha256"
+want="$(sha256sum scripts/test-requirements.txt | cut -d' ' -f1)"
+if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+  echo "== installing test servers into $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/test-requirements.txt >&2
+  echo "$want" > "$stamp"
+fi
+for bin in moto_server bao; do
+  [[ -x "$venv/bin/$bin" ]] || { echo "test-deps: $venv/bin/$bin is missing after the install" >&2; exit 1; }
+done
+echo "$venv/bin"
