@@ -539,16 +539,7 @@ async fn status_json_names_every_field_and_exits_1_when_a_client_needs_attention
 async fn plan_exits_1_when_a_rotation_is_blocked_at_ten_secrets() {
     let env = Env::start().await;
     env.write_policy("", "");
-    for i in 0..9 {
-        env.emulator.add_secret(
-            common::TENANT,
-            APP,
-            &format!("by-hand-{i}-value-0123456789"),
-            Some("by hand"),
-            Some(chrono::Utc::now() + chrono::Duration::days(300)),
-            Some(true),
-        );
-    }
+    env.add_hand_made(APP, 9);
     let out = env.cli(&["plan", "--client", "app"], &[]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("BLOCKED"), "{}", text(&out));

@@ -127,16 +127,7 @@ async fn unmanaged_secrets_are_never_deleted_unless_the_policy_says_so() {
 async fn a_full_client_fails_with_a_listing_and_sends_no_create() {
     let env = Env::start().await;
     env.write_policy("", "");
-    for i in 0..9 {
-        env.emulator.add_secret(
-            common::TENANT,
-            APP,
-            &format!("hand-made-{i}"),
-            Some("hand-made"),
-            Some(chrono::Utc::now() + chrono::Duration::days(400)),
-            Some(true),
-        );
-    }
+    env.add_hand_made(APP, 9);
     let reports = env.pass(&["app"], false).await;
     let err = reports[0].error.as_ref().expect("fails");
     assert_eq!(err.step, Step::MakeRoom);
@@ -156,16 +147,7 @@ async fn a_full_client_with_a_current_secret_is_told_what_would_unblock_it() {
     let env = Env::start().await;
     env.write_policy("", "");
     env.pass(&["app"], false).await;
-    for i in 0..8 {
-        env.emulator.add_secret(
-            common::TENANT,
-            APP,
-            &format!("hand-made-{i}"),
-            Some("hand-made"),
-            Some(chrono::Utc::now() + chrono::Duration::days(400)),
-            Some(true),
-        );
-    }
+    env.add_hand_made(APP, 8);
     let reports = env.pass(&["app"], true).await;
     let msg = reports[0].error.as_ref().expect("fails").to_string();
     assert!(msg.contains("set retire_unmanaged: true"), "{msg}");

@@ -188,6 +188,20 @@ clients:
         app::wire_with_clock(&policy, connect, &only, Arc::new(clock.clone()), stop).expect("wire")
     }
 
+    /// Adds `n` hand-made (unmanaged) secrets to `client`, expiring in 400 days.
+    pub fn add_hand_made(&self, client: &str, n: usize) {
+        for i in 0..n {
+            self.emulator.add_secret(
+                TENANT,
+                client,
+                &format!("hand-made-{i}-value-0123456789"),
+                Some("hand-made"),
+                Some(chrono::Utc::now() + chrono::Duration::days(400)),
+                Some(true),
+            );
+        }
+    }
+
     /// Whether `value` gets a token for `client_id` right now.
     pub async fn gets_token(&self, client_id: &str, value: &str) -> bool {
         let form = [
