@@ -532,7 +532,7 @@ fn hostile_durations_are_errors_not_panics() {
         "1d\0",
     ] {
         let err = duration::parse(text).expect_err(text);
-        assert!(err.chars().count() < 200, "{err}");
+        assert!(err.chars().count() < 300, "{err}");
     }
     // The sum of small parts is capped too; 36500d itself is fine.
     assert!(duration::parse(&many_small).is_err());
@@ -577,4 +577,84 @@ fn durations_are_capped_per_key() {
         "orphan_grace: 10m\n  max_age: 730d\n  retry_interval: 7d",
     ))
     .unwrap();
+}
+
+/// VALID with `lifetime:` in `defaults:` (line 15, value at column 13) set to `value`.
+fn with_lifetime(value: &str) -> String {
+    VALID.replace("lifetime: 90d", &format!("lifetime: \"{value}\""))
+}
+
+#[test]
+fn a_number_without_a_unit_suggests_seconds_and_the_largest_exact_unit() {
+    let err = error_of(&VALID.replace("lifetime: 90d", "lifetime: 86400"));
+    assert!(
+        err.contains("policy.yaml:15:13: lifetime: `86400` is not a duration: `86400` has no unit; in seconds write `86400s` (or `1d`)"),
+        "{err}"
+    );
+    assert!(!err.contains("86400d"), "{err}");
+    let err = duration::parse("90").unwrap_err();
+    assert!(err.contains("write `90s`;"), "{err}");
+    assert!(
+        duration::parse("1209600")
+            .unwrap_err()
+            .contains("(or `2w`)")
+    );
+}
+
+#[test]
+fn every_malformed_duration_names_the_key_and_says_how_durations_are_written() {
+    for bad in [
+        "500ms",
+        "-1h",
+        "+1h",
+        "1.5d",
+        "1 d",
+        "90y",
+        "90D",
+        "d",
+        "1d12",
+        "soon",
+        "1dd",
+        "1d\\0",
+        "\u{ff11}d",
+        "0x10s",
+    ] {
+        let err = error_of(&with_lifetime(bad));
+        assert!(
+            err.contains("policy.yaml:15:13: lifetime: `"),
+            "{bad}: {err}"
+        );
+        assert!(
+            err.contains("use whole numbers with units s, m, h, d or w, no sign or spaces, combined like 1d12h"),
+            "{bad}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{bad}: {err}");
+    }
+}
+
+#[test]
+fn a_malformed_duration_names_the_duration_meant_when_it_is_clear() {
+    for (bad, says) in [
+        ("1.5d", "whole numbers only: write `1d12h`"),
+        ("0.5h", "whole numbers only: write `30m`"),
+        ("1 d", "no spaces inside a duration: write `1d`"),
+        ("1d 12h", "no spaces inside a duration: write `1d12h`"),
+        ("-1h", "a duration cannot be negative: write `1h`"),
+        ("+1h", "no sign: write `1h`"),
+        (
+            "500ms",
+            "unknown unit `ms`: nothing shorter than a second (s) is supported",
+        ),
+        ("90days", "unknown unit `days`: for days write d"),
+        (
+            "1y",
+            "months and years differ in length: write days, like 365d",
+        ),
+        ("2H", "units are lower case: write h"),
+        ("1d12", "the last number `12` has no unit"),
+        ("d", "a number must come before `d`"),
+    ] {
+        let err = duration::parse(bad).unwrap_err();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
 }
