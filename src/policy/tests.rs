@@ -929,6 +929,41 @@ fn placeholders_must_be_replaced_and_say_with_what() {
     assert!(!err.contains("Zq8Ws7xZ"), "{err}");
 }
 
+const EXAMPLE: &str = include_str!("../../config/policy.yaml");
+
+#[test]
+fn the_example_policy_fails_only_on_its_placeholders() {
+    let err = parse(EXAMPLE).unwrap_err();
+    assert_eq!(err.problems.len(), 4, "{err}");
+    for p in &err.problems {
+        assert!(p.message.contains("replace the placeholder `<"), "{err}");
+    }
+}
+
+#[test]
+fn the_example_policy_with_its_placeholders_replaced_is_valid() {
+    let text = EXAMPLE
+        .replace("<your-tenant-id>", "8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f")
+        .replace("<rotator-client-id>", ADMIN_ID)
+        .replace(
+            "<historian-uploader-client-id>",
+            "0b0c1d2e-3f40-4152-6374-8596a7b8c9d0",
+        )
+        .replace(
+            "<dashboard-backend-client-id>",
+            "1b0c1d2e-3f40-4152-6374-8596a7b8c9d0",
+        );
+    let p = parse(&text).unwrap();
+    assert_eq!(p.clients.len(), 2);
+    // The example spells out the built-in defaults.
+    assert_eq!(p.clients[0].timing, Timing::default());
+    assert_eq!(p.connect.max_concurrency, 8);
+    assert_eq!(
+        p.connect.request_timeout,
+        std::time::Duration::from_secs(30)
+    );
+}
+
 #[test]
 fn a_value_only_the_parser_refuses_still_names_the_key_and_what_to_write() {
     // Of the right shape, so past the first pass; the typed parse refuses the tag.
