@@ -220,9 +220,9 @@ impl Policy {
     /// `policy.yaml` means `./policy.yaml`). Reads the file system only to compare paths
     /// (symlinks resolved); never writes.
     pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
-        let raw = raw::parse(text).map_err(|d| PolicyError {
+        let raw = raw::parse(text).map_err(|problems| PolicyError {
             path: path.to_owned(),
-            problems: vec![d],
+            problems,
         })?;
         let mut v = Validator {
             problems: Vec::new(),
@@ -276,18 +276,34 @@ impl Validator {
 
     fn policy(&mut self, path: &Path, base: &Path, raw: RawPolicy) -> Option<Policy> {
         let connect = self.connect(raw.connect, base);
-        let lock_dir = raw
-            .lock_dir
-            .map(|d| resolve(base, &d.value))
-            .unwrap_or_else(default_lock_dir);
+        let lock_dir = match raw.lock_dir {
+            Some(d) => {
+                self.placeholder(
+                    d.referenced,
+                    &d.value.to_string_lossy(),
+                    "lock_dir",
+                    "a directory for lock files, like /run/cds-rotator",
+                );
+                resolve(base, &d.value)
+            }
+            None => default_lock_dir(),
+        };
 
         let mut stores = BTreeMap::new();
         for (name, spec) in raw.stores {
             self.name(spec.referenced, "store", &name);
             let store = match spec.value {
-                RawStore::File { dir } => StoreSpec::File {
-                    dir: resolve(base, &dir),
-                },
+                RawStore::File { dir } => {
+                    self.placeholder(
+                        spec.referenced,
+                        &dir.to_string_lossy(),
+                        &format!("stores.{name}.dir"),
+                        "the directory the secrets are written to, like /var/lib/cds-rotator/secrets",
+                    );
+                    StoreSpec::File {
+                        dir: resolve(base, &dir),
+                    }
+                }
             };
             stores.insert(name, store);
         }
@@ -310,8 +326,7 @@ impl Validator {
         let mut written = BTreeMap::new();
         for client in raw.clients {
             let at = client.referenced;
-            let Some(c) = self.client(client.value, at, defaults.as_ref(), &stores, &notifiers)
-            else {
+            let Some(c) = self.client(client.value, at, &defaults, &stores, &notifiers) else {
                 continue;
             };
             if !names.insert(c.name.clone()) {
@@ -465,15 +480,20 @@ impl Validator {
         }
     }
 
-    fn guid(&mut self, s: &Spanned<String>, what: &str) -> Option<String> {
+    /// A GUID, lowercase. `what` names the key, `expect` says whose GUID it is. A value
+    /// that is not a GUID is not shown: it may be the client's secret, pasted into the
+    /// wrong field.
+    fn guid(&mut self, s: &Spanned<String>, what: &str, expect: &str) -> Option<String> {
+        if self.placeholder(s.referenced, &s.value, what, expect) {
+            return None;
+        }
         match uuid::Uuid::parse_str(s.value.trim()) {
             Ok(id) if s.value.trim().len() == 36 => Some(id.hyphenated().to_string()),
             _ => {
                 self.problem(
                     s.referenced,
                     format!(
-                        "{what} `{}` is not a GUID (like 0b0c1d2e-3f40-4152-6374-8596a7b8c9d0)",
-                        s.value
+                        "{what} is not a GUID; set it to {expect} (like 0b0c1d2e-3f40-4152-6374-8596a7b8c9d0); the value given is not shown, in case it is a secret"
                     ),
                 );
                 None
@@ -481,12 +501,29 @@ impl Validator {
         }
     }
 
+    /// Reports a template placeholder (`<your-tenant-id>`) left in `value`; true when
+    /// there was one.
+    fn placeholder(&mut self, at: Location, value: &str, what: &str, expect: &str) -> bool {
+        let Some(shown) = placeholder(value) else {
+            return false;
+        };
+        self.problem(
+            at,
+            format!("{what}: replace the placeholder `{shown}` with {expect}"),
+        );
+        true
+    }
+
     fn connect(&mut self, raw: Spanned<raw::RawConnect>, base: &Path) -> Option<ConnectSettings> {
         let c = raw.value;
         let url = self.url(&c.url);
-        let tenant_id = self.guid(&c.tenant_id, "connect.tenant_id");
+        let tenant_id = self.guid(&c.tenant_id, "connect.tenant_id", "the GUID of your tenant");
         let creds = c.credentials.value;
-        let client_id = self.guid(&creds.client_id, "connect.credentials.client_id");
+        let client_id = self.guid(
+            &creds.client_id,
+            "connect.credentials.client_id",
+            "the GUID of the rotator's own client",
+        );
         if let Some(plain) = &creds.client_secret {
             self.problem(
                 plain.referenced,
@@ -517,18 +554,27 @@ impl Validator {
             None => 8,
             Some(n) if (1..=64).contains(&n.value) => n.value,
             Some(n) => {
-                self.problem(n.referenced, "max_concurrency must be between 1 and 64");
+                self.problem(
+                    n.referenced,
+                    format!(
+                        "connect.max_concurrency ({}) must be between 1 and 64",
+                        n.value
+                    ),
+                );
                 8
             }
         };
         let request_timeout = match self.duration(&c.request_timeout, "connect.request_timeout")? {
             None => Duration::seconds(30),
             Some(d) if d >= Duration::seconds(1) && d <= Duration::minutes(5) => d,
-            Some(_) => {
+            Some(d) => {
                 let at = c.request_timeout.as_ref().map(|t| t.referenced);
                 self.problem(
                     at.unwrap_or(Location::UNKNOWN),
-                    "connect.request_timeout must be between 1s and 5m",
+                    format!(
+                        "connect.request_timeout ({}) must be between 1s and 5m; use e.g. 30s",
+                        duration::format(d)
+                    ),
                 );
                 Duration::seconds(30)
             }
@@ -546,7 +592,14 @@ impl Validator {
     /// The credential file, resolved against the policy's directory. A pasted secret is
     /// refused by its shape (not a path) and never echoed.
     fn secret_file(&mut self, raw: &Spanned<PathBuf>, base: &Path) -> Option<PathBuf> {
-        if is_file_path(&raw.value) {
+        if self.placeholder(
+            raw.referenced,
+            &raw.value.to_string_lossy(),
+            "connect.credentials.client_secret_file",
+            "the path of the file holding the rotator's secret, like /run/credentials/cds-rotator.service/admin",
+        ) {
+            None
+        } else if is_file_path(&raw.value) {
             Some(resolve(base, &raw.value))
         } else {
             self.problem(
@@ -560,7 +613,14 @@ impl Validator {
     /// The credential's environment variable. A pasted secret is refused by its shape (not
     /// a variable name) and never echoed.
     fn secret_env(&mut self, raw: &Spanned<String>) -> Option<String> {
-        if is_env_name(&raw.value) {
+        if self.placeholder(
+            raw.referenced,
+            &raw.value,
+            "connect.credentials.client_secret_env",
+            "the name of the environment variable holding the rotator's secret",
+        ) {
+            None
+        } else if is_env_name(&raw.value) {
             Some(raw.value.clone())
         } else {
             self.problem(
@@ -573,6 +633,9 @@ impl Validator {
 
     fn url(&mut self, raw: &Spanned<String>) -> Option<String> {
         let at = raw.referenced;
+        if self.placeholder(at, &raw.value, "connect.url", PRIMARY_URL) {
+            return None;
+        }
         let text = raw.value.trim().trim_end_matches('/');
         let Ok(url) = reqwest::Url::parse(text) else {
             self.problem(
@@ -633,137 +696,103 @@ impl Validator {
         }
     }
 
-    /// Merges a timing section over `base` (the checked `defaults:`; `None` for the
-    /// defaults section itself) and checks it.
-    fn timing(&mut self, raw: &RawTiming, here: Location, base: Option<&Timing>) -> Option<Timing> {
+    /// Merges a timing section over what it inherits (the checked `defaults:`; `None` for
+    /// the defaults section itself, which inherits the built-in values) and checks it.
+    ///
+    /// A broken rule is reported once, where it is broken: at the first of its keys this
+    /// section sets. A client does not repeat a rule that `defaults:` already breaks, and
+    /// no rule is judged on a value that was refused (its problem is already reported).
+    fn timing(
+        &mut self,
+        raw: &RawTiming,
+        here: Location,
+        inherited: Option<&CheckedTiming>,
+    ) -> CheckedTiming {
         let builtin = Timing::default();
-        let checked_base = base;
-        let base = base.unwrap_or(&builtin);
-        let lifetime = self.duration(&raw.lifetime, "lifetime");
-        let rotate_before = self.duration(&raw.rotate_before, "rotate_before");
-        let grace = self.duration(&raw.grace, "grace");
-        let orphan_grace = self.duration(&raw.orphan_grace, "orphan_grace");
-        let max_age = self.duration(&raw.max_age, "max_age");
-        let verify_timeout = self.duration(&raw.verify_timeout, "verify_timeout");
-        let retry_interval = self.duration(&raw.retry_interval, "retry_interval");
+        let base = inherited.map_or(&builtin, |i| &i.timing);
+        let mut refused: BTreeSet<&'static str> = BTreeSet::new();
+        let mut pick = |v: &mut Self, raw: &Option<Spanned<String>>, key: &'static str| {
+            if raw.is_none() && inherited.is_some_and(|i| i.refused.contains(key)) {
+                refused.insert(key);
+            }
+            let parsed = v.duration(raw, key);
+            if parsed.is_none() {
+                refused.insert(key);
+            }
+            parsed.flatten()
+        };
+        let lifetime = pick(self, &raw.lifetime, "lifetime");
+        let rotate_before = pick(self, &raw.rotate_before, "rotate_before");
+        let grace = pick(self, &raw.grace, "grace");
+        let orphan_grace = pick(self, &raw.orphan_grace, "orphan_grace");
+        let max_age = pick(self, &raw.max_age, "max_age");
+        let verify_timeout = pick(self, &raw.verify_timeout, "verify_timeout");
+        let retry_interval = pick(self, &raw.retry_interval, "retry_interval");
         let schedule = match &raw.schedule {
-            None => Some(base.schedule.clone()),
+            None => {
+                if inherited.is_some_and(|i| i.refused.contains("schedule")) {
+                    refused.insert("schedule");
+                }
+                base.schedule.clone()
+            }
             Some(s) => match crate::daemon::parse_schedule(&s.value) {
-                Ok(_) => Some(s.value.trim().to_owned()),
+                Ok(_) => s.value.trim().to_owned(),
                 Err(e) => {
                     self.problem(s.referenced, format!("schedule: {e}"));
-                    None
+                    refused.insert("schedule");
+                    base.schedule.clone()
                 }
             },
         };
         let t = Timing {
-            schedule: schedule?,
-            lifetime: lifetime?.unwrap_or(base.lifetime),
-            rotate_before: rotate_before?.unwrap_or(base.rotate_before),
-            grace: grace?.unwrap_or(base.grace),
-            orphan_grace: orphan_grace?.unwrap_or(base.orphan_grace),
-            max_age: max_age?.or(base.max_age),
-            verify_timeout: verify_timeout?.unwrap_or(base.verify_timeout),
-            retry_interval: retry_interval?.unwrap_or(base.retry_interval),
+            schedule,
+            lifetime: lifetime.unwrap_or(base.lifetime),
+            rotate_before: rotate_before.unwrap_or(base.rotate_before),
+            grace: grace.unwrap_or(base.grace),
+            orphan_grace: orphan_grace.unwrap_or(base.orphan_grace),
+            max_age: max_age.or(base.max_age),
+            verify_timeout: verify_timeout.unwrap_or(base.verify_timeout),
+            retry_interval: retry_interval.unwrap_or(base.retry_interval),
         };
-        // Where a broken rule is reported: the first of its keys set in this section. A
-        // client that sets none of them inherits the values of `defaults:`, where the same
-        // problem was already reported once.
-        let place = |keys: &[&Option<Spanned<String>>]| {
-            keys.iter()
-                .find_map(|k| k.as_ref().map(|s| s.referenced))
-                .or(checked_base.is_none().then_some(here))
-        };
-        let mut problems = Vec::new();
-        if t.lifetime <= Duration::zero() || t.lifetime > Duration::days(730) {
-            problems.push((
-                place(&[&raw.lifetime]),
-                "lifetime must be more than 0s and at most 730d (CDS secrets should always expire)"
-                    .to_owned(),
-            ));
-        }
-        if t.rotate_before <= Duration::zero() {
-            problems.push((
-                place(&[&raw.rotate_before]),
-                "rotate_before must be more than 0s: with 0s a secret is rotated only after it has expired, when its consumers are already locked out; use e.g. 30d".to_owned(),
-            ));
-        } else if t.rotate_before >= t.lifetime {
-            problems.push((
-                place(&[&raw.rotate_before, &raw.lifetime]),
-                format!(
-                    "rotate_before ({}) must be shorter than lifetime ({}), or every new secret would be due at once",
-                    duration::format(t.rotate_before),
-                    duration::format(t.lifetime)
-                ),
-            ));
-        }
-        let needed = t.grace.checked_add(&t.verify_timeout);
-        if t.rotate_before > Duration::zero()
-            && (t.grace >= t.rotate_before || needed.is_none_or(|n| n > t.rotate_before))
-        {
-            problems.push((
-                place(&[&raw.grace, &raw.verify_timeout, &raw.rotate_before]),
-                format!(
-                    "grace ({}) must be shorter than rotate_before ({}), with room for verify_timeout ({}) too (grace + verify_timeout <= rotate_before): the old secret must stay valid while the new one is verified and through the whole grace period after it is published; lower grace or raise rotate_before",
-                    duration::format(t.grace),
-                    duration::format(t.rotate_before),
-                    duration::format(t.verify_timeout)
-                ),
-            ));
-        }
-        if t.orphan_grace >= t.lifetime {
-            problems.push((
-                place(&[&raw.orphan_grace, &raw.lifetime]),
-                format!(
-                    "orphan_grace ({}) must be shorter than lifetime ({}), or an orphan would expire before it is cleaned up; use e.g. 10m",
-                    duration::format(t.orphan_grace),
-                    duration::format(t.lifetime)
-                ),
-            ));
-        }
-        if let Some(max_age) = t.max_age
-            && (max_age <= t.grace || max_age > Duration::days(730))
-        {
-            problems.push((
-                place(&[&raw.max_age, &raw.grace]),
-                format!(
-                    "max_age ({}) must be longer than grace ({}) and at most 730d",
-                    duration::format(max_age),
-                    duration::format(t.grace)
-                ),
-            ));
-        }
-        if t.verify_timeout > Duration::hours(1) {
-            problems.push((
-                place(&[&raw.verify_timeout]),
-                "verify_timeout must be at most 1h".to_owned(),
-            ));
-        }
-        if t.retry_interval < Duration::seconds(1) || t.retry_interval > Duration::days(7) {
-            problems.push((
-                place(&[&raw.retry_interval]),
-                "retry_interval must be between 1s and 7d".to_owned(),
-            ));
-        }
-        for (at, message) in problems {
+        let mut broken = BTreeSet::new();
+        for (rule, message) in broken_rules(&t) {
+            let keys = rule.keys();
+            if keys.iter().any(|k| refused.contains(k)) {
+                continue;
+            }
+            broken.insert(rule);
+            let set_here = keys.iter().find_map(|k| raw.get(k).map(|s| s.referenced));
+            let at = match inherited {
+                None => set_here.or(Some(here)),
+                Some(i) if i.broken.contains(&rule) => None,
+                Some(_) => set_here,
+            };
             if let Some(at) = at {
                 self.problem(at, message);
             }
         }
-        Some(t)
+        CheckedTiming {
+            timing: t,
+            refused,
+            broken,
+        }
     }
 
     fn client(
         &mut self,
         raw: RawClient,
         location: Location,
-        defaults: Option<&Timing>,
+        defaults: &CheckedTiming,
         stores: &BTreeMap<String, StoreSpec>,
         notifiers: &BTreeMap<String, NotifierSpec>,
     ) -> Option<ClientPolicy> {
         let name = raw.name.value.clone();
         self.name(raw.name.referenced, "client", &name);
-        let client_id = self.guid(&raw.client_id, &format!("client `{name}`: client_id"));
+        let client_id = self.guid(
+            &raw.client_id,
+            &format!("client `{name}`: client_id"),
+            "the GUID of the CDS client to rotate",
+        );
         let kind = match raw.kind.as_ref().map(|k| k.value.as_str()) {
             None | Some("client_credentials") => Some(ClientKind::ClientCredentials),
             Some("hybrid") => Some(ClientKind::Hybrid),
@@ -822,7 +851,7 @@ impl Validator {
                 );
             }
         }
-        let timing = self.timing(&raw.timing(), location, defaults);
+        let timing = self.timing(&raw.timing(), location, Some(defaults));
         Some(ClientPolicy {
             name,
             client_id: client_id?,
@@ -830,10 +859,146 @@ impl Validator {
             store: store_name.value,
             secret: secret.value,
             notify: raw.notify.into_iter().map(|n| n.value).collect(),
-            timing: timing?,
+            // A refused timing value is already a problem; the client is still built so
+            // that the checks across clients (names, ids, files) run too.
+            timing: timing.timing,
             retire_unmanaged: raw.retire_unmanaged.unwrap_or(false),
         })
     }
+}
+
+/// A timing section after checking: the merged values, the keys whose value was refused
+/// (unparsable, already reported) and the rules the values break.
+struct CheckedTiming {
+    timing: Timing,
+    refused: BTreeSet<&'static str>,
+    broken: BTreeSet<Rule>,
+}
+
+/// The rules between timing values (README.md, "The policy").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Rule {
+    LifetimeRange,
+    RotateBeforePositive,
+    RotateBeforeUnderLifetime,
+    GraceFits,
+    OrphanGraceUnderLifetime,
+    MaxAgeOverGrace,
+    MaxAgeCap,
+    VerifyTimeoutCap,
+    RetryIntervalRange,
+}
+
+impl Rule {
+    /// The keys the rule compares, the one most likely to be wrong first (a broken rule
+    /// is reported at the first of them a section sets).
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            Rule::LifetimeRange => &["lifetime"],
+            Rule::RotateBeforePositive => &["rotate_before"],
+            Rule::RotateBeforeUnderLifetime => &["rotate_before", "lifetime"],
+            Rule::GraceFits => &["grace", "verify_timeout", "rotate_before"],
+            Rule::OrphanGraceUnderLifetime => &["orphan_grace", "lifetime"],
+            Rule::MaxAgeOverGrace => &["max_age", "grace"],
+            Rule::MaxAgeCap => &["max_age"],
+            Rule::VerifyTimeoutCap => &["verify_timeout"],
+            Rule::RetryIntervalRange => &["retry_interval"],
+        }
+    }
+}
+
+/// The rules `t` breaks, each with its message (values included, and what to do).
+fn broken_rules(t: &Timing) -> Vec<(Rule, String)> {
+    let f = duration::format;
+    let mut out = Vec::new();
+    if t.lifetime <= Duration::zero() || t.lifetime > Duration::days(730) {
+        out.push((
+            Rule::LifetimeRange,
+            format!(
+                "lifetime ({}) must be more than 0s and at most 730d (CDS secrets should always expire); use e.g. 90d",
+                f(t.lifetime)
+            ),
+        ));
+    }
+    if t.rotate_before <= Duration::zero() {
+        out.push((
+            Rule::RotateBeforePositive,
+            format!(
+                "rotate_before ({}) must be more than 0s: with 0s a secret is rotated only after it has expired, when its consumers are already locked out; use e.g. 30d",
+                f(t.rotate_before)
+            ),
+        ));
+    } else {
+        if t.rotate_before >= t.lifetime {
+            out.push((
+                Rule::RotateBeforeUnderLifetime,
+                format!(
+                    "rotate_before ({}) must be shorter than lifetime ({}), or every new secret would be due at once; lower rotate_before or raise lifetime",
+                    f(t.rotate_before),
+                    f(t.lifetime)
+                ),
+            ));
+        }
+        let needed = t.grace.checked_add(&t.verify_timeout);
+        if t.grace >= t.rotate_before || needed.is_none_or(|n| n > t.rotate_before) {
+            out.push((
+                Rule::GraceFits,
+                format!(
+                    "grace ({}) must be shorter than rotate_before ({}), with room for verify_timeout ({}) too (grace + verify_timeout <= rotate_before): the old secret must stay valid while the new one is verified and through the whole grace period after it is published; lower grace or raise rotate_before",
+                    f(t.grace),
+                    f(t.rotate_before),
+                    f(t.verify_timeout)
+                ),
+            ));
+        }
+    }
+    if t.orphan_grace >= t.lifetime {
+        out.push((
+            Rule::OrphanGraceUnderLifetime,
+            format!(
+                "orphan_grace ({}) must be shorter than lifetime ({}), or an orphan would expire before it is cleaned up; use e.g. 10m",
+                f(t.orphan_grace),
+                f(t.lifetime)
+            ),
+        ));
+    }
+    if let Some(max_age) = t.max_age {
+        if max_age <= t.grace {
+            out.push((
+                Rule::MaxAgeOverGrace,
+                format!(
+                    "max_age ({}) must be longer than grace ({}), or a secret would be due again before the one it replaced is retired; raise max_age or lower grace",
+                    f(max_age),
+                    f(t.grace)
+                ),
+            ));
+        }
+        if max_age > Duration::days(730) {
+            out.push((
+                Rule::MaxAgeCap,
+                format!("max_age ({}) must be at most 730d", f(max_age)),
+            ));
+        }
+    }
+    if t.verify_timeout > Duration::hours(1) {
+        out.push((
+            Rule::VerifyTimeoutCap,
+            format!(
+                "verify_timeout ({}) must be at most 1h; use e.g. 2m",
+                f(t.verify_timeout)
+            ),
+        ));
+    }
+    if t.retry_interval < Duration::seconds(1) || t.retry_interval > Duration::days(7) {
+        out.push((
+            Rule::RetryIntervalRange,
+            format!(
+                "retry_interval ({}) must be between 1s and 7d; use e.g. 15m",
+                f(t.retry_interval)
+            ),
+        ));
+    }
+    out
 }
 
 fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
@@ -943,6 +1108,20 @@ fn is_file_path(p: &Path) -> bool {
         && matches!(p.components().next_back(), Some(Component::Normal(_)))
         && text.len() <= 4096
         && !text.chars().any(char::is_control)
+}
+
+/// A template placeholder such as `<your-tenant-id>` (a value starting with `<` and
+/// ending with `>`), as it may be shown: itself when it reads like a placeholder
+/// (lowercase words), else `<…>`, so that a pasted value is never echoed.
+fn placeholder(value: &str) -> Option<&str> {
+    let v = value.trim();
+    let inner = v.strip_prefix('<')?.strip_suffix('>')?;
+    let readable = !inner.is_empty()
+        && inner.len() <= 48
+        && inner
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | ' '));
+    Some(if readable { v } else { "<…>" })
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`, at most 128 characters.

@@ -152,9 +152,11 @@ fn references_must_be_declared_and_clients_unique() {
 fn every_problem_is_reported_at_once() {
     let text = VALID
         .replace("lifetime: 90d", "lifetime: soon")
-        .replace("notify: [ops]", "notify: [pager]");
+        .replace("notify: [ops]", "notify: [pager]")
+        .replace("1b0c1d2e", "0b0c1d2e");
     let err = parse(&text).unwrap_err();
-    assert_eq!(err.problems.len(), 2, "{err}");
+    assert_eq!(err.problems.len(), 3, "{err}");
+    assert!(err.to_string().contains("listed twice"), "{err}");
 }
 
 #[test]
@@ -172,6 +174,10 @@ fn a_yaml_bomb_is_refused() {
     }
     let err = parse(&text).unwrap_err();
     assert_eq!(err.problems.len(), 1);
+    assert!(
+        err.problems[0].message.contains("too large or too complex"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -465,7 +471,7 @@ fn variable_names_and_dotted_relative_paths_are_secret_sources() {
 fn rotate_before_of_zero_is_refused() {
     let err = error_of(&VALID.replace("rotate_before: 30d", "rotate_before: 0s"));
     assert!(
-        err.contains("policy.yaml:16:18: rotate_before must be more than 0s"),
+        err.contains("policy.yaml:16:18: rotate_before (0s) must be more than 0s"),
         "{err}"
     );
     assert!(err.contains("already locked out"), "{err}");
@@ -532,7 +538,7 @@ fn hostile_durations_are_errors_not_panics() {
         "1d\0",
     ] {
         let err = duration::parse(text).expect_err(text);
-        assert!(err.chars().count() < 200, "{err}");
+        assert!(err.chars().count() < 300, "{err}");
     }
     // The sum of small parts is capped too; 36500d itself is fine.
     assert!(duration::parse(&many_small).is_err());
@@ -557,13 +563,10 @@ fn a_duration_longer_than_100_years_in_total_is_refused() {
 fn durations_are_capped_per_key() {
     let with = |line: &str| VALID.replace("orphan_grace: 10m", line);
     let err = error_of(&with("orphan_grace: 10m\n  max_age: 731d"));
-    assert!(
-        err.contains("max_age (731d) must be longer than grace (1d) and at most 730d"),
-        "{err}"
-    );
+    assert!(err.contains("max_age (731d) must be at most 730d"), "{err}");
     let err = error_of(&with("orphan_grace: 10m\n  retry_interval: 8d"));
     assert!(
-        err.contains("retry_interval must be between 1s and 7d"),
+        err.contains("retry_interval (8d) must be between 1s and 7d"),
         "{err}"
     );
     let err = error_of(&with("orphan_grace: 90d"));
@@ -572,9 +575,401 @@ fn durations_are_capped_per_key() {
         "{err}"
     );
     let err = error_of(&with("orphan_grace: 10m\n  verify_timeout: 61m"));
-    assert!(err.contains("verify_timeout must be at most 1h"), "{err}");
+    assert!(
+        err.contains("verify_timeout (1h1m) must be at most 1h"),
+        "{err}"
+    );
     parse(&with(
         "orphan_grace: 10m\n  max_age: 730d\n  retry_interval: 7d",
     ))
     .unwrap();
+}
+
+/// VALID with `lifetime:` in `defaults:` (line 15, value at column 13) set to `value`.
+fn with_lifetime(value: &str) -> String {
+    VALID.replace("lifetime: 90d", &format!("lifetime: \"{value}\""))
+}
+
+#[test]
+fn a_number_without_a_unit_suggests_seconds_and_the_largest_exact_unit() {
+    let err = error_of(&VALID.replace("lifetime: 90d", "lifetime: 86400"));
+    assert!(
+        err.contains("policy.yaml:15:13: lifetime: `86400` is not a duration: `86400` has no unit; in seconds write `86400s` (or `1d`)"),
+        "{err}"
+    );
+    assert!(!err.contains("86400d"), "{err}");
+    let err = duration::parse("90").unwrap_err();
+    assert!(err.contains("write `90s`;"), "{err}");
+    assert!(
+        duration::parse("1209600")
+            .unwrap_err()
+            .contains("(or `2w`)")
+    );
+}
+
+#[test]
+fn every_malformed_duration_names_the_key_and_says_how_durations_are_written() {
+    for bad in [
+        "500ms",
+        "-1h",
+        "+1h",
+        "1.5d",
+        "1 d",
+        "90y",
+        "90D",
+        "d",
+        "1d12",
+        "soon",
+        "1dd",
+        "1d\\0",
+        "\u{ff11}d",
+        "0x10s",
+    ] {
+        let err = error_of(&with_lifetime(bad));
+        assert!(
+            err.contains("policy.yaml:15:13: lifetime: `"),
+            "{bad}: {err}"
+        );
+        assert!(
+            err.contains("use whole numbers with units s, m, h, d or w, no sign or spaces, combined like 1d12h"),
+            "{bad}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{bad}: {err}");
+    }
+}
+
+#[test]
+fn a_malformed_duration_names_the_duration_meant_when_it_is_clear() {
+    for (bad, says) in [
+        ("1.5d", "whole numbers only: write `1d12h`"),
+        ("0.5h", "whole numbers only: write `30m`"),
+        ("1 d", "no spaces inside a duration: write `1d`"),
+        ("1d 12h", "no spaces inside a duration: write `1d12h`"),
+        ("-1h", "a duration cannot be negative: write `1h`"),
+        ("+1h", "no sign: write `1h`"),
+        (
+            "500ms",
+            "unknown unit `ms`: nothing shorter than a second (s) is supported",
+        ),
+        ("90days", "unknown unit `days`: for days write d"),
+        (
+            "1y",
+            "months and years differ in length: write days, like 365d",
+        ),
+        ("2H", "units are lower case: write h"),
+        ("1d12", "the last number `12` has no unit"),
+        ("d", "a number must come before `d`"),
+    ] {
+        let err = duration::parse(bad).unwrap_err();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn a_wrong_kind_of_value_names_the_key_and_what_to_write() {
+    let err = error_of(&VALID.replace("max_concurrency: 4", "max_concurrency: lots"));
+    assert_eq!(
+        err,
+        "/etc/cds-rotator/policy.yaml:8:20: connect.max_concurrency: expected a whole number from 1 to 64"
+    );
+    for word in ["maybe", "yes", "1", "\"true\""] {
+        let err = error_of(&VALID.replace(
+            "retire_unmanaged: false",
+            &format!("retire_unmanaged: {word}"),
+        ));
+        assert_eq!(
+            err,
+            "/etc/cds-rotator/policy.yaml:25:23: client `historian-uploader`: retire_unmanaged: expected true or false",
+            "{word}"
+        );
+    }
+    let err = error_of(&VALID.replace("notify: [ops]", "notify: ops"));
+    assert!(
+        err.contains(
+            "client `historian-uploader`: notify: expected a list of notifier names, like [ops]"
+        ),
+        "{err}"
+    );
+    let err = error_of(&VALID.replace("lifetime: 90d", "lifetime: [90d]"));
+    assert!(
+        err.contains("policy.yaml:15:13: defaults.lifetime: expected a duration like 90d"),
+        "{err}"
+    );
+    let err = error_of(&VALID.replace("max_concurrency: 4", "max_concurrency: 100"));
+    assert!(
+        err.contains("connect.max_concurrency (100) must be between 1 and 64"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_key_set_twice_is_reported_at_each_repeat_without_parser_advice() {
+    let text = VALID
+        .replace("grace: 2h", "grace: 2h\n    grace: 3h")
+        .replace("orphan_grace: 10m", "orphan_grace: 10m\n  lifetime: 30d");
+    let err = parse(&text).unwrap_err();
+    let all = err.to_string();
+    assert_eq!(err.problems.len(), 2, "{all}");
+    assert!(
+        all.contains("policy.yaml:19:3: defaults.lifetime is set twice in this mapping (first at line 15); keep one"),
+        "{all}"
+    );
+    assert!(
+        all.contains("policy.yaml:32:5: client `dashboard`: grace is set twice in this mapping (first at line 31); keep one"),
+        "{all}"
+    );
+    assert!(!all.contains("DuplicateKeyPolicy"), "{all}");
+    assert!(!all.contains("Options"), "{all}");
+}
+
+#[test]
+fn every_unknown_key_is_reported_at_once_with_a_suggestion() {
+    let text = VALID
+        .replace("max_concurrency: 4", "max_concurency: 4")
+        .replace("rotate_before: 30d", "rotate_befor: 30d")
+        .replace("dir: secrets", "dri: secrets")
+        .replace("retire_unmanaged: false", "retire: false\n    colour: blue");
+    let err = parse(&text).unwrap_err();
+    let all = err.to_string();
+    for line in [
+        "policy.yaml:8:3: unknown field `max_concurency` in connect: did you mean `max_concurrency`?",
+        "policy.yaml:10:24: unknown field `dri` in stores.local: did you mean `dir`?",
+        "policy.yaml:16:3: unknown field `rotate_befor` in defaults: did you mean `rotate_before`?",
+        "policy.yaml:25:5: unknown field `retire` in client `historian-uploader`: did you mean `retire_unmanaged`?",
+        "policy.yaml:26:5: unknown field `colour` in client `historian-uploader`; remove it, or use one of: name, client_id, kind, store, notify, retire_unmanaged, schedule,",
+    ] {
+        assert!(all.contains(line), "{line}\n{all}");
+    }
+    // The store entry with a typo also lacks its `dir`.
+    assert!(
+        all.contains("policy.yaml:10:10: stores.local.dir is missing; set it to the directory"),
+        "{all}"
+    );
+    assert_eq!(err.problems.len(), 6, "{all}");
+}
+
+#[test]
+fn missing_and_empty_keys_say_what_to_set() {
+    let err = error_of(&VALID.replace("  url: https://uswe.datahub.connect.aveva.com\n", ""));
+    assert!(
+        err.contains("policy.yaml:3:3: connect.url is missing; set it to the CDS URL, https://uswe.datahub.connect.aveva.com"),
+        "{err}"
+    );
+    let err = error_of(&VALID.replace(
+        "tenant_id: 8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f",
+        "tenant_id:",
+    ));
+    assert!(
+        err.contains("connect.tenant_id is empty; set it to the GUID of your tenant"),
+        "{err}"
+    );
+    let err = error_of(&VALID.replace("{ type: file, dir: secrets }", "{ dir: secrets }"));
+    assert!(
+        err.contains("policy.yaml:10:10: stores.local.type is missing; set it to file"),
+        "{err}"
+    );
+    let err = error_of(&VALID.replace("{ type: file, dir: secrets }", "{ type: vault }"));
+    assert!(
+        err.contains("stores.local.type: `vault` is not a store type; use file"),
+        "{err}"
+    );
+    let err = error_of("");
+    assert!(err.contains("the policy is empty"), "{err}");
+}
+
+#[test]
+fn shape_errors_never_echo_a_value() {
+    let pasted = "Zq8Ws7xZpR2mLk4Vn9TbY3cHj6FdG1sAe";
+    for text in [
+        VALID.replace("max_concurrency: 4", &format!("max_concurrency: {pasted}")),
+        VALID.replace(
+            "retire_unmanaged: false",
+            &format!("retire_unmanaged: {pasted}"),
+        ),
+        VALID.replace(
+            "tenant_id: 8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f",
+            &format!("tenant_id: {pasted}"),
+        ),
+        VALID.replace(
+            "client_id: 0b0c1d2e-3f40-4152-6374-8596a7b8c9d0",
+            &format!("client_id: {pasted}"),
+        ),
+        VALID
+            .replace("lock_dir", "")
+            .replace("stores:", &format!("lock_dir: [{pasted}]\nstores:")),
+        VALID.replace(
+            "max_concurrency: 4",
+            &format!("max_concurrency: {{ {pasted}: 1 }}"),
+        ),
+    ] {
+        let err = parse(&text).unwrap_err();
+        let shown = format!("{err}\n{err:?}");
+        assert!(!shown.contains(pasted), "echoed: {shown}");
+    }
+}
+
+#[test]
+fn the_shape_table_knows_exactly_the_keys_serde_takes() {
+    use raw::*;
+    /// The field list serde gives when it meets an unknown key.
+    fn serde_keys<T: serde::de::DeserializeOwned + std::fmt::Debug>(yaml: &str) -> Vec<String> {
+        match serde_saphyr::from_str::<T>(yaml)
+            .unwrap_err()
+            .without_snippet()
+        {
+            serde_saphyr::Error::SerdeUnknownField { expected, .. } => {
+                let mut v: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+                v.sort();
+                v
+            }
+            other => panic!("{other}"),
+        }
+    }
+    fn table(groups: &[&[Key]]) -> Vec<String> {
+        let mut v: Vec<String> = groups
+            .iter()
+            .flat_map(|g| g.iter())
+            .map(|k| k.name.to_owned())
+            .collect();
+        v.sort();
+        v
+    }
+    let probe = "zz_probe: 1";
+    assert_eq!(serde_keys::<RawPolicy>(probe), table(&[TOP]));
+    assert_eq!(serde_keys::<RawConnect>(probe), table(&[CONNECT]));
+    assert_eq!(serde_keys::<RawCredentials>(probe), table(&[CREDENTIALS]));
+    assert_eq!(serde_keys::<RawTiming>(probe), table(&[TIMING]));
+    assert_eq!(serde_keys::<RawClient>(probe), table(&[CLIENT, TIMING]));
+    assert_eq!(serde_keys::<RawStoreRef>(probe), table(&[STORE_REF]));
+    for (kind, keys) in RawStore::TYPES {
+        let yaml = format!("{{ type: {kind}, zz_probe: 1 }}");
+        assert_eq!(serde_keys::<RawStore>(&yaml), table(&[keys]), "{kind}");
+    }
+    for (kind, keys) in RawNotifier::TYPES {
+        let yaml = format!("{{ type: {kind}, zz_probe: 1 }}");
+        assert_eq!(serde_keys::<RawNotifier>(&yaml), table(&[keys]), "{kind}");
+    }
+}
+
+#[test]
+fn a_wrong_default_is_reported_once_at_its_line_with_its_value() {
+    let err = parse(&VALID.replace("lifetime: 90d", "lifetime: 900d")).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert!(
+        err.to_string()
+            .contains("policy.yaml:15:13: lifetime (900d) must be more than 0s and at most 730d"),
+        "{err}"
+    );
+    // A client that sets another key of the broken rule does not repeat it.
+    let text = VALID
+        .replace("grace: 24h", "grace: 40d")
+        .replace("retire_unmanaged: false", "verify_timeout: 1m");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert!(
+        err.to_string()
+            .contains("policy.yaml:17:10: grace (40d) must be shorter than rotate_before (30d)"),
+        "{err}"
+    );
+    // A default that does not parse is reported once, and no rule is judged on it.
+    let text = VALID
+        .replace("lifetime: 90d", "lifetime: 90x")
+        .replace("retire_unmanaged: false", "rotate_before: 100d");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert!(
+        err.to_string()
+            .contains("policy.yaml:15:13: lifetime: `90x`"),
+        "{err}"
+    );
+    // A client that breaks a rule itself is told, at its own key.
+    let err = error_of(&VALID.replace("grace: 2h", "grace: 40d"));
+    assert!(
+        err.contains("policy.yaml:30:12: grace (40d) must be shorter than rotate_before (30d)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn max_age_not_longer_than_grace_gives_both_values() {
+    let err = error_of(&VALID.replace("orphan_grace: 10m", "orphan_grace: 10m\n  max_age: 12h"));
+    assert!(
+        err.contains("policy.yaml:19:12: max_age (12h) must be longer than grace (1d)"),
+        "{err}"
+    );
+    assert!(err.contains("raise max_age or lower grace"), "{err}");
+}
+
+#[test]
+fn placeholders_must_be_replaced_and_say_with_what() {
+    let text = VALID
+        .replace("https://uswe.datahub.connect.aveva.com", "<cds-url>")
+        .replace("8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f", "<your-tenant-id>")
+        .replace("0b0c1d2e-3f40-4152-6374-8596a7b8c9d0", "<app-client-id>")
+        .replace("dir: secrets", "dir: <secrets-dir>")
+        .replace(
+            "/run/credentials/cds-rotator.service/admin",
+            "<secret-file>",
+        );
+    let err = parse(&text).unwrap_err();
+    let all = err.to_string();
+    for line in [
+        "policy.yaml:3:8: connect.url: replace the placeholder `<cds-url>` with https://uswe.datahub.connect.aveva.com",
+        "policy.yaml:4:14: connect.tenant_id: replace the placeholder `<your-tenant-id>` with the GUID of your tenant",
+        "policy.yaml:7:25: connect.credentials.client_secret_file: replace the placeholder `<secret-file>` with the path of the file",
+        "policy.yaml:10:10: stores.local.dir: replace the placeholder `<secrets-dir>` with the directory",
+        "policy.yaml:21:16: client `historian-uploader`: client_id: replace the placeholder `<app-client-id>` with the GUID of the CDS client",
+    ] {
+        assert!(all.contains(line), "{line}\n{all}");
+    }
+    assert_eq!(err.problems.len(), 5, "{all}");
+    // A value that merely has the shape of a placeholder is not shown.
+    let err = error_of(&with_credential("client_secret_env: <Zq8Ws7xZ/pR2mLk4>"));
+    assert!(err.contains("replace the placeholder `<…>`"), "{err}");
+    assert!(!err.contains("Zq8Ws7xZ"), "{err}");
+}
+
+const EXAMPLE: &str = include_str!("../../config/policy.yaml");
+
+#[test]
+fn the_example_policy_fails_only_on_its_placeholders() {
+    let err = parse(EXAMPLE).unwrap_err();
+    assert_eq!(err.problems.len(), 4, "{err}");
+    for p in &err.problems {
+        assert!(p.message.contains("replace the placeholder `<"), "{err}");
+    }
+}
+
+#[test]
+fn the_example_policy_with_its_placeholders_replaced_is_valid() {
+    let text = EXAMPLE
+        .replace("<your-tenant-id>", "8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f")
+        .replace("<rotator-client-id>", ADMIN_ID)
+        .replace(
+            "<historian-uploader-client-id>",
+            "0b0c1d2e-3f40-4152-6374-8596a7b8c9d0",
+        )
+        .replace(
+            "<dashboard-backend-client-id>",
+            "1b0c1d2e-3f40-4152-6374-8596a7b8c9d0",
+        );
+    let p = parse(&text).unwrap();
+    assert_eq!(p.clients.len(), 2);
+    // The example spells out the built-in defaults.
+    assert_eq!(p.clients[0].timing, Timing::default());
+    assert_eq!(p.connect.max_concurrency, 8);
+    assert_eq!(
+        p.connect.request_timeout,
+        std::time::Duration::from_secs(30)
+    );
+}
+
+#[test]
+fn a_value_only_the_parser_refuses_still_names_the_key_and_what_to_write() {
+    // Of the right shape, so past the first pass; the typed parse refuses the tag.
+    let err = error_of(&VALID.replace("lifetime: 90d", "lifetime: !!int 5"));
+    assert!(
+        err.contains("policy.yaml:15:19: lifetime: expected a duration like 90d"),
+        "{err}"
+    );
 }

@@ -1,0 +1,152 @@
+//! `validate` end to end on policies people write: the example in config/policy.yaml,
+//! placeholders left in, typos, wrong kinds of values and bad durations. Every problem
+//! comes out at once as `file:line:column: message` naming its key, with exit code 2.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::text;
+
+const EXAMPLE: &str = "config/policy.yaml";
+
+/// `cds-rotator --config <config> validate`, run from the crate's directory.
+fn validate(config: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cds-rotator"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("--config")
+        .arg(config)
+        .arg("validate")
+        .env_remove("CDS_ROTATOR_CONFIG")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run cds-rotator")
+}
+
+/// The example policy with every `key: <placeholder>` value replaced by a distinct GUID.
+fn example_filled_in() -> String {
+    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLE))
+        .expect("the example policy");
+    let mut n = 0;
+    let lines: Vec<String> = example
+        .lines()
+        .map(|line| match line.split_once(": <") {
+            Some((key, value)) if !key.trim_start().starts_with('#') && value.ends_with('>') => {
+                n += 1;
+                format!("{key}: 0b0c1d2e-3f40-4152-6374-{n:012x}")
+            }
+            _ => line.to_owned(),
+        })
+        .collect();
+    assert_eq!(n, 4, "the example's placeholders changed");
+    lines.join("\n") + "\n"
+}
+
+/// Writes `policy` to a temporary directory and validates it.
+fn validate_text(policy: &str) -> (Output, std::path::PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, policy).expect("write the policy");
+    (validate(&path), path, dir)
+}
+
+#[test]
+fn validate_refuses_the_example_policy_until_its_placeholders_are_replaced() {
+    let out = validate(Path::new(EXAMPLE));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(out.stdout.is_empty(), "{}", text(&out));
+    for line in [
+        "config/policy.yaml:14:14: connect.tenant_id: replace the placeholder `<your-tenant-id>` with the GUID of your tenant",
+        "config/policy.yaml:19:16: connect.credentials.client_id: replace the placeholder `<rotator-client-id>` with the GUID of the rotator's own client",
+        "config/policy.yaml:74:16: client `historian-uploader`: client_id: replace the placeholder `<historian-uploader-client-id>` with the GUID of the CDS client to rotate",
+        "config/policy.yaml:87:16: client `dashboard-backend`: client_id: replace the placeholder `<dashboard-backend-client-id>` with the GUID of the CDS client to rotate",
+    ] {
+        assert!(stderr.lines().any(|l| l == line), "{line}\n{stderr}");
+    }
+    assert_eq!(stderr.lines().count(), 4, "{stderr}");
+}
+
+#[test]
+fn the_example_policy_validates_once_its_placeholders_are_replaced() {
+    let (out, path, _dir) = validate_text(&example_filled_in());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!(
+            "{}: valid (2 clients, 1 stores, 1 notifiers)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn validate_reports_every_typo_and_wrong_kind_of_value_at_once_naming_each_key() {
+    let policy = example_filled_in()
+        .replace("max_concurrency: 8", "max_concurrency: lots")
+        .replace("  rotate_before: 30d", "  rotate_befor: 30d")
+        .replace("retire_unmanaged: false", "retire_unmanaged: maybe")
+        .replace("    grace: 2h", "    grace: 2h\n    grace: 3h");
+    let (out, path, _dir) = validate_text(&policy);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let at = |place: &str, message: &str| format!("{}:{place}: {message}", path.display());
+    for line in [
+        at(
+            "27:20",
+            "connect.max_concurrency: expected a whole number from 1 to 64",
+        ),
+        at(
+            "55:3",
+            "unknown field `rotate_befor` in defaults: did you mean `rotate_before`?",
+        ),
+        at(
+            "85:23",
+            "client `historian-uploader`: retire_unmanaged: expected true or false",
+        ),
+        at(
+            "93:5",
+            "client `dashboard-backend`: grace is set twice in this mapping (first at line 92); keep one",
+        ),
+    ] {
+        assert!(stderr.lines().any(|l| l == line), "{line}\n{stderr}");
+    }
+    assert_eq!(stderr.lines().count(), 4, "{stderr}");
+    for leak in [
+        "invalid",
+        "u64",
+        "DuplicateKeyPolicy",
+        "Options",
+        "lots",
+        "maybe",
+    ] {
+        assert!(!stderr.contains(leak), "{leak}: {stderr}");
+    }
+}
+
+#[test]
+fn validate_explains_a_bad_duration_and_reports_a_bad_default_once() {
+    let (out, path, _dir) =
+        validate_text(&example_filled_in().replace("lifetime: 90d", "lifetime: 1.5d"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "{}:52:13: lifetime: `1.5d` is not a duration: whole numbers only: write `1d12h`; use whole numbers with units s, m, h, d or w, no sign or spaces, combined like 1d12h",
+            path.display()
+        )
+    );
+
+    // Both clients inherit it; it is reported once, where it is written.
+    let (out, path, _dir) =
+        validate_text(&example_filled_in().replace("lifetime: 90d", "lifetime: 900d"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "{}:52:13: lifetime (900d) must be more than 0s and at most 730d (CDS secrets should always expire); use e.g. 90d",
+            path.display()
+        )
+    );
+}
