@@ -18,7 +18,7 @@ use crate::policy::{NotifierSpec, Policy, SecretSource, StoreSpec};
 use crate::rotation::{ClientJob, PassOptions, PassReport, Reconciler};
 use crate::stop::Stop;
 use crate::store::SecretStore;
-use crate::store::file::FileStore;
+use crate::store::file::{Access, FileStore};
 use crate::text::escape_control;
 
 /// Exit code: every client is fine.
@@ -90,7 +90,12 @@ pub fn wire_with_clock(
         .iter()
         .map(|(name, spec)| {
             let store: Arc<dyn SecretStore> = match spec {
-                StoreSpec::File { dir } => Arc::new(FileStore::new(name.clone(), dir.clone())),
+                StoreSpec::File { dir, mode, group } => Arc::new(
+                    FileStore::new(name.clone(), dir.clone()).with_access(Access {
+                        mode: *mode,
+                        group: *group,
+                    }),
+                ),
             };
             (name.as_str(), store)
         })

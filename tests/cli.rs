@@ -660,3 +660,29 @@ async fn json_logs_are_one_object_per_line_with_ids_as_arrays() {
     }
     assert!(notifications >= 2, "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_with_mode_0640_and_a_group_lets_that_group_read() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    let env = Env::start().await;
+    let path = env.write_policy("", "");
+    let secrets = env.secrets_dir();
+    let policy = common::read(&path).replace(
+        &format!("local: {{ type: file, dir: {} }}", secrets.display()),
+        &format!(
+            "local: {{ type: file, dir: {}, mode: \"0640\", group: 4242 }}",
+            secrets.display()
+        ),
+    );
+    std::fs::write(&path, policy).unwrap();
+    let out = env.cli(&["--run-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let meta = |p: &std::path::Path| std::fs::metadata(p).unwrap();
+    for file in ["app", "app.json", "web"] {
+        let m = meta(&secrets.join(file));
+        assert_eq!(m.permissions().mode() & 0o777, 0o640, "{file}");
+        assert_eq!(m.gid(), 4242, "{file}");
+    }
+    assert_eq!(meta(&secrets).permissions().mode() & 0o777, 0o750);
+}

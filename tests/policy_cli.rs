@@ -26,8 +26,7 @@ fn validate(config: &Path) -> Output {
 
 /// The example policy with every `key: <placeholder>` value replaced by a distinct GUID.
 fn example_filled_in() -> String {
-    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLE))
-        .expect("the example policy");
+    let example = example();
     let mut n = 0;
     let lines: Vec<String> = example
         .lines()
@@ -41,6 +40,20 @@ fn example_filled_in() -> String {
         .collect();
     assert_eq!(n, 4, "the example's placeholders changed");
     lines.join("\n") + "\n"
+}
+
+/// The 1-based line of the first line of `text` that contains `needle` (line numbers
+/// follow the example's comments without the tests pinning them).
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("`{needle}` is not in the policy"))
+}
+
+fn example() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLE))
+        .expect("the example policy")
 }
 
 /// Writes `policy` to a temporary directory and validates it.
@@ -57,11 +70,25 @@ fn validate_refuses_the_example_policy_until_its_placeholders_are_replaced() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(out.stdout.is_empty(), "{}", text(&out));
+    let ex = example();
+    let at = |needle: &str| line_of(&ex, needle);
     for line in [
-        "config/policy.yaml:14:14: connect.tenant_id: replace the placeholder `<your-tenant-id>` with the GUID of your tenant",
-        "config/policy.yaml:19:16: connect.credentials.client_id: replace the placeholder `<rotator-client-id>` with the GUID of the rotator's own client",
-        "config/policy.yaml:74:16: client `historian-uploader`: client_id: replace the placeholder `<historian-uploader-client-id>` with the GUID of the CDS client to rotate",
-        "config/policy.yaml:87:16: client `dashboard-backend`: client_id: replace the placeholder `<dashboard-backend-client-id>` with the GUID of the CDS client to rotate",
+        format!(
+            "config/policy.yaml:{}:14: connect.tenant_id: replace the placeholder `<your-tenant-id>` with the GUID of your tenant",
+            at("<your-tenant-id>")
+        ),
+        format!(
+            "config/policy.yaml:{}:16: connect.credentials.client_id: replace the placeholder `<rotator-client-id>` with the GUID of the rotator's own client",
+            at("<rotator-client-id>")
+        ),
+        format!(
+            "config/policy.yaml:{}:16: client `historian-uploader`: client_id: replace the placeholder `<historian-uploader-client-id>` with the GUID of the CDS client to rotate",
+            at("<historian-uploader-client-id>")
+        ),
+        format!(
+            "config/policy.yaml:{}:16: client `dashboard-backend`: client_id: replace the placeholder `<dashboard-backend-client-id>` with the GUID of the CDS client to rotate",
+            at("<dashboard-backend-client-id>")
+        ),
     ] {
         assert!(stderr.lines().any(|l| l == line), "{line}\n{stderr}");
     }
@@ -91,23 +118,33 @@ fn validate_reports_every_typo_and_wrong_kind_of_value_at_once_naming_each_key()
     let (out, path, _dir) = validate_text(&policy);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    let at = |place: &str, message: &str| format!("{}:{place}: {message}", path.display());
+    let at = |needle: &str, column: usize, message: &str| {
+        let line = line_of(&policy, needle);
+        format!("{}:{line}:{column}: {message}", path.display())
+    };
+    let first_grace = line_of(&policy, "    grace: 2h");
     for line in [
         at(
-            "27:20",
+            "max_concurrency: lots",
+            20,
             "connect.max_concurrency: expected a whole number from 1 to 64",
         ),
         at(
-            "55:3",
+            "rotate_befor:",
+            3,
             "unknown field `rotate_befor` in defaults: did you mean `rotate_before`?",
         ),
         at(
-            "85:23",
+            "retire_unmanaged: maybe",
+            23,
             "client `historian-uploader`: retire_unmanaged: expected true or false",
         ),
         at(
-            "93:5",
-            "client `dashboard-backend`: grace is set twice in this mapping (first at line 92); keep one",
+            "    grace: 3h",
+            5,
+            &format!(
+                "client `dashboard-backend`: grace is set twice in this mapping (first at line {first_grace}); keep one"
+            ),
         ),
     ] {
         assert!(stderr.lines().any(|l| l == line), "{line}\n{stderr}");
@@ -127,13 +164,14 @@ fn validate_reports_every_typo_and_wrong_kind_of_value_at_once_naming_each_key()
 
 #[test]
 fn validate_explains_a_bad_duration_and_reports_a_bad_default_once() {
+    let line = line_of(&example_filled_in(), "lifetime: 90d");
     let (out, path, _dir) =
         validate_text(&example_filled_in().replace("lifetime: 90d", "lifetime: 1.5d"));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         format!(
-            "{}:52:13: lifetime: `1.5d` is not a duration: whole numbers only: write `1d12h`; use whole numbers with units s, m, h, d or w, no sign or spaces, combined like 1d12h",
+            "{}:{line}:13: lifetime: `1.5d` is not a duration: whole numbers only: write `1d12h`; use whole numbers with units s, m, h, d or w, no sign or spaces, combined like 1d12h",
             path.display()
         )
     );
@@ -145,7 +183,7 @@ fn validate_explains_a_bad_duration_and_reports_a_bad_default_once() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         format!(
-            "{}:52:13: lifetime (900d) must be more than 0s and at most 730d (CDS secrets should always expire); use e.g. 90d",
+            "{}:{line}:13: lifetime (900d) must be more than 0s and at most 730d (CDS secrets should always expire); use e.g. 90d",
             path.display()
         )
     );

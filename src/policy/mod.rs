@@ -59,6 +59,10 @@ pub enum StoreSpec {
         /// The directory: absolute, `.` and `..` removed (relative paths resolve against
         /// the policy file's directory).
         dir: PathBuf,
+        /// The files' mode: 0o600 (default) or 0o640.
+        mode: u32,
+        /// The files' and directory's group (a gid), when set.
+        group: Option<u32>,
     },
 }
 
@@ -293,7 +297,7 @@ impl Validator {
         for (name, spec) in raw.stores {
             self.name(spec.referenced, "store", &name);
             let store = match spec.value {
-                RawStore::File { dir } => {
+                RawStore::File { dir, mode, group } => {
                     self.placeholder(
                         spec.referenced,
                         &dir.to_string_lossy(),
@@ -302,6 +306,8 @@ impl Validator {
                     );
                     StoreSpec::File {
                         dir: resolve(base, &dir),
+                        mode: self.file_mode(spec.referenced, &name, mode.as_ref()),
+                        group: group.and_then(|g| self.file_group(spec.referenced, &name, &g)),
                     }
                 }
             };
@@ -347,7 +353,7 @@ impl Validator {
                     ),
                 );
             }
-            if let Some(StoreSpec::File { dir }) = stores.get(&c.store) {
+            if let Some(StoreSpec::File { dir, .. }) = stores.get(&c.store) {
                 let slot = FileSlot::new(&c, dir);
                 self.shared_files(at, &slot, &mut written);
                 if let Some(conn) = &connect {
@@ -467,6 +473,57 @@ impl Validator {
                 ),
             );
         }
+    }
+
+    /// A file store's `mode`: 0600 (default) or 0640; nothing wider, since the value is
+    /// a secret.
+    fn file_mode(&mut self, at: Location, store: &str, mode: Option<&raw::ModeText>) -> u32 {
+        let Some(mode) = mode else {
+            return 0o600;
+        };
+        let text = mode.text();
+        let digits = text.trim_start_matches("0o");
+        match u32::from_str_radix(digits, 8) {
+            Ok(m @ (0o600 | 0o640)) => m,
+            _ => {
+                self.problem(
+                    at,
+                    format!(
+                        "stores.{store}.mode `{}` is not allowed: write \"0600\" (only the rotator's user reads the files, the default) or \"0640\" (its group reads them too); nothing wider, the files hold secrets",
+                        crate::text::clip(&crate::text::escape_control(&text), 12)
+                    ),
+                );
+                0o600
+            }
+        }
+    }
+
+    /// A file store's `group`: a gid, or a name looked up in /etc/group.
+    fn file_group(&mut self, at: Location, store: &str, group: &raw::ModeText) -> Option<u32> {
+        let text = group.text();
+        if let Ok(gid) = text.parse::<u32>() {
+            return Some(gid);
+        }
+        let found = std::fs::read_to_string("/etc/group")
+            .ok()
+            .and_then(|groups| {
+                groups.lines().find_map(|line| {
+                    let mut fields = line.split(':');
+                    let name = fields.next()?;
+                    let gid = fields.nth(1)?;
+                    (name == text).then(|| gid.parse::<u32>().ok()).flatten()
+                })
+            });
+        if found.is_none() {
+            self.problem(
+                at,
+                format!(
+                    "stores.{store}.group `{}` is not a group in /etc/group: create it (groupadd), or give its numeric gid",
+                    crate::text::clip(&crate::text::escape_control(&text), 40)
+                ),
+            );
+        }
+        found
     }
 
     fn name(&mut self, at: Location, what: &str, name: &str) {

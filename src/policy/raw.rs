@@ -64,18 +64,80 @@ pub(super) struct RawCredentials {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub(super) enum RawStore {
-    File { dir: PathBuf },
+    File {
+        dir: PathBuf,
+        // Plain, not Spanned: positions are lost inside `type:`-tagged entries; problems
+        // are reported at the store's entry.
+        #[serde(default)]
+        mode: Option<ModeText>,
+        #[serde(default)]
+        group: Option<ModeText>,
+    },
+}
+
+/// A file mode or a group as written: `"0640"`, `cds-readers`, or a number (inside a
+/// `type:` entry YAML hands `0640` over as the number 640, `1001` as 1001). The
+/// validator reads its digits.
+#[derive(Clone, Debug)]
+pub(super) struct ModeText(String);
+
+impl ModeText {
+    /// The text as written (a number's decimal digits).
+    pub fn text(&self) -> String {
+        self.0.trim().to_owned()
+    }
+}
+
+impl<'de> Deserialize<'de> for ModeText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ModeText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a mode like \"0640\" or a group name or number")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ModeText, E> {
+                Ok(ModeText(v.to_owned()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ModeText, E> {
+                Ok(ModeText(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ModeText, E> {
+                Ok(ModeText(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ModeText, E> {
+                if v.fract() == 0.0 && (0.0..1e12).contains(&v) {
+                    Ok(ModeText(format!("{v:.0}")))
+                } else {
+                    Err(E::custom("expected a mode like \"0640\" or a group"))
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl RawStore {
     /// Every store type with its keys besides `type`.
     pub const TYPES: &[(&str, &[Key])] = &[(
         "file",
-        &[Key::required(
-            "dir",
-            Shape::Value,
-            "the directory the secrets are written to, like /var/lib/cds-rotator/secrets",
-        )],
+        &[
+            Key::required(
+                "dir",
+                Shape::Value,
+                "the directory the secrets are written to, like /var/lib/cds-rotator/secrets",
+            ),
+            Key::optional(
+                "mode",
+                Shape::Value,
+                "the files' mode: \"0600\" (the default) or \"0640\" (the group may read)",
+            ),
+            Key::optional(
+                "group",
+                Shape::Value,
+                "the files' group, a name from /etc/group or a gid, like cds-readers",
+            ),
+        ],
     )];
 }
 

@@ -47,7 +47,9 @@ fn a_valid_policy_resolves_defaults_and_overrides() {
     assert_eq!(
         p.stores["local"],
         StoreSpec::File {
-            dir: PathBuf::from("/etc/cds-rotator/secrets")
+            dir: PathBuf::from("/etc/cds-rotator/secrets"),
+            mode: 0o600,
+            group: None,
         }
     );
     let dash = p.client("dashboard").unwrap();
@@ -263,7 +265,9 @@ fn every_relative_path_resolves_against_the_policy_directory() {
     assert_eq!(
         p.stores["local"],
         StoreSpec::File {
-            dir: PathBuf::from("/etc/cds-rotator/secrets")
+            dir: PathBuf::from("/etc/cds-rotator/secrets"),
+            mode: 0o600,
+            group: None,
         }
     );
     assert_eq!(p.lock_dir, PathBuf::from("/etc/run/locks"));
@@ -278,7 +282,9 @@ fn a_bare_policy_file_name_resolves_against_the_current_directory() {
     assert_eq!(
         p.stores["local"],
         StoreSpec::File {
-            dir: cwd.join("secrets")
+            dir: cwd.join("secrets"),
+            mode: 0o600,
+            group: None,
         }
     );
 }
@@ -972,4 +978,38 @@ fn a_value_only_the_parser_refuses_still_names_the_key_and_what_to_write() {
         err.contains("policy.yaml:15:19: lifetime: expected a duration like 90d"),
         "{err}"
     );
+}
+
+#[test]
+fn a_file_store_takes_mode_0600_or_0640_and_a_group_by_name_or_gid() {
+    let with = |extra: &str| {
+        VALID.replace(
+            "local: { type: file, dir: secrets }",
+            &format!("local: {{ type: file, dir: secrets{extra} }}"),
+        )
+    };
+    let spec = |text: &str| parse(text).unwrap().stores["local"].clone();
+    for (extra, mode, group) in [
+        ("", 0o600, None),
+        (", mode: \"0640\"", 0o640, None),
+        (", mode: 0640", 0o640, None),
+        (", mode: \"0600\", group: 1234", 0o600, Some(1234)),
+        (", mode: \"0640\", group: root", 0o640, Some(0)),
+    ] {
+        match spec(&with(extra)) {
+            StoreSpec::File {
+                mode: m, group: g, ..
+            } => assert_eq!((m, g), (mode, group), "{extra}"),
+        }
+    }
+    for (extra, says) in [
+        (", mode: \"0644\"", "mode `0644` is not allowed"),
+        (", mode: 0666", "mode `666` is not allowed"),
+        (", mode: \"rw\"", "is not allowed"),
+        (", group: no-such-group-here", "not a group in /etc/group"),
+    ] {
+        let err = error_of(&with(extra));
+        assert!(err.contains(says), "{extra}: {err}");
+        assert!(err.contains("policy.yaml:10:"), "{extra}: {err}");
+    }
 }
