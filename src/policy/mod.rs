@@ -7,6 +7,7 @@
 
 pub mod duration;
 mod raw;
+pub mod vault;
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,6 +61,8 @@ pub enum StoreSpec {
         /// the policy file's directory).
         dir: PathBuf,
     },
+    /// A HashiCorp Vault / OpenBao KV v2 mount.
+    Vault(vault::VaultSpec),
 }
 
 /// A notifier as the policy declares it.
@@ -288,6 +291,7 @@ impl Validator {
                 RawStore::File { dir } => StoreSpec::File {
                     dir: resolve(base, &dir),
                 },
+                RawStore::Vault(raw) => self.vault_store(spec.referenced, &name, base, raw),
             };
             stores.insert(name, store);
         }
@@ -801,7 +805,9 @@ impl Validator {
             raw.store.value.secret.clone().unwrap_or_else(|| {
                 Spanned::new(name.clone(), raw.store.referenced, raw.store.defined)
             });
-        if !is_safe_name(&secret.value) || secret.value.ends_with(".json") {
+        if let Some(StoreSpec::Vault(_)) = stores.get(&store_name.value) {
+            self.vault_secret(secret.referenced, &name, &store_name.value, &secret.value);
+        } else if !is_safe_name(&secret.value) || secret.value.ends_with(".json") {
             self.problem(
                 secret.referenced,
                 format!(

@@ -52,6 +52,7 @@ pub(super) struct RawCredentials {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub(super) enum RawStore {
     File { dir: PathBuf },
+    Vault(super::vault::RawVault),
 }
 
 #[derive(Debug, Deserialize)]
