@@ -83,7 +83,11 @@ impl Answer {
                 let list = v.get("errors")?.as_array()?.clone();
                 Some(
                     list.iter()
-                        .filter_map(|e| e.as_str().map(str::to_owned))
+                        // Vault's multi-error texts are indented lists: one line here.
+                        .filter_map(|e| {
+                            e.as_str()
+                                .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+                        })
                         .collect::<Vec<_>>()
                         .join("; "),
                 )
