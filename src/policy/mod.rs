@@ -312,6 +312,7 @@ impl Validator {
         let mut names = BTreeSet::new();
         let mut ids = BTreeSet::new();
         let mut written = BTreeMap::new();
+        let mut vault_written = BTreeMap::new();
         for client in raw.clients {
             let at = client.referenced;
             let Some(c) = self.client(client.value, at, defaults.as_ref(), &stores, &notifiers)
@@ -335,6 +336,9 @@ impl Validator {
                         c.client_id
                     ),
                 );
+            }
+            if let Some(StoreSpec::Vault(spec)) = stores.get(&c.store) {
+                self.vault_slot(at, &c, spec, connect.as_ref(), &mut vault_written);
             }
             if let Some(StoreSpec::File { dir }) = stores.get(&c.store) {
                 let slot = FileSlot::new(&c, dir);

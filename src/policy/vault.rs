@@ -5,13 +5,17 @@
 //! itself, only from an environment variable or a file. Not here: talking to Vault
 //! (that is `store::vault`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_saphyr::Location;
 
-use super::{SecretSource, StoreSpec, Validator, is_env_name, is_file_path, is_loopback, resolve};
+use super::{
+    ClientPolicy, ConnectSettings, SecretSource, StoreSpec, Validator, is_env_name, is_file_path,
+    is_loopback, resolve,
+};
 
 /// Where a Kubernetes pod's service-account token is mounted.
 pub const KUBERNETES_JWT: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
@@ -111,6 +115,9 @@ enum RawVaultAuth {
         jwt: Option<IgnoredAny>,
     },
 }
+
+/// One Vault secret as a collision key: address, namespace, mount, secret path.
+pub(super) type VaultSlot = (String, Option<String>, String, String);
 
 /// A Vault secret path: segments of letters, digits, `-`, `_`, `.` joined by `/`, none
 /// empty, `.` or `..`; at most 200 characters.
@@ -377,6 +384,46 @@ impl Validator {
         }
     }
 
+    /// Two clients must never write one Vault secret (the second publish would replace
+    /// the first client's value), and the rotator's own client cannot be rotated into
+    /// Vault: the rotator reads its own credential from a file, so retiring the old
+    /// secret would lock it out.
+    pub(super) fn vault_slot(
+        &mut self,
+        at: Location,
+        c: &ClientPolicy,
+        spec: &VaultSpec,
+        connect: Option<&ConnectSettings>,
+        written: &mut BTreeMap<VaultSlot, (String, String)>,
+    ) {
+        let slot = (
+            spec.address.clone(),
+            spec.namespace.clone(),
+            spec.mount.clone(),
+            c.secret.clone(),
+        );
+        if let Some((client, store)) = written.get(&slot) {
+            self.problem(
+                at,
+                format!(
+                    "client `{}` would write vault secret {}/{} of store `{}`, which client `{}` writes too (store `{store}`); they would overwrite each other's secret: give one of them another secret name",
+                    c.name, spec.mount, c.secret, c.store, client
+                ),
+            );
+        } else {
+            written.insert(slot, (c.name.clone(), c.store.clone()));
+        }
+        if connect.is_some_and(|conn| conn.client_id == c.client_id) {
+            self.problem(
+                at,
+                format!(
+                    "client `{}` is the rotator's own client, but its store `{}` is a vault store: the rotator reads its own credential from a file, so retiring the old secret would lock it out; publish this client to a file store and set connect.credentials.client_secret_file to it",
+                    c.name, c.store
+                ),
+            );
+        }
+    }
+
     /// Checks a client's secret path in a vault store.
     pub(super) fn vault_secret(&mut self, at: Location, client: &str, store: &str, secret: &str) {
         if !is_secret_path(secret) {
@@ -531,6 +578,24 @@ clients:
             .to_string();
             assert!(err.contains("vault store `bao`"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn two_clients_may_not_share_a_vault_secret_and_the_rotator_may_not_rotate_itself_into_vault() {
+        let text = policy(
+            "{ type: vault, address: https://vault:8200, auth: { method: token, token_env: VAULT_TOKEN } }",
+            "cds/app",
+        ) + "  - { name: other, client_id: 1b0c1d2e-3f40-4152-6374-8596a7b8c9d0, kind: hybrid, store: { name: bao, secret: cds/app } }\n"
+            + "  - { name: me, client_id: 2b1f0e9d-8c7b-4a6f-9e5d-4c3b2a1f0e9d, store: { name: bao, secret: cds/me } }\n";
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("client `other` would write vault secret secret/cds/app"),
+            "{err}"
+        );
+        assert!(
+            err.contains("client `me` is the rotator's own client"),
+            "{err}"
+        );
     }
 
     #[test]
