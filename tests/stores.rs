@@ -170,6 +170,19 @@ async fn a_vault_store_logs_in_with_approle() {
     ));
     let text = format!("{store:?}");
     assert!(!text.contains(&secret_id));
+
+    // The cached login token is revoked: the store logs in again once and carries on.
+    let (status, body) = bao
+        .api("PUT", "sys/leases/revoke-prefix/auth/approle", None)
+        .await;
+    assert!(
+        status / 100 == 2,
+        "revoke the approle tokens: {status} {body}"
+    );
+    let v = publish_new(&store, "cds/app", 3)
+        .await
+        .expect("publish after a new login");
+    assert_eq!(bao.value("cds/app").await.as_deref(), Some(v.as_str()));
 }
 
 #[tokio::test]
