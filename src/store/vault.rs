@@ -230,7 +230,11 @@ impl VaultStore {
     /// A token: the cached one, or a fresh one (read, or from a login).
     async fn token(&self, fresh: bool) -> Result<SecretString, String> {
         let mut cached = self.token.lock().await;
+        // A token from the environment or a file is read at each use (it may be replaced
+        // while the daemon runs); a login's token is kept until it is due for renewal.
+        let is_login = !matches!(self.spec.auth, VaultAuth::Token(_));
         if !fresh
+            && is_login
             && let Some((token, until)) = cached.as_ref()
             && until.is_none_or(|u| Instant::now() < u)
         {
@@ -776,6 +780,13 @@ impl SecretStore for VaultStore {
                     "publish",
                     key,
                     format!("another writer changed the secret since the rotator read it (check-and-set on version {base} failed): the new value did not land; run again, and make sure only the rotator writes this secret"),
+                ));
+            }
+            Err(NoAnswer::NotSent(detail)) => {
+                return Err(self.error(
+                    "publish",
+                    key,
+                    format!("no answer from Vault: {detail}; the new value did not land; check that Vault runs at {} and is reachable", self.spec.address),
                 ));
             }
             Err(lost) => self.resolve(key, base, &ours, &body, lost).await?,
