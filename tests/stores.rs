@@ -85,6 +85,29 @@ async fn the_vault_store_conforms() {
         store.location("cds/app"),
         format!("vault {}/v1/secret/data/cds/app", bao.addr)
     );
+    // A KV version 1 mount is refused by the probe.
+    let (status, body) = bao
+        .api(
+            "POST",
+            "sys/mounts/kv1",
+            Some(json!({ "type": "kv", "options": { "version": "1" } })),
+        )
+        .await;
+    assert!(status / 100 == 2, "mount kv1: {body}");
+    let file = tmp.path().join("kv1-token");
+    std::fs::write(&file, &bao.root).unwrap();
+    let kv1 = VaultSpec {
+        address: bao.addr.clone(),
+        mount: "kv1".to_owned(),
+        namespace: None,
+        auth: VaultAuth::Token(SecretSource::File(file)),
+    };
+    let err = VaultStore::new("bao", kv1, Duration::from_secs(5))
+        .unwrap()
+        .probe()
+        .await
+        .expect_err("kv version 1");
+    assert!(err.to_string().contains("not a KV version 2"), "{err}");
     // The record's non-secret fields are copied to custom_metadata.
     let (_, meta) = bao.api("GET", "secret/metadata/cds/app", None).await;
     let custom = &meta["data"]["custom_metadata"];

@@ -684,6 +684,30 @@ impl SecretStore for VaultStore {
                 ),
             ));
         }
+        // The mount must be KV version 2: on version 1 the data/ paths would be plain
+        // secrets of their own. Only a definite answer counts (the endpoint may be closed).
+        let path = format!("sys/internal/ui/mounts/{}", self.spec.mount);
+        if let Ok(Ok(answer)) = self.call("probe", "", Method::GET, &path, None).await
+            && answer.status.is_success()
+            && let Some(v) = answer.json()
+        {
+            let data = &v["data"];
+            let kind = data["type"].as_str().unwrap_or_default();
+            let version = data["options"]["version"].as_str().unwrap_or_default();
+            if kind != "kv" || version != "2" {
+                return Err(self.error(
+                    "probe",
+                    "",
+                    format!(
+                        "mount `{}` is not a KV version 2 engine (type `{}`, version `{}`); point mount at a KV v2 engine, or upgrade it (bao kv enable-versioning {})",
+                        self.spec.mount,
+                        untrusted(kind),
+                        untrusted(version),
+                        self.spec.mount
+                    ),
+                ));
+            }
+        }
         if self.probe_keys.is_empty() {
             return Ok(());
         }
