@@ -330,3 +330,46 @@ async fn a_lost_write_is_sent_again_and_lands_once() {
     assert_eq!(bao.version("cds/app").await, 1, "written once");
     assert!(proxy.writes.load(std::sync::atomic::Ordering::SeqCst) >= 2);
 }
+
+#[tokio::test]
+async fn a_vault_store_with_a_namespace_writes_inside_it() {
+    let bao = Bao::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (status, body) = bao.api("POST", "sys/namespaces/team", None).await;
+    assert!(status / 100 == 2, "create namespace: {status} {body}");
+    let (status, body) = bao
+        .api_in(
+            "team",
+            &bao.root,
+            "POST",
+            "sys/mounts/secret",
+            Some(json!({ "type": "kv", "options": { "version": "2" } })),
+        )
+        .await;
+    assert!(status / 100 == 2, "mount kv in team: {status} {body}");
+    let file = tmp.path().join("token");
+    std::fs::write(&file, &bao.root).unwrap();
+    let spec = VaultSpec {
+        address: bao.addr.clone(),
+        mount: "secret".to_owned(),
+        namespace: Some("team".to_owned()),
+        auth: VaultAuth::Token(SecretSource::File(file)),
+    };
+    let store = VaultStore::new("bao", spec, Duration::from_secs(5))
+        .unwrap()
+        .with_probe_keys(vec!["cds/app".to_owned()]);
+    let v = publish_new(&store, "cds/app", 2).await.expect("publish");
+    let (_, body) = bao
+        .api_in("team", &bao.root, "GET", "secret/data/cds/app", None)
+        .await;
+    assert_eq!(
+        body["data"]["data"]["client_secret"].as_str(),
+        Some(v.as_str())
+    );
+    assert_eq!(
+        bao.value("cds/app").await,
+        None,
+        "nothing in the root namespace"
+    );
+    store.probe().await.expect("probe in the namespace");
+}

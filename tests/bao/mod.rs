@@ -104,10 +104,25 @@ impl Bao {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
+        self.api_in("", token, method, path, body).await
+    }
+
+    /// A request with `token` in `namespace` (`""`: the root namespace).
+    pub async fn api_in(
+        &self,
+        namespace: &str,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = reqwest::Client::new()
             .request(method, format!("{}/v1/{path}", self.addr))
             .header("X-Vault-Token", token);
+        if !namespace.is_empty() {
+            req = req.header("X-Vault-Namespace", namespace);
+        }
         if let Some(body) = body {
             req = req.json(&body);
         }
