@@ -19,6 +19,7 @@ use crate::rotation::{ClientJob, PassOptions, PassReport, Reconciler};
 use crate::stop::Stop;
 use crate::store::SecretStore;
 use crate::store::file::{Access, FileStore};
+use crate::store::vault::VaultStore;
 use crate::text::escape_control;
 
 /// Exit code: every client is fine.
@@ -85,21 +86,30 @@ pub fn wire_with_clock(
             ));
         }
     }
-    let stores: BTreeMap<&str, Arc<dyn SecretStore>> = policy
-        .stores
-        .iter()
-        .map(|(name, spec)| {
-            let store: Arc<dyn SecretStore> = match spec {
-                StoreSpec::File { dir, mode, group } => Arc::new(
-                    FileStore::new(name.clone(), dir.clone()).with_access(Access {
-                        mode: *mode,
-                        group: *group,
-                    }),
-                ),
-            };
-            (name.as_str(), store)
-        })
-        .collect();
+    let mut stores: BTreeMap<&str, Arc<dyn SecretStore>> = BTreeMap::new();
+    for (name, spec) in &policy.stores {
+        let store: Arc<dyn SecretStore> = match spec {
+            StoreSpec::File { dir, mode, group } => Arc::new(
+                FileStore::new(name.clone(), dir.clone()).with_access(Access {
+                    mode: *mode,
+                    group: *group,
+                }),
+            ),
+            StoreSpec::Vault(vault) => {
+                let keys = policy
+                    .clients
+                    .iter()
+                    .filter(|c| &c.store == name)
+                    .map(|c| c.secret.clone())
+                    .collect();
+                let store =
+                    VaultStore::new(name.clone(), vault.clone(), policy.connect.request_timeout)
+                        .map_err(|e| e.to_string())?;
+                Arc::new(store.with_probe_keys(keys))
+            }
+        };
+        stores.insert(name.as_str(), store);
+    }
     let notifiers: BTreeMap<&str, Arc<dyn Notifier>> = policy
         .notifiers
         .iter()

@@ -7,6 +7,7 @@
 
 pub mod duration;
 mod raw;
+pub mod vault;
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,6 +65,8 @@ pub enum StoreSpec {
         /// The files' and directory's group (a gid), when set.
         group: Option<u32>,
     },
+    /// A HashiCorp Vault / OpenBao KV v2 mount.
+    Vault(vault::VaultSpec),
 }
 
 /// A notifier as the policy declares it.
@@ -310,6 +313,7 @@ impl Validator {
                         group: group.and_then(|g| self.file_group(spec.referenced, &name, &g)),
                     }
                 }
+                RawStore::Vault(raw) => self.vault_store(spec.referenced, &name, base, raw),
             };
             stores.insert(name, store);
         }
@@ -330,6 +334,7 @@ impl Validator {
         let mut names = BTreeSet::new();
         let mut ids = BTreeSet::new();
         let mut written = BTreeMap::new();
+        let mut vault_written = BTreeMap::new();
         for client in raw.clients {
             let at = client.referenced;
             let Some(c) = self.client(client.value, at, &defaults, &stores, &notifiers) else {
@@ -352,6 +357,9 @@ impl Validator {
                         c.client_id
                     ),
                 );
+            }
+            if let Some(StoreSpec::Vault(spec)) = stores.get(&c.store) {
+                self.vault_slot(at, &c, spec, connect.as_ref(), &mut vault_written);
             }
             if let Some(StoreSpec::File { dir, .. }) = stores.get(&c.store) {
                 let slot = FileSlot::new(&c, dir);
@@ -887,7 +895,9 @@ impl Validator {
             raw.store.value.secret.clone().unwrap_or_else(|| {
                 Spanned::new(name.clone(), raw.store.referenced, raw.store.defined)
             });
-        if !is_safe_name(&secret.value) || secret.value.ends_with(".json") {
+        if let Some(StoreSpec::Vault(_)) = stores.get(&store_name.value) {
+            self.vault_secret(secret.referenced, &name, &store_name.value, &secret.value);
+        } else if !is_safe_name(&secret.value) || secret.value.ends_with(".json") {
             self.problem(
                 secret.referenced,
                 format!(

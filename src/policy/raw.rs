@@ -73,6 +73,7 @@ pub(super) enum RawStore {
         #[serde(default)]
         group: Option<ModeText>,
     },
+    Vault(super::vault::RawVault),
 }
 
 /// A file mode or a group as written: `"0640"`, `cds-readers`, or a number (inside a
@@ -117,28 +118,76 @@ impl<'de> Deserialize<'de> for ModeText {
     }
 }
 
+/// The keys of a `type: vault` store (validated in `super::vault`).
+const VAULT_KEYS: &[Key] = &[
+    Key::required(
+        "address",
+        Shape::Value,
+        "the Vault or OpenBao base URL, like https://vault:8200",
+    ),
+    Key::optional("mount", Shape::Value, "the KV v2 mount, default secret"),
+    Key::optional("namespace", Shape::Value, "a Vault namespace, like team-a"),
+    Key::required(
+        "auth",
+        Shape::Section(VAULT_AUTH_KEYS),
+        "how to log in, like { method: token, token_env: VAULT_TOKEN }",
+    ),
+];
+
+/// The keys of a vault store's `auth:`, every method's together (the method's own
+/// rules are checked when it is parsed).
+const VAULT_AUTH_KEYS: &[Key] = &[
+    Key::required("method", Shape::Value, "token, approle or kubernetes"),
+    Key::optional(
+        "token_env",
+        Shape::Value,
+        "the NAME of a variable holding the token",
+    ),
+    Key::optional("token_file", Shape::Value, "a file holding the token"),
+    Key::optional("token", Shape::Any, "nothing: use token_env or token_file"),
+    Key::optional("mount", Shape::Value, "the auth method's mount"),
+    Key::optional("role_id", Shape::Value, "the AppRole role id"),
+    Key::optional(
+        "role_id_file",
+        Shape::Value,
+        "a file holding the AppRole role id",
+    ),
+    Key::optional(
+        "secret_id_file",
+        Shape::Value,
+        "a file holding the AppRole secret id",
+    ),
+    Key::optional("secret_id", Shape::Any, "nothing: use secret_id_file"),
+    Key::optional("role", Shape::Value, "the Kubernetes auth role"),
+    Key::optional("jwt_file", Shape::Value, "the service-account token file"),
+    Key::optional("jwt", Shape::Any, "nothing: use jwt_file"),
+];
+
 impl RawStore {
     /// Every store type with its keys besides `type`.
-    pub const TYPES: &[(&str, &[Key])] = &[(
-        "file",
-        &[
-            Key::required(
-                "dir",
-                Shape::Value,
-                "the directory the secrets are written to, like /var/lib/cds-rotator/secrets",
-            ),
-            Key::optional(
-                "mode",
-                Shape::Value,
-                "the files' mode: \"0600\" (the default) or \"0640\" (the group may read)",
-            ),
-            Key::optional(
-                "group",
-                Shape::Value,
-                "the files' group, a name from /etc/group or a gid, like cds-readers",
-            ),
-        ],
-    )];
+    pub const TYPES: &[(&str, &[Key])] = &[
+        (
+            "file",
+            &[
+                Key::required(
+                    "dir",
+                    Shape::Value,
+                    "the directory the secrets are written to, like /var/lib/cds-rotator/secrets",
+                ),
+                Key::optional(
+                    "mode",
+                    Shape::Value,
+                    "the files' mode: \"0600\" (the default) or \"0640\" (the group may read)",
+                ),
+                Key::optional(
+                    "group",
+                    Shape::Value,
+                    "the files' group, a name from /etc/group or a gid, like cds-readers",
+                ),
+            ],
+        ),
+        ("vault", VAULT_KEYS),
+    ];
 }
 
 #[derive(Debug, Deserialize)]

@@ -774,9 +774,9 @@ fn missing_and_empty_keys_say_what_to_set() {
         err.contains("policy.yaml:10:10: stores.local.type is missing; set it to file"),
         "{err}"
     );
-    let err = error_of(&VALID.replace("{ type: file, dir: secrets }", "{ type: vault }"));
+    let err = error_of(&VALID.replace("{ type: file, dir: secrets }", "{ type: s3 }"));
     assert!(
-        err.contains("stores.local.type: `vault` is not a store type; use file"),
+        err.contains("stores.local.type: `s3` is not a store type; use file or vault"),
         "{err}"
     );
     let err = error_of("");
@@ -1000,6 +1000,7 @@ fn a_file_store_takes_mode_0600_or_0640_and_a_group_by_name_or_gid() {
             StoreSpec::File {
                 mode: m, group: g, ..
             } => assert_eq!((m, g), (mode, group), "{extra}"),
+            other => panic!("not a file store: {other:?}"),
         }
     }
     for (extra, says) in [

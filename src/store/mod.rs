@@ -6,6 +6,7 @@
 //! Not here: deciding when to publish (that is `rotation`).
 
 pub mod file;
+pub mod vault;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
