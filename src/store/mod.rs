@@ -113,8 +113,9 @@ pub trait SecretStore: Send + Sync {
     /// record is missing.
     async fn read_current(&self, key: &str) -> Result<Current, StoreError>;
 
-    /// Proves the store can be written, without touching any published secret: writes
-    /// and removes a probe (the preflight `check`).
+    /// Proves the store can be written with the permissions a rotation needs, without
+    /// touching any published secret (the preflight `check`): a file store writes and
+    /// removes a probe file, a service checks its credentials and capabilities.
     async fn probe(&self) -> Result<(), StoreError>;
 
     /// Publishes `value` with `record` as the new current version of `key`, atomically:
