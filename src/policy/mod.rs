@@ -5,6 +5,7 @@
 //! message` with what to do. Unknown keys are errors: a typo must never silently turn a
 //! safety setting off. Not here: building stores or clients from the policy (`main.rs`).
 
+mod aws;
 pub mod duration;
 mod raw;
 
@@ -59,6 +60,26 @@ pub enum StoreSpec {
         /// The directory: absolute, `.` and `..` removed (relative paths resolve against
         /// the policy file's directory).
         dir: PathBuf,
+    },
+    /// AWS Secrets Manager (checked in `policy::aws`).
+    AwsSecretsManager {
+        /// The region (`eu-west-1`).
+        region: String,
+        /// The KMS key new secrets are encrypted with (AWS's managed key when unset).
+        kms_key_id: Option<String>,
+        /// Another endpoint (https, or http to loopback only).
+        endpoint_url: Option<String>,
+    },
+    /// KMS-sealed files in a directory (checked in `policy::aws`).
+    KmsFile {
+        /// The directory, resolved like a file store's.
+        dir: PathBuf,
+        /// The KMS key that seals the files (id, ARN, alias/NAME or alias ARN).
+        key_id: String,
+        /// The key's region.
+        region: String,
+        /// Another KMS endpoint (https, or http to loopback only).
+        endpoint_url: Option<String>,
     },
 }
 
@@ -288,6 +309,10 @@ impl Validator {
                 RawStore::File { dir } => StoreSpec::File {
                     dir: resolve(base, &dir),
                 },
+                other => match self.aws_store(spec.referenced, &name, other, base) {
+                    Some(store) => store,
+                    None => continue,
+                },
             };
             stores.insert(name, store);
         }
@@ -338,6 +363,9 @@ impl Validator {
                 if let Some(conn) = &connect {
                     self.credential_file(at, conn, &c, &slot);
                 }
+            }
+            if let Some(spec) = stores.get(&c.store) {
+                self.aws_client(at, &c, spec, connect.as_ref(), &mut written);
             }
             clients.push(c);
         }
@@ -801,7 +829,19 @@ impl Validator {
             raw.store.value.secret.clone().unwrap_or_else(|| {
                 Spanned::new(name.clone(), raw.store.referenced, raw.store.defined)
             });
-        if !is_safe_name(&secret.value) || secret.value.ends_with(".json") {
+        if let Some(spec) = stores.get(&store_name.value)
+            && let Some(checked) = aws::secret_name_rule(spec)
+        {
+            if let Err(rule) = checked(&secret.value) {
+                self.problem(
+                    secret.referenced,
+                    format!(
+                        "client `{name}`: store `{}` secret name `{}` {rule}",
+                        store_name.value, secret.value
+                    ),
+                );
+            }
+        } else if !is_safe_name(&secret.value) || secret.value.ends_with(".json") {
             self.problem(
                 secret.referenced,
                 format!(

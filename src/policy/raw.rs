@@ -51,7 +51,25 @@ pub(super) struct RawCredentials {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub(super) enum RawStore {
-    File { dir: PathBuf },
+    File {
+        dir: PathBuf,
+    },
+    /// Checked in `policy::aws`.
+    AwsSecretsManager {
+        region: String,
+        #[serde(default)]
+        kms_key_id: Option<String>,
+        #[serde(default)]
+        endpoint_url: Option<String>,
+    },
+    /// Checked in `policy::aws`.
+    KmsFile {
+        dir: PathBuf,
+        key_id: String,
+        region: String,
+        #[serde(default)]
+        endpoint_url: Option<String>,
+    },
 }
 
 #[derive(Debug, Deserialize)]
