@@ -99,7 +99,7 @@ impl SdkSource {
 
 /// The SDK's HTTPS client on rustls with ring, the crypto provider the rest of the
 /// crate already uses (the SDK's default would add aws-lc).
-fn http_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
+pub fn http_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
