@@ -249,3 +249,95 @@ async fn an_unknown_kms_key_is_an_error_naming_the_key_and_the_store() {
         "{err}"
     );
 }
+
+/// A Secrets Manager store whose requests pass through a proxy that loses some.
+async fn behind_a_lossy_proxy(moto: &moto::Moto) -> (SecretsManagerStore, moto::lossy::Lossy) {
+    let proxy = moto::lossy::Lossy::start(&moto.url).await;
+    let mut target = moto.target();
+    target.endpoint_url = Some(proxy.url.clone());
+    let store = SecretsManagerStore::with_sdk_config("aws", target, None, moto.sdk_config());
+    (store, proxy)
+}
+
+#[tokio::test]
+async fn a_put_whose_answer_is_lost_but_landed_is_a_success() {
+    let moto = moto::Moto::start().await;
+    let (store, proxy) = behind_a_lossy_proxy(&moto).await;
+    let (a, b) = (conformance::value("a"), conformance::value("b"));
+    store
+        .publish(
+            "cds/app",
+            &SecretString::from(a.clone()),
+            &conformance::record(2, &a),
+        )
+        .await
+        .unwrap();
+    proxy.lose(moto::lossy::Loss::PutAnswers);
+    let rb = conformance::record(3, &b);
+    store
+        .publish("cds/app", &SecretString::from(b.clone()), &rb)
+        .await
+        .expect("the value landed: reading back shows it");
+    assert_eq!(
+        moto.secrets_manager_value("cds/app", "AWSCURRENT").await,
+        Some(b)
+    );
+    assert_eq!(
+        moto.secrets_manager_value("cds/app", "AWSPREVIOUS").await,
+        Some(a)
+    );
+}
+
+#[tokio::test]
+async fn a_put_that_never_arrived_is_an_error_and_the_old_value_stays() {
+    let moto = moto::Moto::start().await;
+    let (store, proxy) = behind_a_lossy_proxy(&moto).await;
+    let (a, b) = (conformance::value("a"), conformance::value("b"));
+    let ra = conformance::record(2, &a);
+    store
+        .publish("cds/app", &SecretString::from(a.clone()), &ra)
+        .await
+        .unwrap();
+    proxy.lose(moto::lossy::Loss::Puts);
+    let err = store
+        .publish(
+            "cds/app",
+            &SecretString::from(b.clone()),
+            &conformance::record(3, &b),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    conformance::names_the_store_without_values(&err, "aws", &[&a, &b]);
+    proxy.lose(moto::lossy::Loss::Nothing);
+    assert_eq!(
+        store.read_current("cds/app").await.unwrap(),
+        Current::Published(ra)
+    );
+}
+
+#[tokio::test]
+async fn a_put_that_cannot_be_read_back_is_an_unknown_outcome() {
+    let moto = moto::Moto::start().await;
+    let (store, proxy) = behind_a_lossy_proxy(&moto).await;
+    let (a, b) = (conformance::value("a"), conformance::value("b"));
+    store
+        .publish(
+            "cds/app",
+            &SecretString::from(a.clone()),
+            &conformance::record(2, &a),
+        )
+        .await
+        .unwrap();
+    proxy.lose(moto::lossy::Loss::Everything);
+    let err = store
+        .publish(
+            "cds/app",
+            &SecretString::from(b.clone()),
+            &conformance::record(3, &b),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::OutcomeUnknown { .. }), "{err}");
+    conformance::names_the_store_without_values(&err, "aws", &[&a, &b]);
+}

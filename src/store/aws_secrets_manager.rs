@@ -173,7 +173,25 @@ impl SecretsManagerStore {
                 );
                 Ok(())
             }
-            Ok(_) => Err(redact(error, value)),
+            Ok(_) => Err(redact(
+                match error {
+                    StoreError::Io {
+                        store,
+                        operation,
+                        location,
+                        detail,
+                    } => StoreError::Io {
+                        store,
+                        operation,
+                        location,
+                        detail: format!(
+                            "{detail} (reading it back shows the value before, so the new one did not land)"
+                        ),
+                    },
+                    other => other,
+                },
+                value,
+            )),
             Err(read) => Err(StoreError::OutcomeUnknown {
                 store: self.name.clone(),
                 location: self.location(key),

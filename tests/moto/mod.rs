@@ -4,6 +4,8 @@
 //! without it the test fails and says so.
 #![allow(dead_code)]
 
+pub mod lossy;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
