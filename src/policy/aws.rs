@@ -213,7 +213,31 @@ impl Validator {
     ) {
         let kind = match spec {
             StoreSpec::File { .. } => return,
-            StoreSpec::AwsSecretsManager { .. } => "aws_secrets_manager",
+            StoreSpec::AwsSecretsManager {
+                region,
+                endpoint_url,
+                ..
+            } => {
+                // One secret per client: two clients on one name would overwrite each
+                // other (also through two stores that are the same region and endpoint).
+                let place = PathBuf::from(format!(
+                    "aws-secretsmanager:{region}:{}:{}",
+                    endpoint_url.as_deref().unwrap_or(""),
+                    c.secret
+                ));
+                if let Some(other) = written.get(&place) {
+                    self.problem(
+                        at,
+                        format!(
+                            "clients `{}` (store `{}`) and `{}` (store `{}`) would both publish to Secrets Manager secret `{}` in {region}; they would overwrite each other's secret: give one of them another secret name",
+                            other.client, other.store, c.name, c.store, c.secret
+                        ),
+                    );
+                } else {
+                    written.insert(place, FileSlot::new(c, Path::new("")));
+                }
+                "aws_secrets_manager"
+            }
             StoreSpec::KmsFile { dir, .. } => {
                 let slot = FileSlot::new(c, dir);
                 self.shared_files(at, &slot, written);
@@ -297,6 +321,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("must be 1-64 letters"), "{err}");
+    }
+
+    #[test]
+    fn two_clients_on_one_secrets_manager_secret_are_refused() {
+        let text = "connect:\n  url: https://uswe.datahub.connect.aveva.com\n  tenant_id: 8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f\n  credentials:\n    client_id: 2b1f0e9d-8c7b-4a6f-9e5d-4c3b2a1f0e9d\n    client_secret_file: /run/admin\nstores:\n  a: { type: aws_secrets_manager, region: eu-west-1 }\n  b: { type: aws_secrets_manager, region: eu-west-1 }\nclients:\n  - { name: one, client_id: 0b0c1d2e-3f40-4152-6374-8596a7b8c9d0, store: { name: a, secret: cds/x } }\n  - { name: two, client_id: 1b0c1d2e-3f40-4152-6374-8596a7b8c9d0, store: { name: b, secret: cds/x } }\n";
+        let err = Policy::parse(Path::new("/etc/cds-rotator/policy.yaml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("clients `one` (store `a`) and `two` (store `b`)"),
+            "{err}"
+        );
     }
 
     #[test]

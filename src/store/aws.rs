@@ -134,7 +134,10 @@ struct HeldRef<'a> {
 }
 
 /// The JSON document holding `value` and `record` (zeroized on drop).
-pub(crate) fn held_json(value: &SecretString, record: &StoreRecord) -> Zeroizing<String> {
+pub(crate) fn held_json(
+    value: &SecretString,
+    record: &StoreRecord,
+) -> Result<Zeroizing<String>, serde_json::Error> {
     let held = HeldRef {
         client_id: &record.client_id,
         client_secret: value.expose_secret(),
@@ -144,8 +147,7 @@ pub(crate) fn held_json(value: &SecretString, record: &StoreRecord) -> Zeroizing
         fingerprint: &record.fingerprint,
         published_at: record.published_at,
     };
-    // Serializing plain strings, numbers and times cannot fail.
-    Zeroizing::new(serde_json::to_string(&held).unwrap_or_default())
+    serde_json::to_string(&held).map(Zeroizing::new)
 }
 
 /// What a stored JSON document turned out to be.
@@ -306,6 +308,26 @@ pub(crate) fn redacted(text: String, value: &SecretString) -> String {
     }
 }
 
+/// The JSON document for a publish, or an error naming the store (never the value).
+pub(crate) fn held_json_for(
+    store: &str,
+    location: String,
+    value: &SecretString,
+    record: &StoreRecord,
+) -> Result<Zeroizing<String>, StoreError> {
+    held_json(value, record).map_err(|e| {
+        io_error(
+            store,
+            "encode",
+            location,
+            format!(
+                "the record could not be encoded as JSON ({}); report this as a bug",
+                e.classify() as u8
+            ),
+        )
+    })
+}
+
 /// A failed operation as a [`StoreError`].
 pub(crate) fn io_error(
     store: &str,
@@ -347,7 +369,7 @@ mod tests {
 
     #[test]
     fn the_held_json_reads_back_as_its_record() {
-        let json = held_json(&SecretString::from("v4lue"), &record("v4lue"));
+        let json = held_json(&SecretString::from("v4lue"), &record("v4lue")).unwrap();
         match parse_held(json.as_bytes()) {
             Parsed::Record(r) => assert_eq!(r, record("v4lue")),
             other => panic!("{other:?}"),
@@ -356,7 +378,7 @@ mod tests {
 
     #[test]
     fn a_value_changed_by_hand_under_its_record_is_a_mismatch() {
-        let json = held_json(&SecretString::from("v4lue"), &record("v4lue"));
+        let json = held_json(&SecretString::from("v4lue"), &record("v4lue")).unwrap();
         let changed = json.replace("v4lue", "other");
         assert!(matches!(
             parse_held(changed.as_bytes()),

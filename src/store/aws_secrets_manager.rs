@@ -305,7 +305,7 @@ impl SecretStore for SecretsManagerStore {
         value: &SecretString,
         record: &StoreRecord,
     ) -> Result<(), StoreError> {
-        let json = aws::held_json(value, record);
+        let json = aws::held_json_for(&self.name, self.location(key), value, record)?;
         let token = aws::request_token(record);
         match self.put(key, &json, &token).await {
             Ok(()) => Ok(()),

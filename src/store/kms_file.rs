@@ -317,7 +317,7 @@ impl SecretStore for KmsFileStore {
         record: &StoreRecord,
     ) -> Result<(), StoreError> {
         // Nothing is written until KMS has sealed the value: a failure here changed nothing.
-        let json = aws::held_json(value, record);
+        let json = aws::held_json_for(&self.name, self.location(key), value, record)?;
         let sealed = self.seal(key, json.as_bytes()).await?;
         let Err(error) = self.write_sealed(key, sealed).await else {
             return Ok(());
