@@ -9,6 +9,11 @@ use common::{ADMIN, ADMIN_SECRET, APP, APP_SEEDED_SECRET, Env, HYBRID, TENANT, t
 
 /// A policy with one client in each AWS store.
 fn write_policy(env: &Env, moto: &moto::Moto) {
+    write_policy_with_key(env, moto, "alias/cds");
+}
+
+/// [`write_policy`] with the kms_file store sealing with `key`.
+fn write_policy_with_key(env: &Env, moto: &moto::Moto, key: &str) {
     let policy = format!(
         r#"connect:
   url: {url}
@@ -20,7 +25,7 @@ fn write_policy(env: &Env, moto: &moto::Moto) {
 lock_dir: ./locks
 stores:
   aws: {{ type: aws_secrets_manager, region: eu-west-1, kms_key_id: alias/cds, endpoint_url: "{moto}" }}
-  sealed: {{ type: kms_file, dir: ./sealed, key_id: alias/cds, region: eu-west-1, endpoint_url: "{moto}" }}
+  sealed: {{ type: kms_file, dir: ./sealed, key_id: {key}, region: eu-west-1, endpoint_url: "{moto}" }}
 notifiers:
   ops: {{ type: log }}
 defaults:
@@ -124,6 +129,16 @@ async fn run_now_rotates_into_both_aws_stores_then_a_second_run_changes_nothing(
         std::fs::read(env.dir.path().join("sealed/web")).unwrap()
     );
 
+    // The preflight proves both stores can be written, and changes nothing.
+    let out = env.cli(&["check"], &AWS_ENV).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    output.push_str(&text(&out));
+    assert_eq!(app_versions, versions("cds/app").await);
+    assert_eq!(
+        sealed,
+        std::fs::read(env.dir.path().join("sealed/web")).unwrap()
+    );
+
     // No value in any output, even at trace level (the SDK's own logs included).
     assert!(output.contains("TRACE"), "{output}");
     assert!(
@@ -139,4 +154,28 @@ async fn run_now_rotates_into_both_aws_stores_then_a_second_run_changes_nothing(
             APP_SEEDED_SECRET.to_owned(),
         ],
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_with_an_unknown_kms_key_fails_that_client_names_the_key_and_leaves_no_secret() {
+    let moto = moto::Moto::start().await;
+    moto.create_key("alias/cds").await;
+    let env = Env::start().await;
+    write_policy_with_key(&env, &moto, "alias/missing");
+    let before = env.ids(HYBRID);
+
+    let out = env.cli(&["--run-now"], &AWS_ENV).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let output = text(&out);
+    assert!(output.contains("store sealed"), "{output}");
+    assert!(output.contains("alias/missing"), "{output}");
+    assert!(output.contains("NotFoundException"), "{output}");
+    // The other client is not held up; the failed one's new secret was deleted again.
+    assert!(
+        moto.secrets_manager_value("cds/app", "AWSCURRENT")
+            .await
+            .is_some()
+    );
+    assert_eq!(env.ids(HYBRID), before);
+    assert!(!env.dir.path().join("sealed/web").exists());
 }
