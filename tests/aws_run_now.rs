@@ -179,3 +179,43 @@ async fn run_now_with_an_unknown_kms_key_fails_that_client_names_the_key_and_lea
     assert_eq!(env.ids(HYBRID), before);
     assert!(!env.dir.path().join("sealed/web").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_without_aws_credentials_says_where_they_are_looked_for() {
+    let moto = moto::Moto::start().await;
+    moto.create_key("alias/cds").await;
+    let env = Env::start().await;
+    write_policy(&env, &moto);
+    let no_credentials: Vec<(&str, &str)> = AWS_ENV
+        .iter()
+        .copied()
+        .filter(|(k, _)| !k.starts_with("AWS_ACCESS") && !k.starts_with("AWS_SECRET"))
+        .collect();
+    let mut cmd = env.command(&["--run-now"], &no_credentials);
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().await.unwrap();
+    let output = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{output}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in ["app: FAILED", "web: FAILED"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(line))
+            .unwrap_or_else(|| panic!("{stdout}"));
+        assert!(line.contains("only from the default chain"), "{line}");
+    }
+    // Nothing was sent, so the new secret of the client that got as far as publish was
+    // deleted again rather than kept as a possible landing.
+    assert!(stdout.contains("the new secret 1 was deleted"), "{stdout}");
+    assert!(env.ids(HYBRID).is_empty());
+}

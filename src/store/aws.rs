@@ -212,6 +212,11 @@ pub(crate) enum Failure {
         /// The HTTP status.
         status: u16,
     },
+    /// No credentials could be found: nothing was sent.
+    NoCredentials {
+        /// What the credential chain said.
+        detail: String,
+    },
     /// No answer (timeout, connection refused or cut, an unreadable answer).
     NoAnswer {
         /// What happened, with its causes.
@@ -238,9 +243,16 @@ impl Failure {
             SdkError::TimeoutError(_) => Failure::NoAnswer {
                 detail: "no answer in time (timed out)".to_owned(),
             },
-            _ => Failure::NoAnswer {
-                detail: causes(err),
-            },
+            _ => {
+                let detail = causes(err);
+                // Signing comes before sending: without credentials nothing left the host.
+                if detail.contains("provided credentials") || detail.contains("credential provider")
+                {
+                    Failure::NoCredentials { detail }
+                } else {
+                    Failure::NoAnswer { detail }
+                }
+            }
         }
     }
 
@@ -248,7 +260,7 @@ impl Failure {
     pub(crate) fn code(&self) -> Option<&str> {
         match self {
             Failure::Service { code, .. } => Some(code),
-            Failure::NoAnswer { .. } => None,
+            Failure::NoCredentials { .. } | Failure::NoAnswer { .. } => None,
         }
     }
 
@@ -256,7 +268,11 @@ impl Failure {
     /// retried publish carries the same token, so had an earlier attempt landed, this
     /// one would have succeeded).
     pub(crate) fn refused(&self) -> bool {
-        matches!(self, Failure::Service { status, .. } if (400..500).contains(status))
+        match self {
+            Failure::Service { status, .. } => (400..500).contains(status),
+            Failure::NoCredentials { .. } => true,
+            Failure::NoAnswer { .. } => false,
+        }
     }
 
     /// One line: the code and message, or what happened, plus `hint` when AWS answered
@@ -279,6 +295,9 @@ impl Failure {
                 }
                 text
             }
+            Failure::NoCredentials { detail } => format!(
+                "{detail}; the rotator takes AWS credentials only from the default chain: AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY, AWS_PROFILE (~/.aws/config), web identity / IRSA (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN), an ECS task role or the EC2 instance role: give its service one of these"
+            ),
             Failure::NoAnswer { detail } => format!(
                 "{detail}; check the endpoint (region, endpoint_url, proxy, VPC endpoint) is reachable from this host"
             ),
