@@ -341,3 +341,29 @@ async fn a_put_that_cannot_be_read_back_is_an_unknown_outcome() {
     assert!(matches!(err, StoreError::OutcomeUnknown { .. }), "{err}");
     conformance::names_the_store_without_values(&err, "aws", &[&a, &b]);
 }
+
+#[tokio::test]
+async fn a_kms_file_sealed_by_hand_without_a_record_is_unrecorded() {
+    use base64::Engine as _;
+    let moto = moto::Moto::start().await;
+    moto.create_key("alias/cds").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let sealed = moto
+        .kms()
+        .encrypt()
+        .key_id("alias/cds")
+        .plaintext(aws_sdk_kms::primitives::Blob::new(&b"typed-by-hand"[..]))
+        .encryption_context("client_id", CLIENT)
+        .encryption_context("tenant_id", TENANT)
+        .send()
+        .await
+        .unwrap();
+    let text = base64::engine::general_purpose::STANDARD
+        .encode(sealed.ciphertext_blob().unwrap().as_ref());
+    std::fs::write(tmp.path().join("app"), text).unwrap();
+    let store = kms_file(&moto, tmp.path(), "alias/cds");
+    assert_eq!(
+        store.read_current("app").await.unwrap(),
+        Current::Unrecorded
+    );
+}

@@ -336,6 +336,28 @@ mod tests {
     }
 
     #[test]
+    fn a_kms_file_on_a_file_stores_file_is_refused() {
+        let text = "connect:\n  url: https://uswe.datahub.connect.aveva.com\n  tenant_id: 8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f\n  credentials:\n    client_id: 2b1f0e9d-8c7b-4a6f-9e5d-4c3b2a1f0e9d\n    client_secret_file: /run/admin\nstores:\n  sealed: { type: kms_file, dir: /srv/s, key_id: alias/cds, region: eu-west-1 }\n  local: { type: file, dir: /srv/s }\nclients:\n  - { name: a, client_id: 0b0c1d2e-3f40-4152-6374-8596a7b8c9d0, store: { name: local, secret: app } }\n  - { name: b, client_id: 1b0c1d2e-3f40-4152-6374-8596a7b8c9d0, store: { name: sealed, secret: app } }\n";
+        let err = Policy::parse(Path::new("/etc/cds-rotator/policy.yaml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("would overwrite each other"), "{err}");
+    }
+
+    #[test]
+    fn the_rotators_own_client_cannot_be_rotated_into_an_aws_store() {
+        let text = "connect:\n  url: https://uswe.datahub.connect.aveva.com\n  tenant_id: 8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f\n  credentials:\n    client_id: 2b1f0e9d-8c7b-4a6f-9e5d-4c3b2a1f0e9d\n    client_secret_file: /run/admin\nstores:\n  aws: { type: aws_secrets_manager, region: eu-west-1 }\nclients:\n  - { name: me, client_id: 2b1f0e9d-8c7b-4a6f-9e5d-4c3b2a1f0e9d, store: { name: aws } }\n";
+        let err = Policy::parse(Path::new("/etc/cds-rotator/policy.yaml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("client `me` is the rotator's own client"),
+            "{err}"
+        );
+        assert!(err.contains("aws_secrets_manager"), "{err}");
+    }
+
+    #[test]
     fn plain_http_endpoints_are_refused_unless_loopback() {
         let err = policy(
             "  aws: { type: aws_secrets_manager, region: eu-west-1, endpoint_url: \"http://sm.example.com\" }",
