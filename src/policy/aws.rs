@@ -38,6 +38,11 @@ fn secrets_manager_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// An endpoint URL as written, without surrounding blanks or a trailing `/`.
+fn clean_url(url: &str) -> String {
+    url.trim().trim_end_matches('/').to_owned()
+}
+
 /// `eu-west-1`, `us-gov-west-1`, `cn-north-1`: letters in dash-separated parts, then a
 /// number.
 fn is_region(region: &str) -> bool {
@@ -73,32 +78,35 @@ fn is_key_id(key: &str) -> bool {
 }
 
 impl Validator {
-    /// Checks an AWS store declaration; `None` when it has problems (reported at `at`).
+    /// Checks an AWS store declaration, reporting problems at `at`. The store is
+    /// returned as written even then, so that its clients are still checked against it
+    /// (the policy is refused anyway).
     pub(super) fn aws_store(
         &mut self,
         at: Location,
         name: &str,
         raw: RawStore,
         base: &Path,
-    ) -> Option<StoreSpec> {
+    ) -> StoreSpec {
         match raw {
-            RawStore::File { .. } => None,
+            RawStore::File { dir } => StoreSpec::File {
+                dir: resolve(base, &dir),
+            },
             RawStore::AwsSecretsManager {
                 region,
                 kms_key_id,
                 endpoint_url,
             } => {
-                let region = self.region(at, name, region);
-                let key = match kms_key_id {
-                    None => Some(None),
-                    Some(k) => self.key_id(at, name, "kms_key_id", k, true).map(Some),
-                };
-                let endpoint = self.endpoint(at, name, endpoint_url);
-                Some(StoreSpec::AwsSecretsManager {
-                    region: region?,
-                    kms_key_id: key?,
-                    endpoint_url: endpoint?,
-                })
+                self.region(at, name, &region);
+                if let Some(key) = &kms_key_id {
+                    self.key_id(at, name, "kms_key_id", key, true);
+                }
+                self.endpoint(at, name, endpoint_url.as_deref());
+                StoreSpec::AwsSecretsManager {
+                    region: region.trim().to_owned(),
+                    kms_key_id: kms_key_id.map(|k| k.trim().to_owned()),
+                    endpoint_url: endpoint_url.map(|u| clean_url(&u)),
+                }
             }
             RawStore::KmsFile {
                 dir,
@@ -106,77 +114,57 @@ impl Validator {
                 region,
                 endpoint_url,
             } => {
-                let region = self.region(at, name, region);
-                let key = self.key_id(at, name, "key_id", key_id, false);
-                let endpoint = self.endpoint(at, name, endpoint_url);
-                Some(StoreSpec::KmsFile {
+                self.region(at, name, &region);
+                self.key_id(at, name, "key_id", &key_id, false);
+                self.endpoint(at, name, endpoint_url.as_deref());
+                StoreSpec::KmsFile {
                     dir: resolve(base, &dir),
-                    key_id: key?,
-                    region: region?,
-                    endpoint_url: endpoint?,
-                })
+                    key_id: key_id.trim().to_owned(),
+                    region: region.trim().to_owned(),
+                    endpoint_url: endpoint_url.map(|u| clean_url(&u)),
+                }
             }
         }
     }
 
-    fn region(&mut self, at: Location, store: &str, region: String) -> Option<String> {
-        let region = region.trim().to_owned();
-        if is_region(&region) {
-            Some(region)
-        } else {
+    fn region(&mut self, at: Location, store: &str, region: &str) {
+        let region = region.trim();
+        if !is_region(region) {
             self.problem(
                 at,
                 format!(
                     "store `{store}`: region `{region}` is not an AWS region name (like eu-west-1)"
                 ),
             );
-            None
         }
     }
 
-    fn key_id(
-        &mut self,
-        at: Location,
-        store: &str,
-        field: &str,
-        key: String,
-        aws_managed_ok: bool,
-    ) -> Option<String> {
-        let key = key.trim().to_owned();
-        if !is_key_id(&key) {
+    fn key_id(&mut self, at: Location, store: &str, field: &str, key: &str, aws_managed_ok: bool) {
+        let key = key.trim();
+        if !is_key_id(key) {
             self.problem(
                 at,
                 format!("store `{store}`: {field} `{key}` is not a KMS key: use a key id, a key ARN, alias/NAME or an alias ARN"),
             );
-            return None;
-        }
-        if !aws_managed_ok && key.starts_with("alias/aws/") {
+        } else if !aws_managed_ok && key.starts_with("alias/aws/") {
             self.problem(
                 at,
                 format!("store `{store}`: {field} `{key}` is an AWS managed key, which only AWS services may use to encrypt: create a customer managed key and use its alias"),
             );
-            return None;
         }
-        Some(key)
     }
 
-    /// `None` on a problem; `Some(None)` when unset.
-    fn endpoint(
-        &mut self,
-        at: Location,
-        store: &str,
-        raw: Option<String>,
-    ) -> Option<Option<String>> {
-        let Some(text) = raw else {
-            return Some(None);
+    fn endpoint(&mut self, at: Location, store: &str, raw: Option<&str>) {
+        let Some(raw) = raw else {
+            return;
         };
-        let text = text.trim().trim_end_matches('/').to_owned();
+        let text = clean_url(raw);
         let Ok(url) = reqwest::Url::parse(&text) else {
             self.problem(
                 at,
                 format!("store `{store}`: endpoint_url `{text}` is not a URL; remove it to use AWS's endpoint for the region"),
             );
-            return None;
+            return;
         };
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         let problem = match url.scheme() {
@@ -190,12 +178,8 @@ impl Validator {
             (url.query().is_some() || url.fragment().is_some())
                 .then(|| "must not have a query or fragment".to_owned())
         });
-        match problem {
-            None => Some(Some(text)),
-            Some(p) => {
-                self.problem(at, format!("store `{store}`: endpoint_url `{text}` {p}"));
-                None
-            }
+        if let Some(p) = problem {
+            self.problem(at, format!("store `{store}`: endpoint_url `{text}` {p}"));
         }
     }
 

@@ -309,10 +309,7 @@ impl Validator {
                 RawStore::File { dir } => StoreSpec::File {
                     dir: resolve(base, &dir),
                 },
-                other => match self.aws_store(spec.referenced, &name, other, base) {
-                    Some(store) => store,
-                    None => continue,
-                },
+                other => self.aws_store(spec.referenced, &name, other, base),
             };
             stores.insert(name, store);
         }
