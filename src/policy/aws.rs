@@ -379,6 +379,7 @@ mod tests {
             err.contains("store `aws`: key_id `cds` is not a KMS key"),
             "{err}"
         );
+        assert!(!err.contains("not declared"), "{err}");
     }
 
     #[test]
