@@ -18,7 +18,10 @@ use crate::policy::{NotifierSpec, Policy, SecretSource, StoreSpec};
 use crate::rotation::{ClientJob, PassOptions, PassReport, Reconciler};
 use crate::stop::Stop;
 use crate::store::SecretStore;
+use crate::store::aws::AwsTarget;
+use crate::store::aws_secrets_manager::SecretsManagerStore;
 use crate::store::file::{Access, FileStore};
+use crate::store::kms_file::KmsFileStore;
 use crate::store::vault::VaultStore;
 use crate::text::escape_control;
 
@@ -106,6 +109,41 @@ pub fn wire_with_clock(
                     VaultStore::new(name.clone(), vault.clone(), policy.connect.request_timeout)
                         .map_err(|e| e.to_string())?;
                 Arc::new(store.with_probe_keys(keys))
+            }
+            StoreSpec::AwsSecretsManager {
+                region,
+                kms_key_id,
+                endpoint_url,
+            } => Arc::new(SecretsManagerStore::new(
+                name.clone(),
+                AwsTarget {
+                    region: region.clone(),
+                    endpoint_url: endpoint_url.clone(),
+                },
+                kms_key_id.clone(),
+            )),
+            StoreSpec::KmsFile {
+                dir,
+                key_id,
+                region,
+                endpoint_url,
+            } => {
+                let target = AwsTarget {
+                    region: region.clone(),
+                    endpoint_url: endpoint_url.clone(),
+                };
+                // Each secret is sealed for its client (the encryption context).
+                let store = policy.clients.iter().filter(|c| &c.store == name).fold(
+                    KmsFileStore::new(name.clone(), dir.clone(), key_id.clone(), target),
+                    |store, c| {
+                        store.for_secret(
+                            c.secret.clone(),
+                            c.client_id.clone(),
+                            policy.connect.tenant_id.clone(),
+                        )
+                    },
+                );
+                Arc::new(store)
             }
         };
         stores.insert(name.as_str(), store);

@@ -162,8 +162,20 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
-    let filter =
+    let mut filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // The AWS SDK traces request and response headers (signatures, session tokens) and,
+    // with LOG_SENSITIVE_BODIES set, bodies holding secret values: never below info.
+    for target in [
+        "aws_smithy_runtime",
+        "aws_smithy_runtime_api",
+        "aws_smithy_http_client",
+        "aws_sigv4",
+    ] {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

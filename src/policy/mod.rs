@@ -5,6 +5,7 @@
 //! message` with what to do. Unknown keys are errors: a typo must never silently turn a
 //! safety setting off. Not here: building stores or clients from the policy (`main.rs`).
 
+mod aws;
 pub mod duration;
 mod raw;
 pub mod vault;
@@ -67,6 +68,26 @@ pub enum StoreSpec {
     },
     /// A HashiCorp Vault / OpenBao KV v2 mount.
     Vault(vault::VaultSpec),
+    /// AWS Secrets Manager (checked in `policy::aws`).
+    AwsSecretsManager {
+        /// The region (`eu-west-1`).
+        region: String,
+        /// The KMS key new secrets are encrypted with (AWS's managed key when unset).
+        kms_key_id: Option<String>,
+        /// Another endpoint (https, or http to loopback only).
+        endpoint_url: Option<String>,
+    },
+    /// KMS-sealed files in a directory (checked in `policy::aws`).
+    KmsFile {
+        /// The directory, resolved like a file store's.
+        dir: PathBuf,
+        /// The KMS key that seals the files (id, ARN, alias/NAME or alias ARN).
+        key_id: String,
+        /// The key's region.
+        region: String,
+        /// Another KMS endpoint (https, or http to loopback only).
+        endpoint_url: Option<String>,
+    },
 }
 
 /// A notifier as the policy declares it.
@@ -314,6 +335,30 @@ impl Validator {
                     }
                 }
                 RawStore::Vault(raw) => self.vault_store(spec.referenced, &name, base, raw),
+                RawStore::AwsSecretsManager {
+                    region,
+                    kms_key_id,
+                    endpoint_url,
+                } => self.aws_secrets_manager_store(
+                    spec.referenced,
+                    &name,
+                    region,
+                    kms_key_id,
+                    endpoint_url,
+                ),
+                RawStore::KmsFile {
+                    dir,
+                    key_id,
+                    region,
+                    endpoint_url,
+                } => self.kms_file_store(
+                    spec.referenced,
+                    &name,
+                    base,
+                    (dir, key_id),
+                    region,
+                    endpoint_url,
+                ),
             };
             stores.insert(name, store);
         }
@@ -367,6 +412,9 @@ impl Validator {
                 if let Some(conn) = &connect {
                     self.credential_file(at, conn, &c, &slot);
                 }
+            }
+            if let Some(spec) = stores.get(&c.store) {
+                self.aws_client(at, &c, spec, connect.as_ref(), &mut written);
             }
             clients.push(c);
         }
@@ -897,6 +945,18 @@ impl Validator {
             });
         if let Some(StoreSpec::Vault(_)) = stores.get(&store_name.value) {
             self.vault_secret(secret.referenced, &name, &store_name.value, &secret.value);
+        } else if let Some(spec) = stores.get(&store_name.value)
+            && let Some(checked) = aws::secret_name_rule(spec)
+        {
+            if let Err(rule) = checked(&secret.value) {
+                self.problem(
+                    secret.referenced,
+                    format!(
+                        "client `{name}`: store `{}` secret name `{}` {rule}",
+                        store_name.value, secret.value
+                    ),
+                );
+            }
         } else if !is_safe_name(&secret.value) || secret.value.ends_with(".json") {
             self.problem(
                 secret.referenced,

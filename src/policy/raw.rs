@@ -74,6 +74,22 @@ pub(super) enum RawStore {
         group: Option<ModeText>,
     },
     Vault(super::vault::RawVault),
+    /// Checked in `policy::aws`.
+    AwsSecretsManager {
+        region: String,
+        #[serde(default)]
+        kms_key_id: Option<String>,
+        #[serde(default)]
+        endpoint_url: Option<String>,
+    },
+    /// Checked in `policy::aws`.
+    KmsFile {
+        dir: PathBuf,
+        key_id: String,
+        region: String,
+        #[serde(default)]
+        endpoint_url: Option<String>,
+    },
 }
 
 /// A file mode or a group as written: `"0640"`, `cds-readers`, or a number (inside a
@@ -117,6 +133,45 @@ impl<'de> Deserialize<'de> for ModeText {
         d.deserialize_any(Visitor)
     }
 }
+
+/// The keys of a `type: aws_secrets_manager` store (validated in `super::aws`).
+const AWS_SECRETS_MANAGER_KEYS: &[Key] = &[
+    Key::required("region", Shape::Value, "an AWS region, like eu-west-1"),
+    Key::optional(
+        "kms_key_id",
+        Shape::Value,
+        "the KMS key new secrets are encrypted with, like alias/cds",
+    ),
+    Key::optional(
+        "endpoint_url",
+        Shape::Value,
+        "another endpoint (https, or http to loopback only)",
+    ),
+];
+
+/// The keys of a `type: kms_file` store (validated in `super::aws`).
+const KMS_FILE_KEYS: &[Key] = &[
+    Key::required(
+        "dir",
+        Shape::Value,
+        "the directory the sealed secrets are written to, like /var/lib/cds-rotator/sealed",
+    ),
+    Key::required(
+        "key_id",
+        Shape::Value,
+        "the KMS key that seals the files, like alias/cds",
+    ),
+    Key::required(
+        "region",
+        Shape::Value,
+        "the key's AWS region, like eu-west-1",
+    ),
+    Key::optional(
+        "endpoint_url",
+        Shape::Value,
+        "another KMS endpoint (https, or http to loopback only)",
+    ),
+];
 
 /// The keys of a `type: vault` store (validated in `super::vault`).
 const VAULT_KEYS: &[Key] = &[
@@ -187,6 +242,8 @@ impl RawStore {
             ],
         ),
         ("vault", VAULT_KEYS),
+        ("aws_secrets_manager", AWS_SECRETS_MANAGER_KEYS),
+        ("kms_file", KMS_FILE_KEYS),
     ];
 }
 

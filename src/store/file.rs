@@ -132,7 +132,7 @@ impl FileStore {
         self
     }
 
-    fn value_path(&self, key: &str) -> PathBuf {
+    pub(crate) fn value_path(&self, key: &str) -> PathBuf {
         self.dir.join(key)
     }
 
@@ -163,7 +163,7 @@ impl FileStore {
     }
 
     /// Refuses a directory another user could change; `Ok(false)` when it is missing.
-    fn check_dir(&self) -> Result<bool, StoreError> {
+    pub(crate) fn check_dir(&self) -> Result<bool, StoreError> {
         let meta = match fs::symlink_metadata(&self.dir) {
             Ok(meta) => meta,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -195,7 +195,7 @@ impl FileStore {
     }
 
     /// Reads the existing file `path` without following a symlink; `None` when missing.
-    fn read_file(&self, path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+    pub(crate) fn read_file(&self, path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         // O_NONBLOCK: a FIFO planted here must not hang the read; no effect on files.
         let flags = OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
         let mut file = match OpenOptions::new()
@@ -391,7 +391,7 @@ impl FileStore {
         }
     }
 
-    fn ensure_dir(&self) -> Result<(), StoreError> {
+    pub(crate) fn ensure_dir(&self) -> Result<(), StoreError> {
         let created = !self.check_dir()?;
         if created {
             fs::DirBuilder::new()
@@ -438,7 +438,7 @@ impl FileStore {
     }
 
     /// Replaces `path` with `bytes` atomically: temp file beside it, fsync, rename, fsync dir.
-    fn replace(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn replace(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

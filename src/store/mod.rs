@@ -5,7 +5,10 @@
 //! reconciler reads the record to observe, and publishes value + record together.
 //! Not here: deciding when to publish (that is `rotation`).
 
+pub mod aws;
+pub mod aws_secrets_manager;
 pub mod file;
+pub mod kms_file;
 pub mod vault;
 
 use async_trait::async_trait;

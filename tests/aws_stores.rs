@@ -1,0 +1,339 @@
+//! The AWS stores (aws_secrets_manager, kms_file) against the conformance suite
+//! (tests/conformance) and their own rules, on a moto server on loopback (tests/moto).
+
+mod conformance;
+mod moto;
+
+use cds_rotator::store::aws_secrets_manager::SecretsManagerStore;
+use cds_rotator::store::kms_file::KmsFileStore;
+use cds_rotator::store::{Current, SecretStore, StoreError};
+use secrecy::SecretString;
+
+/// The client and tenant of `conformance::record`.
+const CLIENT: &str = "0b0c1d2e-3f40-4152-6374-8596a7b8c9d0";
+const TENANT: &str = "8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f";
+
+fn secrets_manager(moto: &moto::Moto) -> SecretsManagerStore {
+    SecretsManagerStore::with_sdk_config("aws", moto.target(), None, moto.sdk_config())
+}
+
+fn kms_file(moto: &moto::Moto, dir: &std::path::Path, key_id: &str) -> KmsFileStore {
+    KmsFileStore::new("sealed", dir, key_id, moto.target())
+        .with_sdk_config(moto.sdk_config())
+        .for_secret("app", CLIENT, TENANT)
+}
+
+#[tokio::test]
+async fn the_aws_secrets_manager_store_conforms() {
+    let moto = moto::Moto::start().await;
+    let store = secrets_manager(&moto);
+    conformance::publish_read_replace(&store, "cds/app", || {
+        moto.secrets_manager_value("cds/app", "AWSCURRENT")
+    })
+    .await;
+    assert_eq!(
+        store.location("cds/app"),
+        "aws secretsmanager eu-west-1/cds/app"
+    );
+}
+
+#[tokio::test]
+async fn the_kms_file_store_conforms() {
+    let moto = moto::Moto::start().await;
+    moto.create_key("alias/cds").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sealed");
+    let store = kms_file(&moto, &dir, "alias/cds");
+    let path = dir.join("app");
+    conformance::publish_read_replace(&store, "app", || moto.kms_file_value(&path, CLIENT, TENANT))
+        .await;
+    // The file holds ciphertext only, 0600 in a 0700 directory like the file store's.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&dir), 0o700);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("client_secret") && !text.contains("second-"));
+}
+
+#[tokio::test]
+async fn a_kms_file_sealed_for_another_client_does_not_read() {
+    let moto = moto::Moto::start().await;
+    moto.create_key("alias/cds").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = kms_file(&moto, tmp.path(), "alias/cds");
+    let v = conformance::value("v");
+    store
+        .publish(
+            "app",
+            &SecretString::from(v.clone()),
+            &conformance::record(2, &v),
+        )
+        .await
+        .unwrap();
+    let other = KmsFileStore::new("sealed", tmp.path(), "alias/cds", moto.target())
+        .with_sdk_config(moto.sdk_config())
+        .for_secret("app", "1b0c1d2e-3f40-4152-6374-8596a7b8c9d0", TENANT);
+    let err = other.read_current("app").await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    conformance::names_the_store_without_values(&err, "sealed", &[&v]);
+}
+
+#[tokio::test]
+async fn secrets_manager_keeps_the_previous_value_as_awsprevious() {
+    let moto = moto::Moto::start().await;
+    let store = secrets_manager(&moto);
+    let (a, b) = (conformance::value("a"), conformance::value("b"));
+    for (id, v) in [(2, &a), (3, &b)] {
+        store
+            .publish(
+                "cds/app",
+                &SecretString::from(v.clone()),
+                &conformance::record(id, v),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        moto.secrets_manager_value("cds/app", "AWSCURRENT").await,
+        Some(b.clone())
+    );
+    assert_eq!(
+        moto.secrets_manager_value("cds/app", "AWSPREVIOUS").await,
+        Some(a.clone())
+    );
+}
+
+#[tokio::test]
+async fn a_retried_secrets_manager_publish_is_applied_once() {
+    let moto = moto::Moto::start().await;
+    let store = secrets_manager(&moto);
+    let (a, b) = (conformance::value("a"), conformance::value("b"));
+    let (ra, rb) = (conformance::record(2, &a), conformance::record(3, &b));
+    store
+        .publish("cds/app", &SecretString::from(a.clone()), &ra)
+        .await
+        .unwrap();
+    // The same rotation twice (its answer lost, say): one version, same token.
+    for _ in 0..2 {
+        store
+            .publish("cds/app", &SecretString::from(b.clone()), &rb)
+            .await
+            .unwrap();
+    }
+    let versions = moto
+        .secrets_manager()
+        .list_secret_version_ids()
+        .secret_id("cds/app")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versions.versions().len(), 2, "one version per rotation");
+    assert_eq!(
+        moto.secrets_manager_value("cds/app", "AWSPREVIOUS").await,
+        Some(a)
+    );
+    assert_eq!(
+        store.read_current("cds/app").await.unwrap(),
+        Current::Published(rb)
+    );
+}
+
+#[tokio::test]
+async fn a_secrets_manager_value_set_by_hand_is_unrecorded() {
+    let moto = moto::Moto::start().await;
+    moto.secrets_manager()
+        .create_secret()
+        .name("cds/app")
+        .secret_string("typed-by-hand")
+        .send()
+        .await
+        .unwrap();
+    let store = secrets_manager(&moto);
+    assert_eq!(
+        store.read_current("cds/app").await.unwrap(),
+        Current::Unrecorded
+    );
+}
+
+#[tokio::test]
+async fn a_stopped_aws_server_gives_errors_that_name_the_store_and_no_value() {
+    let mut moto = moto::Moto::start().await;
+    moto.create_key("alias/cds").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let sm = secrets_manager(&moto);
+    let sealed = kms_file(&moto, tmp.path(), "alias/cds");
+    let v = conformance::value("v");
+    for store in [&sm as &dyn SecretStore, &sealed] {
+        store
+            .publish(
+                "app",
+                &SecretString::from(v.clone()),
+                &conformance::record(2, &v),
+            )
+            .await
+            .unwrap();
+    }
+    moto.stop();
+    let w = conformance::value("w");
+    for (store, name) in [(&sm as &dyn SecretStore, "aws"), (&sealed, "sealed")] {
+        let err = store.read_current("app").await.unwrap_err();
+        conformance::names_the_store_without_values(&err, name, &[&v, &w]);
+        assert!(err.to_string().contains("reachable"), "{err}");
+        let err = store
+            .publish(
+                "app",
+                &SecretString::from(w.clone()),
+                &conformance::record(3, &w),
+            )
+            .await
+            .unwrap_err();
+        conformance::names_the_store_without_values(&err, name, &[&v, &w]);
+    }
+    // The file was never touched: KMS refused to seal, nothing was written.
+    assert!(std::fs::read_to_string(tmp.path().join("app")).is_ok());
+}
+
+#[tokio::test]
+async fn an_unknown_kms_key_is_an_error_naming_the_key_and_the_store() {
+    let moto = moto::Moto::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = kms_file(&moto, tmp.path(), "alias/nope");
+    let v = conformance::value("v");
+    let err = store
+        .publish(
+            "app",
+            &SecretString::from(v.clone()),
+            &conformance::record(2, &v),
+        )
+        .await
+        .unwrap_err();
+    conformance::names_the_store_without_values(&err, "sealed", &[&v]);
+    let text = err.to_string();
+    assert!(text.contains("alias/nope"), "{text}");
+    assert!(text.contains("NotFoundException"), "{text}");
+    assert!(!tmp.path().join("app").exists());
+    let err = store.probe().await.unwrap_err().to_string();
+    assert!(
+        err.contains("alias/nope") && err.contains("sealed"),
+        "{err}"
+    );
+}
+
+/// A Secrets Manager store whose requests pass through a proxy that loses some.
+async fn behind_a_lossy_proxy(moto: &moto::Moto) -> (SecretsManagerStore, moto::lossy::Lossy) {
+    let proxy = moto::lossy::Lossy::start(&moto.url).await;
+    let mut target = moto.target();
+    target.endpoint_url = Some(proxy.url.clone());
+    let store = SecretsManagerStore::with_sdk_config("aws", target, None, moto.sdk_config());
+    (store, proxy)
+}
+
+#[tokio::test]
+async fn a_put_whose_answer_is_lost_but_landed_is_a_success() {
+    let moto = moto::Moto::start().await;
+    let (store, proxy) = behind_a_lossy_proxy(&moto).await;
+    let (a, b) = (conformance::value("a"), conformance::value("b"));
+    store
+        .publish(
+            "cds/app",
+            &SecretString::from(a.clone()),
+            &conformance::record(2, &a),
+        )
+        .await
+        .unwrap();
+    proxy.lose(moto::lossy::Loss::PutAnswers);
+    let rb = conformance::record(3, &b);
+    store
+        .publish("cds/app", &SecretString::from(b.clone()), &rb)
+        .await
+        .expect("the value landed: reading back shows it");
+    assert_eq!(
+        moto.secrets_manager_value("cds/app", "AWSCURRENT").await,
+        Some(b)
+    );
+    assert_eq!(
+        moto.secrets_manager_value("cds/app", "AWSPREVIOUS").await,
+        Some(a)
+    );
+}
+
+#[tokio::test]
+async fn a_put_that_never_arrived_is_an_error_and_the_old_value_stays() {
+    let moto = moto::Moto::start().await;
+    let (store, proxy) = behind_a_lossy_proxy(&moto).await;
+    let (a, b) = (conformance::value("a"), conformance::value("b"));
+    let ra = conformance::record(2, &a);
+    store
+        .publish("cds/app", &SecretString::from(a.clone()), &ra)
+        .await
+        .unwrap();
+    proxy.lose(moto::lossy::Loss::Puts);
+    let err = store
+        .publish(
+            "cds/app",
+            &SecretString::from(b.clone()),
+            &conformance::record(3, &b),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    conformance::names_the_store_without_values(&err, "aws", &[&a, &b]);
+    proxy.lose(moto::lossy::Loss::Nothing);
+    assert_eq!(
+        store.read_current("cds/app").await.unwrap(),
+        Current::Published(ra)
+    );
+}
+
+#[tokio::test]
+async fn a_put_that_cannot_be_read_back_is_an_unknown_outcome() {
+    let moto = moto::Moto::start().await;
+    let (store, proxy) = behind_a_lossy_proxy(&moto).await;
+    let (a, b) = (conformance::value("a"), conformance::value("b"));
+    store
+        .publish(
+            "cds/app",
+            &SecretString::from(a.clone()),
+            &conformance::record(2, &a),
+        )
+        .await
+        .unwrap();
+    proxy.lose(moto::lossy::Loss::Everything);
+    let err = store
+        .publish(
+            "cds/app",
+            &SecretString::from(b.clone()),
+            &conformance::record(3, &b),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::OutcomeUnknown { .. }), "{err}");
+    conformance::names_the_store_without_values(&err, "aws", &[&a, &b]);
+}
+
+#[tokio::test]
+async fn a_kms_file_sealed_by_hand_without_a_record_is_unrecorded() {
+    use base64::Engine as _;
+    let moto = moto::Moto::start().await;
+    moto.create_key("alias/cds").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let sealed = moto
+        .kms()
+        .encrypt()
+        .key_id("alias/cds")
+        .plaintext(aws_sdk_kms::primitives::Blob::new(&b"typed-by-hand"[..]))
+        .encryption_context("client_id", CLIENT)
+        .encryption_context("tenant_id", TENANT)
+        .send()
+        .await
+        .unwrap();
+    let text = base64::engine::general_purpose::STANDARD
+        .encode(sealed.ciphertext_blob().unwrap().as_ref());
+    std::fs::write(tmp.path().join("app"), text).unwrap();
+    let store = kms_file(&moto, tmp.path(), "alias/cds");
+    assert_eq!(
+        store.read_current("app").await.unwrap(),
+        Current::Unrecorded
+    );
+}
