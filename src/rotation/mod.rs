@@ -545,7 +545,11 @@ impl Reconciler {
         self.make_room(job, &plan, report)
             .map_err(at(Step::MakeRoom))?;
         let rotated = self.rotate(job).await?;
-        report.next_check = plus(now, job.timing.grace).or(report.next_check);
+        // Look again when the superseded secret's grace ends (or earlier, if an orphan
+        // ripens first).
+        if let Some(grace_end) = plus(now, job.timing.grace) {
+            report.next_check = Some(report.next_check.map_or(grace_end, |n| n.min(grace_end)));
+        }
         report.rotated = Some(rotated);
         if job.client.client_id == self.own_client_id {
             // The rotator's own credential: switch to the new secret and prove it with a
