@@ -963,7 +963,14 @@ fn fmt_op(body: &ErrorBody) -> String {
 /// A transport error naming where it went (`scheme://host:port`: no path, query or user
 /// info), escaped (parts of it come from outside).
 fn transport_detail(e: &reqwest::Error) -> String {
-    let to = e.url().and_then(origin).unwrap_or_else(|| "CDS".to_owned());
+    describe_transport_error(e, "CDS")
+}
+
+/// A reqwest transport error as one line naming where it went (`scheme://host:port`, or
+/// `service` when the URL is unknown) and its causes, escaped. Shared by every HTTP
+/// client of the crate (CDS, Vault).
+pub(crate) fn describe_transport_error(e: &reqwest::Error, service: &str) -> String {
+    let to = e.url().and_then(origin).unwrap_or_else(|| service.to_owned());
     let mut detail = if e.is_timeout() {
         format!("request to {to} timed out")
     } else if e.is_connect() {

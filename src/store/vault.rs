@@ -869,28 +869,5 @@ async fn read_capped(mut resp: reqwest::Response) -> Result<Answer, NoAnswer> {
 
 /// A transport error naming where it went (`scheme://host:port`), escaped.
 fn transport_detail(e: &reqwest::Error) -> String {
-    let to = e
-        .url()
-        .and_then(|u| {
-            Some(format!(
-                "{}://{}:{}",
-                u.scheme(),
-                u.host_str()?,
-                u.port_or_known_default()?
-            ))
-        })
-        .unwrap_or_else(|| "Vault".to_owned());
-    let mut detail = if e.is_timeout() {
-        format!("request to {to} timed out")
-    } else if e.is_connect() {
-        format!("connecting to {to} failed")
-    } else {
-        format!("request to {to} failed")
-    };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        detail = format!("{detail}: {s}");
-        source = s.source();
-    }
-    untrusted(&detail)
+    crate::connect::http::describe_transport_error(e, "Vault")
 }
