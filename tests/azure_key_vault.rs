@@ -162,24 +162,76 @@ async fn a_lost_answer_after_the_write_landed_is_a_success() {
     let store = store(&fake);
     let v = conformance::value("v");
     let record = conformance::record(2, &v);
-    fake.state.lock().unwrap().lose_next_put_answer = true;
+    // Every attempt (the SDK retries a cut answer) lands and loses its answer.
+    fake.state.lock().unwrap().lose_put_answers = 10;
     store
         .publish("app", &SecretString::from(v.clone()), &record)
         .await
         .expect("read back shows the value landed");
     {
         let state = fake.state.lock().unwrap();
-        assert!(!state.lose_next_put_answer, "the answer was cut");
-        // The store read the current version back after the cut answer.
-        let n = state.requests.len();
-        assert_eq!(
-            state.requests[n - 2..],
-            ["PUT /secrets/app", "GET /secrets/app"]
-        );
+        assert!(state.lose_put_answers < 10, "the answer was cut");
+        // The store read the current version back after the cut answers.
+        assert_eq!(state.requests.last().unwrap(), "GET /secrets/app");
     }
     assert_eq!(fake.current_value("app").await.as_deref(), Some(v.as_str()));
     assert_eq!(
         store.read_current("app").await.unwrap(),
         Current::Published(record)
     );
+}
+
+#[tokio::test]
+async fn a_failed_write_that_did_not_land_is_an_error() {
+    let fake = azure::FakeVault::start().await;
+    let store = store(&fake);
+    let old = conformance::value("old");
+    store
+        .publish(
+            "app",
+            &SecretString::from(old.clone()),
+            &conformance::record(2, &old),
+        )
+        .await
+        .unwrap();
+    fake.state.lock().unwrap().fail_puts = 10;
+    let v = conformance::value("v");
+    let err = store
+        .publish(
+            "app",
+            &SecretString::from(v.clone()),
+            &conformance::record(3, &v),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    assert!(err.to_string().contains("did not land"), "{err}");
+    assert!(err.to_string().contains("InternalServerError"), "{err}");
+    conformance::names_the_store_without_values(&err, "kv", &[&v, &old]);
+    assert_eq!(
+        fake.current_value("app").await.as_deref(),
+        Some(old.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_lost_answer_that_cannot_be_read_back_is_outcome_unknown() {
+    let fake = azure::FakeVault::start().await;
+    let store = store(&fake);
+    {
+        let mut state = fake.state.lock().unwrap();
+        state.lose_put_answers = 10;
+        state.cut_gets = true;
+    }
+    let v = conformance::value("v");
+    let err = store
+        .publish(
+            "app",
+            &SecretString::from(v.clone()),
+            &conformance::record(2, &v),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::OutcomeUnknown { .. }), "{err}");
+    conformance::names_the_store_without_values(&err, "kv", &[&v]);
 }

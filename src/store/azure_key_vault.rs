@@ -19,7 +19,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use azure_core::error::ErrorKind;
-use azure_core::http::{ClientOptions, RequestContent, RetryOptions, Transport};
+use azure_core::http::{
+    ClientOptions, ExponentialRetryOptions, RequestContent, RetryOptions, Transport,
+};
 use azure_security_keyvault_secrets::models::{
     SecretAttributes, SecretClientGetSecretOptions, SecretClientListSecretPropertiesOptions,
     SetSecretParameters,
@@ -80,10 +82,19 @@ fn native_roots() -> rustls::RootCertStore {
     roots
 }
 
+/// Attempts per request (the first + retries) on throttling, 5xx and cut connections;
+/// a retried set writes the same value and tags again, so it is harmless.
+const MAX_ATTEMPTS: u32 = 3;
+
 fn client_options(http: &reqwest013::Client) -> ClientOptions {
     ClientOptions {
         transport: Some(Transport::new(Arc::new(http.clone()))),
-        retry: RetryOptions::none(),
+        retry: RetryOptions::exponential(ExponentialRetryOptions {
+            initial_delay: azure_core::time::Duration::milliseconds(200),
+            max_retries: MAX_ATTEMPTS - 1,
+            max_total_elapsed: azure_core::time::Duration::seconds(60),
+            max_delay: azure_core::time::Duration::seconds(10),
+        }),
         ..Default::default()
     }
 }

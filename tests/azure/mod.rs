@@ -48,8 +48,12 @@ pub struct Vault {
     pub secrets: HashMap<String, Vec<Version>>,
     /// Every authenticated request answers 403 (the caller lacks the RBAC role).
     pub forbidden: bool,
-    /// The next PUT is applied, then its answer is cut off.
-    pub lose_next_put_answer: bool,
+    /// This many PUTs are applied, then their answers cut off.
+    pub lose_put_answers: usize,
+    /// This many PUTs are answered 500 without being applied.
+    pub fail_puts: usize,
+    /// Every GET answer is cut off.
+    pub cut_gets: bool,
     /// Requests seen, as `METHOD path`; those answered with the challenge end in ` 401`.
     pub requests: Vec<String>,
 }
@@ -291,6 +295,14 @@ fn gate(
     Ok(())
 }
 
+/// An answer that breaks off after the status line.
+fn cut() -> Response {
+    let body = futures::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::other("connection cut"))
+    });
+    (StatusCode::OK, Body::from_stream(body)).into_response()
+}
+
 fn new_version(
     url: &str,
     name: &str,
@@ -396,17 +408,22 @@ async fn set_secret(
     );
     let answer = bundle(&version, true);
     let mut state = shared.state.lock().unwrap();
+    if state.fail_puts > 0 {
+        state.fail_puts -= 1;
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "The service encountered an internal error",
+        );
+    }
     state
         .secrets
         .entry(name.to_ascii_lowercase())
         .or_default()
         .push(version);
-    if std::mem::take(&mut state.lose_next_put_answer) {
-        // Applied, but the answer breaks off after the status line.
-        let cut = futures::stream::once(async {
-            Err::<Bytes, std::io::Error>(std::io::Error::other("connection cut"))
-        });
-        return (StatusCode::OK, Body::from_stream(cut)).into_response();
+    if state.lose_put_answers > 0 {
+        state.lose_put_answers -= 1;
+        return cut();
     }
     Json(answer).into_response()
 }
@@ -421,6 +438,9 @@ async fn get_current(
         return *r;
     }
     let state = shared.state.lock().unwrap();
+    if state.cut_gets {
+        return cut();
+    }
     match state
         .secrets
         .get(&name.to_ascii_lowercase())
