@@ -335,6 +335,9 @@ fn describe(error: &azure_core::Error) -> String {
             } else if status == 401 {
                 text.push_str("; ");
                 text.push_str(CREDENTIAL_HINT);
+            } else if status == 409 {
+                // Soft delete keeps a deleted secret's name taken.
+                text.push_str("; if the secret was deleted, the vault keeps it soft-deleted: recover it (`az keyvault secret recover`) or purge it, or give the client another secret name");
             }
             text
         }
@@ -487,5 +490,48 @@ impl SecretStore for AzureKeyVaultStore {
         record: &StoreRecord,
     ) -> Result<(), StoreError> {
         self.set(key, value, record).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use azure_core::http::StatusCode;
+
+    use super::*;
+
+    fn http_error(status: StatusCode, code: &str) -> azure_core::Error {
+        azure_core::Error::with_message(
+            ErrorKind::HttpResponse {
+                status,
+                error_code: Some(code.to_owned()),
+                raw_response: None,
+            },
+            "refused",
+        )
+    }
+
+    #[test]
+    fn a_403_names_the_role_the_rotator_needs() {
+        let text = describe(&http_error(StatusCode::Forbidden, "Forbidden"));
+        assert!(text.starts_with("Forbidden (HTTP 403); "), "{text}");
+        assert!(text.contains("Key Vault Secrets Officer"), "{text}");
+    }
+
+    #[test]
+    fn a_409_says_how_to_free_a_soft_deleted_name() {
+        let text = describe(&http_error(StatusCode::Conflict, "Conflict"));
+        assert!(text.contains("soft-deleted"), "{text}");
+    }
+
+    #[test]
+    fn an_error_code_from_the_service_is_escaped() {
+        let text = describe(&http_error(StatusCode::BadRequest, "Bad\u{1b}[31mCode"));
+        assert!(!text.contains('\u{1b}'), "{text}");
+    }
+
+    #[test]
+    fn tags_without_a_fingerprint_are_no_record() {
+        let tags = HashMap::from([("client_id".to_owned(), "c".to_owned())]);
+        assert!(record_from_tags(&tags, "v4lue").is_none());
     }
 }
