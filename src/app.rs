@@ -20,6 +20,7 @@ use crate::stop::Stop;
 use crate::store::SecretStore;
 use crate::store::aws::AwsTarget;
 use crate::store::aws_secrets_manager::SecretsManagerStore;
+use crate::store::azure_key_vault::AzureKeyVaultStore;
 use crate::store::file::{Access, FileStore};
 use crate::store::kms_file::KmsFileStore;
 use crate::store::vault::VaultStore;
@@ -122,6 +123,9 @@ pub fn wire_with_clock(
                 },
                 kms_key_id.clone(),
             )),
+            StoreSpec::AzureKeyVault { vault_url } => {
+                Arc::new(AzureKeyVaultStore::new(name.clone(), vault_url.clone()))
+            }
             StoreSpec::KmsFile {
                 dir,
                 key_id,

@@ -970,7 +970,10 @@ fn transport_detail(e: &reqwest::Error) -> String {
 /// `service` when the URL is unknown) and its causes, escaped. Shared by every HTTP
 /// client of the crate (CDS, Vault).
 pub(crate) fn describe_transport_error(e: &reqwest::Error, service: &str) -> String {
-    let to = e.url().and_then(origin).unwrap_or_else(|| service.to_owned());
+    let to = e
+        .url()
+        .and_then(origin)
+        .unwrap_or_else(|| service.to_owned());
     let mut detail = if e.is_timeout() {
         format!("request to {to} timed out")
     } else if e.is_connect() {

@@ -19,6 +19,7 @@ pub(super) type NameRule = fn(&str) -> Result<(), String>;
 pub(super) fn secret_name_rule(spec: &StoreSpec) -> Option<NameRule> {
     match spec {
         StoreSpec::AwsSecretsManager { .. } => Some(secrets_manager_name),
+        StoreSpec::AzureKeyVault { .. } => Some(super::azure::secret_name),
         StoreSpec::File { .. } | StoreSpec::KmsFile { .. } | StoreSpec::Vault(_) => None,
     }
 }
@@ -191,6 +192,10 @@ impl Validator {
     ) {
         let kind = match spec {
             StoreSpec::File { .. } | StoreSpec::Vault(_) => return,
+            StoreSpec::AzureKeyVault { vault_url } => {
+                self.azure_client(at, c, vault_url, written);
+                "azure_key_vault"
+            }
             StoreSpec::AwsSecretsManager {
                 region,
                 endpoint_url,

@@ -6,6 +6,7 @@
 //! safety setting off. Not here: building stores or clients from the policy (`main.rs`).
 
 mod aws;
+mod azure;
 pub mod duration;
 mod raw;
 pub mod vault;
@@ -76,6 +77,12 @@ pub enum StoreSpec {
         kms_key_id: Option<String>,
         /// Another endpoint (https, or http to loopback only).
         endpoint_url: Option<String>,
+    },
+    /// Azure Key Vault secrets (checked in `policy::azure`).
+    AzureKeyVault {
+        /// The vault's URL, like `https://myvault.vault.azure.net` (https, or http to
+        /// loopback only), without a trailing `/`.
+        vault_url: String,
     },
     /// KMS-sealed files in a directory (checked in `policy::aws`).
     KmsFile {
@@ -346,6 +353,9 @@ impl Validator {
                     kms_key_id,
                     endpoint_url,
                 ),
+                RawStore::AzureKeyVault { vault_url } => {
+                    self.azure_key_vault_store(spec.referenced, &name, vault_url)
+                }
                 RawStore::KmsFile {
                     dir,
                     key_id,

@@ -82,6 +82,10 @@ pub(super) enum RawStore {
         #[serde(default)]
         endpoint_url: Option<String>,
     },
+    /// Checked in `policy::azure`.
+    AzureKeyVault {
+        vault_url: String,
+    },
     /// Checked in `policy::aws`.
     KmsFile {
         dir: PathBuf,
@@ -148,6 +152,13 @@ const AWS_SECRETS_MANAGER_KEYS: &[Key] = &[
         "another endpoint (https, or http to loopback only)",
     ),
 ];
+
+/// The keys of a `type: azure_key_vault` store (validated in `super::azure`).
+const AZURE_KEY_VAULT_KEYS: &[Key] = &[Key::required(
+    "vault_url",
+    Shape::Value,
+    "the vault's URL, like https://myvault.vault.azure.net",
+)];
 
 /// The keys of a `type: kms_file` store (validated in `super::aws`).
 const KMS_FILE_KEYS: &[Key] = &[
@@ -244,6 +255,7 @@ impl RawStore {
         ("vault", VAULT_KEYS),
         ("aws_secrets_manager", AWS_SECRETS_MANAGER_KEYS),
         ("kms_file", KMS_FILE_KEYS),
+        ("azure_key_vault", AZURE_KEY_VAULT_KEYS),
     ];
 }
 

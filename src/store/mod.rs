@@ -7,6 +7,7 @@
 
 pub mod aws;
 pub mod aws_secrets_manager;
+pub mod azure_key_vault;
 pub mod file;
 pub mod kms_file;
 pub mod vault;

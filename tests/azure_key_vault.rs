@@ -1,0 +1,237 @@
+//! The azure_key_vault store against the conformance suite (tests/conformance) and its
+//! own rules, driving the official Azure crates against an HTTPS fake of the Key Vault
+//! secrets API on loopback (tests/azure).
+
+mod azure;
+mod conformance;
+
+use std::sync::Arc;
+
+use cds_rotator::store::azure_key_vault::AzureKeyVaultStore;
+use cds_rotator::store::{Current, SecretStore, StoreError};
+use secrecy::SecretString;
+
+fn store(fake: &azure::FakeVault) -> AzureKeyVaultStore {
+    // The fake is at 127.0.0.1, not under the challenge's vault.azure.net.
+    AzureKeyVaultStore::with_credential(
+        "kv",
+        fake.url.clone(),
+        Arc::new(azure::FixedToken),
+        fake.http_client(),
+        false,
+    )
+}
+
+#[tokio::test]
+async fn the_azure_key_vault_store_conforms() {
+    let fake = azure::FakeVault::start().await;
+    let store = store(&fake);
+    conformance::publish_read_replace(&store, "cds-app", || fake.current_value("cds-app")).await;
+    assert_eq!(
+        store.location("cds-app"),
+        format!("{}/secrets/cds-app", fake.url)
+    );
+    let state = fake.state.lock().unwrap();
+    // The SDK met the bearer challenge first, then sent its token.
+    assert_eq!(
+        state.requests[..2],
+        ["GET /secrets/cds-app 401", "GET /secrets/cds-app"]
+    );
+    assert!(
+        state.requests[2..].iter().all(|r| !r.ends_with("401")),
+        "{:?}",
+        state.requests
+    );
+    assert_eq!(state.secrets["cds-app"].len(), 2, "one version per publish");
+}
+
+#[tokio::test]
+async fn the_tags_and_expiry_round_trip() {
+    let fake = azure::FakeVault::start().await;
+    let store = store(&fake);
+    let v = conformance::value("v");
+    let record = conformance::record(7, &v);
+    store
+        .publish("app", &SecretString::from(v.clone()), &record)
+        .await
+        .unwrap();
+    let held = fake.current("app").unwrap();
+    assert_eq!(held.value, v, "the value alone");
+    assert_eq!(held.content_type.as_deref(), Some("text/plain"));
+    let tags = held.tags.unwrap();
+    assert_eq!(tags["client_id"], record.client_id);
+    assert_eq!(tags["tenant_id"], record.tenant_id);
+    assert_eq!(tags["secret_id"], "7");
+    assert_eq!(tags["fingerprint"], record.fingerprint.as_str());
+    assert_eq!(tags["published_at"], record.published_at.to_rfc3339());
+    assert_eq!(tags.len(), 5);
+    assert_eq!(held.attributes["exp"], record.expiration.timestamp());
+    assert_eq!(
+        store.read_current("app").await.unwrap(),
+        Current::Published(record)
+    );
+}
+
+#[tokio::test]
+async fn a_value_without_our_tags_is_unrecorded() {
+    let fake = azure::FakeVault::start().await;
+    let store = store(&fake);
+    fake.put_by_hand("app", "set-in-the-portal", None);
+    assert_eq!(
+        store.read_current("app").await.unwrap(),
+        Current::Unrecorded
+    );
+    let tags = [("owner".to_owned(), "team-a".to_owned())].into();
+    fake.put_by_hand("app", "set-in-the-portal", Some(tags));
+    assert_eq!(
+        store.read_current("app").await.unwrap(),
+        Current::Unrecorded
+    );
+}
+
+#[tokio::test]
+async fn a_value_changed_under_its_tags_is_corrupt() {
+    let fake = azure::FakeVault::start().await;
+    let store = store(&fake);
+    let v = conformance::value("v");
+    store
+        .publish(
+            "app",
+            &SecretString::from(v.clone()),
+            &conformance::record(2, &v),
+        )
+        .await
+        .unwrap();
+    let tags = fake.current("app").unwrap().tags;
+    fake.put_by_hand("app", "changed-by-hand", tags);
+    let err = store.read_current("app").await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    conformance::names_the_store_without_values(&err, "kv", &[&v, "changed-by-hand"]);
+}
+
+#[tokio::test]
+async fn a_forbidden_vault_names_the_store_and_the_role() {
+    let fake = azure::FakeVault::start().await;
+    fake.state.lock().unwrap().forbidden = true;
+    let store = store(&fake);
+    let v = conformance::value("v");
+    let err = store
+        .publish(
+            "app",
+            &SecretString::from(v.clone()),
+            &conformance::record(2, &v),
+        )
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Io { .. }), "{text}");
+    assert!(text.contains("store kv"), "{text}");
+    assert!(text.contains("/secrets/app"), "{text}");
+    assert!(text.contains("Forbidden") && text.contains("403"), "{text}");
+    assert!(text.contains("Key Vault Secrets Officer"), "{text}");
+    conformance::names_the_store_without_values(&err, "kv", &[&v]);
+    let err = store.probe().await.unwrap_err().to_string();
+    assert!(err.contains("Key Vault Secrets Officer"), "{err}");
+}
+
+#[tokio::test]
+async fn a_stopped_vault_gives_an_error_naming_the_store() {
+    let fake = azure::FakeVault::start().await;
+    let http = fake.http_client();
+    let url = fake.stop().await;
+    let store =
+        AzureKeyVaultStore::with_credential("kv", url, Arc::new(azure::FixedToken), http, false);
+    let v = conformance::value("v");
+    let err = store
+        .publish(
+            "app",
+            &SecretString::from(v.clone()),
+            &conformance::record(2, &v),
+        )
+        .await
+        .unwrap_err();
+    conformance::names_the_store_without_values(&err, "kv", &[&v]);
+    let err = store.read_current("app").await.unwrap_err();
+    conformance::names_the_store_without_values(&err, "kv", &[&v]);
+    assert!(err.to_string().contains("reachable"), "{err}");
+}
+
+#[tokio::test]
+async fn a_lost_answer_after_the_write_landed_is_a_success() {
+    let fake = azure::FakeVault::start().await;
+    let store = store(&fake);
+    let v = conformance::value("v");
+    let record = conformance::record(2, &v);
+    // Every attempt (the SDK retries a cut answer) lands and loses its answer.
+    fake.state.lock().unwrap().lose_put_answers = 10;
+    store
+        .publish("app", &SecretString::from(v.clone()), &record)
+        .await
+        .expect("read back shows the value landed");
+    {
+        let state = fake.state.lock().unwrap();
+        assert!(state.lose_put_answers < 10, "the answer was cut");
+        // The store read the current version back after the cut answers.
+        assert_eq!(state.requests.last().unwrap(), "GET /secrets/app");
+    }
+    assert_eq!(fake.current_value("app").await.as_deref(), Some(v.as_str()));
+    assert_eq!(
+        store.read_current("app").await.unwrap(),
+        Current::Published(record)
+    );
+}
+
+#[tokio::test]
+async fn a_failed_write_that_did_not_land_is_an_error() {
+    let fake = azure::FakeVault::start().await;
+    let store = store(&fake);
+    let old = conformance::value("old");
+    store
+        .publish(
+            "app",
+            &SecretString::from(old.clone()),
+            &conformance::record(2, &old),
+        )
+        .await
+        .unwrap();
+    fake.state.lock().unwrap().fail_puts = 10;
+    let v = conformance::value("v");
+    let err = store
+        .publish(
+            "app",
+            &SecretString::from(v.clone()),
+            &conformance::record(3, &v),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    assert!(err.to_string().contains("did not land"), "{err}");
+    assert!(err.to_string().contains("InternalServerError"), "{err}");
+    conformance::names_the_store_without_values(&err, "kv", &[&v, &old]);
+    assert_eq!(
+        fake.current_value("app").await.as_deref(),
+        Some(old.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_lost_answer_that_cannot_be_read_back_is_outcome_unknown() {
+    let fake = azure::FakeVault::start().await;
+    let store = store(&fake);
+    {
+        let mut state = fake.state.lock().unwrap();
+        state.lose_put_answers = 10;
+        state.cut_gets = true;
+    }
+    let v = conformance::value("v");
+    let err = store
+        .publish(
+            "app",
+            &SecretString::from(v.clone()),
+            &conformance::record(2, &v),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::OutcomeUnknown { .. }), "{err}");
+    conformance::names_the_store_without_values(&err, "kv", &[&v]);
+}
