@@ -226,6 +226,10 @@ impl SecretStore for UnwritableStore {
         self.0.read_current(key).await
     }
 
+    async fn read_value(&self, key: &str) -> Result<Option<SecretString>, StoreError> {
+        self.0.read_value(key).await
+    }
+
     async fn probe(&self) -> Result<(), StoreError> {
         self.0.probe().await
     }

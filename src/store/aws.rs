@@ -162,6 +162,19 @@ pub(crate) enum Parsed {
 }
 
 /// Parses what a store holds. Never echoes the text (it may be a value).
+/// The `client_secret` of a held JSON document; `None` when it is not one or the value
+/// is empty. Parse errors are dropped: they could quote the value.
+pub(crate) fn held_value(text: &[u8]) -> Option<SecretString> {
+    #[derive(Deserialize)]
+    struct ValueOnly {
+        client_secret: SecretString,
+    }
+    serde_json::from_slice::<ValueOnly>(text)
+        .ok()
+        .map(|v| v.client_secret)
+        .filter(|v| !v.expose_secret().is_empty())
+}
+
 pub(crate) fn parse_held(text: &[u8]) -> Parsed {
     let Ok(held) = serde_json::from_slice::<Held>(text) else {
         return Parsed::Foreign;

@@ -228,6 +228,38 @@ impl SecretStore for SecretsManagerStore {
         format!("aws secretsmanager {}/{key}", self.target.region)
     }
 
+    async fn read_value(&self, key: &str) -> Result<Option<SecretString>, StoreError> {
+        let result = self
+            .client()
+            .await
+            .get_secret_value()
+            .secret_id(key)
+            .send()
+            .await;
+        let mut out = match result {
+            Ok(out) => out,
+            Err(e) => {
+                let failure = Failure::of(&e);
+                if aws::is_code(&failure, "ResourceNotFound") {
+                    return Ok(None);
+                }
+                return Err(self.failed("read", key, &failure));
+            }
+        };
+        let text = Zeroizing::new(out.secret_string.take().unwrap_or_default());
+        if text.is_empty() {
+            return Ok(None);
+        }
+        aws::held_value(text.as_bytes())
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt {
+                store: self.name.clone(),
+                location: self.location(key),
+                detail: "it is not a JSON record with a client_secret (not written by cds-rotator)"
+                    .to_owned(),
+            })
+    }
+
     async fn read_current(&self, key: &str) -> Result<Current, StoreError> {
         let result = self
             .client()

@@ -407,6 +407,34 @@ impl SecretStore for AzureKeyVaultStore {
         format!("{}/secrets/{key}", self.vault_url)
     }
 
+    async fn read_value(&self, key: &str) -> Result<Option<SecretString>, StoreError> {
+        let client = self.client("read", key)?;
+        let secret = match client
+            .get_secret(key, None::<SecretClientGetSecretOptions<'_>>)
+            .await
+        {
+            Ok(response) => response.into_model().map_err(|e| {
+                self.io(
+                    "read",
+                    self.location(key),
+                    format!(
+                        "the answer is not a Key Vault secret: {}",
+                        untrusted(&e.to_string())
+                    ),
+                )
+            })?,
+            Err(e) if e.http_status().is_some_and(|s| u16::from(s) == 404) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(self.failed("read", key, &e)),
+        };
+        let value = Zeroizing::new(secret.value.unwrap_or_default());
+        if value.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(SecretString::from(value.as_str())))
+    }
+
     async fn read_current(&self, key: &str) -> Result<Current, StoreError> {
         let client = self.client("read", key)?;
         let secret = match client

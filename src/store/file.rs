@@ -533,6 +533,38 @@ impl SecretStore for FileStore {
             })?
     }
 
+    async fn read_value(&self, key: &str) -> Result<Option<SecretString>, StoreError> {
+        let store = self.clone();
+        let path = self.value_path(key);
+        let bytes = tokio::task::spawn_blocking(move || {
+            if !store.check_dir()? {
+                return Ok(None);
+            }
+            store.read_file(&path)
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            store: self.name.clone(),
+            operation: "read",
+            location: self.dir.display().to_string(),
+            detail: e.to_string(),
+        })??;
+        let Some(bytes) = bytes else {
+            return Ok(None);
+        };
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            return Err(StoreError::Corrupt {
+                store: self.name.clone(),
+                location: self.location(key),
+                detail: "the value is not UTF-8 text".to_owned(),
+            });
+        };
+        if text.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(SecretString::from(text)))
+    }
+
     async fn probe(&self) -> Result<(), StoreError> {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {

@@ -174,40 +174,10 @@ impl KmsFileStore {
         .map_err(|e| aws::io_error(&self.name, "write", self.location(key), e.to_string()))?
     }
 
-    async fn seal(&self, key: &str, plaintext: &[u8]) -> Result<String, StoreError> {
-        let context = self.context(key)?;
-        let out = self
-            .client()
-            .await
-            .encrypt()
-            .key_id(&self.key_id)
-            .plaintext(Blob::new(plaintext))
-            .encryption_context("client_id", &context.client_id)
-            .encryption_context("tenant_id", &context.tenant_id)
-            .send()
-            .await
-            .map_err(|e| self.failed("encrypt", key, &Failure::of(&e)))?;
-        let blob = out.ciphertext_blob().ok_or_else(|| {
-            aws::io_error(
-                &self.name,
-                "encrypt",
-                self.location(key),
-                format!("KMS answered without a ciphertext for key {}", self.key_id),
-            )
-        })?;
-        Ok(BASE64.encode(blob.as_ref()))
-    }
-}
-
-#[async_trait]
-impl SecretStore for KmsFileStore {
-    fn location(&self, key: &str) -> String {
-        self.files.location(key)
-    }
-
-    async fn read_current(&self, key: &str) -> Result<Current, StoreError> {
+    /// The decrypted plaintext of `key`'s file; `None` when there is none.
+    async fn open(&self, key: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         let Some(bytes) = self.read_sealed(key).await? else {
-            return Ok(Current::Empty);
+            return Ok(None);
         };
         let corrupt = |detail: String| StoreError::Corrupt {
             store: self.name.clone(),
@@ -255,6 +225,63 @@ impl SecretStore for KmsFileStore {
                 .map(|b| b.into_inner())
                 .unwrap_or_default(),
         );
+        Ok(Some(plaintext))
+    }
+
+    async fn seal(&self, key: &str, plaintext: &[u8]) -> Result<String, StoreError> {
+        let context = self.context(key)?;
+        let out = self
+            .client()
+            .await
+            .encrypt()
+            .key_id(&self.key_id)
+            .plaintext(Blob::new(plaintext))
+            .encryption_context("client_id", &context.client_id)
+            .encryption_context("tenant_id", &context.tenant_id)
+            .send()
+            .await
+            .map_err(|e| self.failed("encrypt", key, &Failure::of(&e)))?;
+        let blob = out.ciphertext_blob().ok_or_else(|| {
+            aws::io_error(
+                &self.name,
+                "encrypt",
+                self.location(key),
+                format!("KMS answered without a ciphertext for key {}", self.key_id),
+            )
+        })?;
+        Ok(BASE64.encode(blob.as_ref()))
+    }
+}
+
+#[async_trait]
+impl SecretStore for KmsFileStore {
+    fn location(&self, key: &str) -> String {
+        self.files.location(key)
+    }
+
+    async fn read_value(&self, key: &str) -> Result<Option<SecretString>, StoreError> {
+        let Some(plaintext) = self.open(key).await? else {
+            return Ok(None);
+        };
+        aws::held_value(&plaintext)
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt {
+                store: self.name.clone(),
+                location: self.location(key),
+                detail: "it does not hold a JSON record with a client_secret (not written by cds-rotator)"
+                    .to_owned(),
+            })
+    }
+
+    async fn read_current(&self, key: &str) -> Result<Current, StoreError> {
+        let Some(plaintext) = self.open(key).await? else {
+            return Ok(Current::Empty);
+        };
+        let corrupt = |detail: String| StoreError::Corrupt {
+            store: self.name.clone(),
+            location: self.location(key),
+            detail,
+        };
         match aws::parse_held(&plaintext) {
             Parsed::Record(record) => Ok(Current::Published(record)),
             Parsed::Foreign => Ok(Current::Unrecorded),

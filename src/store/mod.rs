@@ -117,6 +117,11 @@ pub trait SecretStore: Send + Sync {
     /// record is missing.
     async fn read_current(&self, key: &str) -> Result<Current, StoreError>;
 
+    /// The value readers currently get from `key` (what the rotator reads its own
+    /// credential from with `connect.credentials.client_secret_store`); `None` when
+    /// nothing (or an empty value) is stored. The value never reaches an error.
+    async fn read_value(&self, key: &str) -> Result<Option<SecretString>, StoreError>;
+
     /// Proves the store can be written with the permissions a rotation needs, without
     /// touching any published secret (the preflight `check`): a file store writes and
     /// removes a probe file, a service checks its credentials and capabilities.

@@ -611,6 +611,21 @@ impl SecretStore for VaultStore {
         format!("vault {}/v1/{}", self.spec.address, self.data_path(key))
     }
 
+    async fn read_value(&self, key: &str) -> Result<Option<SecretString>, StoreError> {
+        let (data, _) = self.read_data("read", key, None).await?;
+        let Some(mut data) = data else {
+            return Ok(None);
+        };
+        let value = data
+            .remove("client_secret")
+            .and_then(|v| match v {
+                Value::String(s) => Some(Zeroizing::new(s)),
+                _ => None,
+            })
+            .filter(|s| !s.is_empty());
+        Ok(value.map(|s| SecretString::from(s.as_str())))
+    }
+
     async fn read_current(&self, key: &str) -> Result<Current, StoreError> {
         let (data, _) = self.read_data("read", key, None).await?;
         let Some(mut data) = data else {

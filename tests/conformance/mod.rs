@@ -7,7 +7,7 @@ use std::future::Future;
 use cds_rotator::secret::Fingerprint;
 use cds_rotator::store::{Current, SecretStore, StoreRecord};
 use chrono::{DurationRound, TimeDelta, Utc};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 /// A record as the reconciler would write it for `value` (times whole seconds).
 pub fn record(secret_id: i32, value: &str) -> StoreRecord {
@@ -41,6 +41,10 @@ where
         "{}",
         store.location(key)
     );
+    assert!(
+        store.read_value(key).await.expect("read nothing").is_none(),
+        "an empty store has no value"
+    );
     // Publish, then read back the same record; readers get the value.
     let first = value("first");
     let first_record = record(2, &first);
@@ -53,6 +57,17 @@ where
         Current::Published(first_record.clone())
     );
     assert_eq!(read_value().await.as_deref(), Some(first.as_str()));
+    // The store reads back what readers get (the rotator's own credential source).
+    assert_eq!(
+        store
+            .read_value(key)
+            .await
+            .expect("read the value")
+            .as_ref()
+            .map(|v| v.expose_secret().to_owned())
+            .as_deref(),
+        Some(first.as_str())
+    );
     // A second publish replaces both at once.
     let second = value("second");
     let second_record = record(3, &second);
@@ -65,6 +80,16 @@ where
         Current::Published(second_record)
     );
     assert_eq!(read_value().await.as_deref(), Some(second.as_str()));
+    assert_eq!(
+        store
+            .read_value(key)
+            .await
+            .expect("read the replaced value")
+            .as_ref()
+            .map(|v| v.expose_secret().to_owned())
+            .as_deref(),
+        Some(second.as_str())
+    );
     // The location names the secret and holds no value.
     let location = store.location(key);
     assert!(!location.contains(&first) && !location.contains(&second));
