@@ -43,12 +43,36 @@ pub struct Wired {
     pub max_concurrency: usize,
 }
 
-/// Builds the CDS client from the policy's `connect:` section; its waits end on `stop`.
+/// The policy's stores by name, built once and shared by the CDS client (a credential in
+/// a store) and the jobs.
+pub type Stores = BTreeMap<String, Arc<dyn SecretStore>>;
+
+/// Builds the CDS client from the policy's `connect:` section with its own stores; its
+/// waits end on `stop`. [`connect_with`] shares the stores the jobs use.
 pub fn connect_from(policy: &Policy, stop: &Stop) -> Result<Arc<dyn ConnectApi>, ConnectError> {
+    let stores = build_stores(policy).map_err(ConnectError::Credential)?;
+    connect_with(policy, &stores, stop)
+}
+
+/// Builds the CDS client from the policy's `connect:` section, reading a credential held
+/// in a store through `stores`; its waits end on `stop`.
+pub fn connect_with(
+    policy: &Policy,
+    stores: &Stores,
+    stop: &Stop,
+) -> Result<Arc<dyn ConnectApi>, ConnectError> {
     let c = &policy.connect;
     let credential = match &c.secret {
         SecretSource::File(path) => CredentialSource::File(path.clone()),
         SecretSource::Env(name) => CredentialSource::Env(name.clone()),
+        SecretSource::Store { store, secret } => {
+            let Some(s) = stores.get(store) else {
+                return Err(ConnectError::Credential(format!(
+                    "connect.credentials.client_secret_store: store {store} is not declared"
+                )));
+            };
+            CredentialSource::Store(s.clone(), secret.clone())
+        }
     };
     let http = HttpConnect::new(HttpConnectConfig {
         base_url: c.url.clone(),
@@ -61,36 +85,9 @@ pub fn connect_from(policy: &Policy, stop: &Stop) -> Result<Arc<dyn ConnectApi>,
     Ok(Arc::new(http))
 }
 
-/// Wires the clients named in `only` (all when empty) into jobs, on the system clock;
-/// passes stop at the next step boundary when `stop` is triggered.
-pub fn wire(
-    policy: &Policy,
-    connect: Arc<dyn ConnectApi>,
-    only: &[String],
-    stop: Stop,
-) -> Result<Wired, String> {
-    wire_with_clock(policy, connect, only, Arc::new(SystemClock), stop)
-}
-
-/// Like [`wire`], reading the time from `clock` (tests move it by hand).
-pub fn wire_with_clock(
-    policy: &Policy,
-    connect: Arc<dyn ConnectApi>,
-    only: &[String],
-    clock: Arc<dyn Clock>,
-    stop: Stop,
-) -> Result<Wired, String> {
-    for name in only {
-        if policy.client(name).is_none() {
-            let names: Vec<&str> = policy.clients.iter().map(|c| c.name.as_str()).collect();
-            return Err(format!(
-                "--client {name}: no such client in {} (clients: {})",
-                policy.path.display(),
-                names.join(", ")
-            ));
-        }
-    }
-    let mut stores: BTreeMap<&str, Arc<dyn SecretStore>> = BTreeMap::new();
+/// Builds every store the policy declares.
+pub fn build_stores(policy: &Policy) -> Result<Stores, String> {
+    let mut stores = Stores::new();
     for (name, spec) in &policy.stores {
         let store: Arc<dyn SecretStore> = match spec {
             StoreSpec::File { dir, mode, group } => Arc::new(
@@ -150,7 +147,52 @@ pub fn wire_with_clock(
                 Arc::new(store)
             }
         };
-        stores.insert(name.as_str(), store);
+        stores.insert(name.clone(), store);
+    }
+    Ok(stores)
+}
+
+/// Wires the clients named in `only` (all when empty) into jobs, on the system clock;
+/// passes stop at the next step boundary when `stop` is triggered.
+pub fn wire(
+    policy: &Policy,
+    connect: Arc<dyn ConnectApi>,
+    only: &[String],
+    stop: Stop,
+) -> Result<Wired, String> {
+    wire_with_clock(policy, connect, only, Arc::new(SystemClock), stop)
+}
+
+/// Like [`wire`], reading the time from `clock` (tests move it by hand).
+pub fn wire_with_clock(
+    policy: &Policy,
+    connect: Arc<dyn ConnectApi>,
+    only: &[String],
+    clock: Arc<dyn Clock>,
+    stop: Stop,
+) -> Result<Wired, String> {
+    let stores = build_stores(policy)?;
+    wire_with_stores(policy, connect, &stores, only, clock, stop)
+}
+
+/// Like [`wire_with_clock`], with stores already built (shared with [`connect_with`]).
+pub fn wire_with_stores(
+    policy: &Policy,
+    connect: Arc<dyn ConnectApi>,
+    stores: &Stores,
+    only: &[String],
+    clock: Arc<dyn Clock>,
+    stop: Stop,
+) -> Result<Wired, String> {
+    for name in only {
+        if policy.client(name).is_none() {
+            let names: Vec<&str> = policy.clients.iter().map(|c| c.name.as_str()).collect();
+            return Err(format!(
+                "--client {name}: no such client in {} (clients: {})",
+                policy.path.display(),
+                names.join(", ")
+            ));
+        }
     }
     let notifiers: BTreeMap<&str, Arc<dyn Notifier>> = policy
         .notifiers

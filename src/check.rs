@@ -194,6 +194,12 @@ fn credential(source: &SecretSource) -> Finding {
                 format!("environment variable {name} is not set or empty"),
             ),
         },
+        // Read through the store for every token: the token request below proves it.
+        SecretSource::Store { store, secret } => finding(
+            Level::Ok,
+            "credential",
+            format!("from store {store}, secret {secret} (read for every new token)"),
+        ),
     }
 }
 

@@ -278,16 +278,28 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
         None
     };
     let stop = Stop::new();
-    let connect = match app::connect_from(&policy, &stop) {
+    // One instance of each store, shared by the jobs and a credential held in a store.
+    let stores = match app::build_stores(&policy) {
+        Ok(s) => s,
+        Err(e) => return usage(&e),
+    };
+    let connect = match app::connect_with(&policy, &stores, &stop) {
         Ok(c) => c,
         Err(e) => return usage(&e.to_string()),
     };
-    let wired = match app::wire(&policy, connect, &cli.clients, stop.clone()) {
+    let wired = match app::wire_with_stores(
+        &policy,
+        connect,
+        &stores,
+        &cli.clients,
+        std::sync::Arc::new(cds_rotator::clock::SystemClock),
+        stop.clone(),
+    ) {
         Ok(w) => w,
         Err(e) => return usage(&e),
     };
     if let Some(Command::Check { .. }) = cli.command {
-        let connect = match app::connect_from(&policy, &stop) {
+        let connect = match app::connect_with(&policy, &stores, &stop) {
             Ok(c) => c,
             Err(e) => return usage(&e.to_string()),
         };

@@ -56,7 +56,7 @@ pub const ANSWER_CAP: usize = 64 * 1024;
 const ABANDONED: &str = "abandoned: cds-rotator is stopping";
 
 /// Where the rotator's own client secret comes from.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum CredentialSource {
     /// A file holding the value alone; re-read for every new token.
     File(PathBuf),
@@ -64,9 +64,51 @@ pub enum CredentialSource {
     Env(String),
     /// A value in memory (tests, the demo).
     Value(SecretString),
+    /// A secret in a store (`connect.credentials.client_secret_store`): the value its
+    /// readers get, re-read for every new token.
+    Store(std::sync::Arc<dyn crate::store::SecretStore>, String),
+}
+
+impl std::fmt::Debug for CredentialSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CredentialSource::File(path) => f.debug_tuple("File").field(path).finish(),
+            CredentialSource::Env(name) => f.debug_tuple("Env").field(name).finish(),
+            CredentialSource::Value(_) => f.write_str("Value(..)"),
+            CredentialSource::Store(store, key) => {
+                f.debug_tuple("Store").field(&store.location(key)).finish()
+            }
+        }
+    }
 }
 
 impl CredentialSource {
+    /// The current value, trimmed; a store is read asynchronously.
+    async fn fetch(&self) -> Result<SecretString, ConnectError> {
+        let CredentialSource::Store(store, key) = self else {
+            return self.read();
+        };
+        let value = store.read_value(key).await.map_err(|e| {
+            ConnectError::Credential(format!(
+                "{e}; check connect.credentials.client_secret_store"
+            ))
+        })?;
+        let Some(value) = value else {
+            return Err(ConnectError::Credential(format!(
+                "{} is empty",
+                self.describe()
+            )));
+        };
+        let trimmed = value.expose_secret().trim();
+        if trimmed.is_empty() {
+            return Err(ConnectError::Credential(format!(
+                "{} is empty",
+                self.describe()
+            )));
+        }
+        Ok(SecretString::from(trimmed.to_owned()))
+    }
+
     fn read(&self) -> Result<SecretString, ConnectError> {
         let raw = match self {
             CredentialSource::File(path) => {
@@ -75,6 +117,12 @@ impl CredentialSource {
             CredentialSource::Env(name) => std::env::var(name)
                 .map_err(|_| ConnectError::Credential(format!("{} is not set", env_name(name))))?,
             CredentialSource::Value(v) => v.expose_secret().to_owned(),
+            CredentialSource::Store(..) => {
+                return Err(ConnectError::Credential(format!(
+                    "{} is read asynchronously",
+                    self.describe()
+                )));
+            }
         };
         let raw = zeroize::Zeroizing::new(raw);
         let trimmed = raw.trim();
@@ -97,6 +145,7 @@ impl CredentialSource {
             }
             CredentialSource::Env(name) => env_name(name),
             CredentialSource::Value(_) => "the configured value".to_owned(),
+            CredentialSource::Store(store, key) => store.location(key),
         }
     }
 }
@@ -377,7 +426,7 @@ impl HttpConnect {
         {
             return Ok(t.token.clone());
         }
-        let secret = self.credential.read()?;
+        let secret = self.credential.fetch().await?;
         let (token, lifetime) =
             self.grant(&self.client_id, &secret)
                 .await

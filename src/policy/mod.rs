@@ -35,6 +35,14 @@ pub enum SecretSource {
     File(PathBuf),
     /// The name of an environment variable (`[A-Za-z_][A-Za-z0-9_]*`).
     Env(String),
+    /// A secret in a declared store (`client_secret_store`; only for the rotator's own
+    /// credential): the value the store's readers get.
+    Store {
+        /// The store's name in `stores:`.
+        store: String,
+        /// The secret's name in that store (checked by that store's rule).
+        secret: String,
+    },
 }
 
 /// The `connect:` section.
@@ -504,7 +512,11 @@ impl Validator {
         let is_self = conn.client_id == c.client_id;
         let credential = match &conn.secret {
             SecretSource::File(path) => Some(physical(path)),
-            SecretSource::Env(_) => None,
+            SecretSource::Store { store, secret } if store == &slot.store => {
+                // The same as client_secret_file: <dir>/<secret> of that file store.
+                Some(physical(&slot.dir.join(secret)))
+            }
+            SecretSource::Env(_) | SecretSource::Store { .. } => None,
         };
         let value = slot.value();
         let is_credential = credential.as_ref() == Some(&physical(&value));
@@ -521,9 +533,11 @@ impl Validator {
             self.problem(
                 at,
                 format!(
-                    "client `{}` is the rotator's own client: set connect.credentials.client_secret_file to {} so the rotator switches to each new secret before the old one is retired",
+                    "client `{}` is the rotator's own client: set connect.credentials.client_secret_file to {} (or client_secret_store to {{ name: {}, secret: {} }}) so the rotator switches to each new secret before the old one is retired",
                     c.name,
-                    value.display()
+                    value.display(),
+                    slot.store,
+                    slot.secret
                 ),
             );
         }

@@ -255,6 +255,11 @@ impl VaultStore {
             VaultAuth::Token(SecretSource::File(path)) => {
                 (self.read_credential("Vault token", path)?, None)
             }
+            VaultAuth::Token(SecretSource::Store { .. }) => {
+                return Err(
+                    "auth: a Vault token cannot be read from a store; set auth.token_file or auth.token_env".to_owned(),
+                );
+            }
             VaultAuth::AppRole {
                 mount,
                 role_id,
