@@ -232,12 +232,14 @@ impl Validator {
                 "kms_file"
             }
         };
-        if connect.is_some_and(|conn| conn.client_id == c.client_id) {
+        if connect.is_some_and(|conn| {
+            conn.client_id == c.client_id && !super::reads_own_credential(conn, c)
+        }) {
             self.problem(
                 at,
                 format!(
-                    "client `{}` is the rotator's own client, which reads its credential from connect.credentials (a plain file or variable), not from a {kind} store: publish it to a `file` store and set client_secret_file to that file",
-                    c.name
+                    "client `{}` is the rotator's own client, but the rotator does not read its credential from its {kind} store: retiring the old secret would lock it out; set connect.credentials.client_secret_store to {{ name: {}, secret: {} }}",
+                    c.name, c.store, c.secret
                 ),
             );
         }

@@ -269,6 +269,7 @@ impl Policy {
         })?;
         let mut v = Validator {
             problems: Vec::new(),
+            credential_store_at: None,
         };
         let parent = path
             .parent()
@@ -306,6 +307,9 @@ impl Policy {
 /// Collects problems while turning the raw document into a [`Policy`].
 struct Validator {
     problems: Vec<Diagnostic>,
+    /// Where `connect.credentials.client_secret_store` is, checked once the stores are
+    /// known.
+    credential_store_at: Option<Location>,
 }
 
 impl Validator {
@@ -333,6 +337,7 @@ impl Validator {
         };
 
         let mut stores = BTreeMap::new();
+        let credential_store = self.credential_store_at.take();
         for (name, spec) in raw.stores {
             self.name(spec.referenced, "store", &name);
             let store = match spec.value {
@@ -389,6 +394,16 @@ impl Validator {
             notifiers.insert(name, notifier);
         }
 
+        if let (
+            Some(at),
+            Some(ConnectSettings {
+                secret: SecretSource::Store { store, secret },
+                ..
+            }),
+        ) = (credential_store, &connect)
+        {
+            self.credential_store(at, store, secret, &stores);
+        }
         let defaults = match &raw.defaults {
             Some(d) => self.timing(&d.value, d.referenced, None),
             None => self.timing(&RawTiming::default(), Location::UNKNOWN, None),
@@ -418,6 +433,24 @@ impl Validator {
                     format!(
                         "client id {} is listed twice; one policy entry per CDS client, or two entries would fight over its secrets",
                         c.client_id
+                    ),
+                );
+            }
+            if let Some(conn) = &connect
+                && reads_own_credential(conn, &c)
+                && conn.client_id != c.client_id
+                // File slots: `credential_file` says it, with the path.
+                && !matches!(
+                    stores.get(&c.store),
+                    Some(StoreSpec::File { .. } | StoreSpec::KmsFile { .. })
+                )
+            {
+                let (store, secret) = (&c.store, &c.secret);
+                self.problem(
+                    at,
+                    format!(
+                        "client `{}` would publish its secrets to store `{store}` secret `{secret}`, which is the rotator's own credential (connect.credentials.client_secret_store): the rotator's secret would be lost, and CDS never shows it again; give the client another secret name or store",
+                        c.name
                     ),
                 );
             }
@@ -555,6 +588,46 @@ impl Validator {
         }
     }
 
+    /// `connect.credentials.client_secret_store`: a declared store, and a secret name by
+    /// that store's rule.
+    fn credential_store(
+        &mut self,
+        at: Location,
+        store: &str,
+        secret: &str,
+        stores: &BTreeMap<String, StoreSpec>,
+    ) {
+        let Some(spec) = stores.get(store) else {
+            self.problem(
+                at,
+                format!(
+                    "connect.credentials.client_secret_store: store `{store}` is not declared under `stores:` (declared: {})",
+                    list(stores.keys())
+                ),
+            );
+            return;
+        };
+        let rule = match spec {
+            StoreSpec::Vault(_) => (!vault::is_secret_path(secret)).then(|| {
+                "must be path segments of letters, digits, `-`, `_`, `.` separated by `/` (like cds/rotator), without `..`, at most 200 characters".to_owned()
+            }),
+            _ => match aws::secret_name_rule(spec) {
+                Some(checked) => checked(secret).err(),
+                None => (!is_safe_name(secret) || secret.ends_with(".json")).then(|| {
+                    "must be 1-64 letters, digits, `-`, `_`, `.`, not start with `.` nor end with `.json`".to_owned()
+                }),
+            },
+        };
+        if let Some(rule) = rule {
+            self.problem(
+                at,
+                format!(
+                    "connect.credentials.client_secret_store: store `{store}` secret name {rule}; the name given is not shown, in case it is the secret itself"
+                ),
+            );
+        }
+    }
+
     /// A file store's `mode`: 0600 (default) or 0640; nothing wider, since the value is
     /// a secret.
     fn file_mode(&mut self, at: Location, store: &str, mode: Option<&raw::ModeText>) -> u32 {
@@ -667,23 +740,53 @@ impl Validator {
                 "a plaintext client_secret in the policy is refused: put the secret in a file readable only by cds-rotator and set client_secret_file, or set client_secret_env",
             );
         }
-        let secret = match (creds.client_secret_file, creds.client_secret_env) {
-            (Some(file), None) => self.secret_file(&file, base).map(SecretSource::File),
-            (None, Some(env)) => self.secret_env(&env).map(SecretSource::Env),
-            (Some(file), Some(_)) => {
-                self.problem(
-                    file.referenced,
-                    "set either client_secret_file or client_secret_env, not both",
-                );
-                None
+        let given = [
+            creds.client_secret_file.as_ref().map(|f| f.referenced),
+            creds.client_secret_env.as_ref().map(|e| e.referenced),
+            creds.client_secret_store.as_ref().map(|s| s.referenced),
+        ];
+        let secret = match (
+            creds.client_secret_file,
+            creds.client_secret_env,
+            creds.client_secret_store,
+        ) {
+            (Some(file), None, None) => self.secret_file(&file, base).map(SecretSource::File),
+            (None, Some(env), None) => self.secret_env(&env).map(SecretSource::Env),
+            (None, None, Some(store)) => {
+                let at = store.referenced;
+                let store = store.value;
+                match store.secret {
+                    Some(secret) => {
+                        self.credential_store_at = Some(at);
+                        Some(SecretSource::Store {
+                            store: store.name.value,
+                            secret: secret.value,
+                        })
+                    }
+                    None => {
+                        self.problem(
+                            at,
+                            "connect.credentials.client_secret_store needs secret: the name of the rotator's secret in that store",
+                        );
+                        None
+                    }
+                }
             }
-            (None, None) => {
+            (None, None, None) => {
                 if creds.client_secret.is_none() {
                     self.problem(
                         c.credentials.referenced,
-                        "connect.credentials needs client_secret_file (a path) or client_secret_env (a variable name)",
+                        "connect.credentials needs client_secret_file (a path), client_secret_env (a variable name) or client_secret_store ({ name: <store>, secret: <secret name> })",
                     );
                 }
+                None
+            }
+            _ => {
+                let at = given.iter().flatten().nth(1).copied();
+                self.problem(
+                    at.unwrap_or(c.credentials.referenced),
+                    "set exactly one of client_secret_file, client_secret_env and client_secret_store",
+                );
                 None
             }
         };
@@ -1283,6 +1386,12 @@ fn is_env_name(name: &str) -> bool {
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether the rotator reads its own credential from `c`'s store slot
+/// (`client_secret_store` naming exactly that store and secret).
+pub(super) fn reads_own_credential(conn: &ConnectSettings, c: &ClientPolicy) -> bool {
+    matches!(&conn.secret, SecretSource::Store { store, secret } if *store == c.store && *secret == c.secret)
 }
 
 fn is_safe_name(name: &str) -> bool {

@@ -54,6 +54,8 @@ pub(super) struct RawCredentials {
     pub client_secret_file: Option<Spanned<PathBuf>>,
     #[serde(default)]
     pub client_secret_env: Option<Spanned<String>>,
+    #[serde(default)]
+    pub client_secret_store: Option<Spanned<RawStoreRef>>,
     /// Only to refuse it: the value is never kept.
     #[serde(default)]
     pub client_secret: Option<Spanned<IgnoredAny>>,
@@ -475,7 +477,7 @@ pub(super) const CONNECT: &[Key] = &[
     Key::required(
         "credentials",
         Shape::Section(CREDENTIALS),
-        "a mapping with client_id and client_secret_file or client_secret_env",
+        "a mapping with client_id and one of client_secret_file, client_secret_env, client_secret_store",
     ),
     Key::optional(
         "max_concurrency",
@@ -506,9 +508,14 @@ pub(super) const CREDENTIALS: &[Key] = &[
         "the name of an environment variable holding the rotator's secret",
     ),
     Key::optional(
+        "client_secret_store",
+        Shape::Section(STORE_REF),
+        "a mapping with name (a store under `stores:`) and secret (the secret's name in it)",
+    ),
+    Key::optional(
         "client_secret",
         Shape::Any,
-        "nothing: set client_secret_file or client_secret_env instead",
+        "nothing: set client_secret_file, client_secret_env or client_secret_store instead",
     ),
 ];
 

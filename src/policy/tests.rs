@@ -1014,3 +1014,137 @@ fn a_file_store_takes_mode_0600_or_0640_and_a_group_by_name_or_gid() {
         assert!(err.contains("policy.yaml:10:"), "{extra}: {err}");
     }
 }
+
+/// VALID plus a vault store `bao` and an AWS store `aws`, with historian-uploader (the
+/// rotator's own client) in `store`, and the rotator's credential set by `credential`.
+fn self_in(store: &str, credential: &str) -> String {
+    self_rotating(credential)
+        .replace(
+            "  local: { type: file, dir: secrets }\n",
+            "  local: { type: file, dir: secrets }\n  bao: { type: vault, address: https://vault:8200, auth: { method: token, token_env: VAULT_TOKEN } }\n  aws: { type: aws_secrets_manager, region: eu-west-1 }\n",
+        )
+        .replace(
+            "store: { name: local, secret: historian-uploader }",
+            &format!("store: {store}"),
+        )
+}
+
+#[test]
+fn the_credential_may_come_from_a_declared_store() {
+    let p = parse(&self_in(
+        "{ name: bao, secret: cds/rotator }",
+        "client_secret_store: { name: bao, secret: cds/rotator }",
+    ))
+    .unwrap();
+    assert_eq!(
+        p.connect.secret,
+        SecretSource::Store {
+            store: "bao".into(),
+            secret: "cds/rotator".into()
+        }
+    );
+    // Into AWS too, and into a file store: the same as client_secret_file.
+    parse(&self_in(
+        "{ name: aws, secret: cds/rotator }",
+        "client_secret_store: { name: aws, secret: cds/rotator }",
+    ))
+    .unwrap();
+    parse(&self_in(
+        "{ name: local, secret: rotator }",
+        "client_secret_store: { name: local, secret: rotator }",
+    ))
+    .unwrap();
+    parse(&self_in(
+        "{ name: local, secret: rotator }",
+        "client_secret_file: /etc/cds-rotator/secrets/rotator",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn a_credential_store_is_checked_and_exactly_one_source_is_set() {
+    let err = error_of(&with_credential(
+        "client_secret_store: { name: nowhere, secret: x }",
+    ));
+    assert!(
+        err.contains("client_secret_store: store `nowhere` is not declared"),
+        "{err}"
+    );
+    let err = error_of(&with_credential(
+        "client_secret_store: { name: local, secret: Pasted/Value-0123 }",
+    ));
+    assert!(err.contains("store `local` secret name must be"), "{err}");
+    assert!(!err.contains("Pasted/Value-0123"), "{err}");
+    let err = error_of(&with_credential("client_secret_store: { name: local }"));
+    assert!(err.contains("needs secret"), "{err}");
+    let err = error_of(&with_credential(&format!(
+        "{CREDENTIAL}\n    client_secret_store: {{ name: local, secret: x }}"
+    )));
+    assert!(
+        err.contains(
+            "exactly one of client_secret_file, client_secret_env and client_secret_store"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn self_rotation_into_a_service_store_needs_the_credential_read_from_that_slot() {
+    let pasted = "Pasted-Secret-Value-0123456789";
+    for (store, credential) in [
+        // A file credential, a vault slot.
+        ("{ name: bao, secret: cds/rotator }", CREDENTIAL.to_owned()),
+        // Another secret of the same store.
+        (
+            "{ name: bao, secret: cds/rotator }",
+            "client_secret_store: { name: bao, secret: cds/other }".to_owned(),
+        ),
+        // Another store.
+        (
+            "{ name: aws, secret: cds/rotator }",
+            "client_secret_store: { name: bao, secret: cds/rotator }".to_owned(),
+        ),
+        // A file slot, the credential in vault.
+        (
+            "{ name: local, secret: rotator }",
+            "client_secret_store: { name: bao, secret: cds/rotator }".to_owned(),
+        ),
+        (
+            "{ name: bao, secret: cds/rotator }",
+            "client_secret_env: CDS_ROTATOR_SECRET".to_owned(),
+        ),
+        (
+            "{ name: bao, secret: cds/rotator }",
+            format!("client_secret_store: {{ name: bao, secret: {pasted} }}"),
+        ),
+    ] {
+        let err = error_of(&self_in(store, &credential));
+        assert!(err.contains("is the rotator's own client"), "{err}");
+        assert!(err.contains("client_secret_store"), "{err}");
+        assert!(!err.contains(pasted), "{err}");
+    }
+    // Another client may not publish to the rotator's credential.
+    let text = with_credential("client_secret_store: { name: bao, secret: cds/rotator }")
+        .replace(
+            "  local: { type: file, dir: secrets }\n",
+            "  local: { type: file, dir: secrets }\n  bao: { type: vault, address: https://vault:8200, auth: { method: token, token_env: VAULT_TOKEN } }\n",
+        )
+        .replace(
+            "store: { name: local, secret: historian-uploader }",
+            "store: { name: bao, secret: cds/rotator }",
+        );
+    let err = error_of(&text);
+    assert!(
+        err.contains(
+            "which is the rotator's own credential (connect.credentials.client_secret_store)"
+        ),
+        "{err}"
+    );
+    let err = error_of(&with_credential(
+        "client_secret_store: { name: local, secret: historian-uploader }",
+    ));
+    assert!(
+        err.contains("which is the rotator's own credential"),
+        "{err}"
+    );
+}

@@ -413,12 +413,14 @@ impl Validator {
         } else {
             written.insert(slot, (c.name.clone(), c.store.clone()));
         }
-        if connect.is_some_and(|conn| conn.client_id == c.client_id) {
+        if connect.is_some_and(|conn| {
+            conn.client_id == c.client_id && !super::reads_own_credential(conn, c)
+        }) {
             self.problem(
                 at,
                 format!(
-                    "client `{}` is the rotator's own client, but its store `{}` is a vault store: the rotator reads its own credential from a file, so retiring the old secret would lock it out; publish this client to a file store and set connect.credentials.client_secret_file to it",
-                    c.name, c.store
+                    "client `{}` is the rotator's own client, but the rotator does not read its credential from where it is published: retiring the old secret would lock it out; set connect.credentials.client_secret_store to {{ name: {}, secret: {} }}",
+                    c.name, c.store, c.secret
                 ),
             );
         }
