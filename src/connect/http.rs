@@ -1217,6 +1217,29 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_credential_in_a_store_is_read_trimmed_and_an_empty_one_is_refused() {
+        use crate::store::file::FileStore;
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("s");
+        let store: std::sync::Arc<dyn crate::store::SecretStore> =
+            std::sync::Arc::new(FileStore::new("local".to_owned(), secrets.clone()));
+        let source = CredentialSource::Store(store, "admin".to_owned());
+        let err = source.fetch().await.unwrap_err().to_string();
+        assert!(err.contains("is empty"), "{err}");
+        assert!(err.contains("admin"), "{err}");
+        std::fs::create_dir_all(&secrets).unwrap();
+        std::fs::set_permissions(
+            &secrets,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        std::fs::write(secrets.join("admin"), "Store-Held-Value-0123\n").unwrap();
+        let s = source.fetch().await.unwrap();
+        assert_eq!(s.expose_secret(), "Store-Held-Value-0123");
+        assert!(!format!("{source:?}").contains("Store-Held-Value"));
+    }
+
     #[test]
     fn credentials_are_trimmed_and_empty_ones_refused() {
         let dir = tempfile::tempdir().unwrap();
