@@ -3,6 +3,7 @@
 //! secrets API on loopback (tests/azure).
 
 mod azure;
+mod common;
 mod conformance;
 
 use std::sync::Arc;
@@ -234,4 +235,56 @@ async fn a_lost_answer_that_cannot_be_read_back_is_outcome_unknown() {
         .unwrap_err();
     assert!(matches!(err, StoreError::OutcomeUnknown { .. }), "{err}");
     conformance::names_the_store_without_values(&err, "kv", &[&v]);
+}
+
+/// A whole pass through the reconciler: the CDS emulator creates the secret, the official
+/// Azure crates publish it to the Key Vault fake; a second pass changes nothing. (The
+/// binary cannot be pointed at the fake: it would ask Entra ID for a token.)
+#[tokio::test]
+async fn a_pass_rotates_a_client_into_key_vault_and_a_second_changes_nothing() {
+    let fake = azure::FakeVault::start().await;
+    let env = common::Env::start().await;
+    let path = env.write_policy("", "");
+    let policy_text = common::read(&path)
+        .replace(
+            "notifiers:",
+            &format!(
+                "  kv: {{ type: azure_key_vault, vault_url: {} }}\nnotifiers:",
+                fake.url
+            ),
+        )
+        .replace(
+            "store: { name: local, secret: app }",
+            "store: { name: kv, secret: cds-app }",
+        );
+    std::fs::write(&path, policy_text).unwrap();
+    let policy = cds_rotator::policy::Policy::load(&path).expect("policy");
+    let mut stores = cds_rotator::app::build_stores(&policy).unwrap();
+    stores.insert("kv".to_owned(), Arc::new(store(&fake)));
+    let stop = cds_rotator::stop::Stop::new();
+    let connect = cds_rotator::app::connect_with(&policy, &stores, &stop).unwrap();
+    let wired = cds_rotator::app::wire_with_stores(
+        &policy,
+        connect,
+        &stores,
+        &["app".to_owned()],
+        Arc::new(cds_rotator::clock::SystemClock),
+        stop,
+    )
+    .unwrap();
+    let reports = common::pass_of(&wired, false).await;
+    let rotated = reports[0].rotated.as_ref().expect("rotated");
+    let held = fake.current("cds-app").expect("published to Key Vault");
+    assert!(env.gets_token(common::APP, &held.value).await);
+    assert_eq!(
+        held.tags.unwrap()["secret_id"],
+        rotated.secret_id.to_string()
+    );
+    let versions = fake.state.lock().unwrap().secrets["cds-app"].len();
+    let reports = common::pass_of(&wired, false).await;
+    assert!(!reports[0].changed_anything(), "{:?}", reports[0].plan);
+    assert_eq!(
+        fake.state.lock().unwrap().secrets["cds-app"].len(),
+        versions
+    );
 }
