@@ -40,6 +40,17 @@ impl fmt::Display for Fingerprint {
     }
 }
 
+/// `text` without `value` in it, however it got there (a service echoing what it was
+/// sent): for error messages built from a store's answer.
+pub fn redacted(text: String, value: &SecretString) -> String {
+    let v = value.expose_secret();
+    if v.len() >= 4 && text.contains(v) {
+        text.replace(v, "[redacted]")
+    } else {
+        text
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

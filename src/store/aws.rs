@@ -330,16 +330,6 @@ fn causes(err: &dyn std::error::Error) -> String {
     untrusted(&text)
 }
 
-/// `text` without `value` in it, however it got there.
-pub(crate) fn redacted(text: String, value: &SecretString) -> String {
-    let v = value.expose_secret();
-    if v.len() >= 4 && text.contains(v) {
-        text.replace(v, "[redacted]")
-    } else {
-        text
-    }
-}
-
 /// The JSON document for a publish, or an error naming the store (never the value).
 pub(crate) fn held_json_for(
     store: &str,

@@ -195,7 +195,7 @@ impl SecretsManagerStore {
             Err(read) => Err(StoreError::OutcomeUnknown {
                 store: self.name.clone(),
                 location: self.location(key),
-                detail: aws::redacted(
+                detail: crate::secret::redacted(
                     format!("{error}; reading it back failed too: {read}"),
                     value,
                 ),
@@ -216,7 +216,7 @@ fn redact(error: StoreError, value: &SecretString) -> StoreError {
             store,
             operation,
             location,
-            detail: aws::redacted(detail, value),
+            detail: crate::secret::redacted(detail, value),
         },
         other => other,
     }

@@ -281,7 +281,7 @@ impl AzureKeyVaultStore {
         record: &StoreRecord,
         error: &azure_core::Error,
     ) -> Result<(), StoreError> {
-        let detail = redacted(describe(error), value);
+        let detail = crate::secret::redacted(describe(error), value);
         let refused = match error.kind() {
             ErrorKind::HttpResponse { status, .. } => (400..500).contains(&u16::from(*status)),
             ErrorKind::Credential => true,
@@ -310,7 +310,7 @@ impl AzureKeyVaultStore {
             Err(read) => Err(StoreError::OutcomeUnknown {
                 store: self.name.clone(),
                 location: self.location(key),
-                detail: redacted(
+                detail: crate::secret::redacted(
                     format!("{detail}; reading it back failed too: {read}"),
                     value,
                 ),
@@ -359,16 +359,6 @@ fn causes(err: &dyn std::error::Error) -> String {
         source = e.source();
     }
     untrusted(&text)
-}
-
-/// `text` without `value` in it, however it got there.
-fn redacted(text: String, value: &SecretString) -> String {
-    let v = value.expose_secret();
-    if v.len() >= 4 && text.contains(v) {
-        text.replace(v, "[redacted]")
-    } else {
-        text
-    }
 }
 
 /// The record in a version's tags, when all of it is there and well-formed.
