@@ -42,6 +42,7 @@ fn json_line(notifier: &str, event: &Event) -> serde_json::Value {
             "message": "notification",
             "notifier": notifier,
             "event": event.kind,
+            "tenant_id": event.tenant_id,
             "client": event.client,
             "client_id": event.client_id,
             "secret_ids": event.secret_ids,
@@ -49,6 +50,8 @@ fn json_line(notifier: &str, event: &Event) -> serde_json::Value {
             "expiration": event.expiration.map(ts),
             "store": event.store_location,
             "detail": event.detail,
+            "reason": event.reason,
+            "run_id": event.run_id,
             "at": ts(event.at),
         },
         "target": module_path!(),
@@ -99,6 +102,7 @@ mod tests {
     fn a_json_event_keeps_ids_as_an_array_and_times_as_rfc3339() {
         let event = Event {
             kind: EventKind::Retired,
+            tenant_id: "t".into(),
             client: "app".into(),
             client_id: "c".into(),
             secret_ids: vec![1, 5],
@@ -106,6 +110,8 @@ mod tests {
             expiration: None,
             store_location: None,
             detail: None,
+            reason: None,
+            run_id: "r".into(),
             at: chrono::DateTime::parse_from_rfc3339("2026-11-23T03:00:00Z")
                 .unwrap()
                 .to_utc(),

@@ -25,6 +25,11 @@ pub enum EventKind {
     Retired,
     /// A rotation failed; the store still holds the previous secret.
     RotationFailed,
+    /// Consumers did not confirm the new secret within the pickup check's timeout: both
+    /// secrets are kept and the check goes on.
+    PickupTimeout,
+    /// A secret the rotator does not manage expires within `rotate_before`, or never.
+    ExpiringUnmanaged,
     /// A secret left behind by a pass that died before publishing was deleted.
     OrphanDeleted,
     /// The store's current secret no longer works in CDS: consumers are broken.
@@ -40,6 +45,8 @@ impl fmt::Display for EventKind {
             EventKind::Rotated => "rotated",
             EventKind::Retired => "retired",
             EventKind::RotationFailed => "rotation_failed",
+            EventKind::PickupTimeout => "pickup_timeout",
+            EventKind::ExpiringUnmanaged => "expiring_unmanaged",
             EventKind::OrphanDeleted => "orphan_deleted",
             EventKind::StoreCurrentInvalid => "store_current_invalid",
             EventKind::StoreRecordMissing => "store_record_missing",
@@ -52,6 +59,8 @@ impl fmt::Display for EventKind {
 pub struct Event {
     /// What happened.
     pub kind: EventKind,
+    /// The CDS tenant.
+    pub tenant_id: String,
     /// The client's name in the policy.
     pub client: String,
     /// The CDS client id.
@@ -66,6 +75,10 @@ pub struct Event {
     pub store_location: Option<String>,
     /// A human-readable detail (the error for `rotation_failed`).
     pub detail: Option<String>,
+    /// Why it happened, where there is a choice (`emergency` for `--revoke-old`).
+    pub reason: Option<String>,
+    /// The rotator process that sent it (also in its log lines).
+    pub run_id: String,
     /// When it happened.
     pub at: DateTime<Utc>,
 }

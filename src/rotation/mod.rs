@@ -981,6 +981,7 @@ impl Reconciler {
         }
         let mut event = Event {
             kind,
+            tenant_id: job.client.tenant_id.clone(),
             client: job.name.clone(),
             client_id: job.client.client_id.clone(),
             secret_ids: Vec::new(),
@@ -988,6 +989,8 @@ impl Reconciler {
             expiration: None,
             store_location: None,
             detail: None,
+            reason: None,
+            run_id: self.run_id.clone(),
             at: self.clock.now(),
         };
         fill(&mut event);
