@@ -8,6 +8,7 @@
 pub mod app;
 pub mod check;
 pub mod clock;
+pub mod command;
 pub mod connect;
 pub mod daemon;
 pub mod demo;
