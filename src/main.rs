@@ -41,6 +41,14 @@ struct Cli {
     /// With --run-now: rotate even when not due.
     #[arg(long)]
     force: bool,
+    /// With --run-now and one --client: an emergency rotation (a leaked secret). Rotates
+    /// now, then deletes every other secret of the client the policy allows (managed
+    /// ones; unmanaged ones with retire_unmanaged) without waiting for grace or pickup.
+    #[arg(long)]
+    revoke_old: bool,
+    /// Confirms --revoke-old; required when stdin is a terminal.
+    #[arg(long)]
+    yes: bool,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
@@ -241,6 +249,21 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
     if cli.run_now && cli.command.is_some() {
         return usage("--run-now cannot be combined with a subcommand");
     }
+    if cli.revoke_old {
+        if !cli.run_now || cli.clients.len() != 1 {
+            return usage(
+                "--revoke-old needs --run-now and exactly one --client NAME: it deletes every other secret of that client at once",
+            );
+        }
+        if !cli.yes && std::io::stdin().is_terminal() {
+            return usage(&format!(
+                "--revoke-old deletes every other secret of client `{}` as soon as the new one is published, without waiting for consumers to switch: whatever still uses an old secret stops working. Add --yes to go ahead",
+                cds_rotator::text::untrusted(&cli.clients[0])
+            ));
+        }
+    } else if cli.yes {
+        return usage("--yes only confirms --revoke-old");
+    }
     if !cli.run_now && (cli.force || !cli.clients.is_empty()) {
         return usage(
             "--force and --client before a subcommand need --run-now; give them after it (`cds-rotator plan --force`), or drop them: the daemon and validate take neither",
@@ -314,6 +337,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
     }
     let options = PassOptions {
         force: cli.force,
+        revoke_old: cli.revoke_old,
         ..PassOptions::default()
     };
     match cli.command {

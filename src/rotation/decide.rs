@@ -19,6 +19,8 @@ pub enum DeleteReason {
     Expired,
     /// An older secret, superseded and past the grace period.
     Superseded,
+    /// Any other secret, deleted at once after an emergency rotation (`--revoke-old`).
+    Revoked,
 }
 
 impl fmt::Display for DeleteReason {
@@ -27,6 +29,7 @@ impl fmt::Display for DeleteReason {
             DeleteReason::Orphan => "orphan",
             DeleteReason::Expired => "expired",
             DeleteReason::Superseded => "superseded",
+            DeleteReason::Revoked => "revoked",
         })
     }
 }
@@ -110,6 +113,10 @@ pub struct Plan {
     /// Unexpired managed secrets that nothing proves unused: the store has no record, so
     /// any of them may be what consumers hold. Kept; superseded after the next publish.
     pub possibly_in_use: Vec<SecretId>,
+    /// Secrets the rotator did not create and will not retire that expire within
+    /// `rotate_before`, or never: whoever uses them should know (the vendor says every
+    /// secret should expire).
+    pub expiring_unmanaged: Vec<SecretId>,
     /// Whether, and why, to rotate.
     pub rotate: Option<RotateReason>,
     /// A rotation that is due but waits for the rotation window at the given time.
@@ -171,6 +178,8 @@ pub fn decide(
     let mut superseded = Vec::new();
     let mut possibly_in_use = Vec::new();
     let mut orphans_later = Vec::new();
+    let mut expiring_unmanaged = Vec::new();
+    let warn_from = plus(now, timing.rotate_before);
     for s in secrets {
         if Some(s.id) == current_id {
             continue; // I3: the current secret is never deleted.
@@ -199,7 +208,13 @@ pub fn decide(
             // Unmanaged: no marker, so no age. With retire_unmanaged the rotator owns the
             // client: every other secret goes once the current one is past its grace.
             (None, Some(_)) if retire_unmanaged => superseded.push(s.id),
-            (None, _) => {}
+            (None, _) => {
+                if s.expires_at()
+                    .is_none_or(|at| warn_from.is_none_or(|w| at <= w))
+                {
+                    expiring_unmanaged.push(s.id);
+                }
+            }
         }
     }
     // Only while the current secret works: retiring the others then would leave none.
@@ -267,6 +282,7 @@ pub fn decide(
         retire_later,
         orphans_later,
         possibly_in_use,
+        expiring_unmanaged,
         rotate,
         deferred,
         full,
@@ -437,6 +453,36 @@ mod tests {
         assert_eq!(plan.retire, vec![1], "unmanaged 2 is left alone");
         let plan = decide(&s, Some(&r), &timing(), true, false, Window::Open, later);
         assert_eq!(plan.retire, vec![1, 2]);
+    }
+
+    #[test]
+    fn unmanaged_secrets_expiring_soon_or_never_are_flagged_unless_retired() {
+        let never = ClientSecret {
+            id: 4,
+            description: None,
+            expiration: None,
+            expires: Some(false),
+        };
+        let s = [
+            unmanaged(1, now() + Duration::days(20)),
+            unmanaged(2, now() + Duration::days(200)),
+            managed(3, now() - Duration::hours(2), now() + Duration::days(20)),
+            never,
+        ];
+        let r = record(3, now() - Duration::hours(2));
+        let plan = decide(&s, Some(&r), &timing(), false, false, Window::Open, now());
+        assert_eq!(
+            plan.expiring_unmanaged,
+            vec![1, 4],
+            "managed 3 is the rotator's own"
+        );
+        let plan = decide(&s, Some(&r), &timing(), true, false, Window::Open, now());
+        assert!(
+            plan.expiring_unmanaged.is_empty(),
+            "handed over: retired after grace"
+        );
+        let plan = decide(&s, None, &timing(), false, false, Window::Open, now());
+        assert_eq!(plan.expiring_unmanaged, vec![1, 4]);
     }
 
     #[test]

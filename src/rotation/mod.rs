@@ -345,6 +345,10 @@ pub struct PassOptions {
     /// retry after a failed rotation): a due rotation happens. Outside it, only what
     /// cannot safely wait for the next scheduled time does (see [`Window`]).
     pub in_window: bool,
+    /// An emergency rotation (`--revoke-old`, for a leaked secret): rotate now and, once
+    /// the new secret is verified and published, delete every other secret the policy
+    /// lets the rotator delete, without waiting for grace or pickup.
+    pub revoke_old: bool,
 }
 
 impl Default for PassOptions {
@@ -354,6 +358,7 @@ impl Default for PassOptions {
             force: false,
             dry_run: false,
             in_window: true,
+            revoke_old: false,
         }
     }
 }
@@ -367,6 +372,9 @@ pub struct Reconciler {
     lock_dir: PathBuf,
     attempts: AtomicU64,
     stop: Stop,
+    /// Unmanaged secrets already reported as expiring, by client id: told once per
+    /// process, not on every pass.
+    told_expiring: std::sync::Mutex<std::collections::HashSet<(String, SecretId)>>,
 }
 
 impl Reconciler {
@@ -387,6 +395,7 @@ impl Reconciler {
             lock_dir,
             attempts: AtomicU64::new(1),
             stop,
+            told_expiring: std::sync::Mutex::default(),
         }
     }
 
@@ -496,7 +505,7 @@ impl Reconciler {
             current.record(),
             &job.timing,
             job.retire_unmanaged,
-            options.force,
+            options.force || options.revoke_old,
             window,
             now,
         );
@@ -544,7 +553,7 @@ impl Reconciler {
         info!(step = "decide", reason = %reason, "rotation due");
         self.make_room(job, &plan, report)
             .map_err(at(Step::MakeRoom))?;
-        let rotated = self.rotate(job).await?;
+        let rotated = self.rotate(job, options.revoke_old).await?;
         // Look again when the superseded secret's grace ends (or earlier, if an orphan
         // ripens first).
         if let Some(grace_end) = plus(now, job.timing.grace) {
@@ -560,7 +569,52 @@ impl Reconciler {
                 .await
                 .map_err(|e| at(Step::SelfCheck)(e.into()))?;
         }
+        if options.revoke_old {
+            self.revoke(job, report).await.map_err(at(Step::Retire))?;
+        }
         Ok(())
+    }
+
+    /// The end of an emergency rotation: every secret but the one just published that
+    /// the policy lets the rotator delete (managed ones; unmanaged ones with
+    /// `retire_unmanaged`) goes now. Listed afresh: the pass's first listing predates
+    /// the new secret. A stop does not skip it (each delete still gets the HTTP client's
+    /// stop grace): the leaked value should not outlive the rotation.
+    async fn revoke(&self, job: &ClientJob, report: &mut PassReport) -> Result<(), StepError> {
+        let Some(current) = report.rotated.as_ref().map(|r| r.secret_id) else {
+            return Ok(());
+        };
+        let secrets = self.connect.list_secrets(&job.client).await?;
+        let mut revoked = Vec::new();
+        let mut result = Ok(());
+        for s in secrets.iter().filter(|s| s.id != current) {
+            let managed = Marker::parse(s.description.as_deref()).is_some();
+            if !managed && !job.retire_unmanaged {
+                info!(
+                    step = "retire",
+                    secret_id = s.id,
+                    "kept: not created by the rotator (retire_unmanaged is false)"
+                );
+                continue;
+            }
+            if let Err(e) = self
+                .delete(job, s.id, Step::Retire, DeleteReason::Revoked)
+                .await
+            {
+                result = Err(e.into());
+                break;
+            }
+            report.deleted.push((s.id, DeleteReason::Revoked));
+            revoked.push(s.id);
+        }
+        if !revoked.is_empty() {
+            self.announce(job, EventKind::Retired, |e| {
+                e.secret_ids = revoked;
+                e.reason = Some("emergency".to_owned());
+            })
+            .await;
+        }
+        result
     }
 
     /// Whether to stop here; if so, says where in the report.
@@ -625,6 +679,40 @@ impl Reconciler {
             })
             .await;
         }
+        self.alert_expiring_unmanaged(job, plan, report).await;
+    }
+
+    /// Tells, once per process, about secrets the rotator does not manage that expire
+    /// within `rotate_before` or never.
+    async fn alert_expiring_unmanaged(&self, job: &ClientJob, plan: &Plan, report: &PassReport) {
+        let fresh: Vec<&ClientSecret> = {
+            let mut told = self
+                .told_expiring
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            report
+                .secrets
+                .iter()
+                .filter(|s| plan.expiring_unmanaged.contains(&s.id))
+                .filter(|s| told.insert((job.client.client_id.clone(), s.id)))
+                .collect()
+        };
+        if fresh.is_empty() {
+            return;
+        }
+        let detail = format!(
+            "secret(s) the rotator did not create and does not retire: {}; every secret should expire: rotate them by hand, or hand the client over with retire_unmanaged: true",
+            listing(&fresh)
+        );
+        warn!(step = "observe", secret_ids = ?fresh.iter().map(|s| s.id).collect::<Vec<_>>(), "{detail}");
+        let ids = fresh.iter().map(|s| s.id).collect();
+        let earliest = fresh.iter().filter_map(|s| s.expires_at()).min();
+        self.announce(job, EventKind::ExpiringUnmanaged, |e| {
+            e.secret_ids = ids;
+            e.expiration = earliest;
+            e.detail = Some(detail);
+        })
+        .await;
     }
 
     /// clean_up: orphans and expired managed secrets.
@@ -717,7 +805,7 @@ impl Reconciler {
 
     /// create, verify, publish, announce. Any failure after the create deletes the new
     /// secret again, so the store and CDS stay as they were.
-    async fn rotate(&self, job: &ClientJob) -> Result<Rotated, Failed> {
+    async fn rotate(&self, job: &ClientJob, emergency: bool) -> Result<Rotated, Failed> {
         let created = self
             .create(job)
             .await
@@ -802,6 +890,7 @@ impl Reconciler {
             e.fingerprint = Some(rotated.fingerprint.clone());
             e.expiration = Some(expiration);
             e.store_location = Some(rotated.location.clone());
+            e.reason = emergency.then(|| "emergency".to_owned());
         })
         .await;
         Ok(rotated)
