@@ -335,6 +335,15 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
             .any(|f| f.level == cds_rotator::check::Level::Fail);
         return Ok(if failed { EXIT_CLIENT_FAILED } else { EXIT_OK });
     }
+    // The processes that write (the daemon, `--run-now`) record every write.
+    if (cli.run_now || daemon_mode)
+        && let Some(path) = &policy.daemon.audit_log
+    {
+        match cds_rotator::audit::AuditLog::open(path, &policy.connect.client_id) {
+            Ok(log) => wired.reconciler.set_audit(std::sync::Arc::new(log)),
+            Err(e) => return usage(&e.to_string()),
+        }
+    }
     let options = PassOptions {
         force: cli.force,
         revoke_old: cli.revoke_old,
@@ -359,12 +368,26 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                 )
                 .await;
             let now = chrono::Utc::now();
-            let views: Vec<status::ClientView> = wired
+            let mut views: Vec<status::ClientView> = wired
                 .jobs
                 .iter()
                 .zip(&reports)
                 .map(|(job, r)| status::view(job, r, now))
                 .collect();
+            if let Some(path) = &policy.daemon.audit_log {
+                for v in &mut views {
+                    match cds_rotator::audit::last_entries(
+                        path,
+                        &v.client_id,
+                        status::RECENT_WRITES,
+                    ) {
+                        Ok(entries) => v.recent_writes = entries,
+                        Err(e) => {
+                            tracing::warn!(audit_log = %path.display(), error = %e, "cannot read the audit log")
+                        }
+                    }
+                }
+            }
             match (output, is_plan) {
                 (Output::Json, _) => println!("{}", serde_json::to_string_pretty(&views)?),
                 (Output::Text, true) => {
@@ -372,7 +395,15 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                         println!("{}", app::plan_line(r));
                     }
                 }
-                (Output::Text, false) => println!("{}", status::table(&views)),
+                (Output::Text, false) => {
+                    println!("{}", status::table(&views));
+                    // One client asked for by name: its recent writes too.
+                    if cli.clients.len() == 1 {
+                        for v in views.iter().filter(|v| !v.recent_writes.is_empty()) {
+                            println!("\n{}", status::recent_writes_text(v));
+                        }
+                    }
+                }
             }
             let alert = if is_plan {
                 status::any_blocked(&views)

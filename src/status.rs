@@ -52,6 +52,9 @@ pub struct ClientView {
     pub last_result: Option<LastResult>,
     /// Why the client could not be observed now.
     pub error: Option<String>,
+    /// The last writes to CDS and the store for this client, from the audit log
+    /// (`daemon.audit_log`), oldest first; empty without one.
+    pub recent_writes: Vec<crate::audit::Entry>,
 }
 
 /// The store's current secret.
@@ -275,7 +278,50 @@ pub fn view(job: &ClientJob, r: &PassReport, now: DateTime<Utc>) -> ClientView {
         next_window: next_window.map(ts),
         last_result: r.last.clone(),
         error: r.error.as_ref().map(|e| e.source.to_string()),
+        recent_writes: Vec::new(),
     }
+}
+
+/// How many audit entries `status` shows per client.
+pub const RECENT_WRITES: usize = 10;
+
+/// The audit entries of a view, one line each, for people.
+pub fn recent_writes_text(v: &ClientView) -> String {
+    let mut lines = vec![format!("recent writes of {} (audit log):", v.client)];
+    for e in &v.recent_writes {
+        let what = serde_json::to_value(e.action)
+            .ok()
+            .and_then(|a| a.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let result = serde_json::to_value(e.result)
+            .ok()
+            .and_then(|a| a.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let id = e
+            .secret_id
+            .map(|i| format!(" secret {i}"))
+            .unwrap_or_default();
+        let why = e
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        let op = e
+            .operation_id
+            .as_deref()
+            .map(|o| format!(", OperationId {o}"))
+            .unwrap_or_default();
+        lines.push(format!(
+            "  {} {what}{id}{why}: {result} (step {}, by {} on {}{op})",
+            e.at, e.step, e.actor, e.host
+        ));
+    }
+    // The log is a file others may have edited: no line of it can forge another.
+    lines
+        .iter()
+        .map(|l| crate::text::escape_control(l))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The first window at or after `t`.

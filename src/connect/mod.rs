@@ -337,6 +337,28 @@ pub enum ConnectError {
     Credential(String),
 }
 
+impl ConnectError {
+    /// The HTTP status and the CDS OperationId of a refused request, where known.
+    pub fn status_and_operation_id(&self) -> (Option<u16>, Option<&str>) {
+        match self {
+            ConnectError::Api { status, body, .. } => (Some(*status), body.operation_id.as_deref()),
+            ConnectError::RegionalWrite { body, .. } => (Some(405), body.operation_id.as_deref()),
+            ConnectError::Unauthenticated { status, .. }
+            | ConnectError::OwnCredentialRefused { status, .. } => (Some(*status), None),
+            ConnectError::TokenEndpointNotFound { .. } => (Some(404), None),
+            _ => (None, None),
+        }
+    }
+
+    /// Whether a write that failed this way may have been carried out anyway.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::OutcomeUnknown { .. } | ConnectError::Stopped { .. }
+        )
+    }
+}
+
 /// Why CDS will not give a client any token ([`ConnectError::ClientUnusable`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unusable {

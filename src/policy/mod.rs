@@ -180,12 +180,24 @@ pub struct Policy {
     /// Where per-client lock files live (absolute when set in the policy; relative paths
     /// resolve against the policy file's directory).
     pub lock_dir: PathBuf,
+    /// The `daemon:` section.
+    pub daemon: DaemonSettings,
     /// Stores by name.
     pub stores: BTreeMap<String, StoreSpec>,
     /// Notifiers by name.
     pub notifiers: BTreeMap<String, NotifierSpec>,
     /// Clients in policy order.
     pub clients: Vec<ClientPolicy>,
+}
+
+/// The `daemon:` section: how the service is watched and audited.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DaemonSettings {
+    /// Where `/healthz`, `/readyz` and `/metrics` are served; off when `None`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The audit log (one JSON line per write to CDS or a store), for every process
+    /// that writes (the daemon and `--run-now`); off when `None`.
+    pub audit_log: Option<PathBuf>,
 }
 
 /// One problem in a policy, with where it is.
@@ -335,6 +347,10 @@ impl Validator {
             }
             None => default_lock_dir(),
         };
+        let daemon = raw
+            .daemon
+            .map(|d| self.daemon(d.value, base))
+            .unwrap_or_default();
 
         let mut stores = BTreeMap::new();
         let credential_store = self.credential_store_at.take();
@@ -473,6 +489,7 @@ impl Validator {
             path: path.to_owned(),
             connect: connect?,
             lock_dir,
+            daemon,
             stores,
             notifiers,
             clients,
@@ -722,6 +739,53 @@ impl Validator {
             format!("{what}: replace the placeholder `{shown}` with {expect}"),
         );
         true
+    }
+
+    fn daemon(&mut self, raw: raw::RawDaemon, base: &Path) -> DaemonSettings {
+        let listen = raw.listen.and_then(|l| {
+            let text = l.value.trim();
+            if self.placeholder(
+                l.referenced,
+                text,
+                "daemon.listen",
+                "an address and port like 127.0.0.1:9464",
+            ) {
+                return None;
+            }
+            match text.parse::<std::net::SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.problem(
+                        l.referenced,
+                        format!(
+                            "daemon.listen: `{}` is not an address and port; write an IP address and a port like 127.0.0.1:9464 or [::1]:9464 (0.0.0.0:9464 for every interface, e.g. in a pod)",
+                            crate::text::untrusted(text)
+                        ),
+                    );
+                    None
+                }
+            }
+        });
+        let audit_log = raw.audit_log.and_then(|p| {
+            let shown = p.value.to_string_lossy();
+            if self.placeholder(
+                p.referenced,
+                &shown,
+                "daemon.audit_log",
+                "a file path like /var/lib/cds-rotator/audit.jsonl",
+            ) {
+                return None;
+            }
+            if p.value.as_os_str().is_empty() || p.value.file_name().is_none() {
+                self.problem(
+                    p.referenced,
+                    "daemon.audit_log: give the path of a file, like /var/lib/cds-rotator/audit.jsonl",
+                );
+                return None;
+            }
+            Some(resolve(base, &p.value))
+        });
+        DaemonSettings { listen, audit_log }
     }
 
     fn connect(&mut self, raw: Spanned<raw::RawConnect>, base: &Path) -> Option<ConnectSettings> {

@@ -26,12 +26,23 @@ pub(super) struct RawPolicy {
     pub connect: Spanned<RawConnect>,
     #[serde(default)]
     pub lock_dir: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    pub daemon: Option<Spanned<RawDaemon>>,
     pub stores: BTreeMap<String, Spanned<RawStore>>,
     #[serde(default)]
     pub notifiers: BTreeMap<String, Spanned<RawNotifier>>,
     #[serde(default)]
     pub defaults: Option<Spanned<RawTiming>>,
     pub clients: Vec<Spanned<RawClient>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDaemon {
+    #[serde(default)]
+    pub listen: Option<Spanned<String>>,
+    #[serde(default)]
+    pub audit_log: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -439,6 +450,11 @@ pub(super) const TOP: &[Key] = &[
         Shape::Value,
         "a directory for lock files, like /run/cds-rotator",
     ),
+    Key::optional(
+        "daemon",
+        Shape::Section(DAEMON),
+        "a mapping with listen and audit_log",
+    ),
     Key::required(
         "stores",
         Shape::Named(&Kinds {
@@ -464,6 +480,19 @@ pub(super) const TOP: &[Key] = &[
         "clients",
         Shape::Sections(&[CLIENT, TIMING]),
         "a list of clients, each starting with `- name:`",
+    ),
+];
+
+pub(super) const DAEMON: &[Key] = &[
+    Key::optional(
+        "listen",
+        Shape::Value,
+        "an address and port for /healthz, /readyz and /metrics, like 127.0.0.1:9464",
+    ),
+    Key::optional(
+        "audit_log",
+        Shape::Value,
+        "the path of the audit log, like /var/lib/cds-rotator/audit.jsonl",
     ),
 ];
 
@@ -572,7 +601,7 @@ fn expect_of(name: &str) -> Option<&'static str> {
         .iter()
         .chain(RawNotifier::TYPES)
         .flat_map(|(_, keys)| keys.iter());
-    [TOP, CONNECT, CREDENTIALS, TIMING, CLIENT, STORE_REF]
+    [TOP, DAEMON, CONNECT, CREDENTIALS, TIMING, CLIENT, STORE_REF]
         .into_iter()
         .flatten()
         .chain(typed)

@@ -843,6 +843,7 @@ fn the_shape_table_knows_exactly_the_keys_serde_takes() {
     let probe = "zz_probe: 1";
     assert_eq!(serde_keys::<RawPolicy>(probe), table(&[TOP]));
     assert_eq!(serde_keys::<RawConnect>(probe), table(&[CONNECT]));
+    assert_eq!(serde_keys::<RawDaemon>(probe), table(&[DAEMON]));
     assert_eq!(serde_keys::<RawCredentials>(probe), table(&[CREDENTIALS]));
     assert_eq!(serde_keys::<RawTiming>(probe), table(&[TIMING]));
     assert_eq!(serde_keys::<RawClient>(probe), table(&[CLIENT, TIMING]));

@@ -22,6 +22,7 @@ use secrecy::SecretString;
 use tokio::sync::Semaphore;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::audit::{Action, AuditLog, Outcome};
 use crate::clock::Clock;
 use crate::connect::{
     ClientRef, ClientSecret, ConnectApi, ConnectError, CreatedSecret, MAX_SECRETS_PER_CLIENT,
@@ -375,6 +376,8 @@ pub struct Reconciler {
     /// Unmanaged secrets already reported as expiring, by client id: told once per
     /// process, not on every pass.
     told_expiring: std::sync::Mutex<std::collections::HashSet<(String, SecretId)>>,
+    /// Where every write to CDS or a store is recorded, if anywhere.
+    audit: std::sync::OnceLock<Arc<AuditLog>>,
 }
 
 impl Reconciler {
@@ -396,7 +399,14 @@ impl Reconciler {
             attempts: AtomicU64::new(1),
             stop,
             told_expiring: std::sync::Mutex::default(),
+            audit: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Records every later write to CDS or a store in `audit` (set once, before the
+    /// first pass that writes; dry runs never open it).
+    pub fn set_audit(&self, audit: Arc<AuditLog>) {
+        let _ = self.audit.set(audit);
     }
 
     /// Asks passes in flight to stop at the next step boundary (a create that started
@@ -855,11 +865,31 @@ impl Reconciler {
             published_at: self.clock.now(),
             fingerprint: fingerprint.clone(),
         };
-        if let Err(source) = job
+        let published = job
             .store
             .publish(&job.store_key, &created.value, &record)
-            .await
-        {
+            .await;
+        if let Some(log) = self.audit.get() {
+            let mut e = log.entry(
+                &self.run_id,
+                (&job.client.tenant_id, &job.name, &job.client.client_id),
+                Action::Publish,
+                &Step::Publish.to_string(),
+            );
+            e.secret_id = Some(id);
+            e.store = Some(job.store.location(&job.store_key));
+            e.fingerprint = Some(fingerprint.to_string());
+            if let Err(err) = &published {
+                e.result = if matches!(err, StoreError::OutcomeUnknown { .. }) {
+                    Outcome::Unknown
+                } else {
+                    Outcome::Failed
+                };
+                e.error = Some(crate::text::untrusted(&err.to_string()));
+            }
+            log.record(&e);
+        }
+        if let Err(source) = published {
             if matches!(source, StoreError::OutcomeUnknown { .. }) {
                 // Consumers may hold it: keep it. The next pass reads what the store
                 // holds; a secret it does not hold is an orphan or superseded then.
@@ -918,7 +948,21 @@ impl Reconciler {
                 expiration: plus(now, job.timing.lifetime).unwrap_or(now),
                 description: marker.description(),
             };
-            match self.connect.create_secret(&job.client, &new).await {
+            let result = self.connect.create_secret(&job.client, &new).await;
+            self.audit_cds(
+                job,
+                Action::CreateSecret,
+                Step::Create,
+                None,
+                &result,
+                |e| {
+                    if let Ok(c) = &result {
+                        e.secret_id = Some(c.secret.id);
+                        e.fingerprint = Some(Fingerprint::of(&c.value).to_string());
+                    }
+                },
+            );
+            match result {
                 Ok(created) => return Ok(created),
                 Err(ConnectError::OutcomeUnknown { operation, detail })
                     if attempt < CREATE_ATTEMPTS =>
@@ -934,7 +978,18 @@ impl Reconciler {
                             secret_id = lost.id,
                             "found the lost create; its value is unknown, deleting it"
                         );
-                        self.connect.delete_secret(&job.client, lost.id).await?;
+                        let result = self.connect.delete_secret(&job.client, lost.id).await;
+                        self.audit_cds(
+                            job,
+                            Action::DeleteSecret,
+                            Step::Create,
+                            Some("undo"),
+                            &result,
+                            |e| {
+                                e.secret_id = Some(lost.id);
+                            },
+                        );
+                        result?;
                     } else {
                         info!(step = "create", %operation, "the lost create did not happen; creating again");
                     }
@@ -977,7 +1032,18 @@ impl Reconciler {
 
     /// Deletes a secret the failed pass created; says what is left if that fails too.
     async fn undo_create(&self, job: &ClientJob, id: SecretId, step: Step) -> String {
-        match self.connect.delete_secret(&job.client, id).await {
+        let result = self.connect.delete_secret(&job.client, id).await;
+        self.audit_cds(
+            job,
+            Action::DeleteSecret,
+            step,
+            Some("undo"),
+            &result,
+            |e| {
+                e.secret_id = Some(id);
+            },
+        );
+        match result {
             Ok(()) => {
                 info!(step = %step, secret_id = id, "deleted the new secret again");
                 String::new()
@@ -998,9 +1064,56 @@ impl Reconciler {
         step: Step,
         why: DeleteReason,
     ) -> Result<(), ConnectError> {
-        self.connect.delete_secret(&job.client, id).await?;
+        let result = self.connect.delete_secret(&job.client, id).await;
+        let reason = why.to_string();
+        self.audit_cds(
+            job,
+            Action::DeleteSecret,
+            step,
+            Some(&reason),
+            &result,
+            |e| {
+                e.secret_id = Some(id);
+            },
+        );
+        result?;
         info!(step = %step, secret_id = id, reason = %why, "deleted");
         Ok(())
+    }
+
+    /// Appends a CDS write and how it ended to the audit log, if there is one.
+    fn audit_cds<T>(
+        &self,
+        job: &ClientJob,
+        action: Action,
+        step: Step,
+        reason: Option<&str>,
+        result: &Result<T, ConnectError>,
+        fill: impl FnOnce(&mut crate::audit::Entry),
+    ) {
+        let Some(log) = self.audit.get() else {
+            return;
+        };
+        let mut e = log.entry(
+            &self.run_id,
+            (&job.client.tenant_id, &job.name, &job.client.client_id),
+            action,
+            &step.to_string(),
+        );
+        e.reason = reason.map(str::to_owned);
+        if let Err(err) = result {
+            let (status, op) = err.status_and_operation_id();
+            e.result = if err.outcome_unknown() {
+                Outcome::Unknown
+            } else {
+                Outcome::Failed
+            };
+            e.status = status;
+            e.operation_id = op.map(crate::text::untrusted);
+            e.error = Some(crate::text::untrusted(&err.to_string()));
+        }
+        fill(&mut e);
+        log.record(&e);
     }
 
     /// Logs and announces a failure and schedules a retry; a dry run only reports it.
