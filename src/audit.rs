@@ -199,6 +199,7 @@ impl AuditLog {
     pub fn record(&self, entry: &Entry) {
         if let Err(e) = self.append(entry) {
             self.failures.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::get().count_audit_failure();
             tracing::error!(audit_log = %self.path.display(), error = %e, client = %entry.client, action = ?entry.action, "could not append to the audit log");
         }
     }

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod demo;
 pub mod emulator;
 pub mod lock;
+pub mod metrics;
 pub mod notify;
 pub mod pickup;
 pub mod policy;

@@ -465,7 +465,7 @@ impl HttpConnect {
         let operation = format!("get a token for client {client_id}");
         let url = format!("{}/identity/connect/token", self.base);
         let reply = self
-            .send(&operation, Idempotence::Repeatable, || {
+            .send(&operation, "POST", Idempotence::Repeatable, || {
                 let form = zeroize::Zeroizing::new(
                     serde_urlencoded::to_string([
                         ("grant_type", "client_credentials"),
@@ -578,7 +578,7 @@ impl HttpConnect {
         loop {
             let token = self.token(renewed).await?;
             let reply = self
-                .send(operation, idempotence, || {
+                .send(operation, method.as_str(), idempotence, || {
                     let mut req = self
                         .http
                         .request(method.clone(), url)
@@ -629,6 +629,7 @@ impl HttpConnect {
     async fn send(
         &self,
         operation: &str,
+        method: &str,
         idempotence: Idempotence,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Reply, ConnectError> {
@@ -656,6 +657,13 @@ impl HttpConnect {
                     });
                 }
             };
+            crate::metrics::get().count_cds_request(
+                method,
+                match &outcome {
+                    Attempt::Answer(resp) => Some(resp.status().as_u16()),
+                    Attempt::Failed(_) => None,
+                },
+            );
             let last = attempt >= self.retry.max_attempts;
             let wait = match &outcome {
                 Attempt::Answer(resp) => {

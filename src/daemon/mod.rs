@@ -7,6 +7,8 @@
 //! boundary of the passes in flight; it then exits cleanly.
 //! Not here: what a pass does (that is `rotation`).
 
+pub mod server;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;

@@ -500,7 +500,9 @@ impl Reconciler {
         } else {
             Some(self.lock(job).await.map_err(at(Step::Lock))?)
         };
+        let started = std::time::Instant::now();
         let (secrets, current) = self.observe(job).await.map_err(at(Step::Observe))?;
+        timed(Step::Observe, started);
         let unrecorded = current == Current::Unrecorded;
         let now = self.clock.now();
         let window = if options.in_window {
@@ -545,15 +547,19 @@ impl Reconciler {
             return Ok(());
         }
         self.alert(job, &plan, report).await;
+        let started = std::time::Instant::now();
         self.clean_up(job, &plan, report)
             .await
             .map_err(at(Step::CleanUp))?;
+        timed(Step::CleanUp, started);
         if self.stop_here(report, "before retiring old secrets") {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         self.retire(job, &plan, now, report)
             .await
             .map_err(at(Step::Retire))?;
+        timed(Step::Retire, started);
         let Some(reason) = plan.rotate.clone() else {
             return Ok(());
         };
@@ -816,6 +822,7 @@ impl Reconciler {
     /// create, verify, publish, announce. Any failure after the create deletes the new
     /// secret again, so the store and CDS stay as they were.
     async fn rotate(&self, job: &ClientJob, emergency: bool) -> Result<Rotated, Failed> {
+        let started = std::time::Instant::now();
         let created = self
             .create(job)
             .await
@@ -826,10 +833,12 @@ impl Reconciler {
             .expiration
             .unwrap_or_else(|| self.clock.now());
         let fingerprint = Fingerprint::of(&created.value);
+        timed(Step::Create, started);
         info!(step = "create", secret_id = id, expiration = %rfc3339(expiration), fingerprint = %fingerprint, "created");
 
         // verify
         let waited = job.timing.verify_timeout.to_std().unwrap_or_default();
+        let started = std::time::Instant::now();
         if let Err(last) = self
             .verify(&job.client.client_id, &created.value, waited)
             .await
@@ -850,6 +859,7 @@ impl Reconciler {
             };
             return Err(at(Step::Verify)(source));
         }
+        timed(Step::Verify, started);
         info!(
             step = "verify",
             secret_id = id,
@@ -865,10 +875,12 @@ impl Reconciler {
             published_at: self.clock.now(),
             fingerprint: fingerprint.clone(),
         };
+        let started = std::time::Instant::now();
         let published = job
             .store
             .publish(&job.store_key, &created.value, &record)
             .await;
+        timed(Step::Publish, started);
         if let Some(log) = self.audit.get() {
             let mut e = log.entry(
                 &self.run_id,
@@ -1081,6 +1093,46 @@ impl Reconciler {
         Ok(())
     }
 
+    /// Sets the client's metrics from what a pass saw and did.
+    fn export(&self, job: &ClientJob, report: &PassReport) {
+        let m = crate::metrics::get();
+        let expiration = report
+            .rotated
+            .as_ref()
+            .map(|r| r.expiration)
+            .or(report.record.as_ref().map(|r| r.expiration));
+        if let Some(at) = expiration {
+            m.set_expiration(&job.name, at.timestamp());
+        }
+        if report.error.is_none() && report.stopped.is_none() {
+            m.set_last_success(&job.name, self.clock.now().timestamp());
+        }
+        let rotation_failed = report.error.as_ref().is_some_and(|e| {
+            matches!(
+                e.step,
+                Step::MakeRoom | Step::Create | Step::Verify | Step::Publish | Step::SelfCheck
+            )
+        });
+        if report.rotated.is_some() || rotation_failed {
+            m.count_rotation(&job.name, !rotation_failed);
+        }
+        if report.plan.is_some() {
+            let left = report
+                .secrets
+                .iter()
+                .filter(|s| !report.deleted.iter().any(|(id, _)| *id == s.id));
+            let (managed, unmanaged) = left.fold((0, 0), |(m, u), s| {
+                if Marker::parse(s.description.as_deref()).is_some() {
+                    (m + 1, u)
+                } else {
+                    (m, u + 1)
+                }
+            });
+            let new = usize::from(report.rotated.is_some());
+            m.set_secrets(&job.name, managed + new, unmanaged);
+        }
+    }
+
     /// Appends a CDS write and how it ended to the audit log, if there is one.
     fn audit_cds<T>(
         &self,
@@ -1164,6 +1216,7 @@ impl Reconciler {
                 &result,
             );
         }
+        self.export(job, &report);
         if let Some(err) = &report.error {
             error!(step = %err.step, error = %err, "pass failed");
             let detail = err.to_string();
@@ -1202,6 +1255,11 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// Records how long a step that started at `started` took.
+fn timed(step: Step, started: std::time::Instant) {
+    crate::metrics::get().observe_step(&step.to_string(), started.elapsed());
 }
 
 /// Whether a failed token request with a new secret is worth trying again.

@@ -1,0 +1,243 @@
+//! `/healthz`, `/readyz` and `/metrics` over HTTP (`daemon.listen`).
+//!
+//! `/healthz` is liveness: 200 while the scheduler loop is alive — it woke when it meant
+//! to, and a batch of passes in flight keeps finishing passes — else 503. `/readyz` is
+//! readiness: 200 once the first pass is done and the CDS token works, with a JSON body
+//! that also says whether the last policy reload was refused. `/metrics` is the
+//! process's [`crate::metrics`] registry. No handler reveals a secret value, a token or a
+//! URL. Not here: what the loop does (that is `daemon`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use chrono::Utc;
+use serde::Serialize;
+
+/// How late the loop may be to wake before it counts as stuck, and how long a batch of
+/// passes may go without finishing a single pass.
+#[derive(Clone, Copy, Debug)]
+pub struct Liveness {
+    /// Slack past a planned wake-up.
+    pub wake_slack: chrono::Duration,
+    /// The longest one pass can take (all of its waits are bounded).
+    pub pass_limit: chrono::Duration,
+}
+
+/// What the loop reports about itself, read by the handlers.
+#[derive(Debug)]
+pub struct Health {
+    liveness: Liveness,
+    /// When the loop means to wake next (ms since the epoch; `i64::MAX`: not planned).
+    next_wake_ms: AtomicI64,
+    /// When the running batch started, or when it last finished a pass (ms); 0 idle.
+    busy_since_ms: AtomicI64,
+    first_pass_done: AtomicBool,
+    /// 0 unknown, 1 works, 2 refused.
+    token: AtomicU8,
+    /// Why the last policy reload was refused, if it was.
+    reload_refused: Mutex<Option<String>>,
+    /// `leader` or `standby` (coordination), else `single`.
+    role: Mutex<&'static str>,
+}
+
+impl Health {
+    /// A loop that has not run yet.
+    pub fn new(liveness: Liveness) -> Arc<Health> {
+        Arc::new(Health {
+            liveness,
+            next_wake_ms: AtomicI64::new(i64::MAX),
+            busy_since_ms: AtomicI64::new(now_ms()),
+            first_pass_done: AtomicBool::new(false),
+            token: AtomicU8::new(0),
+            reload_refused: Mutex::new(None),
+            role: Mutex::new("single"),
+        })
+    }
+
+    /// The loop goes to sleep until `at` (`None`: nothing planned).
+    pub fn sleeping_until(&self, at: Option<chrono::DateTime<Utc>>) {
+        self.next_wake_ms.store(
+            at.map_or(i64::MAX, |t| t.timestamp_millis()),
+            Ordering::Relaxed,
+        );
+        self.busy_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// A batch of passes started, or one of its passes finished.
+    pub fn progress(&self) {
+        self.busy_since_ms.store(now_ms(), Ordering::Relaxed);
+        self.next_wake_ms.store(i64::MAX, Ordering::Relaxed);
+    }
+
+    /// The first pass over every client is done; `token_works` says whether CDS gave a
+    /// token (`None`: nothing told).
+    pub fn pass_done(&self, token_works: Option<bool>) {
+        self.first_pass_done.store(true, Ordering::Relaxed);
+        if let Some(ok) = token_works {
+            self.token.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+        }
+    }
+
+    /// The last policy reload was applied (`None`) or refused (why).
+    pub fn reload(&self, refused: Option<String>) {
+        *self
+            .reload_refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = refused;
+    }
+
+    /// This process's role under coordination.
+    pub fn set_role(&self, role: &'static str) {
+        *self
+            .role
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = role;
+    }
+
+    /// Whether the loop is alive now.
+    pub fn alive(&self) -> bool {
+        let now = now_ms();
+        let busy = self.busy_since_ms.load(Ordering::Relaxed);
+        if busy != 0 {
+            return now - busy <= self.liveness.pass_limit.num_milliseconds();
+        }
+        let wake = self.next_wake_ms.load(Ordering::Relaxed);
+        wake == i64::MAX || now - wake <= self.liveness.wake_slack.num_milliseconds()
+    }
+
+    fn readiness(&self) -> Readiness {
+        let token = match self.token.load(Ordering::Relaxed) {
+            1 => "ok",
+            2 => "refused",
+            _ => "unknown",
+        };
+        let first_pass_done = self.first_pass_done.load(Ordering::Relaxed);
+        Readiness {
+            ready: first_pass_done && token == "ok",
+            first_pass_done,
+            token,
+            role: *self
+                .role
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            policy_reload_refused: self
+                .reload_refused
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+#[derive(Debug, Serialize)]
+struct Readiness {
+    ready: bool,
+    first_pass_done: bool,
+    token: &'static str,
+    role: &'static str,
+    policy_reload_refused: Option<String>,
+}
+
+async fn healthz(State(h): State<Arc<Health>>) -> impl IntoResponse {
+    if h.alive() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the scheduler loop is stuck\n",
+        )
+    }
+}
+
+async fn readyz(State(h): State<Arc<Health>>) -> impl IntoResponse {
+    let r = h.readiness();
+    let status = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(r))
+}
+
+async fn metrics() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::get().encode(),
+    )
+}
+
+/// The routes, on `health`.
+pub fn router(health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(health)
+}
+
+/// Binds `addr` now (so a taken port fails at start, before any pass) and serves in the
+/// background until the process ends.
+pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(health)).await {
+            tracing::error!(error = %e, "the health and metrics server stopped");
+        }
+    });
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health() -> Arc<Health> {
+        Health::new(Liveness {
+            wake_slack: chrono::Duration::seconds(60),
+            pass_limit: chrono::Duration::minutes(10),
+        })
+    }
+
+    #[test]
+    fn a_loop_that_overslept_or_a_batch_that_stalled_is_not_alive() {
+        let h = health();
+        assert!(h.alive(), "starting");
+        h.sleeping_until(Some(Utc::now() + chrono::Duration::hours(5)));
+        assert!(h.alive(), "asleep until later");
+        h.sleeping_until(Some(Utc::now() - chrono::Duration::minutes(2)));
+        assert!(!h.alive(), "should have woken two minutes ago");
+        h.progress();
+        assert!(h.alive(), "busy, progressing");
+        h.busy_since_ms
+            .store(now_ms() - 11 * 60 * 1000, Ordering::Relaxed);
+        assert!(!h.alive(), "no pass finished for 11 minutes");
+    }
+
+    #[test]
+    fn ready_after_the_first_pass_with_a_working_token() {
+        let h = health();
+        assert!(!h.readiness().ready);
+        h.pass_done(None);
+        assert!(!h.readiness().ready, "token unknown");
+        h.pass_done(Some(true));
+        assert!(h.readiness().ready);
+        h.reload(Some("policy.yaml:3:5: bad".into()));
+        let r = h.readiness();
+        assert!(r.ready && r.policy_reload_refused.is_some());
+    }
+}
