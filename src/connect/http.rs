@@ -383,10 +383,14 @@ enum Idempotence {
 impl HttpConnect {
     /// A client for `config`; builds the HTTP client but sends nothing.
     pub fn new(config: HttpConnectConfig) -> Result<Self, ConnectError> {
+        let loopback_http = is_loopback_http(&config.base_url);
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
-            .https_only(!is_loopback_http(&config.base_url))
+            .https_only(!loopback_http)
+            // Plain HTTP to the emulator on loopback never needs the system's roots:
+            // reading them costs more than the rest of start-up.
+            .tls_built_in_root_certs(!loopback_http)
             .build()
             .map_err(|e| ConnectError::Transport {
                 operation: "set up the HTTP client".to_owned(),
