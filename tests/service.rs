@@ -196,3 +196,40 @@ async fn daemon_logs_are_plain_text_in_a_pipe_and_all_json_when_asked() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_systemd_credential_is_read_from_credentials_directory_and_missing_by_hand_says_how() {
+    let env = Env::start().await;
+    let path = env.write_policy("", "");
+    let cred = env.dir.path().join("admin-secret");
+    let policy = common::read(&path).replace(
+        &format!("client_secret_file: {}", cred.display()),
+        "client_secret_credential: admin-secret",
+    );
+    assert!(policy.contains("client_secret_credential"));
+    std::fs::write(&path, policy).unwrap();
+
+    let by_hand = env
+        .command(&["plan"], &[])
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(by_hand.status.code(), Some(2), "{}", text(&by_hand));
+    let said = text(&by_hand);
+    assert!(
+        said.contains("policy.yaml:6:31: connect.credentials.client_secret_credential"),
+        "{said}"
+    );
+    assert!(
+        said.contains("systemd-run --pipe --wait -p LoadCredential="),
+        "{said}"
+    );
+
+    let dir = env.dir.path().to_str().unwrap();
+    let in_unit = env
+        .cli(&["--run-now"], &[("CREDENTIALS_DIRECTORY", dir)])
+        .await;
+    assert_eq!(in_unit.status.code(), Some(0), "{}", text(&in_unit));
+    assert!(env.record("app").is_some());
+}
