@@ -15,6 +15,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+echo "== systemd units"
+# Offline: verify, the exposure score of each service, the sysusers/tmpfiles snippets.
+cargo build --locked --quiet
+bash scripts/check-units.sh "$CARGO_TARGET_DIR/debug/cds-rotator"
 echo "== cargo test"
 # Unit and integration tests (the crate has no doc tests). The last line sums them up.
 log="$(mktemp)"; trap 'rm -f "$log"' EXIT
