@@ -28,7 +28,7 @@ if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; th
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/test-requirements.txt >&2
   echo "$want" > "$stamp"
 fi
-for bin in moto_server bao; do
+for bin in moto_server bao kubernetes-validate; do
   [[ -x "$venv/bin/$bin" ]] || { echo "test-deps: $venv/bin/$bin is missing after the install" >&2; exit 1; }
 done
 echo "$venv/bin"
