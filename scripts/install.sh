@@ -21,24 +21,24 @@ for dir in "$prefix" "$sysconfdir"; do
   [[ "$dir" == /* ]] || { echo "install: $dir must be an absolute path" >&2; exit 1; }
 done
 
-# The units, snippets and example are written for PREFIX=/usr/local and /etc.
+# The units and snippets are written for PREFIX=/usr/local and SYSCONFDIR=/etc.
 place() { sed -e "s|/usr/local/|$prefix/|g" -e "s|/etc/cds-rotator|$sysconfdir/cds-rotator|g" "$1"; }
-put() { # MODE SOURCE TARGET (TARGET under DESTDIR; paths in text files rewritten)
+put() { # MODE SOURCE TARGET [placed]: TARGET under DESTDIR; `placed`: paths rewritten
   install -d -m 0755 "$(dirname "$dest$3")"
-  if [[ "$1" == 0755 ]]; then
-    install -m "$1" "$2" "$dest$3"
-  else
+  if [[ "${4:-}" == placed ]]; then
     place "$2" > "$dest$3.tmp" && chmod "$1" "$dest$3.tmp" && mv "$dest$3.tmp" "$dest$3"
+  else
+    install -m "$1" "$2" "$dest$3"
   fi
   echo "installed $dest$3"
 }
 
 put 0755 "$bin" "$prefix/bin/cds-rotator"
 for unit in cds-rotator.service cds-rotator-oneshot.service cds-rotator.timer; do
-  put 0644 "systemd/$unit" "$prefix/lib/systemd/system/$unit"
+  put 0644 "systemd/$unit" "$prefix/lib/systemd/system/$unit" placed
 done
-put 0644 systemd/sysusers.d/cds-rotator.conf "$prefix/lib/sysusers.d/cds-rotator.conf"
-put 0644 systemd/tmpfiles.d/cds-rotator.conf "$prefix/lib/tmpfiles.d/cds-rotator.conf"
+put 0644 systemd/sysusers.d/cds-rotator.conf "$prefix/lib/sysusers.d/cds-rotator.conf" placed
+put 0644 systemd/tmpfiles.d/cds-rotator.conf "$prefix/lib/tmpfiles.d/cds-rotator.conf" placed
 put 0644 config/policy.yaml "$sysconfdir/cds-rotator/policy.yaml.example"
 put 0644 README.md "$prefix/share/doc/cds-rotator/README.md"
 
