@@ -233,3 +233,25 @@ async fn a_systemd_credential_is_read_from_credentials_directory_and_missing_by_
     assert_eq!(in_unit.status.code(), Some(0), "{}", text(&in_unit));
     assert!(env.record("app").is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_with_no_clients_is_ready_at_once() {
+    let env = Env::start().await;
+    let path = env.write_policy("", "");
+    let policy = common::read(&path);
+    let policy = format!(
+        "{}clients: []\n",
+        &policy[..policy.find("clients:").unwrap()]
+    );
+    std::fs::write(&path, policy).unwrap();
+    let notify = env.dir.path().join("notify");
+    let socket = UnixDatagram::bind(&notify).unwrap();
+    let mut cmd = env.command(&[], &[("NOTIFY_SOCKET", notify.to_str().unwrap())]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let ready = next_message(&socket).await;
+    assert_eq!(ready, "READY=1\nSTATUS=next: nothing scheduled");
+    kill("-TERM", child.id().unwrap());
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}

@@ -85,6 +85,11 @@ pub async fn run(
     // Client index → whether its pass runs in its rotation window. The start pass does
     // not: a due rotation waits for the schedule unless waiting is unsafe.
     let mut due: BTreeMap<usize, bool> = (0..slots.len()).map(|i| (i, false)).collect();
+    if due.is_empty() {
+        // No first pass to wait for.
+        systemd.ready(&next_status(&slots));
+        ready = true;
+    }
     type Batch = Vec<(usize, bool, Option<PassReport>)>;
     let mut running: Option<tokio::task::JoinHandle<Batch>> = None;
     tokio::pin!(shutdown);
