@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Checks the systemd units offline, as installed by scripts/install.sh into a scratch
 # directory: `systemd-analyze verify` clean, and `systemd-analyze security --offline=yes`
-# at most MAX_EXPOSURE for each service; the sysusers.d and tmpfiles.d snippets applied
-# to a scratch root. Needs systemd-analyze (Debian's `systemd` package; systemd need not be running).
+# at most MAX_EXPOSURE for each service; the example policy agrees with the units; the
+# sysusers.d and tmpfiles.d snippets applied to a scratch root. Needs systemd-analyze (Debian's `systemd` package; systemd need not be running).
 #   scripts/check-units.sh BINARY
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +35,20 @@ for unit in cds-rotator.service cds-rotator-oneshot.service; do
     echo "systemd-analyze security $unit: exposure $score (at most $max)"
   fi
 done
+
+# The example policy fits the units: the credential they load, the lock directory they
+# keep and the state directory they make.
+fits=0
+for unit in cds-rotator.service cds-rotator-oneshot.service; do
+  for pair in "LoadCredential=admin:|client_secret_credential: admin" \
+    "RuntimeDirectory=cds-rotator|lock_dir: /run/cds-rotator" \
+    "StateDirectory=cds-rotator|dir: /var/lib/cds-rotator/"; do
+    if ! grep -q "^${pair%%|*}" "systemd/$unit" || ! grep -q "^[^#]*${pair#*|}" config/policy.yaml; then
+      echo "config/policy.yaml and systemd/$unit disagree: ${pair%%|*} vs ${pair#*|}: FAILED" >&2; fits=1
+    fi
+  done
+done
+[[ $fits == 0 ]] && echo "config/policy.yaml: fits the units (credential, lock and state directories)" || fail=1
 
 # The snippets applied to an empty root: the user and group exist, then the directories
 # are made with their owners and modes.
