@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
-# Installs what the store tests run against into a venv outside the clone (reused by
-# later runs on the same machine): moto (AWS Secrets Manager, KMS) and OpenBao (Vault
-# KV v2). Prints the venv's bin directory. Re-installs when the requirements change.
+# Installs what the tests run against into a venv outside the clone (reused by later
+# runs on the same machine): moto (AWS Secrets Manager, KMS) and OpenBao (Vault KV v2);
+# and, from Debian, systemd-analyze for the unit checks (package systemd; systemd need
+# not be running). Prints the venv's bin directory. Re-installs when the requirements
+# change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v systemd-analyze >/dev/null; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "== installing systemd-analyze (Debian package systemd)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq --no-install-recommends systemd >&2
+  else
+    echo "test-deps: systemd-analyze is missing: install Debian's systemd package (apt-get install systemd)" >&2
+    exit 1
+  fi
+fi
 cache="${CDS_ROTATOR_CACHE:-${HOME:-/tmp}/.cache/cds-rotator}"
 venv="$cache/venv"
 stamp="$venv/.requirements.sha256"
@@ -15,7 +28,7 @@ if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; th
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/test-requirements.txt >&2
   echo "$want" > "$stamp"
 fi
-for bin in moto_server bao; do
+for bin in moto_server bao kubernetes-validate; do
   [[ -x "$venv/bin/$bin" ]] || { echo "test-deps: $venv/bin/$bin is missing after the install" >&2; exit 1; }
 done
 echo "$venv/bin"

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/tmp}/.cache/cds-rotator/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-# The store tests need real servers (moto, OpenBao): installed once into a cached venv.
+# The store tests need real servers (moto, OpenBao), the manifest check its validator:
+# installed once into a cached venv.
 CDS_ROTATOR_TEST_BIN="$(bash scripts/test-deps.sh)"
 export CDS_ROTATOR_TEST_BIN
 
@@ -15,6 +16,12 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+echo "== systemd units"
+# Offline: verify, the exposure score of each service, the sysusers/tmpfiles snippets.
+cargo build --locked --quiet
+bash scripts/check-units.sh "$CARGO_TARGET_DIR/debug/cds-rotator"
+echo "== Kubernetes manifests"
+bash scripts/check-manifests.sh "$CDS_ROTATOR_TEST_BIN"
 echo "== cargo test"
 # Unit and integration tests (the crate has no doc tests). The last line sums them up.
 log="$(mktemp)"; trap 'rm -f "$log"' EXIT

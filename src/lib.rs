@@ -24,4 +24,5 @@ pub mod secret;
 pub mod status;
 pub mod stop;
 pub mod store;
+pub mod systemd;
 pub mod text;

@@ -126,6 +126,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything holds a secret: no core dump (nor ptrace by the same user) can copy
+    // this process's memory to disk, even outside systemd's LimitCORE=0.
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        eprintln!("cds-rotator: cannot turn core dumps off (prctl PR_SET_DUMPABLE): {e}");
+        return ExitCode::from(EXIT_CLIENT_FAILED);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -11,13 +11,19 @@ use common::text;
 
 const EXAMPLE: &str = "config/policy.yaml";
 
-/// `cds-rotator --config <config> validate`, run from the crate's directory.
+/// `cds-rotator --config <config> validate`, run from the crate's directory as the
+/// systemd unit runs it (the example's `client_secret_credential` needs
+/// `$CREDENTIALS_DIRECTORY`).
 fn validate(config: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cds-rotator"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .arg("--config")
         .arg(config)
         .arg("validate")
+        .env(
+            "CREDENTIALS_DIRECTORY",
+            "/run/credentials/cds-rotator.service",
+        )
         .env_remove("CDS_ROTATOR_CONFIG")
         .env_remove("RUST_LOG")
         .output()

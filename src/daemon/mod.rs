@@ -4,7 +4,9 @@
 //!
 //! One timer drives everything: the loop sleeps until the earliest due time, so an idle
 //! daemon wakes up only when there is work. SIGTERM/SIGINT stop it at the next step
-//! boundary of the passes in flight; it then exits cleanly.
+//! boundary of the passes in flight; it then exits cleanly. Under systemd
+//! (`Type=notify`) it reports ready after the first pass, the next due client as its
+//! status, and pings the watchdog only when systemd asks for one (`WatchdogSec=`).
 //! Not here: what a pass does (that is `rotation`).
 
 pub mod server;
@@ -78,9 +80,18 @@ pub async fn run(
         });
     }
     info!(clients = slots.len(), "daemon started");
+    let systemd = crate::systemd::Notifier::from_env();
+    let mut ready = false;
+    // No interval, no wakeup: an idle daemon without a watchdog sleeps until its work.
+    let mut watchdog = systemd.watchdog_interval().map(tokio::time::interval);
     // Client index → whether its pass runs in its rotation window. The start pass does
     // not: a due rotation waits for the schedule unless waiting is unsafe.
     let mut due: BTreeMap<usize, bool> = (0..slots.len()).map(|i| (i, false)).collect();
+    if due.is_empty() {
+        // No first pass to wait for.
+        systemd.ready(&next_status(&slots));
+        ready = true;
+    }
     type Batch = Vec<(usize, bool, Option<PassReport>)>;
     let mut running: Option<tokio::task::JoinHandle<Batch>> = None;
     tokio::pin!(shutdown);
@@ -124,8 +135,18 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let watchdog_tick = async {
+            match watchdog.as_mut() {
+                Some(interval) => {
+                    interval.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = watchdog_tick => systemd.watchdog(),
             () = &mut shutdown => {
+                systemd.stopping();
                 info!("stopping: finishing the steps in flight");
                 reconciler.stop();
                 if let Some(handle) = running.take()
@@ -159,6 +180,13 @@ pub async fn run(
                     }
                     Err(e) => error!(error = %e, "a batch of passes ended abnormally"),
                 }
+                let status = next_status(&slots);
+                if ready {
+                    systemd.status(&status);
+                } else {
+                    systemd.ready(&status);
+                    ready = true;
+                }
             }
             () = sleep => {
                 let now = Utc::now();
@@ -174,6 +202,22 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// `next: client NAME at TIME`, the earliest due client (for `systemctl status`).
+fn next_status(slots: &[Slot]) -> String {
+    let next = slots
+        .iter()
+        .filter_map(|s| Some((s.due_at()?, s)))
+        .min_by_key(|(at, _)| *at);
+    match next {
+        Some((at, slot)) => format!(
+            "next: client {} at {}",
+            slot.job.name,
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        None => "next: nothing scheduled".to_owned(),
     }
 }
 

@@ -31,7 +31,8 @@ pub const PRIMARY_URL: &str = "https://uswe.datahub.connect.aveva.com";
 pub enum SecretSource {
     /// A file holding the value alone (systemd credentials, a Kubernetes secret volume);
     /// always absolute, `.` and `..` removed (relative paths resolve against the policy
-    /// file's directory).
+    /// file's directory). `client_secret_credential: NAME` is the file
+    /// `$CREDENTIALS_DIRECTORY/NAME`.
     File(PathBuf),
     /// The name of an environment variable (`[A-Za-z_][A-Za-z0-9_]*`).
     Env(String),
@@ -275,6 +276,17 @@ impl Policy {
     /// `policy.yaml` means `./policy.yaml`). Reads the file system only to compare paths
     /// (symlinks resolved); never writes.
     pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        Policy::parse_with_credentials(path, text, credentials.as_deref())
+    }
+
+    /// Like [`Policy::parse`], with `credentials_directory` standing for
+    /// `$CREDENTIALS_DIRECTORY` (where systemd puts a unit's `LoadCredential=` files).
+    pub fn parse_with_credentials(
+        path: &Path,
+        text: &str,
+        credentials_directory: Option<&Path>,
+    ) -> Result<Policy, PolicyError> {
         let raw = raw::parse(text).map_err(|problems| PolicyError {
             path: path.to_owned(),
             problems,
@@ -282,6 +294,7 @@ impl Policy {
         let mut v = Validator {
             problems: Vec::new(),
             credential_store_at: None,
+            credentials_directory: credentials_directory.map(Path::to_owned),
         };
         let parent = path
             .parent()
@@ -322,6 +335,8 @@ struct Validator {
     /// Where `connect.credentials.client_secret_store` is, checked once the stores are
     /// known.
     credential_store_at: Option<Location>,
+    /// `$CREDENTIALS_DIRECTORY`, for `client_secret_credential`.
+    credentials_directory: Option<PathBuf>,
 }
 
 impl Validator {
@@ -801,22 +816,28 @@ impl Validator {
         if let Some(plain) = &creds.client_secret {
             self.problem(
                 plain.referenced,
-                "a plaintext client_secret in the policy is refused: put the secret in a file readable only by cds-rotator and set client_secret_file, or set client_secret_env",
+                "a plaintext client_secret in the policy is refused: put the secret in a file readable only by cds-rotator and set client_secret_file (or client_secret_credential under systemd), or set client_secret_env",
             );
         }
         let given = [
             creds.client_secret_file.as_ref().map(|f| f.referenced),
             creds.client_secret_env.as_ref().map(|e| e.referenced),
             creds.client_secret_store.as_ref().map(|s| s.referenced),
+            creds
+                .client_secret_credential
+                .as_ref()
+                .map(|c| c.referenced),
         ];
         let secret = match (
             creds.client_secret_file,
             creds.client_secret_env,
             creds.client_secret_store,
+            creds.client_secret_credential,
         ) {
-            (Some(file), None, None) => self.secret_file(&file, base).map(SecretSource::File),
-            (None, Some(env), None) => self.secret_env(&env).map(SecretSource::Env),
-            (None, None, Some(store)) => {
+            (Some(file), None, None, None) => self.secret_file(&file, base).map(SecretSource::File),
+            (None, Some(env), None, None) => self.secret_env(&env).map(SecretSource::Env),
+            (None, None, None, Some(name)) => self.secret_credential(&name).map(SecretSource::File),
+            (None, None, Some(store), None) => {
                 let at = store.referenced;
                 let store = store.value;
                 match store.secret {
@@ -836,11 +857,11 @@ impl Validator {
                     }
                 }
             }
-            (None, None, None) => {
+            (None, None, None, None) => {
                 if creds.client_secret.is_none() {
                     self.problem(
                         c.credentials.referenced,
-                        "connect.credentials needs client_secret_file (a path), client_secret_env (a variable name) or client_secret_store ({ name: <store>, secret: <secret name> })",
+                        "connect.credentials needs client_secret_credential (a systemd credential's name), client_secret_file (a path), client_secret_env (a variable name) or client_secret_store ({ name: <store>, secret: <secret name> })",
                     );
                 }
                 None
@@ -849,7 +870,7 @@ impl Validator {
                 let at = given.iter().flatten().nth(1).copied();
                 self.problem(
                     at.unwrap_or(c.credentials.referenced),
-                    "set exactly one of client_secret_file, client_secret_env and client_secret_store",
+                    "set exactly one of client_secret_credential, client_secret_file, client_secret_env and client_secret_store",
                 );
                 None
             }
@@ -911,6 +932,56 @@ impl Validator {
                 "connect.credentials.client_secret_file must be the PATH of a file: absolute (/run/credentials/…), or relative to the policy's directory and starting with ./ or ../; the value given is not shown, in case it is the secret itself",
             );
             None
+        }
+    }
+
+    /// `$CREDENTIALS_DIRECTORY/NAME`: the file systemd made from the unit's
+    /// `LoadCredential=NAME:…`. The name is never echoed (it might be a pasted secret).
+    fn secret_credential(&mut self, raw: &Spanned<String>) -> Option<PathBuf> {
+        const WHAT: &str = "connect.credentials.client_secret_credential";
+        let name = raw.value.as_str();
+        if self.placeholder(
+            raw.referenced,
+            name,
+            WHAT,
+            "the name of the unit's credential, like admin (from LoadCredential=admin:/etc/cds-rotator/admin.secret)",
+        ) {
+            return None;
+        }
+        if name.is_empty()
+            || name == "."
+            || name == ".."
+            || name.len() > 255
+            || name.contains(['/', '\0'])
+        {
+            self.problem(
+                raw.referenced,
+                format!(
+                    "{WHAT} must be the NAME of a systemd credential (a file name: no `/`, not `.` or `..`, at most 255 bytes), as in LoadCredential=NAME:/etc/cds-rotator/admin.secret; the value given is not shown, in case it is the secret itself"
+                ),
+            );
+            return None;
+        }
+        match &self.credentials_directory {
+            Some(dir) if dir.is_absolute() => Some(normalize(&dir.join(name))),
+            Some(_) => {
+                self.problem(
+                    raw.referenced,
+                    format!(
+                        "{WHAT} needs $CREDENTIALS_DIRECTORY to be an absolute path, as systemd sets it; it is not"
+                    ),
+                );
+                None
+            }
+            None => {
+                self.problem(
+                    raw.referenced,
+                    format!(
+                        "{WHAT} names a systemd credential, but $CREDENTIALS_DIRECTORY is not set: systemd sets it only inside a unit with LoadCredential=. To run by hand with the unit's credential: systemd-run --pipe --wait -p LoadCredential=NAME:/etc/cds-rotator/admin.secret -p User=cds-rotator cds-rotator --config /etc/cds-rotator/policy.yaml plan"
+                    ),
+                );
+                None
+            }
         }
     }
 

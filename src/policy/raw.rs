@@ -66,6 +66,8 @@ pub(super) struct RawCredentials {
     #[serde(default)]
     pub client_secret_env: Option<Spanned<String>>,
     #[serde(default)]
+    pub client_secret_credential: Option<Spanned<String>>,
+    #[serde(default)]
     pub client_secret_store: Option<Spanned<RawStoreRef>>,
     /// Only to refuse it: the value is never kept.
     #[serde(default)]
@@ -506,7 +508,7 @@ pub(super) const CONNECT: &[Key] = &[
     Key::required(
         "credentials",
         Shape::Section(CREDENTIALS),
-        "a mapping with client_id and one of client_secret_file, client_secret_env, client_secret_store",
+        "a mapping with client_id and one of client_secret_credential, client_secret_file, client_secret_env, client_secret_store",
     ),
     Key::optional(
         "max_concurrency",
@@ -537,6 +539,11 @@ pub(super) const CREDENTIALS: &[Key] = &[
         "the name of an environment variable holding the rotator's secret",
     ),
     Key::optional(
+        "client_secret_credential",
+        Shape::Value,
+        "the name of a systemd credential (LoadCredential=NAME:…) holding the rotator's secret",
+    ),
+    Key::optional(
         "client_secret_store",
         Shape::Section(STORE_REF),
         "a mapping with name (a store under `stores:`) and secret (the secret's name in it)",
@@ -544,7 +551,7 @@ pub(super) const CREDENTIALS: &[Key] = &[
     Key::optional(
         "client_secret",
         Shape::Any,
-        "nothing: set client_secret_file, client_secret_env or client_secret_store instead",
+        "nothing: set client_secret_credential, client_secret_file, client_secret_env or client_secret_store instead",
     ),
 ];
 

@@ -32,8 +32,14 @@ clients:
     grace: 2h
 "#;
 
+/// As inside the systemd unit (`$CREDENTIALS_DIRECTORY` set), whatever the test's own
+/// environment.
 fn parse(text: &str) -> Result<Policy, PolicyError> {
-    Policy::parse(Path::new("/etc/cds-rotator/policy.yaml"), text)
+    Policy::parse_with_credentials(
+        Path::new("/etc/cds-rotator/policy.yaml"),
+        text,
+        Some(Path::new("/run/credentials/cds-rotator.service")),
+    )
 }
 
 fn error_of(text: &str) -> String {
@@ -1083,7 +1089,7 @@ fn a_credential_store_is_checked_and_exactly_one_source_is_set() {
     )));
     assert!(
         err.contains(
-            "exactly one of client_secret_file, client_secret_env and client_secret_store"
+            "exactly one of client_secret_credential, client_secret_file, client_secret_env and client_secret_store"
         ),
         "{err}"
     );
@@ -1148,4 +1154,51 @@ fn self_rotation_into_a_service_store_needs_the_credential_read_from_that_slot()
         err.contains("which is the rotator's own credential"),
         "{err}"
     );
+}
+
+#[test]
+fn a_systemd_credential_is_the_file_of_that_name_in_credentials_directory() {
+    let text = with_credential("client_secret_credential: admin");
+    let dir = Path::new("/run/credentials/cds-rotator.service");
+    let p =
+        Policy::parse_with_credentials(Path::new("/etc/cds-rotator/policy.yaml"), &text, Some(dir))
+            .unwrap();
+    assert_eq!(p.connect.secret, SecretSource::File(dir.join("admin")));
+}
+
+#[test]
+fn a_systemd_credential_outside_systemd_says_where_and_how_to_run_by_hand() {
+    let text = with_credential("client_secret_credential: admin");
+    let at = Path::new("/etc/cds-rotator/policy.yaml");
+    let err = Policy::parse_with_credentials(at, &text, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("policy.yaml:7:31: connect.credentials.client_secret_credential names a systemd credential, but $CREDENTIALS_DIRECTORY is not set"),
+        "{err}"
+    );
+    assert!(
+        err.contains("systemd-run --pipe --wait -p LoadCredential="),
+        "{err}"
+    );
+    let dir = Some(Path::new("/run/credentials/x"));
+    for bad in ["../admin", "a/b", "\".\"", "\"\""] {
+        let text = with_credential(&format!("client_secret_credential: {bad}"));
+        let err = Policy::parse_with_credentials(at, &text, dir)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("must be the NAME of a systemd credential"),
+            "{bad}: {err}"
+        );
+    }
+    let text = VALID.replacen(
+        CREDENTIAL,
+        &format!("{CREDENTIAL}\n    client_secret_credential: admin"),
+        1,
+    );
+    let err = Policy::parse_with_credentials(at, &text, dir)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("set exactly one of"), "{err}");
 }
