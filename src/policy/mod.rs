@@ -8,6 +8,7 @@
 mod aws;
 mod azure;
 pub mod duration;
+pub mod notifiers;
 mod raw;
 pub mod vault;
 
@@ -21,7 +22,7 @@ use chrono::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use crate::connect::ClientKind;
-use raw::{RawClient, RawNotifier, RawPolicy, RawStore, RawTiming};
+use raw::{RawClient, RawPolicy, RawStore, RawTiming};
 
 /// The primary-region URL, the only one that takes identity writes.
 pub const PRIMARY_URL: &str = "https://uswe.datahub.connect.aveva.com";
@@ -105,12 +106,7 @@ pub enum StoreSpec {
     },
 }
 
-/// A notifier as the policy declares it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NotifierSpec {
-    /// Events go to the rotator's own log.
-    Log,
-}
+pub use notifiers::NotifierSpec;
 
 /// The timing of one client's rotations.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,6 +160,8 @@ pub struct ClientPolicy {
     pub secret: String,
     /// Notifier names.
     pub notify: Vec<String>,
+    /// The event kinds its notifiers get (all when `None`).
+    pub notify_on: Option<Vec<crate::notify::EventKind>>,
     /// When and how long.
     pub timing: Timing,
     /// Whether secrets the rotator did not create may be retired.
@@ -388,9 +386,7 @@ impl Validator {
         let mut notifiers = BTreeMap::new();
         for (name, spec) in raw.notifiers {
             self.name(spec.referenced, "notifier", &name);
-            let notifier = match spec.value {
-                RawNotifier::Log {} => NotifierSpec::Log,
-            };
+            let notifier = self.notifier(spec.referenced, &name, base, spec.value);
             notifiers.insert(name, notifier);
         }
 
@@ -1105,6 +1101,7 @@ impl Validator {
                 );
             }
         }
+        let notify_on = self.notify_on(&name, raw.notify_on.as_ref());
         let timing = self.timing(&raw.timing(), location, Some(defaults));
         Some(ClientPolicy {
             name,
@@ -1113,6 +1110,7 @@ impl Validator {
             store: store_name.value,
             secret: secret.value,
             notify: raw.notify.into_iter().map(|n| n.value).collect(),
+            notify_on,
             // A refused timing value is already a problem; the client is still built so
             // that the checks across clients (names, ids, files) run too.
             timing: timing.timing,

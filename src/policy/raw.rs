@@ -265,11 +265,22 @@ impl RawStore {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub(super) enum RawNotifier {
     Log {},
+    /// Checked in `policy::notifiers`, like the other types.
+    Webhook(super::notifiers::RawWebhook),
+    Slack(super::notifiers::RawChat),
+    Teams(super::notifiers::RawChat),
+    Command(super::notifiers::RawCommand),
 }
 
 impl RawNotifier {
     /// Every notifier type with its keys besides `type`.
-    pub const TYPES: &[(&str, &[Key])] = &[("log", &[])];
+    pub const TYPES: &[(&str, &[Key])] = &[
+        ("log", &[]),
+        ("webhook", super::notifiers::WEBHOOK_KEYS),
+        ("slack", super::notifiers::CHAT_KEYS),
+        ("teams", super::notifiers::CHAT_KEYS),
+        ("command", super::notifiers::COMMAND_KEYS),
+    ];
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -313,6 +324,8 @@ pub(super) struct RawClient {
     pub store: Spanned<RawStoreRef>,
     #[serde(default)]
     pub notify: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub notify_on: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub retire_unmanaged: Option<bool>,
     #[serde(default)]
@@ -401,7 +414,7 @@ pub(super) struct Key {
 }
 
 impl Key {
-    const fn optional(name: &'static str, shape: Shape, expect: &'static str) -> Key {
+    pub(super) const fn optional(name: &'static str, shape: Shape, expect: &'static str) -> Key {
         Key {
             name,
             shape,
@@ -410,7 +423,7 @@ impl Key {
         }
     }
 
-    const fn required(name: &'static str, shape: Shape, expect: &'static str) -> Key {
+    pub(super) const fn required(name: &'static str, shape: Shape, expect: &'static str) -> Key {
         Key {
             name,
             shape,
@@ -552,6 +565,11 @@ pub(super) const CLIENT: &[Key] = &[
         "notify",
         Shape::Values,
         "a list of notifier names, like [ops]",
+    ),
+    Key::optional(
+        "notify_on",
+        Shape::Values,
+        "a list of event kinds, like [rotated, rotation_failed] (all when unset)",
     ),
     Key::optional("retire_unmanaged", Shape::Bool, "true or false"),
 ];
@@ -1035,7 +1053,7 @@ fn shown_key(name: &str) -> &str {
 
 /// The known name `name` is most likely a typo of: at most 2 edits away, or one a prefix
 /// of the other (3 characters at least).
-fn nearest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+pub(super) fn nearest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
     let lower = name.to_ascii_lowercase();
     known
         .iter()
