@@ -149,14 +149,28 @@ impl Event {
     pub fn summary(&self) -> String {
         let mut s = format!("{}: {}", self.client, self.kind.phrase());
         let ids: Vec<String> = self.secret_ids.iter().map(ToString::to_string).collect();
-        match (self.kind, ids.len()) {
-            (_, 0) => {}
-            (EventKind::Rotated, _) => s.push_str(&format!(" to secret {}", ids.join(", "))),
-            (_, 1) => s.push_str(&format!(" (secret {})", ids[0])),
-            (_, _) => s.push_str(&format!(" (secrets {})", ids.join(", "))),
-        }
-        if let Some(f) = &self.fingerprint {
-            s.push_str(&format!(" (fingerprint {f})"));
+        let fingerprint = self
+            .fingerprint
+            .as_ref()
+            .map(|f| format!("fingerprint {f}"));
+        let ids = match ids.len() {
+            0 => None,
+            1 => Some(format!("secret {}", ids[0])),
+            _ => Some(format!("secrets {}", ids.join(", "))),
+        };
+        match (self.kind, ids) {
+            (EventKind::Rotated, Some(ids)) => {
+                s.push_str(&format!(" to {ids}"));
+                if let Some(f) = fingerprint {
+                    s.push_str(&format!(" ({f})"));
+                }
+            }
+            (_, ids) => {
+                let said: Vec<String> = ids.into_iter().chain(fingerprint).collect();
+                if !said.is_empty() {
+                    s.push_str(&format!(" ({})", said.join(", ")));
+                }
+            }
         }
         if let Some(e) = self.expiration {
             s.push_str(&format!(", expires {}", rfc3339(e)));
