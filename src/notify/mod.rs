@@ -399,7 +399,13 @@ pub fn from_spec(
             };
             let key = match &w.hmac_key {
                 Some(source) => Some(source.read(name, "hmac_secret")?),
-                None => None,
+                None => {
+                    tracing::warn!(
+                        notifier = name,
+                        "webhook requests are not signed: receivers cannot tell them from forged ones; set hmac_secret_env or hmac_secret_file"
+                    );
+                    None
+                }
             };
             Arc::new(webhook::WebhookNotifier::new(
                 name,
@@ -421,7 +427,15 @@ pub fn from_spec(
             (c.timeout, c.retries),
             sender.clone(),
         )),
-        S::Command(p) => Arc::new(command::CommandNotifier::new(name, p.clone())),
+        S::Command(p) => {
+            if !p.program.is_file() {
+                return Err(format!(
+                    "notifier `{name}`: program {} does not exist (or is not a file); install it or fix the path",
+                    p.program.display()
+                ));
+            }
+            Arc::new(command::CommandNotifier::new(name, p.clone()))
+        }
     })
 }
 
@@ -501,6 +515,22 @@ pub(crate) mod tests {
             assert_eq!(EventKind::from_name(&k.to_string()), Some(k));
         }
         assert_eq!(EventKind::from_name("rotate"), None);
+    }
+
+    #[test]
+    fn a_command_notifier_needs_its_program_at_start() {
+        let sender = http::HttpSender::new().unwrap();
+        let spec = crate::policy::NotifierSpec::Command(crate::command::Program {
+            program: "/nonexistent/on-cds-rotate".into(),
+            args: vec![],
+            pass_env: vec![],
+            timeout: Duration::from_secs(1),
+        });
+        let e = from_spec("script", &spec, &sender).err().unwrap();
+        assert!(
+            e.starts_with("notifier `script`: program /nonexistent/on-cds-rotate does not exist"),
+            "{e}"
+        );
     }
 
     struct Hangs;

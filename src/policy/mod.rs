@@ -400,6 +400,10 @@ impl Validator {
         {
             self.credential_store(at, store, secret, &stores);
         }
+        let default_notify_on = raw
+            .defaults
+            .as_ref()
+            .and_then(|d| self.notify_on("defaults", d.value.notify_on.as_ref()));
         let defaults = match &raw.defaults {
             Some(d) => self.timing(&d.value, d.referenced, None),
             None => self.timing(&RawTiming::default(), Location::UNKNOWN, None),
@@ -411,9 +415,12 @@ impl Validator {
         let mut vault_written = BTreeMap::new();
         for client in raw.clients {
             let at = client.referenced;
-            let Some(c) = self.client(client.value, at, &defaults, &stores, &notifiers) else {
+            let Some(mut c) = self.client(client.value, at, &defaults, &stores, &notifiers) else {
                 continue;
             };
+            if c.notify_on.is_none() {
+                c.notify_on.clone_from(&default_notify_on);
+            }
             if !names.insert(c.name.clone()) {
                 self.problem(
                     at,
@@ -1101,7 +1108,7 @@ impl Validator {
                 );
             }
         }
-        let notify_on = self.notify_on(&name, raw.notify_on.as_ref());
+        let notify_on = self.notify_on(&format!("client `{name}`"), raw.notify_on.as_ref());
         let timing = self.timing(&raw.timing(), location, Some(defaults));
         Some(ClientPolicy {
             name,

@@ -417,10 +417,10 @@ impl Validator {
         }
     }
 
-    /// A client's `notify_on`: event kinds, each known.
+    /// A `notify_on` (of `place`: a client, or `defaults`): event kinds, each known.
     pub(super) fn notify_on(
         &mut self,
-        client: &str,
+        place: &str,
         raw: Option<&Vec<Spanned<String>>>,
     ) -> Option<Vec<EventKind>> {
         let raw = raw?;
@@ -443,7 +443,7 @@ impl Validator {
                     };
                     self.problem(
                         k.referenced,
-                        format!("client `{client}`: notify_on: unknown event {shown}; {hint}")
+                        format!("{place}: notify_on: unknown event {shown}; {hint}")
                             .replace(" ;", ";"),
                     );
                 }
@@ -591,6 +591,43 @@ clients:
             );
             assert!(!err.contains("sEcReT"), "{err}");
         }
+    }
+
+    #[test]
+    fn notify_on_in_defaults_is_taken_by_clients_that_set_none() {
+        let text = policy("", "").replace(
+            "clients:\n",
+            "defaults:\n  notify_on: [rotation_failed]\nclients:\n",
+        );
+        let p = parse(&text).unwrap();
+        assert_eq!(
+            p.clients[0].notify_on,
+            Some(vec![EventKind::RotationFailed])
+        );
+        let p = parse(&text.replace(
+            "    notify: [ops]\n",
+            "    notify: [ops]\n    notify_on: [retired]\n",
+        ))
+        .unwrap();
+        assert_eq!(p.clients[0].notify_on, Some(vec![EventKind::Retired]));
+        let err = parse(&text.replace("[rotation_failed]", "[rotated, retierd]")).unwrap_err();
+        assert!(
+            err.contains("policy.yaml:13:24: defaults: notify_on: unknown event `retierd`; did you mean `retired`?"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_notifier_type_is_refused_listing_the_types() {
+        let err = parse(&policy(
+            "  hook: { type: webhok, url: \"https://h.example.com/\" }",
+            "",
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("policy.yaml:11:17: notifiers.hook.type: `webhok` is not a notifier type; use log or webhook or slack or teams or command"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -302,6 +302,8 @@ pub(super) struct RawTiming {
     pub verify_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub retry_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub notify_on: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -375,6 +377,7 @@ impl RawClient {
             max_age: self.max_age.clone(),
             verify_timeout: self.verify_timeout.clone(),
             retry_interval: self.retry_interval.clone(),
+            notify_on: self.notify_on.clone(),
         }
     }
 }
@@ -545,6 +548,12 @@ pub(super) const TIMING: &[Key] = &[
     Key::optional("max_age", Shape::Value, "a duration like 60d"),
     Key::optional("verify_timeout", Shape::Value, "a duration like 2m"),
     Key::optional("retry_interval", Shape::Value, "a duration like 15m"),
+    // Not timing, but set in `defaults:` or per client the same way.
+    Key::optional(
+        "notify_on",
+        Shape::Values,
+        "a list of event kinds, like [rotated, rotation_failed] (all when unset)",
+    ),
 ];
 
 /// A client's own keys; it takes [`TIMING`]'s too.
@@ -565,11 +574,6 @@ pub(super) const CLIENT: &[Key] = &[
         "notify",
         Shape::Values,
         "a list of notifier names, like [ops]",
-    ),
-    Key::optional(
-        "notify_on",
-        Shape::Values,
-        "a list of event kinds, like [rotated, rotation_failed] (all when unset)",
     ),
     Key::optional("retire_unmanaged", Shape::Bool, "true or false"),
 ];

@@ -742,7 +742,7 @@ fn every_unknown_key_is_reported_at_once_with_a_suggestion() {
         "policy.yaml:10:24: unknown field `dri` in stores.local: did you mean `dir`?",
         "policy.yaml:16:3: unknown field `rotate_befor` in defaults: did you mean `rotate_before`?",
         "policy.yaml:25:5: unknown field `retire` in client `historian-uploader`: did you mean `retire_unmanaged`?",
-        "policy.yaml:26:5: unknown field `colour` in client `historian-uploader`; remove it, or use one of: name, client_id, kind, store, notify, notify_on, retire_unmanaged, schedule,",
+        "policy.yaml:26:5: unknown field `colour` in client `historian-uploader`; remove it, or use one of: name, client_id, kind, store, notify, retire_unmanaged, schedule,",
     ] {
         assert!(all.contains(line), "{line}\n{all}");
     }
