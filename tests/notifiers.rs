@@ -16,6 +16,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -100,7 +101,7 @@ async fn receive(
     UrlPath((route, _rest)): UrlPath<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> Response {
     let signature = headers
         .get("x-cds-rotator-signature")
         .and_then(|v| v.to_str().ok())
@@ -123,13 +124,19 @@ async fn receive(
         body,
         verdict,
     });
+    let count = r.seen(&route).len();
     match route.as_str() {
-        _ if !json => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "fail" => StatusCode::INTERNAL_SERVER_ERROR,
-        "bad" => StatusCode::BAD_REQUEST,
+        _ if !json => StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response(),
+        // Busy once, then fine.
+        "busy" if count == 1 => {
+            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")]).into_response()
+        }
+        "later" => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "3600")]).into_response(),
+        "fail" => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        "bad" => StatusCode::BAD_REQUEST.into_response(),
         "hang" => std::future::pending().await,
-        _ if verdict.is_err() => StatusCode::UNAUTHORIZED,
-        _ => StatusCode::OK,
+        _ if verdict.is_err() => StatusCode::UNAUTHORIZED.into_response(),
+        _ => StatusCode::OK.into_response(),
     }
 }
 
@@ -404,6 +411,11 @@ async fn notify_on_sends_only_the_listed_events() {
     assert_eq!(seen.len(), 1, "{seen:?}");
     let event: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
     assert_eq!(event["event"], "rotation_failed");
+    assert_no_secret(
+        &String::from_utf8_lossy(&seen[0].body),
+        &secret_values(&env),
+    );
+    assert_no_secret(&text(&out), &secret_values(&env));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,4 +494,35 @@ async fn a_url_from_the_environment_is_checked_at_start_and_never_shown() {
         text(&out)
     );
     assert!(!Path::new(&env.secrets_dir().join("app")).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_is_retried_after_its_retry_after_unless_that_passes_the_timeout() {
+    use cds_rotator::notify::http::{Delivery, HttpSender, Target};
+    let (receiver, base) = start_receiver().await;
+    let sender = HttpSender::new().unwrap();
+    let post = |route: &str| {
+        let target = Target::plain("hook", &format!("{base}/{route}/x")).unwrap();
+        let sender = sender.clone();
+        async move {
+            sender
+                .post(Delivery {
+                    notifier: "hook",
+                    target: &target,
+                    body: b"{}".to_vec(),
+                    key: None,
+                    timeout: Duration::from_secs(30),
+                    retries: 3,
+                })
+                .await
+        }
+    };
+    post("busy").await.unwrap();
+    assert_eq!(receiver.seen("busy").len(), 2);
+    let e = post("later").await.unwrap_err().to_string();
+    assert_eq!(receiver.seen("later").len(), 1);
+    assert!(
+        e.contains("notifier hook: HTTP 429 from 127.0.0.1 (after 1 attempt; waiting 3600s more would pass the 30s timeout)"),
+        "{e}"
+    );
 }

@@ -201,18 +201,22 @@ impl HttpSender {
                 }
                 Err(e) => (transport_problem(&e, &d.target.host), true, None),
             };
+            let tries = match attempt {
+                1 => "1 attempt".to_owned(),
+                n => format!("{n} attempts"),
+            };
             if !retry || attempt > d.retries {
-                let tries = if attempt == 1 {
-                    String::new()
+                return Err(fail(if attempt == 1 {
+                    problem
                 } else {
-                    format!(" (after {attempt} attempts)")
-                };
-                return Err(fail(format!("{problem}{tries}")));
+                    format!("{problem} (after {tries})")
+                }));
             }
             let wait = wait.unwrap_or_else(|| backoff(attempt));
             if Instant::now() + wait >= deadline {
                 return Err(fail(format!(
-                    "{problem} (after {attempt} attempts; the next would pass the {}s timeout)",
+                    "{problem} (after {tries}; waiting {}s more would pass the {}s timeout)",
+                    wait.as_secs_f32().ceil(),
                     d.timeout.as_secs()
                 )));
             }

@@ -64,3 +64,28 @@ impl Notifier for WebhookNotifier {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_neither_the_key_nor_the_url_beyond_its_host() {
+        let n = WebhookNotifier::new(
+            "hook",
+            Target::plain(
+                "hook",
+                "https://hooks.example.com/cds/pathToken?sig=queryToken",
+            )
+            .unwrap(),
+            Some(SecretString::from("hmac-key-value")),
+            (Duration::from_secs(10), 3),
+            HttpSender::new().unwrap(),
+        );
+        let shown = format!("{n:?}");
+        for hidden in ["pathToken", "queryToken", "hmac-key-value"] {
+            assert!(!shown.contains(hidden), "{shown}");
+        }
+        assert!(shown.contains("hooks.example.com"), "{shown}");
+    }
+}
