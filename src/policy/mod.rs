@@ -384,11 +384,14 @@ impl Validator {
             stores.insert(name, store);
         }
         let mut notifiers = BTreeMap::new();
+        let mut notifier_at = BTreeMap::new();
         for (name, spec) in raw.notifiers {
             self.name(spec.referenced, "notifier", &name);
             let notifier = self.notifier(spec.referenced, &name, base, spec.value);
+            notifier_at.insert(name.clone(), spec.referenced);
             notifiers.insert(name, notifier);
         }
+        self.command_env(&notifiers, &notifier_at, connect.as_ref(), &stores);
 
         if let (
             Some(at),

@@ -7,6 +7,7 @@
 //! come from an environment variable or a file; those are read (and their URLs
 //! checked) when the notifiers are built, not here. Not here: sending (`crate::notify`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -109,6 +110,16 @@ pub struct ChatSpec {
     /// Attempts after the first.
     pub retries: u32,
 }
+
+/// Variables the cloud SDKs read credentials from: never passed to a program.
+const WELL_KNOWN_SECRETS: &[&str] = &[
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+    "VAULT_TOKEN",
+    "BAO_TOKEN",
+];
 
 /// The defaults and bounds of the keys above.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -417,6 +428,72 @@ impl Validator {
         }
     }
 
+    /// A command notifier must not be handed a credential through `env`: the rotator's
+    /// own secret, a store's token, a notifier's URL or key, or the cloud SDKs'
+    /// well-known secret variables.
+    pub(super) fn command_env(
+        &mut self,
+        notifiers: &BTreeMap<String, NotifierSpec>,
+        at: &BTreeMap<String, Location>,
+        connect: Option<&super::ConnectSettings>,
+        stores: &BTreeMap<String, super::StoreSpec>,
+    ) {
+        let mut secret: BTreeMap<String, String> = WELL_KNOWN_SECRETS
+            .iter()
+            .map(|v| (v.to_string(), "a cloud credential".to_owned()))
+            .collect();
+        if let Some(super::ConnectSettings {
+            secret: super::SecretSource::Env(v),
+            ..
+        }) = connect
+        {
+            secret.insert(
+                v.clone(),
+                "the rotator's own secret (connect.credentials.client_secret_env)".into(),
+            );
+        }
+        for (name, spec) in stores {
+            if let super::StoreSpec::Vault(v) = spec
+                && let super::vault::VaultAuth::Token(super::SecretSource::Env(var)) = &v.auth
+            {
+                secret.insert(var.clone(), format!("store `{name}`'s Vault token"));
+            }
+        }
+        for (name, spec) in notifiers {
+            let sources = match spec {
+                NotifierSpec::Webhook(w) => {
+                    let url = match &w.url {
+                        UrlSource::Secret(s) => Some(s),
+                        UrlSource::Plain(_) => None,
+                    };
+                    vec![url, w.hmac_key.as_ref()]
+                }
+                NotifierSpec::Slack(c) | NotifierSpec::Teams(c) => vec![Some(&c.url)],
+                NotifierSpec::Log | NotifierSpec::Command(_) => vec![],
+            };
+            for source in sources.into_iter().flatten() {
+                if let ValueSource::Env(var) = source {
+                    secret.insert(var.clone(), format!("notifier `{name}`'s URL or key"));
+                }
+            }
+        }
+        for (name, spec) in notifiers {
+            let NotifierSpec::Command(p) = spec else {
+                continue;
+            };
+            for var in &p.pass_env {
+                if let Some(what) = secret.get(var) {
+                    self.problem(
+                        at.get(name).copied().unwrap_or(Location::UNKNOWN),
+                        format!(
+                            "notifier `{name}`: env lists {var}, which holds {what}; a notifier program never gets a credential: remove it"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
     /// A `notify_on` (of `place`: a client, or `defaults`): event kinds, each known.
     pub(super) fn notify_on(
         &mut self,
@@ -628,6 +705,28 @@ clients:
             err.contains("policy.yaml:11:17: notifiers.hook.type: `webhok` is not a notifier type; use log or webhook or slack or teams or command"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_command_is_never_handed_a_credential_through_env() {
+        let text = policy(
+            "  hook: { type: webhook, url_env: HOOK_URL, hmac_secret_env: HOOK_KEY }
+  script: { type: command, program: /bin/true, env: [HOME, HOOK_KEY, AWS_SECRET_ACCESS_KEY, CDS_SECRET] }",
+            "",
+        )
+        .replace(
+            "client_secret_file: /etc/cds-rotator/secret",
+            "client_secret_env: CDS_SECRET",
+        );
+        let err = parse(&text).unwrap_err();
+        for line in [
+            "policy.yaml:12:11: notifier `script`: env lists HOOK_KEY, which holds notifier `hook`'s URL or key",
+            "policy.yaml:12:11: notifier `script`: env lists AWS_SECRET_ACCESS_KEY, which holds a cloud credential",
+            "policy.yaml:12:11: notifier `script`: env lists CDS_SECRET, which holds the rotator's own secret (connect.credentials.client_secret_env)",
+        ] {
+            assert!(err.contains(line), "{line}\n{err}");
+        }
+        assert_eq!(err.lines().count(), 3, "{err}");
     }
 
     #[test]
