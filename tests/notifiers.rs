@@ -526,3 +526,39 @@ async fn a_429_is_retried_after_its_retry_after_unless_that_passes_the_timeout()
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_does_not_wait_for_a_hanging_notifier() {
+    let env = Env::start().await;
+    let (receiver, base) = start_receiver().await;
+    write_policy(
+        &env,
+        &format!(r#"  hangs: {{ type: webhook, url: "{base}/hang/x", timeout: 5m, retries: 0 }}"#),
+        "hangs",
+        "",
+    );
+    let mut cmd = env.command(&["--run-now", "--client", "app"], &[]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let pid = child.id().unwrap();
+    common::wait_until("a notification", || !receiver.seen("hang").is_empty()).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("stops without waiting out the notifier's 5m timeout")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The rotation itself was done before the notification.
+    let value = env.value("app").expect("published");
+    assert!(env.gets_token(APP, &value).await);
+    assert!(
+        text(&out).contains("notifications still under way were abandoned"),
+        "{}",
+        text(&out)
+    );
+}

@@ -297,9 +297,14 @@ impl Notifier for OnlyKinds {
 /// (a command notifier kills its program at the timeout, then reports).
 const TIMEOUT_SLACK: Duration = Duration::from_secs(2);
 
+/// How long notifications under way may still take once a stop is asked for (SIGTERM
+/// must end the process within 10 s).
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
 /// Sends `event` to every notifier that wants it, concurrently, each bounded by its
-/// timeout. A failure is logged and counted in [`stats`]; it is never an error.
-pub async fn dispatch(notifiers: &[Arc<dyn Notifier>], event: &Event) {
+/// timeout, and by [`STOP_GRACE`] once `stop` is triggered. A failure is logged and
+/// counted in [`stats`]; it is never an error.
+pub async fn dispatch(notifiers: &[Arc<dyn Notifier>], event: &Event, stop: &crate::stop::Stop) {
     let sends = notifiers
         .iter()
         .filter(|n| n.wants(event.kind))
@@ -323,7 +328,19 @@ pub async fn dispatch(notifiers: &[Arc<dyn Notifier>], event: &Event) {
                 );
             }
         });
-    futures::future::join_all(sends).await;
+    let all = futures::future::join_all(sends);
+    tokio::pin!(all);
+    tokio::select! {
+        _ = &mut all => return,
+        () = stop.wait() => {}
+    }
+    if tokio::time::timeout(STOP_GRACE, all).await.is_err() {
+        tracing::warn!(
+            step = "announce",
+            event = %event.kind,
+            "stopping: notifications still under way were abandoned"
+        );
+    }
 }
 
 /// Sent and failed notifications of one notifier since the process started.
@@ -551,13 +568,42 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_hanging_notifier_is_given_up_and_counted_as_failed() {
         let n: Arc<dyn Notifier> = Arc::new(Hangs);
-        dispatch(&[n], &rotated()).await;
+        dispatch(&[n], &rotated(), &crate::stop::Stop::new()).await;
         let hangs = stats()
             .snapshot()
             .into_iter()
             .find(|(name, ..)| name == "hangs")
             .unwrap();
         assert_eq!((hangs.1, hangs.2), (0, 1));
+    }
+
+    struct HangsLong;
+
+    #[async_trait]
+    impl Notifier for HangsLong {
+        fn name(&self) -> &str {
+            "hangs-long"
+        }
+        fn timeout(&self) -> Duration {
+            Duration::from_secs(3600)
+        }
+        async fn notify(&self, _: &Event) -> Result<(), NotifyError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_the_wait_for_notifications_after_a_grace() {
+        let n: Arc<dyn Notifier> = Arc::new(HangsLong);
+        let stop = crate::stop::Stop::new();
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            trigger.trigger();
+        });
+        // Ends (after STOP_GRACE), although the notifier's own timeout is an hour.
+        dispatch(&[n], &rotated(), &stop).await;
+        assert!(stop.is_set());
     }
 
     #[tokio::test]
@@ -569,6 +615,6 @@ pub(crate) mod tests {
         assert!(!n.wants(EventKind::Rotated));
         assert!(n.wants(EventKind::RotationFailed));
         // Nothing is sent, so nothing hangs.
-        dispatch(&[n], &rotated()).await;
+        dispatch(&[n], &rotated(), &crate::stop::Stop::new()).await;
     }
 }

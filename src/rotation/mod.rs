@@ -994,7 +994,7 @@ impl Reconciler {
             at: self.clock.now(),
         };
         fill(&mut event);
-        crate::notify::dispatch(&job.notifiers, &event).await;
+        crate::notify::dispatch(&job.notifiers, &event, &self.stop).await;
     }
 }
 
