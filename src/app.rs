@@ -11,10 +11,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use crate::clock::{Clock, SystemClock};
 use crate::connect::http::{CredentialSource, HttpConnect, HttpConnectConfig, RetryPolicy};
 use crate::connect::{ClientRef, ConnectApi, ConnectError};
-use crate::notify::Notifier;
-use crate::notify::log::LogNotifier;
+use crate::notify::{Notifier, OnlyKinds};
 use crate::pickup::GraceOnly;
-use crate::policy::{NotifierSpec, Policy, SecretSource, StoreSpec};
+use crate::policy::{Policy, SecretSource, StoreSpec};
 use crate::rotation::{ClientJob, PassOptions, PassReport, Reconciler};
 use crate::stop::Stop;
 use crate::store::SecretStore;
@@ -194,16 +193,11 @@ pub fn wire_with_stores(
             ));
         }
     }
-    let notifiers: BTreeMap<&str, Arc<dyn Notifier>> = policy
-        .notifiers
-        .iter()
-        .map(|(name, spec)| {
-            let n: Arc<dyn Notifier> = match spec {
-                NotifierSpec::Log => Arc::new(LogNotifier::new(name.clone())),
-            };
-            (name.as_str(), n)
-        })
-        .collect();
+    let sender = crate::notify::http::HttpSender::new()?;
+    let mut notifiers: BTreeMap<&str, Arc<dyn Notifier>> = BTreeMap::new();
+    for (name, spec) in &policy.notifiers {
+        notifiers.insert(name, crate::notify::from_spec(name, spec, &sender)?);
+    }
     let mut jobs = Vec::new();
     for c in &policy.clients {
         if !only.is_empty() && !only.contains(&c.name) {
@@ -226,6 +220,10 @@ pub fn wire_with_stores(
                 .notify
                 .iter()
                 .filter_map(|n| notifiers.get(n.as_str()).cloned())
+                .map(|n| match &c.notify_on {
+                    Some(kinds) => Arc::new(OnlyKinds::new(n, kinds.clone())) as Arc<dyn Notifier>,
+                    None => n,
+                })
                 .collect(),
             pickup: Arc::new(GraceOnly),
             timing: c.timing.clone(),

@@ -312,20 +312,20 @@ mod tests {
     #[test]
     fn every_family_is_named_with_the_prefix_and_parses_as_text() {
         let m = get();
-        m.set_expiration("app", 1_800_000_000);
-        m.count_rotation("app", true);
+        m.set_expiration("metrics-test", 1_800_000_000);
+        m.count_rotation("metrics-test", true);
         m.observe_step("verify", Duration::from_millis(120));
-        m.set_secrets("app", 2, 1);
-        m.count_cds_request("POST", Some(201));
-        m.count_notification("hook", false);
+        m.set_secrets("metrics-test", 2, 1);
+        m.count_cds_request("PATCH", Some(299));
+        m.count_notification("metrics-test-hook", false);
         let text = m.encode();
         for name in [
-            "cds_rotator_secret_expiration_timestamp_seconds{client=\"app\"} 1800000000",
-            "cds_rotator_rotations_total{client=\"app\",result=\"ok\"} 1",
+            "cds_rotator_secret_expiration_timestamp_seconds{client=\"metrics-test\"} 1800000000",
+            "cds_rotator_rotations_total{client=\"metrics-test\",result=\"ok\"} 1",
             "cds_rotator_step_duration_seconds_bucket{le=",
-            "cds_rotator_secrets{client=\"app\",managed=\"true\"} 2",
-            "cds_rotator_cds_requests_total{method=\"POST\",status=\"201\"} 1",
-            "cds_rotator_notifications_total{notifier=\"hook\",result=\"failed\"} 1",
+            "cds_rotator_secrets{client=\"metrics-test\",managed=\"true\"} 2",
+            "cds_rotator_cds_requests_total{method=\"PATCH\",status=\"299\"} 1",
+            "cds_rotator_notifications_total{notifier=\"metrics-test-hook\",result=\"failed\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }

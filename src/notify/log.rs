@@ -53,6 +53,7 @@ fn json_line(notifier: &str, event: &Event) -> serde_json::Value {
             "reason": event.reason,
             "run_id": event.run_id,
             "at": ts(event.at),
+            "summary": event.summary(),
         },
         "target": module_path!(),
     })

@@ -8,6 +8,7 @@
 mod aws;
 mod azure;
 pub mod duration;
+pub mod notifiers;
 mod raw;
 pub mod vault;
 
@@ -21,7 +22,7 @@ use chrono::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use crate::connect::ClientKind;
-use raw::{RawClient, RawNotifier, RawPolicy, RawStore, RawTiming};
+use raw::{RawClient, RawPolicy, RawStore, RawTiming};
 
 /// The primary-region URL, the only one that takes identity writes.
 pub const PRIMARY_URL: &str = "https://uswe.datahub.connect.aveva.com";
@@ -106,12 +107,7 @@ pub enum StoreSpec {
     },
 }
 
-/// A notifier as the policy declares it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NotifierSpec {
-    /// Events go to the rotator's own log.
-    Log,
-}
+pub use notifiers::NotifierSpec;
 
 /// The timing of one client's rotations.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,6 +161,8 @@ pub struct ClientPolicy {
     pub secret: String,
     /// Notifier names.
     pub notify: Vec<String>,
+    /// The event kinds its notifiers get (all when `None`).
+    pub notify_on: Option<Vec<crate::notify::EventKind>>,
     /// When and how long.
     pub timing: Timing,
     /// Whether secrets the rotator did not create may be retired.
@@ -417,13 +415,14 @@ impl Validator {
             stores.insert(name, store);
         }
         let mut notifiers = BTreeMap::new();
+        let mut notifier_at = BTreeMap::new();
         for (name, spec) in raw.notifiers {
             self.name(spec.referenced, "notifier", &name);
-            let notifier = match spec.value {
-                RawNotifier::Log {} => NotifierSpec::Log,
-            };
+            let notifier = self.notifier(spec.referenced, &name, base, spec.value);
+            notifier_at.insert(name.clone(), spec.referenced);
             notifiers.insert(name, notifier);
         }
+        self.command_env(&notifiers, &notifier_at, connect.as_ref(), &stores);
 
         if let (
             Some(at),
@@ -435,6 +434,10 @@ impl Validator {
         {
             self.credential_store(at, store, secret, &stores);
         }
+        let default_notify_on = raw
+            .defaults
+            .as_ref()
+            .and_then(|d| self.notify_on("defaults", d.value.notify_on.as_ref()));
         let defaults = match &raw.defaults {
             Some(d) => self.timing(&d.value, d.referenced, None),
             None => self.timing(&RawTiming::default(), Location::UNKNOWN, None),
@@ -446,9 +449,12 @@ impl Validator {
         let mut vault_written = BTreeMap::new();
         for client in raw.clients {
             let at = client.referenced;
-            let Some(c) = self.client(client.value, at, &defaults, &stores, &notifiers) else {
+            let Some(mut c) = self.client(client.value, at, &defaults, &stores, &notifiers) else {
                 continue;
             };
+            if c.notify_on.is_none() {
+                c.notify_on.clone_from(&default_notify_on);
+            }
             if !names.insert(c.name.clone()) {
                 self.problem(
                     at,
@@ -1240,6 +1246,7 @@ impl Validator {
                 );
             }
         }
+        let notify_on = self.notify_on(&format!("client `{name}`"), raw.notify_on.as_ref());
         let timing = self.timing(&raw.timing(), location, Some(defaults));
         Some(ClientPolicy {
             name,
@@ -1248,6 +1255,7 @@ impl Validator {
             store: store_name.value,
             secret: secret.value,
             notify: raw.notify.into_iter().map(|n| n.value).collect(),
+            notify_on,
             // A refused timing value is already a problem; the client is still built so
             // that the checks across clients (names, ids, files) run too.
             timing: timing.timing,

@@ -278,11 +278,22 @@ impl RawStore {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub(super) enum RawNotifier {
     Log {},
+    /// Checked in `policy::notifiers`, like the other types.
+    Webhook(super::notifiers::RawWebhook),
+    Slack(super::notifiers::RawChat),
+    Teams(super::notifiers::RawChat),
+    Command(super::notifiers::RawCommand),
 }
 
 impl RawNotifier {
     /// Every notifier type with its keys besides `type`.
-    pub const TYPES: &[(&str, &[Key])] = &[("log", &[])];
+    pub const TYPES: &[(&str, &[Key])] = &[
+        ("log", &[]),
+        ("webhook", super::notifiers::WEBHOOK_KEYS),
+        ("slack", super::notifiers::CHAT_KEYS),
+        ("teams", super::notifiers::CHAT_KEYS),
+        ("command", super::notifiers::COMMAND_KEYS),
+    ];
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -304,6 +315,8 @@ pub(super) struct RawTiming {
     pub verify_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub retry_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub notify_on: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,6 +339,8 @@ pub(super) struct RawClient {
     pub store: Spanned<RawStoreRef>,
     #[serde(default)]
     pub notify: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub notify_on: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub retire_unmanaged: Option<bool>,
     #[serde(default)]
@@ -375,6 +390,7 @@ impl RawClient {
             max_age: self.max_age.clone(),
             verify_timeout: self.verify_timeout.clone(),
             retry_interval: self.retry_interval.clone(),
+            notify_on: self.notify_on.clone(),
         }
     }
 }
@@ -414,7 +430,7 @@ pub(super) struct Key {
 }
 
 impl Key {
-    const fn optional(name: &'static str, shape: Shape, expect: &'static str) -> Key {
+    pub(super) const fn optional(name: &'static str, shape: Shape, expect: &'static str) -> Key {
         Key {
             name,
             shape,
@@ -423,7 +439,7 @@ impl Key {
         }
     }
 
-    const fn required(name: &'static str, shape: Shape, expect: &'static str) -> Key {
+    pub(super) const fn required(name: &'static str, shape: Shape, expect: &'static str) -> Key {
         Key {
             name,
             shape,
@@ -568,6 +584,12 @@ pub(super) const TIMING: &[Key] = &[
     Key::optional("max_age", Shape::Value, "a duration like 60d"),
     Key::optional("verify_timeout", Shape::Value, "a duration like 2m"),
     Key::optional("retry_interval", Shape::Value, "a duration like 15m"),
+    // Not timing, but set in `defaults:` or per client the same way.
+    Key::optional(
+        "notify_on",
+        Shape::Values,
+        "a list of event kinds, like [rotated, rotation_failed] (all when unset)",
+    ),
 ];
 
 /// A client's own keys; it takes [`TIMING`]'s too.
@@ -1071,7 +1093,7 @@ fn shown_key(name: &str) -> &str {
 
 /// The known name `name` is most likely a typo of: at most 2 edits away, or one a prefix
 /// of the other (3 characters at least).
-fn nearest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+pub(super) fn nearest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
     let lower = name.to_ascii_lowercase();
     known
         .iter()

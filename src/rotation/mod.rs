@@ -1249,11 +1249,7 @@ impl Reconciler {
             at: self.clock.now(),
         };
         fill(&mut event);
-        for n in &job.notifiers {
-            if let Err(e) = n.notify(&event).await {
-                warn!(step = "announce", notifier = n.name(), error = %e, "notification failed");
-            }
-        }
+        crate::notify::dispatch(&job.notifiers, &event, &self.stop).await;
     }
 }
 

@@ -1,0 +1,115 @@
+//! The `slack` notifier: a Slack incoming-webhook message, `blocks` with the event's
+//! summary and facts, and `text` as the fallback for notifications.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::http::{Delivery, HttpSender, Target};
+use super::{Event, Notifier, NotifyError};
+
+/// Posts events to a Slack incoming webhook.
+#[derive(Debug)]
+pub struct SlackNotifier {
+    name: String,
+    target: Target,
+    timeout: Duration,
+    retries: u32,
+    sender: HttpSender,
+}
+
+impl SlackNotifier {
+    /// A Slack notifier named `name` posting to `target`.
+    pub fn new(
+        name: impl Into<String>,
+        target: Target,
+        (timeout, retries): (Duration, u32),
+        sender: HttpSender,
+    ) -> Self {
+        SlackNotifier {
+            name: name.into(),
+            target,
+            timeout,
+            retries,
+            sender,
+        }
+    }
+}
+
+/// Slack's mrkdwn treats `&`, `<` and `>` as markup.
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The message: a header, the summary, the facts as fields (Slack takes at most ten).
+pub fn payload(event: &Event) -> Value {
+    let summary = event.summary();
+    let fields: Vec<Value> = event
+        .facts()
+        .into_iter()
+        .take(10)
+        .map(|(title, text)| json!({ "type": "mrkdwn", "text": format!("*{title}*\n{}", escape(&text)) }))
+        .collect();
+    json!({
+        "text": summary,
+        "blocks": [
+            {
+                "type": "header",
+                "text": { "type": "plain_text", "text": format!("cds-rotator: {}", event.kind) }
+            },
+            { "type": "section", "text": { "type": "mrkdwn", "text": escape(&summary) } },
+            { "type": "section", "fields": fields }
+        ]
+    })
+}
+
+#[async_trait]
+impl Notifier for SlackNotifier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    async fn notify(&self, event: &Event) -> Result<(), NotifyError> {
+        self.sender
+            .post(Delivery {
+                notifier: &self.name,
+                target: &self.target,
+                body: payload(event).to_string().into_bytes(),
+                key: None,
+                timeout: self.timeout,
+                retries: self.retries,
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::tests::rotated;
+
+    #[test]
+    fn a_slack_message_has_text_and_blocks_with_the_facts() {
+        let mut event = rotated();
+        event.detail = Some("<b> & co".into());
+        let p = payload(&event);
+        assert_eq!(p["text"], event.summary());
+        assert_eq!(p["blocks"][0]["type"], "header");
+        assert_eq!(p["blocks"][0]["text"]["text"], "cds-rotator: rotated");
+        let section = p["blocks"][1]["text"]["text"].as_str().unwrap();
+        assert!(section.contains("&lt;b&gt; &amp; co"), "{section}");
+        let fields = p["blocks"][2]["fields"].as_array().unwrap();
+        assert!(fields.len() <= 10);
+        assert!(
+            fields.iter().any(|f| f["text"] == "*Secret ids*\n7"),
+            "{fields:?}"
+        );
+    }
+}
