@@ -10,6 +10,7 @@
 //! Not here: what a pass does (that is `rotation`).
 
 pub mod server;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::future::Future;
