@@ -8,6 +8,7 @@
 mod aws;
 mod azure;
 pub mod duration;
+mod pickup;
 mod raw;
 pub mod vault;
 
@@ -21,6 +22,7 @@ use chrono::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use crate::connect::ClientKind;
+pub use pickup::{AckFileSpec, CommandSpec, HttpProbeSpec, PickupSpec};
 use raw::{RawClient, RawNotifier, RawPolicy, RawStore, RawTiming};
 
 /// The primary-region URL, the only one that takes identity writes.
@@ -168,6 +170,8 @@ pub struct ClientPolicy {
     pub timing: Timing,
     /// Whether secrets the rotator did not create may be retired.
     pub retire_unmanaged: bool,
+    /// How the rotator learns that consumers switched (the client's, else `defaults:`').
+    pub pickup: PickupSpec,
 }
 
 /// A validated policy.
@@ -413,10 +417,23 @@ impl Validator {
         let mut ids = BTreeSet::new();
         let mut written = BTreeMap::new();
         let mut vault_written = BTreeMap::new();
-        for client in raw.clients {
+        let default_pickup = raw
+            .defaults
+            .as_ref()
+            .and_then(|d| d.value.pickup.as_ref())
+            .and_then(|p| self.pickup(p, "defaults", base))
+            .unwrap_or_default();
+        for mut client in raw.clients {
             let at = client.referenced;
-            let Some(c) = self.client(client.value, at, &defaults, &stores, &notifiers) else {
+            let pickup = client.value.pickup.take();
+            let Some(mut c) = self.client(client.value, at, &defaults, &stores, &notifiers) else {
                 continue;
+            };
+            c.pickup = match &pickup {
+                Some(p) => self
+                    .pickup(p, &format!("client `{}`", c.name), base)
+                    .unwrap_or_default(),
+                None => default_pickup.clone(),
             };
             if !names.insert(c.name.clone()) {
                 self.problem(
@@ -1117,6 +1134,7 @@ impl Validator {
             // that the checks across clients (names, ids, files) run too.
             timing: timing.timing,
             retire_unmanaged: raw.retire_unmanaged.unwrap_or(false),
+            pickup: PickupSpec::Grace,
         })
     }
 }
