@@ -41,6 +41,11 @@ struct Cli {
     /// With --run-now: rotate even when not due.
     #[arg(long)]
     force: bool,
+    /// With --run-now: keep running passes until the old secrets are retired (grace
+    /// over and pickup confirmed), at most DURATION (like 10m); without DURATION until
+    /// the pickup check's timeout. Exits 3 if it gives up still waiting.
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "")]
+    wait: Option<String>,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
@@ -241,6 +246,21 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
     if cli.run_now && cli.command.is_some() {
         return usage("--run-now cannot be combined with a subcommand");
     }
+    if !cli.run_now && cli.wait.is_some() {
+        return usage("--wait needs --run-now: `cds-rotator --run-now --wait 10m`");
+    }
+    let wait_limit = match cli.wait.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => match policy::duration::parse(text).map(|d| d.to_std()) {
+            Ok(Ok(d)) => Some(d),
+            _ => {
+                return usage(&format!(
+                    "--wait {}: expected a duration like 30s, 10m or 2h",
+                    cds_rotator::text::untrusted(text)
+                ));
+            }
+        },
+    };
     if !cli.run_now && (cli.force || !cli.clients.is_empty()) {
         return usage(
             "--force and --client before a subcommand need --run-now; give them after it (`cds-rotator plan --force`), or drop them: the daemon and validate take neither",
@@ -368,6 +388,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                     tracing::info!("stopping: finishing the steps in flight");
                     stop.trigger();
                 });
+            }
+            if cli.wait.is_some() {
+                return Ok(app::run_wait(&wired, options, wait_limit, &stop, &mut out).await);
             }
             Ok(app::run_once(&wired, options, &mut out).await)
         }
