@@ -404,6 +404,31 @@ async fn a_command_pickup_sees_ids_and_the_fingerprint_but_never_a_secret_value(
         assert!(env_txt.contains(&expected), "{expected}: {env_txt}");
     }
     assert!(managed(&env).contains(&old.secret_id));
+    // plan and status say so too.
+    let out = env.cli(&["plan", "--client", "app"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains(&format!(
+            "keep secret {} (superseded, grace over; waiting for pickup (command",
+            old.secret_id
+        )),
+        "{plan}"
+    );
+    let out = env
+        .cli(&["status", "--client", "app", "--output", "json"], &[])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let views: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(views[0]["state"], "waiting_for_pickup", "{views}");
+    assert_eq!(views[0]["pickup"]["overdue"], false, "{views}");
+    assert!(
+        views[0]["pickup"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("exit code 1"),
+        "{views}"
+    );
 
     // The program now says the consumers switched: the next run retires.
     std::fs::write(dir.join("confirmed"), new.fingerprint.to_string()).unwrap();

@@ -159,3 +159,103 @@ impl PickupCheck for AckFile {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::secret::Fingerprint;
+
+    fn record() -> StoreRecord {
+        StoreRecord {
+            client_id: "c".into(),
+            tenant_id: "t".into(),
+            secret_id: 2,
+            expiration: Utc::now(),
+            published_at: Utc::now(),
+            fingerprint: Fingerprint::of_bytes(b"the value"),
+        }
+    }
+
+    fn check_of(path: &Path) -> AckFile {
+        AckFile::new(AckFileSpec {
+            path: path.to_owned(),
+            timeout: Duration::hours(1),
+        })
+    }
+
+    fn pending(p: Pickup) -> String {
+        match p {
+            Pickup::Pending(why) => why,
+            Pickup::Confirmed => panic!("confirmed"),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_current_fingerprint_in_a_regular_file_confirms() {
+        let dir = tempfile::tempdir().unwrap();
+        let ack = dir.path().join("app.ack");
+        let check = check_of(&ack);
+        let r = record();
+        assert!(pending(check.check(&r).await).contains("does not exist yet"));
+        std::fs::write(&ack, format!("  {}\n", r.fingerprint)).unwrap();
+        assert_eq!(check.check(&r).await, Pickup::Confirmed);
+        std::fs::write(&ack, "0123456789abcdef").unwrap();
+        let why = pending(check.check(&r).await);
+        assert!(
+            why.contains("reports fingerprint 0123456789abcdef"),
+            "{why}"
+        );
+        // Whatever else is in it is never shown: it could be a secret value.
+        std::fs::write(&ack, "the value").unwrap();
+        let why = pending(check.check(&r).await);
+        assert!(
+            why.contains("not a fingerprint") && !why.contains("the value"),
+            "{why}"
+        );
+        std::fs::write(&ack, "a".repeat(SIZE_CAP as usize + 1)).unwrap();
+        assert!(pending(check.check(&r).await).contains("larger than"));
+    }
+
+    #[tokio::test]
+    async fn a_symlink_or_a_fifo_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = record();
+        let target = dir.path().join("target");
+        std::fs::write(&target, r.fingerprint.as_str()).unwrap();
+        let link = dir.path().join("link.ack");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(pending(check_of(&link).check(&r).await).contains("cannot be read"));
+        let fifo = dir.path().join("fifo.ack");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(pending(check_of(&fifo).check(&r).await).contains("not a regular file"));
+    }
+
+    #[tokio::test]
+    async fn a_write_to_the_ack_file_wakes_its_watch_and_a_missing_directory_falls_back_to_reading()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let ack = dir.path().join("app.ack");
+        let check = check_of(&ack);
+        let wake = check.watch().expect("watching");
+        assert_eq!(check.interval(), None, "watched: no polling interval");
+        std::fs::write(dir.path().join("app"), "store file").unwrap();
+        std::fs::write(&ack, "x").unwrap();
+        // A permit is kept: the write before this await is not lost.
+        wake.notified().await;
+        let missing = check_of(&dir.path().join("missing/app.ack"));
+        assert!(missing.watch().is_none());
+        assert_eq!(
+            missing.interval(),
+            Some(Duration::seconds(UNWATCHED_INTERVAL))
+        );
+    }
+}

@@ -131,3 +131,16 @@ fn shown_url(url: &str) -> String {
     };
     untrusted(&bare)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_is_shown_without_its_query() {
+        assert_eq!(
+            shown_url("http://app:8080/fp?token=abc#x"),
+            "http://app:8080/fp"
+        );
+    }
+}
