@@ -92,8 +92,9 @@ enum Command {
     },
     /// One row per client: state, secrets, current secret, expiry, next rotation window,
     /// last pass. Exits 1 when a client needs attention (its store secret is missing or
-    /// expired in CDS, it is blocked at 10 secrets, its store record is missing, or it
-    /// cannot be observed, e.g. its store value was changed by hand).
+    /// expired in CDS, it is blocked at 10 secrets, its store record is missing, its
+    /// pickup is overdue, or it cannot be observed, e.g. its store value was changed by
+    /// hand).
     Status {
         /// Only this client (repeatable).
         #[arg(long = "client", value_name = "NAME")]

@@ -423,6 +423,7 @@ impl Validator {
             .and_then(|d| d.value.pickup.as_ref())
             .and_then(|p| self.pickup(p, "defaults", base))
             .unwrap_or_default();
+        let mut acks = Vec::new();
         for mut client in raw.clients {
             let at = client.referenced;
             let pickup = client.value.pickup.take();
@@ -435,6 +436,9 @@ impl Validator {
                     .unwrap_or_default(),
                 None => default_pickup.clone(),
             };
+            if let PickupSpec::AckFile(a) = &c.pickup {
+                acks.push((at, c.name.clone(), a.path.clone()));
+            }
             if !names.insert(c.name.clone()) {
                 self.problem(
                     at,
@@ -486,6 +490,7 @@ impl Validator {
             }
             clients.push(c);
         }
+        self.ack_files(&acks, &written, connect.as_ref());
         Some(Policy {
             path: path.to_owned(),
             connect: connect?,

@@ -5,15 +5,18 @@
 //! `{ type: grace }` (the grace period alone). Not here: running the checks (that is
 //! `crate::pickup`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 
 use chrono::Duration;
 use serde::Deserialize;
-use serde_saphyr::Spanned;
+use serde_saphyr::{Location, Spanned};
 
 use super::raw::{Key, Shape};
-use super::{Validator, duration, is_env_name, resolve};
+use super::{
+    ConnectSettings, FileSlot, SecretSource, Validator, duration, is_env_name, physical, resolve,
+};
 use crate::command::Program;
 
 /// A `pickup:` mapping as written. Plain fields, not `Spanned`: positions are lost inside
@@ -349,6 +352,42 @@ impl Validator {
             }
         };
         (self.problems.len() == before).then_some(spec)
+    }
+}
+
+impl Validator {
+    /// An ack file is the app's to write: never a file the rotator writes (a store's
+    /// value or record) nor its own credential, where the check would read a secret.
+    pub(super) fn ack_files(
+        &mut self,
+        acks: &[(Location, String, PathBuf)],
+        written: &BTreeMap<PathBuf, FileSlot>,
+        connect: Option<&ConnectSettings>,
+    ) {
+        let credential = match connect.map(|c| &c.secret) {
+            Some(SecretSource::File(p)) => Some(physical(p)),
+            _ => None,
+        };
+        for (at, client, path) in acks {
+            let ack = physical(path);
+            let what = if let Some(slot) = written.get(&ack) {
+                format!(
+                    "a file the rotator writes (store `{}` secret `{}`)",
+                    slot.store, slot.secret
+                )
+            } else if credential.as_ref() == Some(&ack) {
+                "the rotator's own credential file".to_owned()
+            } else {
+                continue;
+            };
+            self.problem(
+                *at,
+                format!(
+                    "client `{client}`: pickup.path {} is {what}; the app writes the ack file: give it a path of its own, like /shared/ack/{client}.ack",
+                    ack.display()
+                ),
+            );
+        }
     }
 }
 

@@ -1241,3 +1241,19 @@ fn a_bad_pickup_names_the_place_and_the_client() {
     let err = with("{ type: ack_file }");
     assert!(err.contains("path is missing"), "{err}");
 }
+
+#[test]
+fn an_ack_file_may_not_be_a_file_the_rotator_writes_or_reads() {
+    for path in [
+        "secrets/dashboard",
+        "./secrets/historian-uploader.json",
+        "/run/credentials/cds-rotator.service/admin",
+    ] {
+        let err = error_of(&VALID.replace(
+            "    grace: 2h\n",
+            &format!("    grace: 2h\n    pickup: {{ type: ack_file, path: {path} }}\n"),
+        ));
+        assert!(err.contains("client `dashboard`: pickup.path"), "{err}");
+        assert!(err.contains("give it a path of its own"), "{err}");
+    }
+}
