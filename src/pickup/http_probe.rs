@@ -48,7 +48,7 @@ impl HttpProbe {
             .header("Accept", "application/json, text/plain")
             .send()
             .await
-            .map_err(|e| format!("{shown}: unreachable ({})", untrusted(&e.to_string())))?;
+            .map_err(|e| format!("{shown}: unreachable ({})", cause(e)))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(format!("{shown}: answered HTTP {}", status.as_u16()));
@@ -64,10 +64,7 @@ impl HttpProbe {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    return Err(format!(
-                        "{shown}: answer cut short ({})",
-                        untrusted(&e.to_string())
-                    ));
+                    return Err(format!("{shown}: answer cut short ({})", cause(e)));
                 }
             }
         }
@@ -119,6 +116,19 @@ impl PickupCheck for HttpProbe {
     }
 }
 
+/// A request error with its causes, without the URL (its query may carry a token).
+fn cause(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    untrusted(&text)
+}
+
 /// A URL as messages show it: without its query (it may carry a token), escaped.
 fn shown_url(url: &str) -> String {
     let bare = match reqwest::Url::parse(url) {
@@ -135,6 +145,34 @@ fn shown_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_replica_is_not_yet_and_its_query_is_never_shown() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let probe = HttpProbe::new(HttpProbeSpec {
+            urls: vec![format!("http://127.0.0.1:{port}/fp?token=hunter2")],
+            json_pointer: None,
+            interval: Duration::seconds(1),
+            timeout: Duration::hours(1),
+        });
+        let record = StoreRecord {
+            client_id: "c".into(),
+            tenant_id: "t".into(),
+            secret_id: 1,
+            expiration: chrono::Utc::now(),
+            published_at: chrono::Utc::now(),
+            fingerprint: crate::secret::Fingerprint::of_bytes(b"v"),
+        };
+        match probe.check(&record).await {
+            Pickup::Pending(why) => {
+                assert!(why.contains("unreachable"), "{why}");
+                assert!(!why.contains("hunter2"), "{why}");
+            }
+            Pickup::Confirmed => panic!("an unreachable replica confirmed"),
+        }
+    }
 
     #[test]
     fn a_url_is_shown_without_its_query() {
