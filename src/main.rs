@@ -25,7 +25,8 @@ const VERSION: &str = concat!(
 /// Rotates the client secrets of AVEVA CONNECT data services clients into secret stores.
 ///
 /// Without a subcommand it runs as a daemon: a pass at start, then each client on its
-/// schedule. Exit codes: 0 all good, 1 at least one client failed, 2 usage or policy error.
+/// schedule. Exit codes: 0 all good, 1 at least one client failed, 2 usage or policy error,
+/// 3 `--run-now --wait` gave up with old secrets still waiting for pickup.
 #[derive(Debug, Parser)]
 #[command(name = "cds-rotator", version = VERSION)]
 struct Cli {

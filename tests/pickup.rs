@@ -356,6 +356,18 @@ async fn run_now_wait_retires_once_the_ack_is_written_and_gives_up_with_exit_3()
     );
     values.push(env.value("app").unwrap());
     assert_no_secret(&text(&out), &values);
+
+    // --wait belongs to --run-now; a bad duration is a usage error.
+    let out = env.cli(&["--wait", "10m"], &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--wait needs --run-now"),
+        "{}",
+        text(&out)
+    );
+    let out = env.cli(&["--run-now", "--wait", "soon"], &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("expected a duration"), "{}", text(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
