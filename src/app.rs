@@ -417,8 +417,10 @@ pub fn plan_line(r: &PassReport) -> String {
     if steps.is_empty() {
         steps.push("nothing to do".to_owned());
     }
-    let next = plan
+    // The report's: the plan's, or sooner when a pending pickup is asked again.
+    let next = r
         .next_check
+        .or(plan.next_check)
         .map(|t| format!(" (next check {})", ts(t)))
         .unwrap_or_default();
     escape_control(&format!("{}: {}{next}", r.client, steps.join("; ")))

@@ -345,7 +345,10 @@ pub fn table(views: &[ClientView]) -> String {
             format!("{} ({})", v.state, v.attention.join(", "))
         };
         if let Some(p) = &v.pickup {
-            state = format!("{state}: waiting for pickup ({})", p.reason);
+            state = match v.state {
+                "waiting_for_pickup" => format!("waiting for pickup ({})", p.reason),
+                _ => format!("{state}; waiting for pickup ({})", p.reason),
+            };
         }
         let next = match (&v.error, v.rotation.due, &v.rotation.at) {
             (Some(e), _, _) => format!("error: {e}"),
