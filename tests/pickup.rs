@@ -467,3 +467,23 @@ async fn a_command_pickup_sees_ids_and_the_fingerprint_but_never_a_secret_value(
         ],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_about_an_unwatchable_ack_file_and_fails_a_missing_program() {
+    let env = Env::start().await;
+    env.write_policy(
+        "  pickup: { type: ack_file, path: missing/app.ack }",
+        "    pickup: { type: command, program: /nonexistent/switched }",
+    );
+    let out = env.cli(&["check"], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("FAIL pickup of client app: /nonexistent/switched"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("WARN pickup of client web:") && stdout.contains("does not exist"),
+        "{stdout}"
+    );
+}
