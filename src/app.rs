@@ -427,14 +427,15 @@ pub fn plan_line(r: &PassReport) -> String {
 }
 
 /// Whether old secrets of the client still wait: for the pickup check, or for their
-/// grace period to end (`--run-now --wait` waits for both).
+/// grace period to end (`--run-now --wait` waits for both; not for a current secret that
+/// does not work, which is not a wait with an end).
 fn still_waiting(r: &PassReport) -> bool {
     r.error.is_none()
         && r.stopped.is_none()
         && (r.pickup.is_some()
             || r.plan
                 .as_ref()
-                .is_some_and(|p| !p.retire_later.0.is_empty()))
+                .is_some_and(|p| !p.retire_later.0.is_empty() && p.retire_later.1.is_some()))
 }
 
 /// `--run-now --wait [DURATION]`: like [`run_once`], then passes over the clients whose
