@@ -12,7 +12,6 @@ use crate::clock::{Clock, SystemClock};
 use crate::connect::http::{CredentialSource, HttpConnect, HttpConnectConfig, RetryPolicy};
 use crate::connect::{ClientRef, ConnectApi, ConnectError};
 use crate::notify::{Notifier, OnlyKinds};
-use crate::pickup::GraceOnly;
 use crate::policy::{Policy, SecretSource, StoreSpec};
 use crate::rotation::{ClientJob, PassOptions, PassReport, Reconciler};
 use crate::stop::Stop;
@@ -31,6 +30,15 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_CLIENT_FAILED: u8 = 1;
 /// Exit code: bad usage or a bad policy.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code: `--run-now --wait` ended with old secrets still waiting for pickup.
+pub const EXIT_PICKUP_PENDING: u8 = 3;
+
+/// How many follow-up passes `--run-now` runs over a client whose follow-up is due at
+/// once (grace 0s, an ack already written), so that one run does a whole rotation.
+const RUN_NOW_FOLLOW_UPS: usize = 3;
+
+/// How often `--run-now --wait` says what it is waiting for, at most.
+const WAIT_PROGRESS: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The pieces a policy wires together.
 pub struct Wired {
@@ -207,6 +215,13 @@ pub fn wire_with_stores(
             .get(c.store.as_str())
             .cloned()
             .ok_or_else(|| format!("client {}: store {} is not declared", c.name, c.store))?;
+        let pickup = crate::pickup::from_spec(
+            &c.pickup,
+            crate::pickup::ClientInfo {
+                name: c.name.clone(),
+                store_location: store.location(&c.secret),
+            },
+        );
         jobs.push(Arc::new(ClientJob {
             name: c.name.clone(),
             client: ClientRef {
@@ -225,7 +240,7 @@ pub fn wire_with_stores(
                     None => n,
                 })
                 .collect(),
-            pickup: Arc::new(GraceOnly),
+            pickup,
             timing: c.timing.clone(),
             retire_unmanaged: c.retire_unmanaged,
         }));
@@ -244,12 +259,73 @@ pub fn wire_with_stores(
     })
 }
 
+/// Runs one pass over each of `jobs`, then follow-up passes over those whose pass
+/// changed something and asked to be looked at again already (a rotation with grace 0s
+/// whose pickup is confirmed retires the old secret in the same run). Bounded.
+async fn pass_and_follow_ups(
+    wired: &Wired,
+    jobs: &[Arc<ClientJob>],
+    options: PassOptions,
+) -> Vec<PassReport> {
+    let mut reports = wired
+        .reconciler
+        .run_all(jobs, wired.max_concurrency, options)
+        .await;
+    let mut changed: Vec<bool> = reports.iter().map(PassReport::changed_anything).collect();
+    for _ in 0..RUN_NOW_FOLLOW_UPS {
+        let now = wired.reconciler.now();
+        let due: Vec<usize> = (0..reports.len())
+            .filter(|&i| {
+                let r = &reports[i];
+                changed[i]
+                    && r.error.is_none()
+                    && r.stopped.is_none()
+                    && r.next_check.is_some_and(|t| t <= now)
+                    && may_retire(&jobs[i], r)
+            })
+            .collect();
+        if due.is_empty() {
+            break;
+        }
+        let again: Vec<Arc<ClientJob>> = due.iter().map(|&i| Arc::clone(&jobs[i])).collect();
+        // Never forced again (nor an emergency again): the follow-up only finishes what
+        // the first pass started.
+        let follow = PassOptions {
+            force: false,
+            revoke_old: false,
+            ..options
+        };
+        let later = wired
+            .reconciler
+            .run_all(&again, wired.max_concurrency, follow)
+            .await;
+        for (&i, r) in due.iter().zip(later) {
+            changed[i] = r.changed_anything();
+            reports[i].absorb(r);
+        }
+    }
+    reports
+}
+
+/// Whether the pass left secrets that a later pass may retire: observed, not deleted,
+/// not the one the store now holds, and managed (or `retire_unmanaged`).
+fn may_retire(job: &ClientJob, r: &PassReport) -> bool {
+    // The secret the store holds after the pass.
+    let current = match (&r.rotated, &r.record) {
+        (Some(rot), _) => Some(rot.secret_id),
+        (None, rec) => rec.as_ref().map(|rec| rec.secret_id),
+    };
+    r.secrets.iter().any(|s| {
+        current != Some(s.id)
+            && !r.deleted.iter().any(|(id, _)| *id == s.id)
+            && (job.retire_unmanaged
+                || crate::rotation::marker::Marker::parse(s.description.as_deref()).is_some())
+    })
+}
+
 /// Runs one pass over the wired clients and prints a line per client.
 pub async fn run_once(wired: &Wired, options: PassOptions, out: &mut dyn Write) -> u8 {
-    let reports = wired
-        .reconciler
-        .run_all(&wired.jobs, wired.max_concurrency, options)
-        .await;
+    let reports = pass_and_follow_ups(wired, &wired.jobs, options).await;
     let mut code = EXIT_OK;
     for r in &reports {
         if r.error.is_some() {
@@ -285,6 +361,14 @@ pub fn summary(r: &PassReport) -> String {
     if let Some(why) = &r.stopped {
         parts.push(format!("stopped: {why}"));
     }
+    if let Some(w) = &r.pickup {
+        let kept: Vec<String> = r
+            .plan
+            .iter()
+            .flat_map(|p| p.retire.iter().map(ToString::to_string))
+            .collect();
+        parts.push(format!("old secret(s) {} kept: {w}", kept.join(", ")));
+    }
     if parts.is_empty() {
         let current = r
             .record
@@ -310,7 +394,10 @@ pub fn plan_line(r: &PassReport) -> String {
         steps.push(format!("delete secret {id} ({why})"));
     }
     for id in &plan.retire {
-        steps.push(format!("retire secret {id} (superseded, grace over)"));
+        match &r.pickup {
+            Some(w) => steps.push(format!("keep secret {id} (superseded, grace over; {w})")),
+            None => steps.push(format!("retire secret {id} (superseded, grace over)")),
+        }
     }
     if r.record.is_none() && (r.unrecorded || !plan.possibly_in_use.is_empty()) {
         let ids: Vec<String> = plan.possibly_in_use.iter().map(|i| i.to_string()).collect();
@@ -330,9 +417,153 @@ pub fn plan_line(r: &PassReport) -> String {
     if steps.is_empty() {
         steps.push("nothing to do".to_owned());
     }
-    let next = plan
+    // The report's: the plan's, or sooner when a pending pickup is asked again.
+    let next = r
         .next_check
+        .or(plan.next_check)
         .map(|t| format!(" (next check {})", ts(t)))
         .unwrap_or_default();
     escape_control(&format!("{}: {}{next}", r.client, steps.join("; ")))
+}
+
+/// Whether old secrets of the client still wait: for the pickup check, or for their
+/// grace period to end (`--run-now --wait` waits for both; not for a current secret that
+/// does not work, which is not a wait with an end).
+fn still_waiting(r: &PassReport) -> bool {
+    r.error.is_none()
+        && r.stopped.is_none()
+        && (r.pickup.is_some()
+            || r.plan
+                .as_ref()
+                .is_some_and(|p| !p.retire_later.0.is_empty() && p.retire_later.1.is_some()))
+}
+
+/// `--run-now --wait [DURATION]`: like [`run_once`], then passes over the clients whose
+/// old secrets still wait, at their follow-up times (and at once when a watched pickup
+/// check sees a change), until none waits. Without `limit` it gives up once every
+/// waiting check is past its timeout; with it, after `limit`. Says what it waits for at
+/// most every 30 s. Exits [`EXIT_PICKUP_PENDING`] when it gave up still waiting.
+pub async fn run_wait(
+    wired: &Wired,
+    options: PassOptions,
+    limit: Option<std::time::Duration>,
+    stop: &Stop,
+    out: &mut dyn Write,
+) -> u8 {
+    let started = tokio::time::Instant::now();
+    let give_up_at = limit.map(|l| started + l);
+    // Watching starts before the first pass, so that no write after it is missed.
+    for job in &wired.jobs {
+        let _ = job.pickup.watch();
+    }
+    let mut reports = pass_and_follow_ups(wired, &wired.jobs, options).await;
+    let mut failed = false;
+    for r in &reports {
+        failed |= r.error.is_some();
+        let _ = writeln!(out, "{}", summary(r));
+    }
+    let mut said = tokio::time::Instant::now();
+    loop {
+        let waiting: Vec<usize> = (0..reports.len())
+            .filter(|&i| still_waiting(&reports[i]))
+            .collect();
+        if waiting.is_empty() || stop.is_set() {
+            break;
+        }
+        let now = wired.reconciler.now();
+        let all_overdue = waiting
+            .iter()
+            .all(|&i| reports[i].pickup.as_ref().is_some_and(|w| w.overdue));
+        let timed_out = match give_up_at {
+            Some(at) => tokio::time::Instant::now() >= at,
+            None => all_overdue,
+        };
+        if timed_out {
+            for &i in &waiting {
+                let _ = writeln!(
+                    out,
+                    "{}: gave up waiting: {}",
+                    reports[i].client,
+                    waiting_line(&reports[i])
+                );
+            }
+            return if failed {
+                EXIT_CLIENT_FAILED
+            } else {
+                EXIT_PICKUP_PENDING
+            };
+        }
+        if said.elapsed() >= WAIT_PROGRESS {
+            for &i in &waiting {
+                let _ = writeln!(
+                    out,
+                    "{}: still {}",
+                    reports[i].client,
+                    waiting_line(&reports[i])
+                );
+            }
+            said = tokio::time::Instant::now();
+        }
+        // Sleep until the earliest follow-up, a watched change, the limit or a stop.
+        let next = waiting
+            .iter()
+            .filter_map(|&i| reports[i].next_check)
+            .min()
+            .map(|t| (t - now).to_std().unwrap_or_default());
+        let mut sleep = next.unwrap_or(WAIT_PROGRESS).min(WAIT_PROGRESS);
+        if let Some(at) = give_up_at {
+            sleep = sleep.min(at.saturating_duration_since(tokio::time::Instant::now()));
+        }
+        let watched: Vec<(usize, Arc<tokio::sync::Notify>)> = waiting
+            .iter()
+            .filter_map(|&i| wired.jobs[i].pickup.watch().map(|w| (i, w)))
+            .collect();
+        let changed = async {
+            if watched.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            futures::future::select_all(watched.iter().map(|(_, w)| Box::pin(w.notified()))).await;
+        };
+        let woken = tokio::select! {
+            () = tokio::time::sleep(sleep) => false,
+            () = changed => true,
+            () = stop.wait() => break,
+        };
+        let now = wired.reconciler.now();
+        let due: Vec<usize> = waiting
+            .into_iter()
+            .filter(|&i| {
+                reports[i].next_check.is_some_and(|t| t <= now)
+                    || (woken && watched.iter().any(|(w, _)| *w == i))
+            })
+            .collect();
+        if due.is_empty() {
+            continue;
+        }
+        let jobs: Vec<Arc<ClientJob>> = due.iter().map(|&i| Arc::clone(&wired.jobs[i])).collect();
+        let again = PassOptions {
+            force: false,
+            revoke_old: false,
+            ..options
+        };
+        let later = pass_and_follow_ups(wired, &jobs, again).await;
+        for (&i, r) in due.iter().zip(later) {
+            failed |= r.error.is_some();
+            if r.changed_anything() || r.error.is_some() {
+                let _ = writeln!(out, "{}", summary(&r));
+            }
+            reports[i] = r;
+        }
+    }
+    if failed { EXIT_CLIENT_FAILED } else { EXIT_OK }
+}
+
+/// What a client's old secrets wait for, in one line.
+fn waiting_line(r: &PassReport) -> String {
+    let line = match (&r.pickup, r.plan.as_ref().and_then(|p| p.retire_later.1)) {
+        (Some(w), _) => w.to_string(),
+        (None, Some(end)) => format!("waiting for the grace period to end at {}", ts(end)),
+        (None, None) => "waiting".to_owned(),
+    };
+    escape_control(&line)
 }

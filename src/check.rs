@@ -126,7 +126,70 @@ pub async fn run(
             Err(e) => finding(Level::Fail, what, e.to_string()),
         });
     }
+    out.extend(policy.clients.iter().filter_map(pickup));
     out
+}
+
+/// The pickup check, offline: an ack file's directory can be watched, a command's
+/// program can be run. Probe URLs are not fetched (the app may not run yet).
+fn pickup(c: &crate::policy::ClientPolicy) -> Option<Finding> {
+    use crate::policy::PickupSpec;
+    let what = format!("pickup of client {}", c.name);
+    Some(match &c.pickup {
+        PickupSpec::Grace => return None,
+        PickupSpec::HttpProbe(p) => finding(
+            Level::Ok,
+            what,
+            format!(
+                "probes {} URL(s) every {}",
+                p.urls.len(),
+                crate::policy::duration::format(p.interval)
+            ),
+        ),
+        PickupSpec::AckFile(a) => {
+            let dir = a.path.parent().unwrap_or(std::path::Path::new("/"));
+            if dir.is_dir() {
+                finding(
+                    Level::Ok,
+                    what,
+                    format!("{} is watched for the ack file", dir.display()),
+                )
+            } else {
+                finding(
+                    Level::Warn,
+                    what,
+                    format!(
+                        "{} does not exist: the ack file would be read every minute instead of watched; create the directory before cds-rotator starts",
+                        dir.display()
+                    ),
+                )
+            }
+        }
+        PickupSpec::Command(cmd) => {
+            let program = &cmd.program.program;
+            match std::fs::metadata(program) {
+                Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {
+                    finding(Level::Ok, what, format!("{} can be run", program.display()))
+                }
+                Ok(_) => finding(
+                    Level::Fail,
+                    what,
+                    format!(
+                        "{} is not an executable file; the pickup would never be confirmed",
+                        program.display()
+                    ),
+                ),
+                Err(e) => finding(
+                    Level::Fail,
+                    what,
+                    format!(
+                        "{}: {e}; the pickup would never be confirmed",
+                        program.display()
+                    ),
+                ),
+            }
+        }
+    })
 }
 
 /// The rotator's own credential: there, non-empty, not readable by others.

@@ -25,7 +25,8 @@ const VERSION: &str = concat!(
 /// Rotates the client secrets of AVEVA CONNECT data services clients into secret stores.
 ///
 /// Without a subcommand it runs as a daemon: a pass at start, then each client on its
-/// schedule. Exit codes: 0 all good, 1 at least one client failed, 2 usage or policy error.
+/// schedule. Exit codes: 0 all good, 1 at least one client failed, 2 usage or policy error,
+/// 3 `--run-now --wait` gave up with old secrets still waiting for pickup.
 #[derive(Debug, Parser)]
 #[command(name = "cds-rotator", version = VERSION)]
 struct Cli {
@@ -49,6 +50,11 @@ struct Cli {
     /// Confirms --revoke-old; required when stdin is a terminal.
     #[arg(long)]
     yes: bool,
+    /// With --run-now: keep running passes until the old secrets are retired (grace
+    /// over and pickup confirmed), at most DURATION (like 10m); without DURATION until
+    /// the pickup check's timeout. Exits 3 if it gives up still waiting.
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "")]
+    wait: Option<String>,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
@@ -95,8 +101,9 @@ enum Command {
     },
     /// One row per client: state, secrets, current secret, expiry, next rotation window,
     /// last pass. Exits 1 when a client needs attention (its store secret is missing or
-    /// expired in CDS, it is blocked at 10 secrets, its store record is missing, or it
-    /// cannot be observed, e.g. its store value was changed by hand).
+    /// expired in CDS, it is blocked at 10 secrets, its store record is missing, its
+    /// pickup is overdue, or it cannot be observed, e.g. its store value was changed by
+    /// hand).
     Status {
         /// Only this client (repeatable).
         #[arg(long = "client", value_name = "NAME")]
@@ -272,6 +279,21 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
     } else if cli.yes {
         return usage("--yes only confirms --revoke-old");
     }
+    if !cli.run_now && cli.wait.is_some() {
+        return usage("--wait needs --run-now: `cds-rotator --run-now --wait 10m`");
+    }
+    let wait_limit = match cli.wait.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => match policy::duration::parse(text).map(|d| d.to_std()) {
+            Ok(Ok(d)) => Some(d),
+            _ => {
+                return usage(&format!(
+                    "--wait {}: expected a duration like 30s, 10m or 2h",
+                    cds_rotator::text::untrusted(text)
+                ));
+            }
+        },
+    };
     if !cli.run_now && (cli.force || !cli.clients.is_empty()) {
         return usage(
             "--force and --client before a subcommand need --run-now; give them after it (`cds-rotator plan --force`), or drop them: the daemon and validate take neither",
@@ -431,6 +453,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                     tracing::info!("stopping: finishing the steps in flight");
                     stop.trigger();
                 });
+            }
+            if cli.wait.is_some() {
+                return Ok(app::run_wait(&wired, options, wait_limit, &stop, &mut out).await);
             }
             Ok(app::run_once(&wired, options, &mut out).await)
         }

@@ -22,13 +22,17 @@ pub struct ClientView {
     pub client_id: String,
     /// `client_credentials` or `hybrid`.
     pub kind: String,
-    /// `ok`, `rotation_due`, `waiting_for_window`, `attention` or `error`.
+    /// `ok`, `rotation_due`, `waiting_for_window`, `waiting_for_pickup`, `attention` or
+    /// `error`.
     pub state: &'static str,
     /// Why the client needs attention: `current_invalid` (the store's secret is missing,
     /// expired or never expiring in CDS), `full` (a rotation is due and the client holds
     /// 10 secrets), `record_missing` (the store has no record of what consumers hold),
-    /// `error` (the client could not be observed: CDS, the store, a value changed by hand).
+    /// `error` (the client could not be observed: CDS, the store, a value changed by hand),
+    /// `pickup_timeout` (the pickup check has not confirmed within its timeout).
     pub attention: Vec<&'static str>,
+    /// Old secrets past grace wait for the pickup check; `null` when none do.
+    pub pickup: Option<PickupView>,
     /// What the store holds, per its record.
     pub current: Option<CurrentView>,
     /// The client's secrets in CDS.
@@ -55,6 +59,17 @@ pub struct ClientView {
     /// The last writes to CDS and the store for this client, from the audit log
     /// (`daemon.audit_log`), oldest first; empty without one.
     pub recent_writes: Vec<crate::audit::Entry>,
+}
+
+/// Old secrets kept until the pickup check confirms the current secret.
+#[derive(Clone, Debug, Serialize)]
+pub struct PickupView {
+    /// What the check said.
+    pub reason: String,
+    /// When an unconfirmed pickup is overdue (`published_at + grace + timeout`).
+    pub deadline: Option<String>,
+    /// Whether it is overdue (`pickup_timeout`).
+    pub overdue: bool,
 }
 
 /// The store's current secret.
@@ -175,6 +190,9 @@ pub fn view(job: &ClientJob, r: &PassReport, now: DateTime<Utc>) -> ClientView {
     if r.record.is_none() && (r.unrecorded || plan.is_some_and(|p| !p.possibly_in_use.is_empty())) {
         attention.push("record_missing");
     }
+    if r.pickup.as_ref().is_some_and(|p| p.overdue) {
+        attention.push("pickup_timeout");
+    }
     attention.dedup();
 
     let mut planned = Vec::new();
@@ -191,7 +209,10 @@ pub fn view(job: &ClientJob, r: &PassReport, now: DateTime<Utc>) -> ClientView {
             planned.push(PlannedStep {
                 action: "retire",
                 secret_id: Some(*id),
-                reason: "superseded, grace over".to_owned(),
+                reason: match &r.pickup {
+                    Some(w) => format!("superseded, grace over; {w}"),
+                    None => "superseded, grace over".to_owned(),
+                },
                 blocked: false,
             });
         }
@@ -249,6 +270,8 @@ pub fn view(job: &ClientJob, r: &PassReport, now: DateTime<Utc>) -> ClientView {
         "rotation_due"
     } else if plan.is_some_and(|p| p.deferred.is_some()) {
         "waiting_for_window"
+    } else if r.pickup.is_some() {
+        "waiting_for_pickup"
     } else {
         "ok"
     };
@@ -258,6 +281,11 @@ pub fn view(job: &ClientJob, r: &PassReport, now: DateTime<Utc>) -> ClientView {
         kind: job.client.kind.to_string(),
         state,
         attention,
+        pickup: r.pickup.as_ref().map(|w| PickupView {
+            reason: w.reason.clone(),
+            deadline: w.deadline.map(ts),
+            overdue: w.overdue,
+        }),
         current,
         secrets,
         pending_retire: plan.map(|p| p.retire_later.0.clone()).unwrap_or_default(),
@@ -357,11 +385,17 @@ pub fn table(views: &[ClientView]) -> String {
         "LAST PASS".to_owned(),
     ]];
     for v in views {
-        let state = if v.attention.is_empty() {
+        let mut state = if v.attention.is_empty() {
             v.state.to_owned()
         } else {
             format!("{} ({})", v.state, v.attention.join(", "))
         };
+        if let Some(p) = &v.pickup {
+            state = match v.state {
+                "waiting_for_pickup" => format!("waiting for pickup ({})", p.reason),
+                _ => format!("{state}; waiting for pickup ({})", p.reason),
+            };
+        }
         let next = match (&v.error, v.rotation.due, &v.rotation.at) {
             (Some(e), _, _) => format!("error: {e}"),
             (None, true, Some(at)) if at == "now" => format!(

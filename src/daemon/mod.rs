@@ -3,10 +3,13 @@
 //! grace period ending, an orphan ripening, a retry after a failure).
 //!
 //! One timer drives everything: the loop sleeps until the earliest due time, so an idle
-//! daemon wakes up only when there is work. SIGTERM/SIGINT stop it at the next step
-//! boundary of the passes in flight; it then exits cleanly. Under systemd
-//! (`Type=notify`) it reports ready after the first pass, the next due client as its
-//! status, and pings the watchdog only when systemd asks for one (`WatchdogSec=`).
+//! daemon wakes up only when there is work. The other wake-up is a pickup check that
+//! sees a change itself (a write to the ack file, [`crate::pickup::PickupCheck::watch`]):
+//! it runs that client's pass at once, when its old secrets wait for pickup.
+//! SIGTERM/SIGINT stop it at the next step boundary of the passes in flight; it then
+//! exits cleanly. Under systemd (`Type=notify`) it reports ready after the first pass,
+//! the next due client as its status, and pings the watchdog only when systemd asks for
+//! one (`WatchdogSec=`).
 //! Not here: what a pass does (that is `rotation`).
 
 pub mod server;
@@ -50,6 +53,8 @@ struct Slot {
     /// Whether the follow-up retries a rotation that failed in its window (and so may
     /// rotate between windows).
     retry_in_window: bool,
+    /// Whether the last pass left old secrets waiting for the pickup check.
+    pickup_pending: bool,
 }
 
 impl Slot {
@@ -78,8 +83,27 @@ pub async fn run(
             schedule,
             follow_up: None,
             retry_in_window: false,
+            pickup_pending: false,
         });
     }
+    // Watched pickup checks send their client's index here when what they read changes.
+    let (wake_tx, mut wake_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let mut watchers = Vec::new();
+    for (i, slot) in slots.iter().enumerate() {
+        if let Some(changed) = slot.job.pickup.watch() {
+            let tx = wake_tx.clone();
+            watchers.push(tokio::spawn(async move {
+                loop {
+                    changed.notified().await;
+                    if tx.send(i).is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+    }
+    drop(wake_tx);
+    let _watchers = AbortOnDrop(watchers);
     info!(clients = slots.len(), "daemon started");
     let systemd = crate::systemd::Notifier::from_env();
     let mut ready = false;
@@ -95,11 +119,14 @@ pub async fn run(
     }
     type Batch = Vec<(usize, bool, Option<PassReport>)>;
     let mut running: Option<tokio::task::JoinHandle<Batch>> = None;
+    // The clients in the running batch.
+    let mut in_batch: Vec<usize> = Vec::new();
     tokio::pin!(shutdown);
 
     loop {
         if running.is_none() && !due.is_empty() {
             let batch: Vec<(usize, bool)> = std::mem::take(&mut due).into_iter().collect();
+            in_batch = batch.iter().map(|&(i, _)| i).collect();
             let jobs = batch
                 .iter()
                 .map(|&(i, in_window)| {
@@ -158,8 +185,17 @@ pub async fn run(
                 info!("stopped");
                 return Ok(());
             }
+            Some(i) = wake_rx.recv() => {
+                // Only while its old secrets wait for pickup (or its pass is running and
+                // may leave them waiting): a write at any other time changes nothing.
+                if slots[i].pickup_pending || in_batch.contains(&i) {
+                    info!(client = %slots[i].job.name, step = "retire", "the pickup check saw a change; checking now");
+                    due.entry(i).or_insert(false);
+                }
+            }
             result = finished => {
                 running = None;
+                in_batch.clear();
                 match result {
                     Ok(reports) => {
                         for (i, in_window, report) in reports {
@@ -169,6 +205,7 @@ pub async fn run(
                                     log_report(&report);
                                     slot.follow_up = report.next_check;
                                     slot.retry_in_window = in_window && report.error.is_some();
+                                    slot.pickup_pending = report.pickup.is_some();
                                 }
                                 // The pass panicked (a bug): look again after a while.
                                 None => {
@@ -222,11 +259,26 @@ fn next_status(slots: &[Slot]) -> String {
     }
 }
 
+/// Stops the watch forwarders when the daemon returns.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 fn log_report(report: &PassReport) {
     match (&report.error, &report.rotated) {
         (Some(e), _) => warn!(client = %report.client, error = %e, "pass failed"),
         (None, Some(r)) => {
             info!(client = %report.client, secret_id = r.secret_id, fingerprint = %r.fingerprint, "pass rotated the secret")
+        }
+        (None, None) if report.pickup.is_some() => {
+            let waiting = report.pickup.as_ref().map(ToString::to_string);
+            info!(client = %report.client, deleted = report.deleted.len(), next_check = report.next_check.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)), "pass done; {}", waiting.unwrap_or_default())
         }
         (None, None) => {
             info!(client = %report.client, deleted = report.deleted.len(), next_check = report.next_check.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)), "pass done")

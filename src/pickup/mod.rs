@@ -2,11 +2,25 @@
 //!
 //! The reconciler retires old secrets only once the grace period after publishing has
 //! passed *and* the client's pickup check confirms. The check is asked on each pass; it
-//! never blocks a worker while it waits. Only `grace` exists so far; an HTTP probe, an
-//! ack file and a command will implement the same trait.
+//! never blocks a worker while it waits: while it is pending the pass asks for a
+//! follow-up after the check's [`PickupCheck::interval`], and a check that can notice a
+//! change itself (the ack file) wakes the daemon through [`PickupCheck::watch`].
+//!
+//! Every check compares what it learns with the current record's fingerprint, exactly
+//! (trimmed); it never sees or hands out a secret value. Not here: what to do while a
+//! check is pending or overdue (that is `rotation::decide::pickup_wait`).
+
+pub mod ack_file;
+pub mod command;
+pub mod http_probe;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::Duration;
+use tokio::sync::Notify;
 
+use crate::policy::PickupSpec;
 use crate::store::StoreRecord;
 
 /// What a pickup check found.
@@ -14,7 +28,7 @@ use crate::store::StoreRecord;
 pub enum Pickup {
     /// Consumers use the current secret: older ones may be retired.
     Confirmed,
-    /// Not yet; ask again on a later pass.
+    /// Not yet; ask again on a later pass. Says why, for logs and `plan`.
     Pending(String),
 }
 
@@ -23,6 +37,26 @@ pub enum Pickup {
 pub trait PickupCheck: Send + Sync {
     /// Asked once the grace period after `current` was published has passed.
     async fn check(&self, current: &StoreRecord) -> Pickup;
+
+    /// How long after the end of grace the check may stay unconfirmed before a
+    /// `pickup_timeout` is sent; `None`: it never is (the grace period alone).
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// How long to wait before asking again while pending; `None`: the check wakes the
+    /// daemon itself ([`PickupCheck::watch`]), so only its timeout and a long fallback
+    /// are scheduled.
+    fn interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// A wake-up the check triggers when what it reads may have changed (a write to the
+    /// ack file). Started on the first call; `None` when the check has none or watching
+    /// failed (it then falls back to [`PickupCheck::interval`]).
+    fn watch(&self) -> Option<Arc<Notify>> {
+        None
+    }
 }
 
 /// The default check: the grace period alone is the confirmation.
@@ -34,4 +68,50 @@ impl PickupCheck for GraceOnly {
     async fn check(&self, _current: &StoreRecord) -> Pickup {
         Pickup::Confirmed
     }
+}
+
+/// Where the client is, for checks that tell a program about it.
+#[derive(Clone, Debug)]
+pub struct ClientInfo {
+    /// The client's name in the policy.
+    pub name: String,
+    /// Where its secret is published.
+    pub store_location: String,
+}
+
+/// The check a policy's `pickup:` asks for.
+pub fn from_spec(spec: &PickupSpec, client: ClientInfo) -> Arc<dyn PickupCheck> {
+    match spec {
+        PickupSpec::Grace => Arc::new(GraceOnly),
+        PickupSpec::HttpProbe(p) => Arc::new(http_probe::HttpProbe::new(p.clone())),
+        PickupSpec::AckFile(a) => Arc::new(ack_file::AckFile::new(a.clone())),
+        PickupSpec::Command(c) => Arc::new(command::CommandCheck::new(c.clone(), client)),
+    }
+}
+
+/// How a value someone reported may be shown: itself when it has the shape of a
+/// fingerprint (16 hex digits), else only that it is something else — whatever was
+/// reported could be a secret value.
+pub(crate) fn shown(reported: &str) -> String {
+    if reported.len() == 16 && reported.chars().all(|c| c.is_ascii_hexdigit()) {
+        format!("fingerprint {reported}")
+    } else if reported.is_empty() {
+        "nothing".to_owned()
+    } else {
+        "something that is not a fingerprint".to_owned()
+    }
+}
+
+/// Whether `reported` (as read, untrimmed) confirms `current`.
+pub(crate) fn confirms(reported: &str, current: &StoreRecord) -> bool {
+    reported.trim() == current.fingerprint.as_str()
+}
+
+/// The pending reason when `reported` is not the current fingerprint.
+pub(crate) fn mismatch(source: &str, reported: &str, current: &StoreRecord) -> String {
+    format!(
+        "{source} reports {}, not the current {}",
+        shown(reported.trim()),
+        current.fingerprint
+    )
 }

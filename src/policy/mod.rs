@@ -9,6 +9,7 @@ mod aws;
 mod azure;
 pub mod duration;
 pub mod notifiers;
+mod pickup;
 mod raw;
 pub mod vault;
 
@@ -22,6 +23,7 @@ use chrono::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use crate::connect::ClientKind;
+pub use pickup::{AckFileSpec, CommandSpec, HttpProbeSpec, PickupSpec};
 use raw::{RawClient, RawPolicy, RawStore, RawTiming};
 
 /// The primary-region URL, the only one that takes identity writes.
@@ -167,6 +169,8 @@ pub struct ClientPolicy {
     pub timing: Timing,
     /// Whether secrets the rotator did not create may be retired.
     pub retire_unmanaged: bool,
+    /// How the rotator learns that consumers switched (the client's, else `defaults:`').
+    pub pickup: PickupSpec,
 }
 
 /// A validated policy.
@@ -447,13 +451,30 @@ impl Validator {
         let mut ids = BTreeSet::new();
         let mut written = BTreeMap::new();
         let mut vault_written = BTreeMap::new();
-        for client in raw.clients {
+        let default_pickup = raw
+            .defaults
+            .as_ref()
+            .and_then(|d| d.value.pickup.as_ref())
+            .and_then(|p| self.pickup(p, "defaults", base))
+            .unwrap_or_default();
+        let mut acks = Vec::new();
+        for mut client in raw.clients {
             let at = client.referenced;
+            let pickup = client.value.pickup.take();
             let Some(mut c) = self.client(client.value, at, &defaults, &stores, &notifiers) else {
                 continue;
             };
             if c.notify_on.is_none() {
                 c.notify_on.clone_from(&default_notify_on);
+            }
+            c.pickup = match &pickup {
+                Some(p) => self
+                    .pickup(p, &format!("client `{}`", c.name), base)
+                    .unwrap_or_default(),
+                None => default_pickup.clone(),
+            };
+            if let PickupSpec::AckFile(a) = &c.pickup {
+                acks.push((at, c.name.clone(), a.path.clone()));
             }
             if !names.insert(c.name.clone()) {
                 self.problem(
@@ -506,6 +527,7 @@ impl Validator {
             }
             clients.push(c);
         }
+        self.ack_files(&acks, &written, connect.as_ref());
         Some(Policy {
             path: path.to_owned(),
             connect: connect?,
@@ -1260,6 +1282,7 @@ impl Validator {
             // that the checks across clients (names, ids, files) run too.
             timing: timing.timing,
             retire_unmanaged: raw.retire_unmanaged.unwrap_or(false),
+            pickup: PickupSpec::Grace,
         })
     }
 }

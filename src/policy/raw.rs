@@ -317,6 +317,9 @@ pub(super) struct RawTiming {
     pub retry_interval: Option<Spanned<String>>,
     #[serde(default)]
     pub notify_on: Option<Vec<Spanned<String>>>,
+    /// Not timing, but inherited from `defaults:` the same way (see `super::pickup`).
+    #[serde(default)]
+    pub pickup: Option<Spanned<super::pickup::RawPickup>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -359,6 +362,8 @@ pub(super) struct RawClient {
     pub verify_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub retry_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub pickup: Option<Spanned<super::pickup::RawPickup>>,
 }
 
 impl RawTiming {
@@ -391,6 +396,8 @@ impl RawClient {
             verify_timeout: self.verify_timeout.clone(),
             retry_interval: self.retry_interval.clone(),
             notify_on: self.notify_on.clone(),
+            // Resolved on its own (`super::pickup`), not by the timing rules.
+            pickup: None,
         }
     }
 }
@@ -417,6 +424,8 @@ pub(super) enum Shape {
     Sections(&'static [&'static [Key]]),
     /// Named entries, each a mapping with `type:` one of these and that type's keys.
     Named(&'static Kinds),
+    /// One mapping with `type:` one of these and that type's keys (`pickup:`).
+    Typed(&'static Kinds),
 }
 
 /// One key a section takes.
@@ -590,6 +599,14 @@ pub(super) const TIMING: &[Key] = &[
         Shape::Values,
         "a list of event kinds, like [rotated, rotation_failed] (all when unset)",
     ),
+    Key::optional(
+        "pickup",
+        Shape::Typed(&Kinds {
+            what: "pickup check",
+            types: super::pickup::TYPES,
+        }),
+        "a pickup check, like `{ type: ack_file, path: /shared/cds-secret.ack }`",
+    ),
 ];
 
 /// A client's own keys; it takes [`TIMING`]'s too.
@@ -629,6 +646,7 @@ fn expect_of(name: &str) -> Option<&'static str> {
     let typed = RawStore::TYPES
         .iter()
         .chain(RawNotifier::TYPES)
+        .chain(super::pickup::TYPES)
         .flat_map(|(_, keys)| keys.iter());
     [TOP, DAEMON, CONNECT, CREDENTIALS, TIMING, CLIENT, STORE_REF]
         .into_iter()
@@ -987,6 +1005,10 @@ impl ShapeCheck {
                 self.named(entries, kinds, &place.child(key.name));
                 true
             }
+            (Shape::Typed(kinds), Node::Map(fields)) => {
+                self.typed(at, fields, kinds, &place.child(key.name));
+                true
+            }
             _ => false,
         };
         if !fits {
@@ -1029,39 +1051,51 @@ impl ShapeCheck {
                 );
                 continue;
             };
-            let type_of = fields.iter().find_map(|(k, v)| {
-                (k.value.text() == Some("type")).then_some((v.referenced, v.value.text()))
-            });
-            let keys = match type_of {
-                None => {
-                    self.problem(
-                        value.referenced,
-                        format!(
-                            "{}type is missing; set it to {}",
-                            entry.prefix,
-                            types.join(" or ")
-                        ),
-                    );
-                    continue;
-                }
-                Some((at, t)) => match kinds.types.iter().find(|(n, _)| Some(*n) == t) {
-                    Some((_, keys)) => *keys,
-                    None => {
-                        let what = match t {
-                            Some(t) if is_name(t) => format!("`{t}` is not a {} type", kinds.what),
-                            _ => format!("unknown {} type", kinds.what),
-                        };
-                        self.problem(
-                            at,
-                            format!("{}type: {what}; use {}", entry.prefix, types.join(" or ")),
-                        );
-                        continue;
-                    }
-                },
-            };
-            let tag = [Key::required("type", Shape::Any, "")];
-            self.section(value.referenced, fields, &[&tag[..], keys], &entry);
+            self.typed(value.referenced, fields, kinds, &entry);
         }
+    }
+
+    /// One mapping with a known `type:` and that type's keys.
+    fn typed(
+        &mut self,
+        at: Location,
+        fields: &[(Spanned<Node>, Spanned<Node>)],
+        kinds: &Kinds,
+        entry: &Place,
+    ) {
+        let types: Vec<&str> = kinds.types.iter().map(|(t, _)| *t).collect();
+        let type_of = fields.iter().find_map(|(k, v)| {
+            (k.value.text() == Some("type")).then_some((v.referenced, v.value.text()))
+        });
+        let keys = match type_of {
+            None => {
+                self.problem(
+                    at,
+                    format!(
+                        "{}type is missing; set it to {}",
+                        entry.prefix,
+                        types.join(" or ")
+                    ),
+                );
+                return;
+            }
+            Some((type_at, t)) => match kinds.types.iter().find(|(n, _)| Some(*n) == t) {
+                Some((_, keys)) => *keys,
+                None => {
+                    let what = match t {
+                        Some(t) if is_name(t) => format!("`{t}` is not a {} type", kinds.what),
+                        _ => format!("unknown {} type", kinds.what),
+                    };
+                    self.problem(
+                        type_at,
+                        format!("{}type: {what}; use {}", entry.prefix, types.join(" or ")),
+                    );
+                    return;
+                }
+            },
+        };
+        let tag = [Key::required("type", Shape::Any, "")];
+        self.section(at, fields, &[&tag[..], keys], entry);
     }
 }
 

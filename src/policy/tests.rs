@@ -862,6 +862,14 @@ fn the_shape_table_knows_exactly_the_keys_serde_takes() {
         let yaml = format!("{{ type: {kind}, zz_probe: 1 }}");
         assert_eq!(serde_keys::<RawNotifier>(&yaml), table(&[keys]), "{kind}");
     }
+    for (kind, keys) in super::pickup::TYPES {
+        let yaml = format!("{{ type: {kind}, zz_probe: 1 }}");
+        assert_eq!(
+            serde_keys::<super::pickup::RawPickup>(&yaml),
+            table(&[keys]),
+            "{kind}"
+        );
+    }
 }
 
 #[test]
@@ -1201,4 +1209,105 @@ fn a_systemd_credential_outside_systemd_says_where_and_how_to_run_by_hand() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("set exactly one of"), "{err}");
+}
+
+#[test]
+fn pickup_comes_from_the_client_else_defaults_else_grace() {
+    let p = parse(&VALID.replace(
+        "  orphan_grace: 10m\n",
+        "  orphan_grace: 10m\n  pickup: { type: ack_file, path: ack/app.ack, timeout: 2h }\n",
+    ))
+    .unwrap();
+    let ack = PickupSpec::AckFile(AckFileSpec {
+        path: PathBuf::from("/etc/cds-rotator/ack/app.ack"),
+        timeout: Duration::hours(2),
+    });
+    assert_eq!(p.client("dashboard").unwrap().pickup, ack);
+    let text = VALID.replace(
+        "    grace: 2h\n",
+        "    grace: 2h\n    pickup:\n      type: http_probe\n      urls: [http://a:8080/fp, https://b/fp]\n      json_pointer: /fingerprint\n      interval: 10s\n",
+    );
+    let p = parse(&text).unwrap();
+    assert_eq!(
+        p.client("dashboard").unwrap().pickup,
+        PickupSpec::HttpProbe(HttpProbeSpec {
+            urls: vec!["http://a:8080/fp".into(), "https://b/fp".into()],
+            json_pointer: Some("/fingerprint".into()),
+            interval: Duration::seconds(10),
+            timeout: Duration::hours(24),
+        })
+    );
+    assert_eq!(
+        p.client("historian-uploader").unwrap().pickup,
+        PickupSpec::Grace
+    );
+    let text = VALID.replace(
+        "    grace: 2h\n",
+        "    grace: 2h\n    pickup: { type: command, program: /usr/local/bin/switched, args: [--all], env: [KUBECONFIG] }\n",
+    );
+    let PickupSpec::Command(c) = parse(&text)
+        .unwrap()
+        .client("dashboard")
+        .unwrap()
+        .pickup
+        .clone()
+    else {
+        panic!("not a command")
+    };
+    assert_eq!(c.program.args, vec!["--all".to_owned()]);
+    assert_eq!(c.program.pass_env, vec!["KUBECONFIG".to_owned()]);
+    assert_eq!(c.interval, Duration::minutes(1));
+    assert_eq!(c.program.timeout, std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn a_bad_pickup_names_the_place_and_the_client() {
+    let with = |pickup: &str| {
+        error_of(&VALID.replace(
+            "    grace: 2h\n",
+            &format!("    grace: 2h\n    pickup: {pickup}\n"),
+        ))
+    };
+    let err = with("{ type: ack_file, path: /a, timout: 1h }");
+    assert!(err.contains("policy.yaml:31:"), "{err}");
+    assert!(err.contains("did you mean `timeout`"), "{err}");
+    assert!(err.contains("client `dashboard`: pickup"), "{err}");
+    let err = with("{ type: http_prob, url: http://a }");
+    assert!(
+        err.contains("`http_prob` is not a pickup check type"),
+        "{err}"
+    );
+    let err = with("{ type: http_probe, url: ftp://a/x }");
+    assert!(
+        err.contains("policy.yaml:31:13: client `dashboard`: pickup.url must be http or https"),
+        "{err}"
+    );
+    let err = with("{ type: http_probe, url: \"http://u:hunter2@a/x\" }");
+    assert!(
+        err.contains("user or password") && !err.contains("hunter2"),
+        "{err}"
+    );
+    let err = with("{ type: http_probe }");
+    assert!(err.contains("set url, or urls"), "{err}");
+    let err = with("{ type: command, program: bin/check, interval: 0s }");
+    assert!(err.contains("absolute path"), "{err}");
+    assert!(err.contains("interval (0s) must be from 1s to 1d"), "{err}");
+    let err = with("{ type: ack_file }");
+    assert!(err.contains("path is missing"), "{err}");
+}
+
+#[test]
+fn an_ack_file_may_not_be_a_file_the_rotator_writes_or_reads() {
+    for path in [
+        "secrets/dashboard",
+        "./secrets/historian-uploader.json",
+        "/run/credentials/cds-rotator.service/admin",
+    ] {
+        let err = error_of(&VALID.replace(
+            "    grace: 2h\n",
+            &format!("    grace: 2h\n    pickup: {{ type: ack_file, path: {path} }}\n"),
+        ));
+        assert!(err.contains("client `dashboard`: pickup.path"), "{err}");
+        assert!(err.contains("give it a path of its own"), "{err}");
+    }
 }

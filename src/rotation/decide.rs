@@ -290,6 +290,53 @@ pub fn decide(
     }
 }
 
+/// How long a watched pickup check (the ack file) waits for its own wake-up before the
+/// daemon looks again anyway.
+pub const PICKUP_FALLBACK: Duration = Duration::hours(6);
+
+/// The follow-up while a pickup check has not confirmed the current secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PickupWait {
+    /// When to ask the check again.
+    pub next_check: Option<DateTime<Utc>>,
+    /// When an unconfirmed pickup becomes overdue: `published_at + grace + timeout`
+    /// (the timeout counts from the end of grace; `None` without a timeout).
+    pub deadline: Option<DateTime<Utc>>,
+    /// Whether `now` is past the deadline (`pickup_timeout`; nothing is retired).
+    pub overdue: bool,
+}
+
+/// What to do while the pickup of `record` is pending: ask again after `interval` (a
+/// check that wakes the daemon itself has none: then at its deadline, or after
+/// [`PICKUP_FALLBACK`]). Past the deadline the old secrets are still kept: an overdue
+/// pickup is reported, never taken as confirmed.
+pub fn pickup_wait(
+    record: &StoreRecord,
+    grace: Duration,
+    timeout: Option<Duration>,
+    interval: Option<Duration>,
+    now: DateTime<Utc>,
+) -> PickupWait {
+    let deadline = timeout.and_then(|t| plus(record.published_at, grace).and_then(|g| plus(g, t)));
+    let overdue = deadline.is_some_and(|d| now > d);
+    let next_check = match interval {
+        Some(i) => plus(now, i.max(Duration::seconds(1))),
+        None => {
+            let fallback = plus(now, PICKUP_FALLBACK);
+            match deadline.filter(|d| *d >= now) {
+                // Just after the deadline, to report it.
+                Some(d) => plus(d, Duration::seconds(1)).min(fallback).or(fallback),
+                None => fallback,
+            }
+        }
+    };
+    PickupWait {
+        next_check,
+        deadline,
+        overdue,
+    }
+}
+
 /// Whether `s` is the secret the store's record names: the same id and, for a managed
 /// secret, created no later than the record was published (an id that CDS handed out
 /// again after the recorded secret was deleted belongs to a newer secret).
@@ -782,5 +829,36 @@ mod tests {
         );
         assert_eq!(plan.retire, vec![1]);
         assert_eq!(plan.clean_up, vec![(3, DeleteReason::Orphan)]);
+    }
+
+    #[test]
+    fn a_pending_pickup_is_asked_again_and_is_overdue_only_after_grace_plus_timeout() {
+        let published = now() - Duration::hours(30);
+        let r = record(1, published);
+        let (grace, timeout) = (Duration::hours(24), Some(Duration::hours(24)));
+        let w = pickup_wait(&r, grace, timeout, Some(Duration::seconds(30)), now());
+        assert_eq!(w.next_check, Some(now() + Duration::seconds(30)));
+        assert_eq!(w.deadline, Some(published + Duration::hours(48)));
+        assert!(!w.overdue);
+        let later = published + Duration::hours(48) + Duration::seconds(1);
+        let w = pickup_wait(&r, grace, timeout, Some(Duration::seconds(30)), later);
+        assert!(
+            w.overdue,
+            "past the deadline it is overdue, and asked again"
+        );
+        assert_eq!(w.next_check, Some(later + Duration::seconds(30)));
+        // Watched (no interval): at the deadline, else the long fallback.
+        let w = pickup_wait(&r, grace, timeout, None, now());
+        assert_eq!(w.next_check, Some(now() + PICKUP_FALLBACK));
+        let near = published + Duration::hours(47);
+        let w = pickup_wait(&r, grace, timeout, None, near);
+        assert_eq!(
+            w.next_check,
+            Some(published + Duration::hours(48) + Duration::seconds(1))
+        );
+        let w = pickup_wait(&r, grace, timeout, None, later);
+        assert_eq!(w.next_check, Some(later + PICKUP_FALLBACK));
+        let w = pickup_wait(&r, Duration::MAX, Some(Duration::MAX), None, now());
+        assert!(!w.overdue && w.deadline.is_none());
     }
 }

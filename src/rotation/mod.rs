@@ -11,10 +11,11 @@ pub mod decide;
 pub mod last_result;
 pub mod marker;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Utc};
@@ -309,6 +310,32 @@ pub struct PassReport {
     pub last: Option<last_result::LastResult>,
     /// When the daemon should look at this client again, besides its schedule.
     pub next_check: Option<DateTime<Utc>>,
+    /// Old secrets wait for the pickup check to confirm the current one (grace is over).
+    pub pickup: Option<PickupWaiting>,
+}
+
+/// Old secrets are kept because the pickup check has not confirmed the current secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PickupWaiting {
+    /// What the check said.
+    pub reason: String,
+    /// When it is overdue (`published_at + grace + timeout`), if the check has a timeout.
+    pub deadline: Option<DateTime<Utc>>,
+    /// Whether it is past that deadline (`pickup_timeout` was sent).
+    pub overdue: bool,
+}
+
+impl fmt::Display for PickupWaiting {
+    /// `waiting for pickup (why; overdue since …)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "waiting for pickup ({}", self.reason)?;
+        match (self.deadline, self.overdue) {
+            (Some(d), true) => write!(f, "; overdue since {}, both secrets kept", rfc3339(d))?,
+            (Some(d), false) => write!(f, "; timeout at {}", rfc3339(d))?,
+            (None, _) => {}
+        }
+        f.write_str(")")
+    }
 }
 
 impl PassReport {
@@ -326,7 +353,25 @@ impl PassReport {
             unrecorded: false,
             last: None,
             next_check: None,
+            pickup: None,
         }
+    }
+
+    /// Takes in a follow-up pass over the same client (`--run-now` runs one when it is
+    /// due at once): what it did is added, what it observed replaces this pass's.
+    pub fn absorb(&mut self, later: PassReport) {
+        self.deleted.extend(later.deleted);
+        if later.rotated.is_some() {
+            self.rotated = later.rotated;
+        }
+        self.plan = later.plan;
+        self.record = later.record;
+        self.secrets = later.secrets;
+        self.error = later.error;
+        self.stopped = later.stopped;
+        self.unrecorded = later.unrecorded;
+        self.next_check = later.next_check;
+        self.pickup = later.pickup;
     }
 
     /// Whether the pass wrote anything (to CDS or to the store).
@@ -378,6 +423,9 @@ pub struct Reconciler {
     told_expiring: std::sync::Mutex<std::collections::HashSet<(String, SecretId)>>,
     /// Where every write to CDS or a store is recorded, if anywhere.
     audit: std::sync::OnceLock<Arc<AuditLog>>,
+    /// The fingerprint whose `pickup_timeout` was sent, per (tenant, client id): once per
+    /// published secret and process (a restarted rotator sends it again, once).
+    pickup_timeouts: Mutex<HashMap<(String, String), Fingerprint>>,
 }
 
 impl Reconciler {
@@ -400,7 +448,13 @@ impl Reconciler {
             stop,
             told_expiring: std::sync::Mutex::default(),
             audit: std::sync::OnceLock::new(),
+            pickup_timeouts: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The time on the reconciler's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// Records every later write to CDS or a store in `audit` (set once, before the
@@ -544,6 +598,10 @@ impl Reconciler {
         report.plan = Some(plan.clone());
         report.next_check = plan.next_check;
         if options.dry_run {
+            // Reads only: what the pickup check says now, for `plan` and `status`.
+            if !plan.retire.is_empty() {
+                self.pickup_confirmed(job, now, report, false).await;
+            }
             return Ok(());
         }
         self.alert(job, &plan, report).await;
@@ -760,41 +818,97 @@ impl Reconciler {
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) -> Result<(), StepError> {
-        let (false, Some(current)) = (plan.retire.is_empty(), report.record.as_ref()) else {
+        if plan.retire.is_empty() || report.record.is_none() {
             return Ok(());
-        };
-        match job.pickup.check(current).await {
-            Pickup::Confirmed => {
-                let mut retired = Vec::new();
-                let mut result = Ok(());
-                for &id in &plan.retire {
-                    if self.stop_here(report, "while retiring old secrets") {
-                        break;
-                    }
-                    if let Err(e) = self
-                        .delete(job, id, Step::Retire, DeleteReason::Superseded)
-                        .await
-                    {
-                        result = Err(e.into());
-                        break;
-                    }
-                    report.deleted.push((id, DeleteReason::Superseded));
-                    retired.push(id);
-                }
-                if !retired.is_empty() {
-                    self.announce(job, EventKind::Retired, |e| e.secret_ids = retired)
-                        .await;
-                }
-                result
-            }
-            Pickup::Pending(why) => {
-                info!(step = "retire", waiting_for = %why, "pickup not confirmed yet");
-                if let Some(again) = plus(now, job.timing.retry_interval) {
-                    report.next_check = Some(report.next_check.map_or(again, |n| n.min(again)));
-                }
-                Ok(())
-            }
         }
+        if !self.pickup_confirmed(job, now, report, true).await {
+            return Ok(());
+        }
+        let mut retired = Vec::new();
+        let mut result = Ok(());
+        for &id in &plan.retire {
+            if self.stop_here(report, "while retiring old secrets") {
+                break;
+            }
+            if let Err(e) = self
+                .delete(job, id, Step::Retire, DeleteReason::Superseded)
+                .await
+            {
+                result = Err(e.into());
+                break;
+            }
+            report.deleted.push((id, DeleteReason::Superseded));
+            retired.push(id);
+        }
+        if !retired.is_empty() {
+            self.announce(job, EventKind::Retired, |e| e.secret_ids = retired)
+                .await;
+        }
+        result
+    }
+
+    /// Asks the pickup check about the current record. While it is pending: records why
+    /// in the report, asks for a follow-up (decide::pickup_wait) and, past the timeout,
+    /// sends `pickup_timeout` once per published secret (when `announce`).
+    async fn pickup_confirmed(
+        &self,
+        job: &ClientJob,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+        announce: bool,
+    ) -> bool {
+        let Some(current) = report.record.clone() else {
+            return false;
+        };
+        let why = match job.pickup.check(&current).await {
+            Pickup::Confirmed => return true,
+            Pickup::Pending(why) => why,
+        };
+        let wait = decide::pickup_wait(
+            &current,
+            job.timing.grace,
+            job.pickup.timeout(),
+            job.pickup.interval(),
+            now,
+        );
+        info!(step = "retire", waiting_for = %why, next_check = wait.next_check.map(rfc3339), overdue = wait.overdue, "pickup not confirmed yet; old secrets kept");
+        if let Some(again) = wait.next_check {
+            report.next_check = Some(report.next_check.map_or(again, |n| n.min(again)));
+        }
+        if wait.overdue && announce && self.first_pickup_timeout(job, &current) {
+            let kept: Vec<SecretId> = std::iter::once(current.secret_id)
+                .chain(report.plan.iter().flat_map(|p| p.retire.iter().copied()))
+                .collect();
+            warn!(step = "retire", fingerprint = %current.fingerprint, kept = ?kept, waiting_for = %why, "pickup not confirmed within the timeout after grace; both secrets are kept and the check goes on");
+            self.announce(job, EventKind::PickupTimeout, |e| {
+                e.secret_ids = kept;
+                e.fingerprint = Some(current.fingerprint.clone());
+                e.expiration = Some(current.expiration);
+                e.store_location = Some(job.store.location(&job.store_key));
+                e.detail = Some(why.clone());
+            })
+            .await;
+        }
+        report.pickup = Some(PickupWaiting {
+            reason: why,
+            deadline: wait.deadline,
+            overdue: wait.overdue,
+        });
+        false
+    }
+
+    /// Whether no `pickup_timeout` was sent yet for `current` (and marks it sent).
+    fn first_pickup_timeout(&self, job: &ClientJob, current: &StoreRecord) -> bool {
+        let mut sent = self
+            .pickup_timeouts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let key = (job.client.tenant_id.clone(), job.client.client_id.clone());
+        if sent.get(&key) == Some(&current.fingerprint) {
+            return false;
+        }
+        sent.insert(key, current.fingerprint.clone());
+        true
     }
 
     /// make_room: CDS holds at most 10 secrets; never go past it (I5).
@@ -1130,6 +1244,7 @@ impl Reconciler {
             });
             let new = usize::from(report.rotated.is_some());
             m.set_secrets(&job.name, managed + new, unmanaged);
+            m.set_pickup_pending(&job.name, report.pickup.is_some());
         }
     }
 
