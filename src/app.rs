@@ -567,3 +567,74 @@ fn waiting_line(r: &PassReport) -> String {
     };
     escape_control(&line)
 }
+
+/// The longest one pass over a client of `policy` can take: every wait in a pass is
+/// bounded (the lock, requests and their retries, verify), so a batch running longer than
+/// this per round is stuck. Generous on purpose: it only feeds `/healthz`.
+pub fn pass_limit(policy: &Policy) -> chrono::Duration {
+    let verify = policy
+        .clients
+        .iter()
+        .map(|c| c.timing.verify_timeout)
+        .max()
+        .unwrap_or_default();
+    let request =
+        chrono::Duration::from_std(policy.connect.request_timeout).unwrap_or(chrono::Duration::MAX);
+    // The lock wait, about forty requests with their retries, verify, and slack.
+    request
+        .checked_mul(40)
+        .and_then(|r| r.checked_add(&verify))
+        .and_then(|r| r.checked_add(&chrono::Duration::minutes(10)))
+        .unwrap_or(chrono::Duration::MAX)
+}
+
+/// Opens the policy's audit log, if it has one, for `reconciler`.
+pub fn open_audit(policy: &Policy, reconciler: &Reconciler) -> Result<(), String> {
+    if let Some(path) = &policy.daemon.audit_log {
+        let log = crate::audit::AuditLog::open(path, &policy.connect.client_id)
+            .map_err(|e| e.to_string())?;
+        reconciler.set_audit(Arc::new(log));
+    }
+    Ok(())
+}
+
+/// What the daemon runs for `policy`, from its wired pieces.
+pub fn loaded(policy: &Policy, wired: Wired) -> crate::daemon::Loaded {
+    crate::daemon::Loaded {
+        reconciler: wired.reconciler,
+        jobs: wired.jobs,
+        max_concurrency: wired.max_concurrency,
+        pass_limit: pass_limit(policy),
+    }
+}
+
+/// Loads the policy at `path` again for the daemon (SIGHUP, an edit): validated, every
+/// store, notifier and credential source built, the audit log opened — or an error, and
+/// the daemon keeps the policy it has. `listen` is the address the running server took:
+/// a new one takes effect at the next start.
+pub fn reloader(
+    path: std::path::PathBuf,
+    stop: Stop,
+    listen: Option<std::net::SocketAddr>,
+) -> crate::daemon::Reloader {
+    Box::new(move || {
+        let policy = Policy::load(&path).map_err(|e| e.to_string())?;
+        if policy.daemon.listen != listen {
+            tracing::warn!(
+                "daemon.listen changed: the health and metrics server keeps its address until cds-rotator restarts"
+            );
+        }
+        let stores = build_stores(&policy)?;
+        let connect = connect_with(&policy, &stores, &stop).map_err(|e| e.to_string())?;
+        let wired = wire_with_stores(
+            &policy,
+            connect,
+            &stores,
+            &[],
+            Arc::new(SystemClock),
+            stop.clone(),
+        )?;
+        open_audit(&policy, &wired.reconciler)?;
+        Ok(loaded(&policy, wired))
+    })
+}

@@ -367,12 +367,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
     }
     // The processes that write (the daemon, `--run-now`) record every write.
     if (cli.run_now || daemon_mode)
-        && let Some(path) = &policy.daemon.audit_log
+        && let Err(e) = app::open_audit(&policy, &wired.reconciler)
     {
-        match cds_rotator::audit::AuditLog::open(path, &policy.connect.client_id) {
-            Ok(log) => wired.reconciler.set_audit(std::sync::Arc::new(log)),
-            Err(e) => return usage(&e.to_string()),
-        }
+        return usage(&e);
     }
     let options = PassOptions {
         force: cli.force,
@@ -449,7 +446,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
             if let Some(signals) = signals {
                 let stop = stop.clone();
                 tokio::spawn(async move {
-                    signals.next_stop(true).await;
+                    signals.next_stop(None).await;
                     tracing::info!("stopping: finishing the steps in flight");
                     stop.trigger();
                 });
@@ -460,21 +457,44 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
             Ok(app::run_once(&wired, options, &mut out).await)
         }
         _ => {
-            let shutdown = async move {
-                if let Some(signals) = signals {
-                    signals.next_stop(false).await;
-                } else {
-                    std::future::pending::<()>().await;
+            // SIGHUP and an edit of the policy file reload it.
+            let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+            let shutdown = {
+                let reload_tx = reload_tx.clone();
+                async move {
+                    if let Some(signals) = signals {
+                        signals.next_stop(Some(reload_tx)).await;
+                    } else {
+                        std::future::pending::<()>().await;
+                    }
                 }
             };
-            daemon::run(
-                wired.reconciler,
-                wired.jobs,
-                wired.max_concurrency,
-                shutdown,
-            )
-            .await
-            .map_err(anyhow::Error::msg)?;
+            daemon::watch::forward_changes(&cli.config, reload_tx);
+            let health = daemon::server::Health::new();
+            if let Some(addr) = policy.daemon.listen {
+                match daemon::server::serve(addr, std::sync::Arc::clone(&health)).await {
+                    Ok(bound) => {
+                        tracing::info!(listen = %bound, "serving /healthz, /readyz and /metrics")
+                    }
+                    Err(e) => {
+                        return usage(&format!(
+                            "daemon.listen {addr}: cannot listen there ({e}); choose a free port or remove daemon.listen"
+                        ));
+                    }
+                }
+            }
+            let hooks = daemon::Hooks {
+                health: Some(health),
+                reloads: Some(reload_rx),
+                reloader: Some(app::reloader(
+                    cli.config.clone(),
+                    stop.clone(),
+                    policy.daemon.listen,
+                )),
+            };
+            daemon::run(app::loaded(&policy, wired), hooks, shutdown)
+                .await
+                .map_err(anyhow::Error::msg)?;
             Ok(EXIT_OK)
         }
     }
@@ -504,20 +524,20 @@ impl Signals {
         })
     }
 
-    /// Resolves at SIGTERM or SIGINT, and at SIGHUP when `hup_stops`; otherwise SIGHUP
-    /// is logged and ignored (the daemon does not reload its policy yet, and must not
-    /// die of it: `Restart=on-failure` would not bring it back).
-    async fn next_stop(mut self, hup_stops: bool) {
+    /// Resolves at SIGTERM or SIGINT. SIGHUP asks `reload` for a reload (the daemon);
+    /// without one (`--run-now`: its terminal went away) it stops too.
+    async fn next_stop(mut self, reload: Option<tokio::sync::mpsc::UnboundedSender<String>>) {
         loop {
             tokio::select! {
                 _ = self.term.recv() => return,
                 _ = self.int.recv() => return,
-                _ = self.hup.recv() => {
-                    if hup_stops {
-                        return;
+                _ = self.hup.recv() => match &reload {
+                    Some(tx) => {
+                        tracing::info!("SIGHUP: reloading the policy");
+                        let _ = tx.send("SIGHUP".to_owned());
                     }
-                    tracing::warn!("SIGHUP: reloading the policy is not supported yet; restart cds-rotator to apply a changed policy (it keeps running with the policy it started with)");
-                }
+                    None => return,
+                },
             }
         }
     }

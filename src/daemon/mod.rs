@@ -66,88 +66,196 @@ impl Slot {
     }
 }
 
-/// Runs passes until `shutdown` resolves.
+/// What the daemon runs: the reconciler and the jobs of one policy.
+pub struct Loaded {
+    /// Runs passes.
+    pub reconciler: Arc<Reconciler>,
+    /// One job per client, in policy order.
+    pub jobs: Vec<Arc<ClientJob>>,
+    /// How many clients at once.
+    pub max_concurrency: usize,
+    /// The longest one pass can take (its waits are all bounded): how long a batch may
+    /// go on before `/healthz` calls the loop stuck, per pass slot.
+    pub pass_limit: chrono::Duration,
+}
+
+/// A way to load the policy again (SIGHUP, an edit of the file).
+pub type Reloader = Box<dyn FnMut() -> Result<Loaded, String> + Send>;
+
+/// What the daemon reports to and listens to besides its clients.
+#[derive(Default)]
+pub struct Hooks {
+    /// Liveness and readiness for `/healthz` and `/readyz`.
+    pub health: Option<Arc<server::Health>>,
+    /// Asks for a reload; the text says why ("SIGHUP", "the policy file changed").
+    pub reloads: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
+    /// Loads the policy again.
+    pub reloader: Option<Reloader>,
+}
+
+/// The daemon's clients by name, with their watched pickup checks.
+struct Clients {
+    slots: Vec<Slot>,
+    /// Forwarders of watched pickup checks; they stop when replaced.
+    _watchers: AbortOnDrop,
+}
+
+impl Clients {
+    /// Slots for `jobs`, carrying over what the daemon knew about a client that was
+    /// already in `old` (same name and CDS client): its follow-up, its retry and pickup
+    /// state, and its next scheduled time when the schedule did not change.
+    fn new(
+        jobs: Vec<Arc<ClientJob>>,
+        old: Option<&Clients>,
+        wake: &tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<Clients, String> {
+        let now = Utc::now();
+        let mut slots = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let schedule = parse_schedule(&job.timing.schedule)?;
+            let before = old.and_then(|o| o.get(&job.name)).filter(|s| {
+                s.job.client.client_id == job.client.client_id
+                    && s.job.client.tenant_id == job.client.tenant_id
+            });
+            let slot = match before {
+                Some(b) => Slot {
+                    next_fire: if b.job.timing.schedule == job.timing.schedule {
+                        b.next_fire
+                    } else {
+                        next_fire(&schedule, now)
+                    },
+                    follow_up: b.follow_up,
+                    retry_in_window: b.retry_in_window,
+                    pickup_pending: b.pickup_pending,
+                    job,
+                    schedule,
+                },
+                None => Slot {
+                    next_fire: next_fire(&schedule, now),
+                    job,
+                    schedule,
+                    follow_up: None,
+                    retry_in_window: false,
+                    pickup_pending: false,
+                },
+            };
+            slots.push(slot);
+        }
+        // Watched pickup checks send their client's name when what they read changes.
+        let mut watchers = Vec::new();
+        for slot in &slots {
+            if let Some(changed) = slot.job.pickup.watch() {
+                let tx = wake.clone();
+                let name = slot.job.name.clone();
+                watchers.push(tokio::spawn(async move {
+                    loop {
+                        changed.notified().await;
+                        if tx.send(name.clone()).is_err() {
+                            return;
+                        }
+                    }
+                }));
+            }
+        }
+        Ok(Clients {
+            slots,
+            _watchers: AbortOnDrop(watchers),
+        })
+    }
+
+    fn get(&self, name: &str) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.job.name == name)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Slot> {
+        self.slots.iter_mut().find(|s| s.job.name == name)
+    }
+}
+
+/// Runs passes until `shutdown` resolves; reloads the policy when asked to.
 pub async fn run(
-    reconciler: Arc<Reconciler>,
-    jobs: Vec<Arc<ClientJob>>,
-    max_concurrency: usize,
+    loaded: Loaded,
+    mut hooks: Hooks,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let now = Utc::now();
-    let mut slots = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let schedule = parse_schedule(&job.timing.schedule)?;
-        slots.push(Slot {
-            next_fire: next_fire(&schedule, now),
-            job,
-            schedule,
-            follow_up: None,
-            retry_in_window: false,
-            pickup_pending: false,
-        });
-    }
-    // Watched pickup checks send their client's index here when what they read changes.
-    let (wake_tx, mut wake_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
-    let mut watchers = Vec::new();
-    for (i, slot) in slots.iter().enumerate() {
-        if let Some(changed) = slot.job.pickup.watch() {
-            let tx = wake_tx.clone();
-            watchers.push(tokio::spawn(async move {
-                loop {
-                    changed.notified().await;
-                    if tx.send(i).is_err() {
-                        return;
-                    }
-                }
-            }));
-        }
-    }
-    drop(wake_tx);
-    let _watchers = AbortOnDrop(watchers);
-    info!(clients = slots.len(), "daemon started");
+    let Loaded {
+        mut reconciler,
+        jobs,
+        mut max_concurrency,
+        mut pass_limit,
+    } = loaded;
+    let (wake_tx, mut wake_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut clients = Clients::new(jobs, None, &wake_tx)?;
+    info!(clients = clients.slots.len(), "daemon started");
     let systemd = crate::systemd::Notifier::from_env();
     let mut ready = false;
     // No interval, no wakeup: an idle daemon without a watchdog sleeps until its work.
     let mut watchdog = systemd.watchdog_interval().map(tokio::time::interval);
-    // Client index → whether its pass runs in its rotation window. The start pass does
+    // Client name → whether its pass runs in its rotation window. The start pass does
     // not: a due rotation waits for the schedule unless waiting is unsafe.
-    let mut due: BTreeMap<usize, bool> = (0..slots.len()).map(|i| (i, false)).collect();
+    let mut due: BTreeMap<String, bool> = clients
+        .slots
+        .iter()
+        .map(|s| (s.job.name.clone(), false))
+        .collect();
     if due.is_empty() {
         // No first pass to wait for.
-        systemd.ready(&next_status(&slots));
+        systemd.ready(&next_status(&clients.slots));
         ready = true;
+        if let Some(h) = &hooks.health {
+            h.pass_done(Some(reconciler.check_credential().await));
+        }
     }
-    type Batch = Vec<(usize, bool, Option<PassReport>)>;
+    type Batch = Vec<(String, bool, Option<PassReport>)>;
     let mut running: Option<tokio::task::JoinHandle<Batch>> = None;
     // The clients in the running batch.
-    let mut in_batch: Vec<usize> = Vec::new();
+    let mut in_batch: Vec<String> = Vec::new();
+    let mut reloads = hooks.reloads.take();
     tokio::pin!(shutdown);
 
     loop {
         if running.is_none() && !due.is_empty() {
-            let batch: Vec<(usize, bool)> = std::mem::take(&mut due).into_iter().collect();
-            in_batch = batch.iter().map(|&(i, _)| i).collect();
+            let batch: Vec<(String, bool)> = std::mem::take(&mut due)
+                .into_iter()
+                .filter(|(name, _)| clients.get(name).is_some())
+                .collect();
+            in_batch = batch.iter().map(|(n, _)| n.clone()).collect();
             let jobs = batch
                 .iter()
-                .map(|&(i, in_window)| {
+                .filter_map(|(name, in_window)| {
                     let options = PassOptions {
-                        in_window,
+                        in_window: *in_window,
                         ..PassOptions::default()
                     };
-                    (Arc::clone(&slots[i].job), options)
+                    Some((Arc::clone(&clients.get(name)?.job), options))
                 })
                 .collect();
+            if let Some(h) = &hooks.health {
+                let rounds = batch.len().div_ceil(max_concurrency.max(1));
+                let rounds = i32::try_from(rounds).unwrap_or(i32::MAX);
+                h.busy(
+                    pass_limit
+                        .checked_mul(rounds)
+                        .unwrap_or(chrono::Duration::MAX),
+                );
+            }
             let reconciler = Arc::clone(&reconciler);
+            let concurrency = max_concurrency;
             running = Some(tokio::spawn(async move {
-                let reports = reconciler.run_each(jobs, max_concurrency).await;
+                let reports = reconciler.run_each(jobs, concurrency).await;
                 batch
                     .into_iter()
                     .zip(reports)
-                    .map(|((i, w), r)| (i, w, r))
+                    .map(|((n, w), r)| (n, w, r))
                     .collect()
             }));
         }
-        let wake = slots.iter().filter_map(Slot::due_at).min();
+        let wake = clients.slots.iter().filter_map(Slot::due_at).min();
+        if running.is_none()
+            && let Some(h) = &hooks.health
+        {
+            h.sleeping_until(wake);
+        }
         let sleep = async {
             match wake {
                 Some(at) => {
@@ -171,6 +279,12 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let reload_asked = async {
+            match reloads.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = watchdog_tick => systemd.watchdog(),
             () = &mut shutdown => {
@@ -185,12 +299,50 @@ pub async fn run(
                 info!("stopped");
                 return Ok(());
             }
-            Some(i) = wake_rx.recv() => {
+            Some(why) = reload_asked => {
+                let Some(reloader) = hooks.reloader.as_mut() else {
+                    warn!(reason = %why, "reloading is not set up; keeping the policy");
+                    continue;
+                };
+                match reloader().and_then(|l| Ok((Clients::new(l.jobs.clone(), Some(&clients), &wake_tx)?, l))) {
+                    Ok((new, l)) => {
+                        let (added, removed) = diff(&clients, &new);
+                        for name in &added {
+                            due.entry(name.clone()).or_insert(false);
+                        }
+                        for name in &removed {
+                            due.remove(name);
+                        }
+                        crate::metrics::get().forget_clients(&removed);
+                        crate::metrics::get().policy_reloaded(true);
+                        if let Some(h) = &hooks.health {
+                            h.reload(None);
+                        }
+                        info!(reason = %why, clients = new.slots.len(), added = ?added, removed = ?removed, "policy reloaded");
+                        clients = new;
+                        reconciler = l.reconciler;
+                        max_concurrency = l.max_concurrency;
+                        pass_limit = l.pass_limit;
+                        if ready {
+                            systemd.status(&next_status(&clients.slots));
+                        }
+                    }
+                    Err(e) => {
+                        crate::metrics::get().policy_reloaded(false);
+                        if let Some(h) = &hooks.health {
+                            h.reload(Some(e.clone()));
+                        }
+                        error!(reason = %why, error = %e, "the changed policy was refused; the previous policy keeps running");
+                    }
+                }
+            }
+            Some(name) = wake_rx.recv() => {
                 // Only while its old secrets wait for pickup (or its pass is running and
                 // may leave them waiting): a write at any other time changes nothing.
-                if slots[i].pickup_pending || in_batch.contains(&i) {
-                    info!(client = %slots[i].job.name, step = "retire", "the pickup check saw a change; checking now");
-                    due.entry(i).or_insert(false);
+                let pending = clients.get(&name).is_some_and(|s| s.pickup_pending);
+                if pending || in_batch.contains(&name) {
+                    info!(client = %name, step = "retire", "the pickup check saw a change; checking now");
+                    due.entry(name).or_insert(false);
                 }
             }
             result = finished => {
@@ -198,11 +350,22 @@ pub async fn run(
                 in_batch.clear();
                 match result {
                     Ok(reports) => {
-                        for (i, in_window, report) in reports {
-                            let slot = &mut slots[i];
+                        let mut token = None;
+                        for (name, in_window, report) in reports {
+                            if let Some(r) = &report {
+                                log_report(r);
+                                match token_works(r) {
+                                    Some(true) => token = Some(true),
+                                    Some(false) if token.is_none() => token = Some(false),
+                                    _ => {}
+                                }
+                            }
+                            // A client the policy no longer has: its pass is done.
+                            let Some(slot) = clients.get_mut(&name) else {
+                                continue;
+                            };
                             match report {
                                 Some(report) => {
-                                    log_report(&report);
                                     slot.follow_up = report.next_check;
                                     slot.retry_in_window = in_window && report.error.is_some();
                                     slot.pickup_pending = report.pickup.is_some();
@@ -215,10 +378,13 @@ pub async fn run(
                                 }
                             }
                         }
+                        if let Some(h) = &hooks.health {
+                            h.pass_done(token);
+                        }
                     }
                     Err(e) => error!(error = %e, "a batch of passes ended abnormally"),
                 }
-                let status = next_status(&slots);
+                let status = next_status(&clients.slots);
                 if ready {
                     systemd.status(&status);
                 } else {
@@ -228,19 +394,58 @@ pub async fn run(
             }
             () = sleep => {
                 let now = Utc::now();
-                for (i, slot) in slots.iter_mut().enumerate() {
+                for slot in &mut clients.slots {
+                    let name = &slot.job.name;
                     if slot.next_fire.is_some_and(|t| t <= now) {
                         slot.next_fire = next_fire(&slot.schedule, now);
-                        due.insert(i, true);
+                        due.insert(name.clone(), true);
                     }
                     if slot.follow_up.is_some_and(|t| t <= now) {
                         slot.follow_up = None;
-                        *due.entry(i).or_insert(false) |= slot.retry_in_window;
+                        *due.entry(name.clone()).or_insert(false) |= slot.retry_in_window;
                     }
                 }
             }
         }
     }
+}
+
+/// The clients `new` adds and the ones it drops, by name.
+fn diff(old: &Clients, new: &Clients) -> (Vec<String>, Vec<String>) {
+    let same = |a: &Slot, b: &Slot| {
+        a.job.name == b.job.name && a.job.client.client_id == b.job.client.client_id
+    };
+    let added = new
+        .slots
+        .iter()
+        .filter(|n| !old.slots.iter().any(|o| same(o, n)))
+        .map(|n| n.job.name.clone())
+        .collect();
+    let removed = old
+        .slots
+        .iter()
+        .filter(|o| !new.slots.iter().any(|n| n.job.name == o.job.name))
+        .map(|o| o.job.name.clone())
+        .collect();
+    (added, removed)
+}
+
+/// What a pass says about the rotator's own token: it worked (CDS was observed), it was
+/// refused, or the pass does not tell.
+fn token_works(report: &PassReport) -> Option<bool> {
+    if report.plan.is_some() {
+        return Some(true);
+    }
+    let e = report.error.as_ref()?;
+    matches!(
+        e.source,
+        crate::rotation::StepError::Connect(
+            crate::connect::ConnectError::OwnCredentialRefused { .. }
+                | crate::connect::ConnectError::Credential(_)
+                | crate::connect::ConnectError::TokenEndpointNotFound { .. }
+        )
+    )
+    .then_some(false)
 }
 
 /// `next: client NAME at TIME`, the earliest due client (for `systemctl status`).

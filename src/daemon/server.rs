@@ -1,7 +1,8 @@
 //! `/healthz`, `/readyz` and `/metrics` over HTTP (`daemon.listen`).
 //!
 //! `/healthz` is liveness: 200 while the scheduler loop is alive — it woke when it meant
-//! to, and a batch of passes in flight keeps finishing passes — else 503. `/readyz` is
+//! to (within a minute), and a batch of passes in flight is within the time its bounded
+//! waits allow — else 503. `/readyz` is
 //! readiness: 200 once the first pass is done and the CDS token works, with a JSON body
 //! that also says whether the last policy reload was refused. `/metrics` is the
 //! process's [`crate::metrics`] registry. No handler reveals a secret value, a token or a
@@ -20,24 +21,18 @@ use axum::routing::get;
 use chrono::Utc;
 use serde::Serialize;
 
-/// How late the loop may be to wake before it counts as stuck, and how long a batch of
-/// passes may go without finishing a single pass.
-#[derive(Clone, Copy, Debug)]
-pub struct Liveness {
-    /// Slack past a planned wake-up.
-    pub wake_slack: chrono::Duration,
-    /// The longest one pass can take (all of its waits are bounded).
-    pub pass_limit: chrono::Duration,
-}
+/// How late the loop may be to wake before it counts as stuck.
+const WAKE_SLACK_MS: i64 = 60_000;
 
 /// What the loop reports about itself, read by the handlers.
 #[derive(Debug)]
 pub struct Health {
-    liveness: Liveness,
     /// When the loop means to wake next (ms since the epoch; `i64::MAX`: not planned).
     next_wake_ms: AtomicI64,
-    /// When the running batch started, or when it last finished a pass (ms); 0 idle.
+    /// When the running batch started (ms since the epoch); 0 while idle.
     busy_since_ms: AtomicI64,
+    /// How long the running batch may take (ms).
+    busy_limit_ms: AtomicI64,
     first_pass_done: AtomicBool,
     /// 0 unknown, 1 works, 2 refused.
     token: AtomicU8,
@@ -49,11 +44,11 @@ pub struct Health {
 
 impl Health {
     /// A loop that has not run yet.
-    pub fn new(liveness: Liveness) -> Arc<Health> {
+    pub fn new() -> Arc<Health> {
         Arc::new(Health {
-            liveness,
             next_wake_ms: AtomicI64::new(i64::MAX),
-            busy_since_ms: AtomicI64::new(now_ms()),
+            busy_since_ms: AtomicI64::new(0),
+            busy_limit_ms: AtomicI64::new(i64::MAX),
             first_pass_done: AtomicBool::new(false),
             token: AtomicU8::new(0),
             reload_refused: Mutex::new(None),
@@ -70,8 +65,11 @@ impl Health {
         self.busy_since_ms.store(0, Ordering::Relaxed);
     }
 
-    /// A batch of passes started, or one of its passes finished.
-    pub fn progress(&self) {
+    /// A batch of passes started that may take up to `limit` (every wait of a pass is
+    /// bounded, so a batch past its limit is stuck).
+    pub fn busy(&self, limit: chrono::Duration) {
+        self.busy_limit_ms
+            .store(limit.num_milliseconds(), Ordering::Relaxed);
         self.busy_since_ms.store(now_ms(), Ordering::Relaxed);
         self.next_wake_ms.store(i64::MAX, Ordering::Relaxed);
     }
@@ -106,10 +104,10 @@ impl Health {
         let now = now_ms();
         let busy = self.busy_since_ms.load(Ordering::Relaxed);
         if busy != 0 {
-            return now - busy <= self.liveness.pass_limit.num_milliseconds();
+            return now.saturating_sub(busy) <= self.busy_limit_ms.load(Ordering::Relaxed);
         }
         let wake = self.next_wake_ms.load(Ordering::Relaxed);
-        wake == i64::MAX || now - wake <= self.liveness.wake_slack.num_milliseconds()
+        wake == i64::MAX || now.saturating_sub(wake) <= WAKE_SLACK_MS
     }
 
     fn readiness(&self) -> Readiness {
@@ -207,10 +205,7 @@ mod tests {
     use super::*;
 
     fn health() -> Arc<Health> {
-        Health::new(Liveness {
-            wake_slack: chrono::Duration::seconds(60),
-            pass_limit: chrono::Duration::minutes(10),
-        })
+        Health::new()
     }
 
     #[test]
@@ -221,11 +216,11 @@ mod tests {
         assert!(h.alive(), "asleep until later");
         h.sleeping_until(Some(Utc::now() - chrono::Duration::minutes(2)));
         assert!(!h.alive(), "should have woken two minutes ago");
-        h.progress();
-        assert!(h.alive(), "busy, progressing");
+        h.busy(chrono::Duration::minutes(10));
+        assert!(h.alive(), "busy, within its limit");
         h.busy_since_ms
             .store(now_ms() - 11 * 60 * 1000, Ordering::Relaxed);
-        assert!(!h.alive(), "no pass finished for 11 minutes");
+        assert!(!h.alive(), "a batch past its limit");
     }
 
     #[test]

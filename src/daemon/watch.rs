@@ -61,6 +61,33 @@ impl PolicyWatch {
     }
 }
 
+/// How long a burst of events is let settle before one reload.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Sends a reload request down `reloads` whenever the policy at `path` changes, for the
+/// life of the process. When the file's directory cannot be watched, says so: SIGHUP
+/// still reloads.
+pub fn forward_changes(path: &Path, reloads: tokio::sync::mpsc::UnboundedSender<String>) {
+    let watch = match PolicyWatch::start(path) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(policy = %path.display(), error = %e, "cannot watch the policy file; send SIGHUP to reload it after a change");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            watch.changed().await;
+            tokio::time::sleep(SETTLE).await;
+            // Events during the settling belong to the same change.
+            let _ = tokio::time::timeout(std::time::Duration::ZERO, watch.changed()).await;
+            if reloads.send("the policy file changed".to_owned()).is_err() {
+                return;
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -452,6 +452,11 @@ impl Reconciler {
         }
     }
 
+    /// Whether the rotator's own credential gets a token now.
+    pub async fn check_credential(&self) -> bool {
+        self.connect.check_credential().await.is_ok()
+    }
+
     /// The time on the reconciler's clock.
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
