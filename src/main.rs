@@ -91,6 +91,10 @@ enum Command {
     },
     /// Check the policy and exit (0 valid, 2 invalid). Offline: reads only the policy.
     Validate,
+    /// Ask the running daemon's `/healthz` (at `daemon.listen` in the policy): exit 0
+    /// when its scheduler loop is alive, 1 when not or unreachable, 2 without
+    /// `daemon.listen`. For container health checks (the image has no HTTP client).
+    Health,
     /// Preflight: everything a pass needs except writing to CDS (the credential, a
     /// token, every client under its kind, every store writable, every lock usable).
     /// One line per finding; exits 0 when nothing failed, else 1.
@@ -319,6 +323,23 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
             policy.notifiers.len()
         );
         return Ok(EXIT_OK);
+    }
+    if let Some(Command::Health) = cli.command {
+        let Some(listen) = policy.daemon.listen else {
+            return usage(
+                "health asks the daemon's /healthz, but the policy sets no daemon.listen",
+            );
+        };
+        return Ok(match daemon::server::probe(listen).await {
+            Ok(()) => {
+                println!("alive");
+                EXIT_OK
+            }
+            Err(why) => {
+                println!("not alive: {why}");
+                EXIT_CLIENT_FAILED
+            }
+        });
     }
     // Handlers go in before any work, so that a signal at any moment is handled (the
     // default action would kill the process between a create and its publish).

@@ -97,6 +97,8 @@ async fn health_readiness_and_metrics_describe_the_daemon_and_hold_no_secret() {
     assert_eq!(ready["token"], "ok");
     assert_eq!(ready["policy_reload_refused"], serde_json::Value::Null);
     assert_eq!(get(port, "/healthz").await.0, 200);
+    let out = env.cli(&["health"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
     let (status, metrics) = get(port, "/metrics").await;
     assert_eq!(status, 200);
@@ -153,6 +155,8 @@ async fn health_readiness_and_metrics_describe_the_daemon_and_hold_no_secret() {
         .expect("stops within 10 s")
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let down = env.cli(&["health"], &[]).await;
+    assert_eq!(down.status.code(), Some(1), "{}", text(&down));
     let mut values = vec![ADMIN_SECRET.to_owned(), APP_SEEDED_SECRET.to_owned()];
     values.extend(env.value("app"));
     values.extend(env.value("web"));

@@ -200,6 +200,32 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<Soc
     Ok(bound)
 }
 
+/// Asks the `/healthz` of a daemon listening on `listen` (an unspecified address such as
+/// `0.0.0.0` is asked on loopback): `Ok` when it answers 200 within 5 s.
+pub async fn probe(listen: SocketAddr) -> Result<(), String> {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .tls_built_in_root_certs(false)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let answer = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .map_err(|e| format!("no answer from http://{addr}/healthz ({e})"))?;
+    match answer.status().as_u16() {
+        200 => Ok(()),
+        s => Err(format!("http://{addr}/healthz answered HTTP {s}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
