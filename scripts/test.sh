@@ -8,7 +8,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/tmp}/.cache/cds-rotator/ta
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 # The store tests need real servers (moto, OpenBao), the manifest check its validator:
-# installed once into a cached venv.
+# installed once into a cached venv (and, from Debian, systemd-analyze and promtool).
 CDS_ROTATOR_TEST_BIN="$(bash scripts/test-deps.sh)"
 export CDS_ROTATOR_TEST_BIN
 
@@ -22,6 +22,8 @@ cargo build --locked --quiet
 bash scripts/check-units.sh "$CARGO_TARGET_DIR/debug/cds-rotator"
 echo "== Kubernetes manifests"
 bash scripts/check-manifests.sh "$CDS_ROTATOR_TEST_BIN"
+echo "== Prometheus alert rules"
+bash scripts/check-alerts.sh
 echo "== cargo test"
 # Unit and integration tests (the crate has no doc tests). The last line sums them up.
 log="$(mktemp)"; trap 'rm -f "$log"' EXIT

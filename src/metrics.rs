@@ -331,4 +331,73 @@ mod tests {
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
+
+    #[derive(serde::Deserialize)]
+    struct RuleFile {
+        groups: Vec<RuleGroup>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct RuleGroup {
+        rules: Vec<Rule>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Rule {
+        alert: String,
+        expr: String,
+    }
+
+    /// The names of the series in `text` (Prometheus text format).
+    fn series_names(text: &str) -> std::collections::BTreeSet<&str> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect()
+    }
+
+    #[test]
+    fn every_metric_the_alert_rules_name_is_exported() {
+        // A fresh registry with one series in every family, so each name appears.
+        let m = Metrics::new();
+        m.set_expiration("a", 1);
+        m.set_last_success("a", 1);
+        m.count_rotation("a", false);
+        m.observe_step("verify", Duration::from_millis(1));
+        m.set_secrets("a", 1, 0);
+        m.set_pickup_pending("a", true);
+        m.count_cds_request("GET", Some(200));
+        m.count_notification("hook", false);
+        m.policy_reloaded(false);
+        m.count_audit_failure();
+        m.set_leader("pod", true);
+        let text = m.encode();
+        let exported = series_names(&text);
+
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/alerts.yaml");
+        let yaml = std::fs::read_to_string(path).unwrap();
+        let rules: RuleFile = serde_saphyr::from_str(&yaml).unwrap();
+        let mut checked = 0;
+        for rule in rules.groups.iter().flat_map(|g| &g.rules) {
+            let names: Vec<&str> = rule
+                .expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("cds_rotator_"))
+                .collect();
+            assert!(
+                !names.is_empty(),
+                "{}: names no cds_rotator metric",
+                rule.alert
+            );
+            for name in names {
+                assert!(
+                    exported.contains(name),
+                    "{}: `{name}` is not exported; exported: {exported:?}",
+                    rule.alert
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 7, "only {checked} metric names in {path}");
+    }
 }

@@ -384,6 +384,7 @@ pub async fn run(
                     }
                     Err(e) => error!(error = %e, "a batch of passes ended abnormally"),
                 }
+                crate::memory::release_freed();
                 let status = next_status(&clients.slots);
                 if ready {
                     systemd.status(&status);
