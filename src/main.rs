@@ -514,7 +514,10 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                     policy.daemon.listen,
                 )),
             };
-            daemon::run(app::loaded(&policy, wired), hooks, shutdown)
+            let loaded = app::loaded(&policy, wired);
+            // The jobs hold what they need: the parsed document is not kept at rest.
+            drop(policy);
+            daemon::run(loaded, hooks, shutdown)
                 .await
                 .map_err(anyhow::Error::msg)?;
             Ok(EXIT_OK)
