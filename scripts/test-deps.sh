@@ -2,7 +2,8 @@
 # Installs what the tests run against into a venv outside the clone (reused by later
 # runs on the same machine): moto (AWS Secrets Manager, KMS) and OpenBao (Vault KV v2);
 # and, from Debian, systemd-analyze for the unit checks (package systemd; systemd need
-# not be running). Prints the venv's bin directory. Re-installs when the requirements
+# not be running) and etcd for the coordination tests (package etcd-server; the tests
+# start their own on free loopback ports, the system service is not used). Prints the venv's bin directory. Re-installs when the requirements
 # change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,17 @@ if ! command -v systemd-analyze >/dev/null; then
     apt-get install -y -qq --no-install-recommends systemd >&2
   else
     echo "test-deps: systemd-analyze is missing: install Debian's systemd package (apt-get install systemd)" >&2
+    exit 1
+  fi
+fi
+if ! command -v etcd >/dev/null; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "== installing etcd (Debian package etcd-server)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq --no-install-recommends etcd-server >&2
+  else
+    echo "test-deps: etcd is missing: install Debian's etcd-server package (apt-get install etcd-server)" >&2
     exit 1
   fi
 fi

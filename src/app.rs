@@ -605,6 +605,7 @@ pub fn loaded(policy: &Policy, wired: Wired) -> crate::daemon::Loaded {
         jobs: wired.jobs,
         max_concurrency: wired.max_concurrency,
         pass_limit: pass_limit(policy),
+        longest_request: policy.connect.request_timeout,
     }
 }
 

@@ -850,6 +850,11 @@ fn the_shape_table_knows_exactly_the_keys_serde_takes() {
     assert_eq!(serde_keys::<RawPolicy>(probe), table(&[TOP]));
     assert_eq!(serde_keys::<RawConnect>(probe), table(&[CONNECT]));
     assert_eq!(serde_keys::<RawDaemon>(probe), table(&[DAEMON]));
+    assert_eq!(serde_keys::<RawCoordination>(probe), table(&[COORDINATION]));
+    assert_eq!(
+        serde_keys::<RawCoordinationTls>(probe),
+        table(&[COORDINATION_TLS])
+    );
     assert_eq!(serde_keys::<RawCredentials>(probe), table(&[CREDENTIALS]));
     assert_eq!(serde_keys::<RawTiming>(probe), table(&[TIMING]));
     assert_eq!(serde_keys::<RawClient>(probe), table(&[CLIENT, TIMING]));
