@@ -234,7 +234,7 @@ pub enum ValueSource {
     File(PathBuf),
 }
 
-/// The lease_ttl when the policy sets none.
+/// The shortest lease_ttl when the policy sets none (at least 3 × request_timeout).
 const DEFAULT_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// One problem in a policy, with where it is.
@@ -911,7 +911,10 @@ impl Validator {
         }
         let key_prefix = prefix.trim_end_matches('/').to_owned();
         let lease_ttl = match self.duration(&c.lease_ttl, "coordination.lease_ttl")? {
-            None => DEFAULT_LEASE_TTL,
+            // Long enough for a whole request after each renewal (see below).
+            None => connect.map_or(DEFAULT_LEASE_TTL, |conn| {
+                DEFAULT_LEASE_TTL.max(conn.request_timeout * 3)
+            }),
             Some(d) => d.to_std().unwrap_or_default(),
         };
         let at = c
@@ -932,7 +935,7 @@ impl Validator {
             self.problem(
                 at,
                 format!(
-                    "coordination.lease_ttl ({}) must be at least 3 × connect.request_timeout ({}s), so that the leader always has a whole request's time of lease left; raise lease_ttl or lower request_timeout",
+                    "coordination.lease_ttl ({}) must be at least 3 × connect.request_timeout ({}s), so that the leader always has a whole request's time of lease left; raise lease_ttl or lower request_timeout (e.g. 5s for a 15s lease)",
                     crate::policy::duration::format(
                         Duration::from_std(lease_ttl).unwrap_or_default()
                     ),
