@@ -426,3 +426,55 @@ async fn without_etcd_the_leader_steps_down_and_writes_nothing_until_it_returns(
     let out = a.child.wait_with_output().await.unwrap();
     let _ = text(&out);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_waits_for_the_lease_and_acts_once_the_daemon_gives_it_back() {
+    let etcd = Etcd::start().await;
+    let env = Env::start().await;
+    let (policy_a, port_a) = write_policy(&env, &etcd, "a", "5s", "0s");
+    let (policy_b, _) = write_policy(&env, &etcd, "b", "5s", "0s");
+    let a = start(&policy_a);
+    eventually(
+        "a leader with a finished pass",
+        Duration::from_secs(30),
+        async || leads_after_a_pass(port_a).await,
+    )
+    .await;
+    let mark = env.emulator.requests().len();
+    let mut one_shot = Command::new(env!("CARGO_BIN_EXE_cds-rotator"))
+        .arg("--config")
+        .arg(&policy_b)
+        .args(["--run-now", "--force"])
+        .env_remove("CDS_ROTATOR_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // While the daemon leads, the one-shot waits and writes nothing.
+    tokio::time::sleep(Duration::from_secs(2 * TTL_SECS)).await;
+    assert!(
+        one_shot.try_wait().unwrap().is_none(),
+        "--run-now did not wait"
+    );
+    assert_eq!(
+        writes_since(&env, mark),
+        vec![],
+        "--run-now raced the daemon"
+    );
+
+    // The daemon stops and gives the lease back: the one-shot takes it and rotates.
+    signal(a.pid, "TERM");
+    let out = tokio::time::timeout(Duration::from_secs(60), one_shot.wait_with_output())
+        .await
+        .expect("--run-now ends")
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let writes = writes_since(&env, mark);
+    assert_eq!(creates_for(&writes, common::APP), 1, "{writes:?}");
+    assert_eq!(creates_for(&writes, common::HYBRID), 1, "{writes:?}");
+    let mut a = a;
+    let _ = a.child.wait().await;
+}
