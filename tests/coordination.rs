@@ -478,3 +478,66 @@ async fn run_now_waits_for_the_lease_and_acts_once_the_daemon_gives_it_back() {
     let mut a = a;
     let _ = a.child.wait().await;
 }
+
+/// A fence that allows the first `n` writes and refuses the rest.
+struct AllowFirst(std::sync::atomic::AtomicUsize);
+
+impl cds_rotator::coordination::Fence for AllowFirst {
+    fn can_write(&self, _longest_request: Duration) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.0
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+fn fenced(env: &Env, allowed: usize) -> cds_rotator::app::Wired {
+    env.write_policy("", "");
+    let wired = env.wired(&["app"]);
+    wired.reconciler.set_fence(
+        std::sync::Arc::new(AllowFirst(allowed.into())),
+        Duration::from_secs(1),
+    );
+    wired
+}
+
+#[tokio::test]
+async fn a_pass_without_the_lease_writes_nothing() {
+    let env = Env::start().await;
+    let wired = fenced(&env, 0);
+    let report = common::pass_of(&wired, false).await.remove(0);
+    let error = report.error.expect("the pass fails").to_string();
+    assert!(error.contains("lost the coordination lease"), "{error}");
+    assert_eq!(writes_since(&env, 0), vec![]);
+    assert!(env.record("app").is_none());
+}
+
+#[tokio::test]
+async fn a_lease_lost_after_the_create_deletes_the_new_secret_and_publishes_nothing() {
+    let env = Env::start().await;
+    // The create may go out; the publish after it may not.
+    let wired = fenced(&env, 1);
+    let report = common::pass_of(&wired, false).await.remove(0);
+    let error = report.error.expect("the pass fails");
+    assert_eq!(error.step.to_string(), "publish");
+    assert!(
+        error
+            .source
+            .to_string()
+            .starts_with("lost the coordination lease before publishing: the new secret"),
+        "{error}"
+    );
+    let writes = writes_since(&env, 0);
+    assert_eq!(creates_for(&writes, common::APP), 1, "{writes:?}");
+    assert_eq!(
+        writes.iter().filter(|(m, _)| m == "DELETE").count(),
+        1,
+        "the new secret is deleted again: {writes:?}"
+    );
+    assert!(env.record("app").is_none(), "nothing was published");
+    assert_eq!(
+        env.ids(common::APP).len(),
+        1,
+        "only the hand-made secret is left"
+    );
+}
