@@ -539,6 +539,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                     cli.config.clone(),
                     stop.clone(),
                     policy.daemon.listen,
+                    policy.coordination.clone(),
                 )),
             };
             daemon::run(app::loaded(&policy, wired), hooks, shutdown)

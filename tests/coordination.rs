@@ -541,3 +541,33 @@ async fn a_lease_lost_after_the_create_deletes_the_new_secret_and_publishes_noth
         "only the hand-made secret is left"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_the_coordination_section_is_refused() {
+    let etcd = Etcd::start().await;
+    let env = Env::start().await;
+    let (policy_a, port_a) = write_policy(&env, &etcd, "a", "5s", "0s");
+    let mut a = start(&policy_a);
+    eventually(
+        "a leader with a finished pass",
+        Duration::from_secs(30),
+        async || leads_after_a_pass(port_a).await,
+    )
+    .await;
+    let changed = std::fs::read_to_string(&policy_a)
+        .unwrap()
+        .replace("/cds-rotator/test", "/cds-rotator/other");
+    std::fs::write(&policy_a, changed).unwrap();
+    signal(a.pid, "HUP");
+    eventually("the reload refused", Duration::from_secs(30), async || {
+        readyz(port_a).await.is_some_and(|r| {
+            r["policy_reload_refused"]
+                .as_str()
+                .is_some_and(|e| e.contains("the coordination section changed"))
+        })
+    })
+    .await;
+    assert_eq!(role(port_a).await.as_deref(), Some("leader"));
+    signal(a.pid, "TERM");
+    let _ = a.child.wait().await;
+}
