@@ -6,6 +6,7 @@
 //! them apart. What was written is read from the emulator's request log.
 
 mod common;
+mod kube;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -106,6 +107,31 @@ impl Etcd {
     }
 }
 
+/// A service the daemons elect their leader on.
+trait Coordinator {
+    /// The body of the policy's `coordination:` section, indented.
+    fn section(&self) -> String;
+}
+
+impl Coordinator for Etcd {
+    fn section(&self) -> String {
+        format!(
+            "  type: etcd\n  endpoints: [{}]\n  key_prefix: /cds-rotator/test\n  lease_ttl: {TTL_SECS}s\n",
+            self.url()
+        )
+    }
+}
+
+impl Coordinator for kube::FakeLeases {
+    fn section(&self) -> String {
+        format!(
+            "  type: kubernetes_lease\n  namespace: cds-rotator\n  name: cds-rotator\n  api_url: {}\n  token_file: {}\n  lease_duration: {TTL_SECS}s\n",
+            self.url,
+            self.token_file.path().display()
+        )
+    }
+}
+
 /// A daemon of its own "host": a policy with its own lock directory and listen port,
 /// sharing the emulator, the store and etcd.
 struct Daemon {
@@ -117,7 +143,7 @@ struct Daemon {
 /// new secret's verify step, `grace` for superseded secrets.
 fn write_policy(
     env: &Env,
-    etcd: &Etcd,
+    coordinator: &dyn Coordinator,
     name: &str,
     verify_timeout: &str,
     grace: &str,
@@ -140,8 +166,8 @@ fn write_policy(
             ),
         );
     policy.push_str(&format!(
-        "daemon:\n  listen: 127.0.0.1:{port}\ncoordination:\n  type: etcd\n  endpoints: [{}]\n  key_prefix: /cds-rotator/test\n  lease_ttl: {TTL_SECS}s\n",
-        etcd.url()
+        "daemon:\n  listen: 127.0.0.1:{port}\ncoordination:\n{}",
+        coordinator.section()
     ));
     let path = env.dir.path().join(format!("policy-{name}.yaml"));
     std::fs::write(&path, policy).unwrap();
@@ -239,10 +265,18 @@ async fn metric(port: u16, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_one_acts_and_the_standby_takes_over_when_the_leader_is_killed() {
-    let etcd = Etcd::start().await;
+    one_acts_and_the_standby_takes_over(&Etcd::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_kubernetes_lease_one_acts_and_the_standby_takes_over_when_the_leader_is_killed() {
+    one_acts_and_the_standby_takes_over(&kube::FakeLeases::start().await).await;
+}
+
+async fn one_acts_and_the_standby_takes_over(etcd: &dyn Coordinator) {
     let env = Env::start().await;
-    let (policy_a, port_a) = write_policy(&env, &etcd, "a", "5s", "0s");
-    let (policy_b, port_b) = write_policy(&env, &etcd, "b", "5s", "0s");
+    let (policy_a, port_a) = write_policy(&env, etcd, "a", "5s", "0s");
+    let (policy_b, port_b) = write_policy(&env, etcd, "b", "5s", "0s");
     let mut a = start(&policy_a);
     let mut b = start(&policy_b);
     let limit = Duration::from_secs(30);
@@ -307,14 +341,22 @@ async fn two_daemons_one_acts_and_the_standby_takes_over_when_the_leader_is_kill
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_paused_past_its_lease_writes_nothing_when_it_resumes() {
-    let etcd = Etcd::start().await;
+    a_paused_leader_writes_nothing(&Etcd::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_kubernetes_lease_writes_nothing_when_it_resumes() {
+    a_paused_leader_writes_nothing(&kube::FakeLeases::start().await).await;
+}
+
+async fn a_paused_leader_writes_nothing(etcd: &dyn Coordinator) {
     let env = Env::start().await;
     // New secrets take 4s to get tokens: the leader's pass sits in verify. A grace of
     // an hour keeps the next leader from retiring the old leader's unpublished secrets.
     env.emulator
         .set_token_propagation_delay(Duration::from_secs(4));
-    let (policy_a, port_a) = write_policy(&env, &etcd, "a", "60s", "1h");
-    let (policy_b, port_b) = write_policy(&env, &etcd, "b", "60s", "1h");
+    let (policy_a, port_a) = write_policy(&env, etcd, "a", "60s", "1h");
+    let (policy_b, port_b) = write_policy(&env, etcd, "b", "60s", "1h");
     let mut a = start(&policy_a);
     let limit = Duration::from_secs(30);
     eventually("the leader creating both secrets", limit, async || {

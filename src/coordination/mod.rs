@@ -13,6 +13,7 @@
 //! when passes start (that is `daemon`).
 
 pub mod etcd;
+pub mod kubernetes;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -142,8 +143,14 @@ impl Fence for LeaseState {
 pub struct Leadership {
     state: Arc<LeaseState>,
     changes: watch::Receiver<bool>,
-    elector: Arc<etcd::Elector>,
+    elector: Elector,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// The service that holds the lease.
+enum Elector {
+    Etcd(Arc<etcd::Elector>),
+    Kubernetes(Arc<kubernetes::Elector>),
 }
 
 impl Leadership {
@@ -153,9 +160,19 @@ impl Leadership {
         identity: String,
     ) -> Result<Leadership, CoordinationError> {
         let state = LeaseState::new(identity.clone(), spec.lease_ttl);
-        let elector = Arc::new(etcd::Elector::new(spec, identity)?);
         let changes = state.role.subscribe();
-        let task = tokio::spawn(Arc::clone(&elector).run(Arc::clone(&state)));
+        let (elector, task) = match spec.kind {
+            crate::policy::CoordinationKind::Etcd => {
+                let e = Arc::new(etcd::Elector::new(spec, identity)?);
+                let task = tokio::spawn(Arc::clone(&e).run(Arc::clone(&state)));
+                (Elector::Etcd(e), task)
+            }
+            crate::policy::CoordinationKind::KubernetesLease { .. } => {
+                let e = Arc::new(kubernetes::Elector::new(spec, identity)?);
+                let task = tokio::spawn(Arc::clone(&e).run(Arc::clone(&state)));
+                (Elector::Kubernetes(e), task)
+            }
+        };
         Ok(Leadership {
             state,
             changes,
@@ -206,7 +223,10 @@ impl Leadership {
         let _ = self.task.await;
         let held = self.state.is_leader();
         self.state.lose("released on stop");
-        self.elector.revoke().await;
+        match &self.elector {
+            Elector::Etcd(e) => e.revoke().await,
+            Elector::Kubernetes(e) => e.revoke().await,
+        }
         if held {
             info!(identity = %self.state.identity, "released the coordination lease");
         }

@@ -206,9 +206,11 @@ pub struct DaemonSettings {
     pub audit_log: Option<PathBuf>,
 }
 
-/// The `coordination:` section (`type: etcd`).
+/// The `coordination:` section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CoordinationSpec {
+    /// etcd, or a Kubernetes Lease.
+    pub kind: CoordinationKind,
     /// etcd URLs without a trailing `/` (https, or http to loopback only).
     pub endpoints: Vec<String>,
     /// The prefix of the leader key (`<key_prefix>/leader`), without a trailing `/`.
@@ -223,6 +225,24 @@ pub struct CoordinationSpec {
     pub ca_file: Option<PathBuf>,
     /// A client certificate and its key (PEM), for etcd's client certificate auth.
     pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// Which service holds the lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoordinationKind {
+    /// etcd (`endpoints`, `key_prefix`).
+    Etcd,
+    /// A `coordination.k8s.io/v1` Lease.
+    KubernetesLease {
+        /// Its namespace; `None`: the pod's.
+        namespace: Option<String>,
+        /// Its name.
+        name: String,
+        /// The API server; `None`: the in-cluster service.
+        api_url: Option<String>,
+        /// The bearer token file; `None`: the pod's service account token.
+        token_file: Option<PathBuf>,
+    },
 }
 
 /// Where a value that is not written in the policy comes from.
@@ -877,55 +897,161 @@ impl Validator {
     ) -> Option<CoordinationSpec> {
         let c = raw.value;
         let mut ok = true;
-        if c.kind.value.trim() != "etcd" {
+        let kube = match c.kind.value.trim() {
+            "etcd" => false,
+            "kubernetes_lease" => true,
+            other => {
+                self.problem(
+                    c.kind.referenced,
+                    format!(
+                        "coordination.type `{}` is not supported; use etcd or kubernetes_lease",
+                        crate::text::untrusted(other)
+                    ),
+                );
+                return None;
+            }
+        };
+        // Each type's own keys only.
+        let (theirs, ttl_key, ttl) = if kube {
+            let theirs: Vec<(Location, &str)> = [
+                c.key_prefix.as_ref().map(|k| (k.referenced, "key_prefix")),
+                c.lease_ttl
+                    .as_ref()
+                    .map(|k| (k.referenced, "lease_ttl (write lease_duration)")),
+                c.username_env
+                    .as_ref()
+                    .map(|k| (k.referenced, "username_env")),
+                c.password_env
+                    .as_ref()
+                    .map(|k| (k.referenced, "password_env")),
+                c.endpoints.first().map(|e| (e.referenced, "endpoints")),
+            ]
+            .into_iter()
+            .flatten()
+            .chain(
+                c.username_file
+                    .as_ref()
+                    .map(|k| (k.referenced, "username_file")),
+            )
+            .chain(
+                c.password_file
+                    .as_ref()
+                    .map(|k| (k.referenced, "password_file")),
+            )
+            .collect();
+            (theirs, "coordination.lease_duration", &c.lease_duration)
+        } else {
+            let theirs: Vec<(Location, &str)> = [
+                c.namespace.as_ref().map(|k| (k.referenced, "namespace")),
+                c.name.as_ref().map(|k| (k.referenced, "name")),
+                c.lease_duration
+                    .as_ref()
+                    .map(|k| (k.referenced, "lease_duration (write lease_ttl)")),
+                c.api_url.as_ref().map(|k| (k.referenced, "api_url")),
+            ]
+            .into_iter()
+            .flatten()
+            .chain(c.token_file.as_ref().map(|k| (k.referenced, "token_file")))
+            .collect();
+            (theirs, "coordination.lease_ttl", &c.lease_ttl)
+        };
+        for (at, key) in theirs {
             self.problem(
-                c.kind.referenced,
+                at,
                 format!(
-                    "coordination.type `{}` is not supported; use etcd",
-                    crate::text::untrusted(c.kind.value.trim())
+                    "coordination.{key} does not apply to type {}",
+                    c.kind.value.trim()
                 ),
             );
             ok = false;
         }
-        if c.endpoints.is_empty() {
-            self.problem(
-                raw.referenced,
-                "coordination.endpoints is empty; list the etcd URLs, like [https://etcd-0:2379]",
-            );
-            ok = false;
-        }
         let mut endpoints = Vec::new();
-        for e in &c.endpoints {
-            match self.endpoint_url(e, "coordination.endpoints") {
-                Some(url) => endpoints.push(url),
-                None => ok = false,
+        let mut key_prefix = String::new();
+        let kind = if kube {
+            let api_url = c
+                .api_url
+                .as_ref()
+                .and_then(|u| self.endpoint_url(u, "coordination.api_url"));
+            if c.api_url.is_some() && api_url.is_none() {
+                ok = false;
             }
-        }
-        let prefix = c.key_prefix.value.trim();
-        if !prefix.starts_with('/') || prefix.trim_end_matches('/').is_empty() {
-            self.problem(
-                c.key_prefix.referenced,
-                "coordination.key_prefix must be an absolute key path like /cds-rotator/prod",
-            );
-            ok = false;
-        }
-        let key_prefix = prefix.trim_end_matches('/').to_owned();
-        let lease_ttl = match self.duration(&c.lease_ttl, "coordination.lease_ttl")? {
+            let name = c.name.as_ref().map_or("cds-rotator", |n| n.value.trim());
+            let namespace = c.namespace.as_ref().map(|n| n.value.trim().to_owned());
+            for (value, at, what) in [
+                (Some(name), c.name.as_ref().map(|n| n.referenced), "name"),
+                (
+                    namespace.as_deref(),
+                    c.namespace.as_ref().map(|n| n.referenced),
+                    "namespace",
+                ),
+            ] {
+                let valid = value.is_none_or(|v| {
+                    !v.is_empty()
+                        && v.len() <= 253
+                        && v.chars().all(|ch| {
+                            ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '.'
+                        })
+                });
+                if !valid {
+                    self.problem(
+                        at.unwrap_or(raw.referenced),
+                        format!("coordination.{what} must be a Kubernetes object name (lowercase letters, digits, `-`, `.`)"),
+                    );
+                    ok = false;
+                }
+            }
+            CoordinationKind::KubernetesLease {
+                namespace,
+                name: name.to_owned(),
+                api_url,
+                token_file: c.token_file.as_ref().map(|f| resolve(base, &f.value)),
+            }
+        } else {
+            if c.endpoints.is_empty() {
+                self.problem(
+                    raw.referenced,
+                    "coordination.endpoints is missing; list the etcd URLs, like [https://etcd-0:2379]",
+                );
+                ok = false;
+            }
+            for e in &c.endpoints {
+                match self.endpoint_url(e, "coordination.endpoints") {
+                    Some(url) => endpoints.push(url),
+                    None => ok = false,
+                }
+            }
+            match &c.key_prefix {
+                None => {
+                    self.problem(
+                        raw.referenced,
+                        "coordination.key_prefix is missing; set one like /cds-rotator/prod",
+                    );
+                    ok = false;
+                }
+                Some(k) => {
+                    let prefix = k.value.trim();
+                    if !prefix.starts_with('/') || prefix.trim_end_matches('/').is_empty() {
+                        self.problem(
+                            k.referenced,
+                            "coordination.key_prefix must be an absolute key path like /cds-rotator/prod",
+                        );
+                        ok = false;
+                    }
+                    key_prefix = prefix.trim_end_matches('/').to_owned();
+                }
+            }
+            CoordinationKind::Etcd
+        };
+        let lease_ttl = match self.duration(ttl, ttl_key)? {
             // Long enough for a whole request after each renewal (see below).
             None => connect.map_or(DEFAULT_LEASE_TTL, |conn| {
                 DEFAULT_LEASE_TTL.max(conn.request_timeout * 3)
             }),
             Some(d) => d.to_std().unwrap_or_default(),
         };
-        let at = c
-            .lease_ttl
-            .as_ref()
-            .map_or(raw.referenced, |t| t.referenced);
+        let at = ttl.as_ref().map_or(raw.referenced, |t| t.referenced);
         if lease_ttl < std::time::Duration::from_secs(2) {
-            self.problem(
-                at,
-                "coordination.lease_ttl must be at least 2s; use e.g. 15s",
-            );
+            self.problem(at, format!("{ttl_key} must be at least 2s; use e.g. 15s"));
             ok = false;
         } else if let Some(conn) = connect
             && lease_ttl < conn.request_timeout * 3
@@ -935,7 +1061,7 @@ impl Validator {
             self.problem(
                 at,
                 format!(
-                    "coordination.lease_ttl ({}) must be at least 3 × connect.request_timeout ({}s), so that the leader always has a whole request's time of lease left; raise lease_ttl or lower request_timeout (e.g. 5s for a 15s lease)",
+                    "{ttl_key} ({}) must be at least 3 × connect.request_timeout ({}s), so that the leader always has a whole request's time of lease left; raise it or lower request_timeout (e.g. 5s for a 15s lease)",
                     crate::policy::duration::format(
                         Duration::from_std(lease_ttl).unwrap_or_default()
                     ),
@@ -1002,6 +1128,7 @@ impl Validator {
             }
         }
         ok.then_some(CoordinationSpec {
+            kind,
             endpoints,
             key_prefix,
             lease_ttl,

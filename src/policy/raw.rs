@@ -52,10 +52,22 @@ pub(super) struct RawDaemon {
 pub(super) struct RawCoordination {
     #[serde(rename = "type")]
     pub kind: Spanned<String>,
+    #[serde(default)]
     pub endpoints: Vec<Spanned<String>>,
-    pub key_prefix: Spanned<String>,
+    #[serde(default)]
+    pub key_prefix: Option<Spanned<String>>,
     #[serde(default)]
     pub lease_ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    pub namespace: Option<Spanned<String>>,
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub lease_duration: Option<Spanned<String>>,
+    #[serde(default)]
+    pub api_url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub token_file: Option<Spanned<PathBuf>>,
     #[serde(default)]
     pub username_env: Option<Spanned<String>>,
     #[serde(default)]
@@ -564,18 +576,39 @@ pub(super) const DAEMON: &[Key] = &[
 
 /// The keys of `coordination:` (validated in `Validator::coordination`).
 pub(super) const COORDINATION: &[Key] = &[
-    Key::required("type", Shape::Value, "etcd"),
-    Key::required(
+    Key::required("type", Shape::Value, "etcd or kubernetes_lease"),
+    Key::optional(
         "endpoints",
         Shape::Values,
         "a list of etcd URLs, like [https://etcd-0:2379, https://etcd-1:2379]",
     ),
-    Key::required(
+    Key::optional(
         "key_prefix",
         Shape::Value,
         "the etcd key prefix of this rotator's leader key, like /cds-rotator/prod",
     ),
     Key::optional("lease_ttl", Shape::Value, "a duration like 15s"),
+    Key::optional(
+        "namespace",
+        Shape::Value,
+        "the namespace of the Lease (default: the pod's)",
+    ),
+    Key::optional(
+        "name",
+        Shape::Value,
+        "the name of the Lease, like cds-rotator",
+    ),
+    Key::optional("lease_duration", Shape::Value, "a duration like 15s"),
+    Key::optional(
+        "api_url",
+        Shape::Value,
+        "the Kubernetes API URL (default: the in-cluster service)",
+    ),
+    Key::optional(
+        "token_file",
+        Shape::Value,
+        "a bearer token file (default: the pod's service account token)",
+    ),
     Key::optional(
         "username_env",
         Shape::Value,

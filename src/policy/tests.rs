@@ -1345,7 +1345,7 @@ fn a_coordination_section_resolves_its_defaults_and_files() {
 #[test]
 fn coordination_mistakes_are_reported_where_they_are() {
     let text = format!(
-        "{VALID}coordination:\n  type: zookeeper\n  endpoints: [http://etcd-0:2379]\n  key_prefix: cds\n  lease_ttl: 1s\n  username_env: ETCD_USER\n  tls: {{ cert_file: c.pem }}\n  leas_ttl: 3s\n"
+        "{VALID}coordination:\n  type: etcd\n  namespace: ns\n  endpoints: [http://etcd-0:2379]\n  key_prefix: cds\n  lease_ttl: 1s\n  username_env: ETCD_USER\n  tls: {{ cert_file: c.pem }}\n  leas_ttl: 3s\n"
     );
     // The shape is checked first: the misspelt key alone.
     let e = error_of(&text);
@@ -1360,8 +1360,8 @@ fn coordination_mistakes_are_reported_where_they_are() {
     };
     for (needle, says) in [
         (
-            "type: zookeeper",
-            "coordination.type `zookeeper` is not supported; use etcd",
+            "namespace: ns",
+            "coordination.namespace does not apply to type etcd",
         ),
         (
             "endpoints:",
@@ -1385,6 +1385,43 @@ fn coordination_mistakes_are_reported_where_they_are() {
         );
     }
     assert!(e.contains("set both a username and a password"), "{e}");
+    let e = error_of(&format!(
+        "{VALID}coordination: {{ type: zookeeper, endpoints: [https://z:2181] }}\n"
+    ));
+    assert!(
+        e.contains("coordination.type `zookeeper` is not supported; use etcd or kubernetes_lease"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_kubernetes_lease_takes_its_own_keys() {
+    let p = parse(&format!(
+        "{VALID}coordination: {{ type: kubernetes_lease, namespace: ops, lease_duration: 90s }}\n"
+    ))
+    .unwrap();
+    let c = p.coordination.unwrap();
+    assert_eq!(
+        c.kind,
+        CoordinationKind::KubernetesLease {
+            namespace: Some("ops".to_owned()),
+            name: "cds-rotator".to_owned(),
+            api_url: None,
+            token_file: None,
+        }
+    );
+    assert_eq!(c.lease_ttl, std::time::Duration::from_secs(90));
+    let e = error_of(&format!(
+        "{VALID}coordination: {{ type: kubernetes_lease, name: Bad_Name, key_prefix: /x }}\n"
+    ));
+    assert!(
+        e.contains("coordination.name must be a Kubernetes object name"),
+        "{e}"
+    );
+    assert!(
+        e.contains("coordination.key_prefix does not apply to type kubernetes_lease"),
+        "{e}"
+    );
 }
 
 #[test]
