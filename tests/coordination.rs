@@ -613,3 +613,84 @@ async fn a_reload_that_changes_the_coordination_section_is_refused() {
     signal(a.pid, "TERM");
     let _ = a.child.wait().await;
 }
+
+/// etcd with authentication on, the daemon logging in with a user and password.
+struct WithLogin<'a> {
+    etcd: &'a Etcd,
+    user_file: PathBuf,
+    password_file: PathBuf,
+}
+
+impl Coordinator for WithLogin<'_> {
+    fn section(&self) -> String {
+        format!(
+            "{}  username_file: {}\n  password_file: {}\n",
+            self.etcd.section(),
+            self.user_file.display(),
+            self.password_file.display()
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_logs_in_to_etcd_with_a_user_and_password() {
+    let etcd = Etcd::start().await;
+    let http = reqwest::Client::new();
+    for (call, body) in [
+        (
+            "auth/user/add",
+            r#"{"name":"root","password":"etcd-Pass-0123"}"#,
+        ),
+        ("auth/role/add", r#"{"name":"root"}"#),
+        ("auth/user/grant", r#"{"user":"root","role":"root"}"#),
+        ("auth/enable", "{}"),
+    ] {
+        let r = http
+            .post(format!("{}/v3/{call}", etcd.url()))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "{call}: {}",
+            r.text().await.unwrap()
+        );
+    }
+    // Without a login etcd now refuses.
+    let r = http
+        .post(format!("{}/v3/kv/range", etcd.url()))
+        .body(r#"{"key":"AA=="}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !r.status().is_success() || r.text().await.unwrap().contains("error"),
+        "auth is not on"
+    );
+    let env = Env::start().await;
+    let user_file = env.dir.path().join("etcd-user");
+    let password_file = env.dir.path().join("etcd-password");
+    std::fs::write(&user_file, "root\n").unwrap();
+    std::fs::write(&password_file, "etcd-Pass-0123\n").unwrap();
+    let login = WithLogin {
+        etcd: &etcd,
+        user_file,
+        password_file,
+    };
+    let (policy_a, port_a) = write_policy(&env, &login, "a", "5s", "0s");
+    let mut a = start(&policy_a);
+    eventually(
+        "a leader with a finished pass",
+        Duration::from_secs(30),
+        async || leads_after_a_pass(port_a).await,
+    )
+    .await;
+    signal(a.pid, "TERM");
+    let _ = a.child.wait().await;
+    let log = std::fs::read_to_string(policy_a.with_extension("log")).unwrap();
+    assert!(
+        !log.contains("etcd-Pass-0123"),
+        "the password is in the log"
+    );
+}
