@@ -138,6 +138,8 @@ impl Elector {
         loop {
             let started = Instant::now();
             self.round(&state).await;
+            // An answer that came after the lease's end renews nothing.
+            state.check_deadline();
             tokio::time::sleep_until(started + renew).await;
         }
     }

@@ -129,8 +129,9 @@ impl Elector {
             let started = Instant::now();
             if let Err(e) = self.round(&state).await {
                 warn!(identity = %self.identity, error = %e, "cannot renew the coordination lease");
-                state.check_deadline();
             }
+            // An answer that came after the lease's end renews nothing.
+            state.check_deadline();
             tokio::time::sleep_until(started + renew).await;
         }
     }
