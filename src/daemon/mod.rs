@@ -10,7 +10,10 @@
 //! exits cleanly. Under systemd (`Type=notify`) it reports ready after the first pass,
 //! the next due client as its status, and pings the watchdog only when systemd asks for
 //! one (`WatchdogSec=`).
-//! Not here: what a pass does (that is `rotation`).
+//! Under `coordination:` only the leader starts passes; a standby waits for the lease
+//! (one more wake-up: a change of leadership), and a new leader passes over every client.
+//! Not here: what a pass does (that is `rotation`), the election (that is
+//! `coordination`).
 
 pub mod server;
 pub mod watch;
