@@ -2,22 +2,25 @@
 # Installs what the tests run against into a venv outside the clone (reused by later
 # runs on the same machine): moto (AWS Secrets Manager, KMS) and OpenBao (Vault KV v2);
 # and, from Debian, systemd-analyze for the unit checks (package systemd; systemd need
-# not be running) and promtool for the alert rules (package prometheus: about 19 MB to
-# download, 20 s to install on a 2-core machine; its server is not started). Prints the
-# venv's bin directory. Re-installs when the requirements change.
+# not be running), promtool for the alert rules (package prometheus: about 19 MB to
+# download, 20 s to install on a 2-core machine; its server is not started) and etcd for
+# the coordination tests (package etcd-server; the tests start their own on free loopback
+# ports, the system service is not used). Prints the venv's bin directory. Re-installs
+# when the requirements change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v etcd >/dev/null || missing+=(etcd-server)
 if ((${#missing[@]})); then
   if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-    echo "== installing systemd-analyze and promtool (Debian packages: ${missing[*]})" >&2
+    echo "== installing test servers and checkers (Debian packages: ${missing[*]})" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
   else
-    echo "test-deps: systemd-analyze or promtool is missing: install Debian's ${missing[*]} (apt-get install ${missing[*]})" >&2
+    echo "test-deps: systemd-analyze, promtool or etcd is missing: install Debian's ${missing[*]} (apt-get install ${missing[*]})" >&2
     exit 1
   fi
 fi

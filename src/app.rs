@@ -605,20 +605,30 @@ pub fn loaded(policy: &Policy, wired: Wired) -> crate::daemon::Loaded {
         jobs: wired.jobs,
         max_concurrency: wired.max_concurrency,
         pass_limit: pass_limit(policy),
+        longest_request: policy.connect.request_timeout,
     }
 }
 
 /// Loads the policy at `path` again for the daemon (SIGHUP, an edit): validated, every
 /// store, notifier and credential source built, the audit log opened — or an error, and
 /// the daemon keeps the policy it has. `listen` is the address the running server took:
-/// a new one takes effect at the next start.
+/// a new one takes effect at the next start. `coordination` is the section the daemon
+/// campaigns with: a policy that changes it is refused (its lease and fence are set up
+/// once, at start).
 pub fn reloader(
     path: std::path::PathBuf,
     stop: Stop,
     listen: Option<std::net::SocketAddr>,
+    coordination: Option<crate::policy::CoordinationSpec>,
 ) -> crate::daemon::Reloader {
     Box::new(move || {
         let policy = Policy::load(&path).map_err(|e| e.to_string())?;
+        if policy.coordination != coordination {
+            return Err(format!(
+                "{}: the coordination section changed; it applies only at a start: restart cds-rotator (the running policy stays)",
+                path.display()
+            ));
+        }
         if policy.daemon.listen != listen {
             tracing::warn!(
                 "daemon.listen changed: the health and metrics server keeps its address until cds-rotator restarts"

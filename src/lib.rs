@@ -12,6 +12,7 @@ pub mod check;
 pub mod clock;
 pub mod command;
 pub mod connect;
+pub mod coordination;
 pub mod daemon;
 pub mod demo;
 pub mod emulator;

@@ -14,6 +14,9 @@ use cds_rotator::{daemon, demo, emulator, status};
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
+/// How long `--run-now` waits for the coordination lease before giving up.
+const RUN_NOW_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The version and the git commit the binary was built from.
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -473,10 +476,42 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                     stop.trigger();
                 });
             }
-            if cli.wait.is_some() {
-                return Ok(app::run_wait(&wired, options, wait_limit, &stop, &mut out).await);
+            // Under coordination a one-shot acts only as the leader, so that it never
+            // races a daemon; it gives the lease back when done.
+            let leadership = match &policy.coordination {
+                Some(spec) => {
+                    let mut l = match cds_rotator::coordination::Leadership::start(
+                        spec,
+                        cds_rotator::coordination::identity(),
+                    ) {
+                        Ok(l) => l,
+                        Err(e) => return usage(&e.to_string()),
+                    };
+                    tracing::info!(identity = %l.identity(), "waiting for the coordination lease");
+                    if !l.wait_leader(RUN_NOW_LEASE_WAIT, &stop).await {
+                        l.release().await;
+                        eprintln!(
+                            "cds-rotator: did not get the coordination lease within {}s (another cds-rotator leads, or etcd is unreachable); nothing was changed: run again later, or stop the leader",
+                            RUN_NOW_LEASE_WAIT.as_secs()
+                        );
+                        return Ok(EXIT_CLIENT_FAILED);
+                    }
+                    wired
+                        .reconciler
+                        .set_fence(l.fence(), policy.connect.request_timeout);
+                    Some(l)
+                }
+                None => None,
+            };
+            let code = if cli.wait.is_some() {
+                app::run_wait(&wired, options, wait_limit, &stop, &mut out).await
+            } else {
+                app::run_once(&wired, options, &mut out).await
+            };
+            if let Some(l) = leadership {
+                l.release().await;
             }
-            Ok(app::run_once(&wired, options, &mut out).await)
+            Ok(code)
         }
         _ => {
             // SIGHUP and an edit of the policy file reload it.
@@ -505,13 +540,28 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                     }
                 }
             }
+            let leadership = match &policy.coordination {
+                Some(spec) => match cds_rotator::coordination::Leadership::start(
+                    spec,
+                    cds_rotator::coordination::identity(),
+                ) {
+                    Ok(l) => {
+                        tracing::info!(identity = %l.identity(), "campaigning for the coordination lease");
+                        Some(l)
+                    }
+                    Err(e) => return usage(&e.to_string()),
+                },
+                None => None,
+            };
             let hooks = daemon::Hooks {
+                leadership,
                 health: Some(health),
                 reloads: Some(reload_rx),
                 reloader: Some(app::reloader(
                     cli.config.clone(),
                     stop.clone(),
                     policy.daemon.listen,
+                    policy.coordination.clone(),
                 )),
             };
             let loaded = app::loaded(&policy, wired);

@@ -10,7 +10,10 @@
 //! exits cleanly. Under systemd (`Type=notify`) it reports ready after the first pass,
 //! the next due client as its status, and pings the watchdog only when systemd asks for
 //! one (`WatchdogSec=`).
-//! Not here: what a pass does (that is `rotation`).
+//! Under `coordination:` only the leader starts passes; a standby waits for the lease
+//! (one more wake-up: a change of leadership), and a new leader passes over every client.
+//! Not here: what a pass does (that is `rotation`), the election (that is
+//! `coordination`).
 
 pub mod server;
 pub mod watch;
@@ -77,6 +80,8 @@ pub struct Loaded {
     /// The longest one pass can take (its waits are all bounded): how long a batch may
     /// go on before `/healthz` calls the loop stuck, per pass slot.
     pub pass_limit: chrono::Duration,
+    /// The longest single request to CDS or a store: how much lease a write needs left.
+    pub longest_request: std::time::Duration,
 }
 
 /// A way to load the policy again (SIGHUP, an edit of the file).
@@ -91,6 +96,9 @@ pub struct Hooks {
     pub reloads: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
     /// Loads the policy again.
     pub reloader: Option<Reloader>,
+    /// The election among rotators of one policy (`coordination:`): only the leader
+    /// starts passes, and every write waits for the lease's fence.
+    pub leadership: Option<crate::coordination::Leadership>,
 }
 
 /// The daemon's clients by name, with their watched pickup checks.
@@ -183,7 +191,15 @@ pub async fn run(
         jobs,
         mut max_concurrency,
         mut pass_limit,
+        longest_request,
     } = loaded;
+    let mut leadership = hooks.leadership.take();
+    if let Some(l) = &leadership {
+        reconciler.set_fence(l.fence(), longest_request);
+        if let Some(h) = &hooks.health {
+            h.set_role(if l.is_leader() { "leader" } else { "standby" });
+        }
+    }
     let (wake_tx, mut wake_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut clients = Clients::new(jobs, None, &wake_tx)?;
     info!(clients = clients.slots.len(), "daemon started");
@@ -206,6 +222,11 @@ pub async fn run(
             h.pass_done(Some(reconciler.check_credential().await));
         }
     }
+    if leadership.is_some() && !ready {
+        // Under coordination a standby is ready too: it serves by waiting.
+        systemd.ready(&next_status(&clients.slots));
+        ready = true;
+    }
     type Batch = Vec<(String, bool, Option<PassReport>)>;
     let mut running: Option<tokio::task::JoinHandle<Batch>> = None;
     // The clients in the running batch.
@@ -214,7 +235,8 @@ pub async fn run(
     tokio::pin!(shutdown);
 
     loop {
-        if running.is_none() && !due.is_empty() {
+        let leads = leadership.as_ref().is_none_or(|l| l.is_leader());
+        if running.is_none() && !due.is_empty() && leads {
             let batch: Vec<(String, bool)> = std::mem::take(&mut due)
                 .into_iter()
                 .filter(|(name, _)| clients.get(name).is_some())
@@ -279,6 +301,12 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let leadership_changed = async {
+            match leadership.as_mut() {
+                Some(l) => l.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         let reload_asked = async {
             match reloads.as_mut() {
                 Some(rx) => rx.recv().await,
@@ -296,8 +324,23 @@ pub async fn run(
                 {
                     error!(error = %e, "a pass ended abnormally while stopping");
                 }
+                if let Some(l) = leadership.take() {
+                    l.release().await;
+                }
                 info!("stopped");
                 return Ok(());
+            }
+            leader = leadership_changed => {
+                if let Some(h) = &hooks.health {
+                    h.set_role(if leader { "leader" } else { "standby" });
+                }
+                if leader {
+                    // A new leader looks at every client, as at start: the old one may
+                    // have left any of them half way.
+                    for slot in &clients.slots {
+                        due.entry(slot.job.name.clone()).or_insert(false);
+                    }
+                }
             }
             Some(why) = reload_asked => {
                 let Some(reloader) = hooks.reloader.as_mut() else {
@@ -321,6 +364,9 @@ pub async fn run(
                         info!(reason = %why, clients = new.slots.len(), added = ?added, removed = ?removed, "policy reloaded");
                         clients = new;
                         reconciler = l.reconciler;
+                        if let Some(lead) = &leadership {
+                            reconciler.set_fence(lead.fence(), l.longest_request);
+                        }
                         max_concurrency = l.max_concurrency;
                         pass_limit = l.pass_limit;
                         if ready {

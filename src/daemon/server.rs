@@ -3,7 +3,8 @@
 //! `/healthz` is liveness: 200 while the scheduler loop is alive — it woke when it meant
 //! to (within a minute), and a batch of passes in flight is within the time its bounded
 //! waits allow — else 503. `/readyz` is
-//! readiness: 200 once the first pass is done and the CDS token works, with a JSON body
+//! readiness: 200 once the first pass is done and the CDS token works (a standby under
+//! `coordination:` at once: it serves by waiting), with a JSON body
 //! that also says whether the last policy reload was refused. `/metrics` is the
 //! process's [`crate::metrics`] registry. No handler reveals a secret value, a token or a
 //! URL. Not here: what the loop does (that is `daemon`).
@@ -117,14 +118,16 @@ impl Health {
             _ => "unknown",
         };
         let first_pass_done = self.first_pass_done.load(Ordering::Relaxed);
+        let role = *self
+            .role
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Readiness {
-            ready: first_pass_done && token == "ok",
+            // A standby serves by waiting to take over.
+            ready: (first_pass_done && token == "ok") || role == "standby",
             first_pass_done,
             token,
-            role: *self
-                .role
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            role,
             policy_reload_refused: self
                 .reload_refused
                 .lock()

@@ -185,6 +185,9 @@ pub struct Policy {
     pub lock_dir: PathBuf,
     /// The `daemon:` section.
     pub daemon: DaemonSettings,
+    /// The `coordination:` section: leader election across hosts; host locks only when
+    /// `None`.
+    pub coordination: Option<CoordinationSpec>,
     /// Stores by name.
     pub stores: BTreeMap<String, StoreSpec>,
     /// Notifiers by name.
@@ -202,6 +205,57 @@ pub struct DaemonSettings {
     /// that writes (the daemon and `--run-now`); off when `None`.
     pub audit_log: Option<PathBuf>,
 }
+
+/// The `coordination:` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoordinationSpec {
+    /// etcd, or a Kubernetes Lease.
+    pub kind: CoordinationKind,
+    /// etcd URLs without a trailing `/` (https, or http to loopback only).
+    pub endpoints: Vec<String>,
+    /// The prefix of the leader key (`<key_prefix>/leader`), without a trailing `/`.
+    pub key_prefix: String,
+    /// How long the lease outlives the last renewal.
+    pub lease_ttl: std::time::Duration,
+    /// Where the etcd user name comes from, if etcd wants one.
+    pub username: Option<ValueSource>,
+    /// Where the etcd password comes from, if etcd wants one.
+    pub password: Option<ValueSource>,
+    /// A CA file that signed etcd's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for etcd's client certificate auth.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// Which service holds the lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoordinationKind {
+    /// etcd (`endpoints`, `key_prefix`).
+    Etcd,
+    /// A `coordination.k8s.io/v1` Lease.
+    KubernetesLease {
+        /// Its namespace; `None`: the pod's.
+        namespace: Option<String>,
+        /// Its name.
+        name: String,
+        /// The API server; `None`: the in-cluster service.
+        api_url: Option<String>,
+        /// The bearer token file; `None`: the pod's service account token.
+        token_file: Option<PathBuf>,
+    },
+}
+
+/// Where a value that is not written in the policy comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ValueSource {
+    /// An environment variable, by name.
+    Env(String),
+    /// A file (its content, trimmed).
+    File(PathBuf),
+}
+
+/// The shortest lease_ttl when the policy sets none (at least 3 × request_timeout).
+const DEFAULT_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// One problem in a policy, with where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -368,6 +422,9 @@ impl Validator {
             .daemon
             .map(|d| self.daemon(d.value, base))
             .unwrap_or_default();
+        let coordination = raw
+            .coordination
+            .and_then(|c| self.coordination(c, base, connect.as_ref()));
 
         let mut stores = BTreeMap::new();
         let credential_store = self.credential_store_at.take();
@@ -533,6 +590,7 @@ impl Validator {
             connect: connect?,
             lock_dir,
             daemon,
+            coordination,
             stores,
             notifiers,
             clients,
@@ -829,6 +887,294 @@ impl Validator {
             Some(resolve(base, &p.value))
         });
         DaemonSettings { listen, audit_log }
+    }
+
+    fn coordination(
+        &mut self,
+        raw: Spanned<raw::RawCoordination>,
+        base: &Path,
+        connect: Option<&ConnectSettings>,
+    ) -> Option<CoordinationSpec> {
+        let c = raw.value;
+        let mut ok = true;
+        let kube = match c.kind.value.trim() {
+            "etcd" => false,
+            "kubernetes_lease" => true,
+            other => {
+                self.problem(
+                    c.kind.referenced,
+                    format!(
+                        "coordination.type `{}` is not supported; use etcd or kubernetes_lease",
+                        crate::text::untrusted(other)
+                    ),
+                );
+                return None;
+            }
+        };
+        // Each type's own keys only.
+        let (theirs, ttl_key, ttl) = if kube {
+            let theirs: Vec<(Location, &str)> = [
+                c.key_prefix.as_ref().map(|k| (k.referenced, "key_prefix")),
+                c.lease_ttl
+                    .as_ref()
+                    .map(|k| (k.referenced, "lease_ttl (write lease_duration)")),
+                c.username_env
+                    .as_ref()
+                    .map(|k| (k.referenced, "username_env")),
+                c.password_env
+                    .as_ref()
+                    .map(|k| (k.referenced, "password_env")),
+                c.endpoints.first().map(|e| (e.referenced, "endpoints")),
+            ]
+            .into_iter()
+            .flatten()
+            .chain(
+                c.username_file
+                    .as_ref()
+                    .map(|k| (k.referenced, "username_file")),
+            )
+            .chain(
+                c.password_file
+                    .as_ref()
+                    .map(|k| (k.referenced, "password_file")),
+            )
+            .collect();
+            (theirs, "coordination.lease_duration", &c.lease_duration)
+        } else {
+            let theirs: Vec<(Location, &str)> = [
+                c.namespace.as_ref().map(|k| (k.referenced, "namespace")),
+                c.name.as_ref().map(|k| (k.referenced, "name")),
+                c.lease_duration
+                    .as_ref()
+                    .map(|k| (k.referenced, "lease_duration (write lease_ttl)")),
+                c.api_url.as_ref().map(|k| (k.referenced, "api_url")),
+            ]
+            .into_iter()
+            .flatten()
+            .chain(c.token_file.as_ref().map(|k| (k.referenced, "token_file")))
+            .collect();
+            (theirs, "coordination.lease_ttl", &c.lease_ttl)
+        };
+        for (at, key) in theirs {
+            self.problem(
+                at,
+                format!(
+                    "coordination.{key} does not apply to type {}",
+                    c.kind.value.trim()
+                ),
+            );
+            ok = false;
+        }
+        let mut endpoints = Vec::new();
+        let mut key_prefix = String::new();
+        let kind = if kube {
+            let api_url = c
+                .api_url
+                .as_ref()
+                .and_then(|u| self.endpoint_url(u, "coordination.api_url"));
+            if c.api_url.is_some() && api_url.is_none() {
+                ok = false;
+            }
+            let name = c.name.as_ref().map_or("cds-rotator", |n| n.value.trim());
+            let namespace = c.namespace.as_ref().map(|n| n.value.trim().to_owned());
+            for (value, at, what) in [
+                (Some(name), c.name.as_ref().map(|n| n.referenced), "name"),
+                (
+                    namespace.as_deref(),
+                    c.namespace.as_ref().map(|n| n.referenced),
+                    "namespace",
+                ),
+            ] {
+                let valid = value.is_none_or(|v| {
+                    !v.is_empty()
+                        && v.len() <= 253
+                        && v.chars().all(|ch| {
+                            ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '.'
+                        })
+                });
+                if !valid {
+                    self.problem(
+                        at.unwrap_or(raw.referenced),
+                        format!("coordination.{what} must be a Kubernetes object name (lowercase letters, digits, `-`, `.`)"),
+                    );
+                    ok = false;
+                }
+            }
+            CoordinationKind::KubernetesLease {
+                namespace,
+                name: name.to_owned(),
+                api_url,
+                token_file: c.token_file.as_ref().map(|f| resolve(base, &f.value)),
+            }
+        } else {
+            if c.endpoints.is_empty() {
+                self.problem(
+                    raw.referenced,
+                    "coordination.endpoints is missing; list the etcd URLs, like [https://etcd-0:2379]",
+                );
+                ok = false;
+            }
+            for e in &c.endpoints {
+                match self.endpoint_url(e, "coordination.endpoints") {
+                    Some(url) => endpoints.push(url),
+                    None => ok = false,
+                }
+            }
+            match &c.key_prefix {
+                None => {
+                    self.problem(
+                        raw.referenced,
+                        "coordination.key_prefix is missing; set one like /cds-rotator/prod",
+                    );
+                    ok = false;
+                }
+                Some(k) => {
+                    let prefix = k.value.trim();
+                    if !prefix.starts_with('/') || prefix.trim_end_matches('/').is_empty() {
+                        self.problem(
+                            k.referenced,
+                            "coordination.key_prefix must be an absolute key path like /cds-rotator/prod",
+                        );
+                        ok = false;
+                    }
+                    key_prefix = prefix.trim_end_matches('/').to_owned();
+                }
+            }
+            CoordinationKind::Etcd
+        };
+        let lease_ttl = match self.duration(ttl, ttl_key)? {
+            // Long enough for a whole request after each renewal (see below).
+            None => connect.map_or(DEFAULT_LEASE_TTL, |conn| {
+                DEFAULT_LEASE_TTL.max(conn.request_timeout * 3)
+            }),
+            Some(d) => d.to_std().unwrap_or_default(),
+        };
+        let at = ttl.as_ref().map_or(raw.referenced, |t| t.referenced);
+        if lease_ttl < std::time::Duration::from_secs(2) {
+            self.problem(at, format!("{ttl_key} must be at least 2s; use e.g. 15s"));
+            ok = false;
+        } else if let Some(conn) = connect
+            && lease_ttl < conn.request_timeout * 3
+        {
+            // The leader renews at a third of the TTL and writes only with a whole
+            // request timeout of lease to spare: two thirds must cover one request.
+            self.problem(
+                at,
+                format!(
+                    "{ttl_key} ({}) must be at least 3 × connect.request_timeout ({}s), so that the leader always has a whole request's time of lease left; raise it or lower request_timeout (e.g. 5s for a 15s lease)",
+                    crate::policy::duration::format(
+                        Duration::from_std(lease_ttl).unwrap_or_default()
+                    ),
+                    conn.request_timeout.as_secs()
+                ),
+            );
+            ok = false;
+        }
+        let mut source = |env: &Option<Spanned<String>>,
+                          file: &Option<Spanned<PathBuf>>,
+                          what: &str,
+                          this: &mut Self|
+         -> Option<ValueSource> {
+            match (env, file) {
+                (Some(e), Some(_)) => {
+                    this.problem(
+                        e.referenced,
+                        format!("coordination: set {what}_env or {what}_file, not both"),
+                    );
+                    ok = false;
+                    None
+                }
+                (Some(e), None) => {
+                    if is_env_name(e.value.trim()) {
+                        Some(ValueSource::Env(e.value.trim().to_owned()))
+                    } else {
+                        this.problem(
+                            e.referenced,
+                            format!("coordination.{what}_env must be the NAME of an environment variable (letters, digits, `_`, not starting with a digit); the value given is not shown, in case it is the secret itself"),
+                        );
+                        ok = false;
+                        None
+                    }
+                }
+                (None, Some(f)) => Some(ValueSource::File(resolve(base, &f.value))),
+                (None, None) => None,
+            }
+        };
+        let username = source(&c.username_env, &c.username_file, "username", self);
+        let password = source(&c.password_env, &c.password_file, "password", self);
+        if username.is_some() != password.is_some() {
+            self.problem(
+                raw.referenced,
+                "coordination: set both a username and a password for etcd, or neither",
+            );
+            ok = false;
+        }
+        let (mut ca_file, mut client_cert) = (None, None);
+        if let Some(tls) = c.tls {
+            let t = tls.value;
+            ca_file = t.ca_file.map(|f| resolve(base, &f.value));
+            match (t.cert_file, t.key_file) {
+                (Some(cert), Some(key)) => {
+                    client_cert = Some((resolve(base, &cert.value), resolve(base, &key.value)))
+                }
+                (None, None) => {}
+                _ => {
+                    self.problem(
+                        tls.referenced,
+                        "coordination.tls: set cert_file and key_file together (a client certificate needs its key)",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(CoordinationSpec {
+            kind,
+            endpoints,
+            key_prefix,
+            lease_ttl,
+            username,
+            password,
+            ca_file,
+            client_cert,
+        })
+    }
+
+    /// A service URL: https, or http to loopback only; without a trailing `/`.
+    fn endpoint_url(&mut self, raw: &Spanned<String>, key: &str) -> Option<String> {
+        let at = raw.referenced;
+        let text = raw.value.trim().trim_end_matches('/');
+        if self.placeholder(at, text, key, "a URL like https://etcd-0:2379") {
+            return None;
+        }
+        let Ok(url) = reqwest::Url::parse(text) else {
+            self.problem(
+                at,
+                format!(
+                    "{key}: `{}` is not a URL; write one like https://etcd-0:2379",
+                    crate::text::untrusted(text)
+                ),
+            );
+            return None;
+        };
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        match url.scheme() {
+            "https" => Some(text.to_owned()),
+            "http" if is_loopback(&host) => Some(text.to_owned()),
+            "http" => {
+                self.problem(
+                    at,
+                    format!("{key}: `{text}` uses plain http to a non-loopback host; use https"),
+                );
+                None
+            }
+            other => {
+                self.problem(
+                    at,
+                    format!("{key}: scheme `{other}` is not supported; use https"),
+                );
+                None
+            }
+        }
     }
 
     fn connect(&mut self, raw: Spanned<raw::RawConnect>, base: &Path) -> Option<ConnectSettings> {

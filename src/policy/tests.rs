@@ -850,6 +850,11 @@ fn the_shape_table_knows_exactly_the_keys_serde_takes() {
     assert_eq!(serde_keys::<RawPolicy>(probe), table(&[TOP]));
     assert_eq!(serde_keys::<RawConnect>(probe), table(&[CONNECT]));
     assert_eq!(serde_keys::<RawDaemon>(probe), table(&[DAEMON]));
+    assert_eq!(serde_keys::<RawCoordination>(probe), table(&[COORDINATION]));
+    assert_eq!(
+        serde_keys::<RawCoordinationTls>(probe),
+        table(&[COORDINATION_TLS])
+    );
     assert_eq!(serde_keys::<RawCredentials>(probe), table(&[CREDENTIALS]));
     assert_eq!(serde_keys::<RawTiming>(probe), table(&[TIMING]));
     assert_eq!(serde_keys::<RawClient>(probe), table(&[CLIENT, TIMING]));
@@ -1310,4 +1315,127 @@ fn an_ack_file_may_not_be_a_file_the_rotator_writes_or_reads() {
         assert!(err.contains("client `dashboard`: pickup.path"), "{err}");
         assert!(err.contains("give it a path of its own"), "{err}");
     }
+}
+
+#[test]
+fn a_coordination_section_resolves_its_defaults_and_files() {
+    let text = format!(
+        "{VALID}coordination:\n  type: etcd\n  endpoints: [https://etcd-0:2379/, http://127.0.0.1:2379]\n  key_prefix: /cds-rotator/prod/\n  username_env: ETCD_USER\n  password_file: etcd-password\n  tls: {{ ca_file: ca.pem, cert_file: c.pem, key_file: k.pem }}\n"
+    );
+    let p = parse(&text).unwrap();
+    let c = p.coordination.unwrap();
+    assert_eq!(
+        c.endpoints,
+        ["https://etcd-0:2379", "http://127.0.0.1:2379"]
+    );
+    assert_eq!(c.key_prefix, "/cds-rotator/prod");
+    // Three request timeouts (30s by default): a whole request fits after a renewal.
+    assert_eq!(c.lease_ttl, std::time::Duration::from_secs(90));
+    assert_eq!(c.username, Some(ValueSource::Env("ETCD_USER".to_owned())));
+    assert_eq!(
+        c.password,
+        Some(ValueSource::File(PathBuf::from(
+            "/etc/cds-rotator/etcd-password"
+        )))
+    );
+    assert_eq!(c.ca_file, Some(PathBuf::from("/etc/cds-rotator/ca.pem")));
+    assert!(parse(VALID).unwrap().coordination.is_none());
+}
+
+#[test]
+fn coordination_mistakes_are_reported_where_they_are() {
+    let text = format!(
+        "{VALID}coordination:\n  type: etcd\n  namespace: ns\n  endpoints: [http://etcd-0:2379]\n  key_prefix: cds\n  lease_ttl: 1s\n  username_env: ETCD_USER\n  tls: {{ cert_file: c.pem }}\n  leas_ttl: 3s\n"
+    );
+    // The shape is checked first: the misspelt key alone.
+    let e = error_of(&text);
+    assert!(e.contains("leas_ttl"), "{e}");
+    let text = text.replace("  leas_ttl: 3s\n", "");
+    let e = error_of(&text);
+    let line = |needle: &str| {
+        1 + text
+            .lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle}"))
+    };
+    for (needle, says) in [
+        (
+            "namespace: ns",
+            "coordination.namespace does not apply to type etcd",
+        ),
+        (
+            "endpoints:",
+            "uses plain http to a non-loopback host; use https",
+        ),
+        (
+            "key_prefix: cds",
+            "coordination.key_prefix must be an absolute key path",
+        ),
+        (
+            "lease_ttl: 1s",
+            "coordination.lease_ttl must be at least 2s",
+        ),
+        ("tls:", "set cert_file and key_file together"),
+    ] {
+        let at = format!("/etc/cds-rotator/policy.yaml:{}:", line(needle));
+        assert!(
+            e.lines().any(|l| l.starts_with(&at) && l.contains(says)),
+            "{says} at line {}: {e}",
+            line(needle)
+        );
+    }
+    assert!(e.contains("set both a username and a password"), "{e}");
+    let e = error_of(&format!(
+        "{VALID}coordination: {{ type: zookeeper, endpoints: [https://z:2181] }}\n"
+    ));
+    assert!(
+        e.contains("coordination.type `zookeeper` is not supported; use etcd or kubernetes_lease"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_kubernetes_lease_takes_its_own_keys() {
+    let p = parse(&format!(
+        "{VALID}coordination: {{ type: kubernetes_lease, namespace: ops, lease_duration: 90s }}\n"
+    ))
+    .unwrap();
+    let c = p.coordination.unwrap();
+    assert_eq!(
+        c.kind,
+        CoordinationKind::KubernetesLease {
+            namespace: Some("ops".to_owned()),
+            name: "cds-rotator".to_owned(),
+            api_url: None,
+            token_file: None,
+        }
+    );
+    assert_eq!(c.lease_ttl, std::time::Duration::from_secs(90));
+    let e = error_of(&format!(
+        "{VALID}coordination: {{ type: kubernetes_lease, name: Bad_Name, key_prefix: /x }}\n"
+    ));
+    assert!(
+        e.contains("coordination.name must be a Kubernetes object name"),
+        "{e}"
+    );
+    assert!(
+        e.contains("coordination.key_prefix does not apply to type kubernetes_lease"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_lease_must_cover_a_whole_request_after_a_renewal() {
+    let text = format!(
+        "{VALID}coordination: {{ type: etcd, endpoints: [https://etcd:2379], key_prefix: /r, lease_ttl: 60s }}\n"
+    )
+    .replace("  max_concurrency: 4\n", "  max_concurrency: 4\n  request_timeout: 30s\n");
+    let e = error_of(&text);
+    assert!(
+        e.contains(
+            "coordination.lease_ttl (1m) must be at least 3 × connect.request_timeout (30s)"
+        ),
+        "{e}"
+    );
+    assert!(parse(&text.replace("lease_ttl: 60s", "lease_ttl: 90s")).is_ok());
 }

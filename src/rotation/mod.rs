@@ -29,6 +29,7 @@ use crate::connect::{
     ClientRef, ClientSecret, ConnectApi, ConnectError, CreatedSecret, MAX_SECRETS_PER_CLIENT,
     NewSecret, SecretId,
 };
+use crate::coordination::Fence;
 use crate::lock::{ClientLock, LockError};
 use crate::notify::{Event, EventKind, Notifier};
 use crate::pickup::{Pickup, PickupCheck};
@@ -157,6 +158,20 @@ pub enum StepError {
     /// A wait was cut short by a stop; nothing was changed.
     #[error("cds-rotator is stopping; nothing was changed")]
     Interrupted,
+    /// This process no longer surely holds the coordination lease; the write was not
+    /// made.
+    #[error("lost the coordination lease; nothing more is written until this process leads again")]
+    LeaseLost,
+    /// The lease was lost between create and publish; the new secret was deleted.
+    #[error(
+        "lost the coordination lease before publishing: the new secret {secret_id} was deleted{cleanup}; the leader rotates again"
+    )]
+    LeaseLostUndone {
+        /// The new secret.
+        secret_id: SecretId,
+        /// What happened to the new secret if deleting it failed.
+        cleanup: String,
+    },
     /// A stop came while the new secret was not yet accepted by CDS; it was deleted.
     #[error(
         "cds-rotator is stopping: the new secret {secret_id} was not yet accepted by CDS and was deleted{cleanup}; the next pass rotates again"
@@ -423,6 +438,8 @@ pub struct Reconciler {
     told_expiring: std::sync::Mutex<std::collections::HashSet<(String, SecretId)>>,
     /// Where every write to CDS or a store is recorded, if anywhere.
     audit: std::sync::OnceLock<Arc<AuditLog>>,
+    /// The coordination lease every write needs, with the longest single request.
+    fence: std::sync::OnceLock<(Arc<dyn Fence>, StdDuration)>,
     /// The fingerprint whose `pickup_timeout` was sent, per (tenant, client id): once per
     /// published secret and process (a restarted rotator sends it again, once).
     pickup_timeouts: Mutex<HashMap<(String, String), Fingerprint>>,
@@ -448,6 +465,7 @@ impl Reconciler {
             stop,
             told_expiring: std::sync::Mutex::default(),
             audit: std::sync::OnceLock::new(),
+            fence: std::sync::OnceLock::new(),
             pickup_timeouts: Mutex::new(HashMap::new()),
         }
     }
@@ -466,6 +484,21 @@ impl Reconciler {
     /// first pass that writes; dry runs never open it).
     pub fn set_audit(&self, audit: Arc<AuditLog>) {
         let _ = self.audit.set(audit);
+    }
+
+    /// Makes every later write to CDS or a store wait for `fence`'s word that the
+    /// coordination lease outlasts a request of `longest_request` (set once, before the
+    /// first pass). A write it refuses ends the pass with [`StepError::LeaseLost`].
+    pub fn set_fence(&self, fence: Arc<dyn Fence>, longest_request: StdDuration) {
+        let _ = self.fence.set((fence, longest_request));
+    }
+
+    /// Whether a write may start now (always, without coordination).
+    fn fenced(&self) -> Result<(), StepError> {
+        match self.fence.get() {
+            Some((fence, longest)) if !fence.can_write(*longest) => Err(StepError::LeaseLost),
+            _ => Ok(()),
+        }
     }
 
     /// Asks passes in flight to stop at the next step boundary (a create that started
@@ -680,7 +713,7 @@ impl Reconciler {
                 .delete(job, s.id, Step::Retire, DeleteReason::Revoked)
                 .await
             {
-                result = Err(e.into());
+                result = Err(e);
                 break;
             }
             report.deleted.push((s.id, DeleteReason::Revoked));
@@ -839,7 +872,7 @@ impl Reconciler {
                 .delete(job, id, Step::Retire, DeleteReason::Superseded)
                 .await
             {
-                result = Err(e.into());
+                result = Err(e);
                 break;
             }
             report.deleted.push((id, DeleteReason::Superseded));
@@ -942,10 +975,7 @@ impl Reconciler {
     /// secret again, so the store and CDS stay as they were.
     async fn rotate(&self, job: &ClientJob, emergency: bool) -> Result<Rotated, Failed> {
         let started = std::time::Instant::now();
-        let created = self
-            .create(job)
-            .await
-            .map_err(|e| at(Step::Create)(e.into()))?;
+        let created = self.create(job).await.map_err(at(Step::Create))?;
         let id = created.secret.id;
         let expiration = created
             .secret
@@ -985,7 +1015,14 @@ impl Reconciler {
             "the new secret gets tokens"
         );
 
-        // publish
+        // publish, only while the lease surely holds; the new secret is ours to delete
+        if let Err(StepError::LeaseLost) = self.fenced() {
+            let cleanup = self.undo_create(job, id, Step::Publish).await;
+            return Err(at(Step::Publish)(StepError::LeaseLostUndone {
+                secret_id: id,
+                cleanup,
+            }));
+        }
         let record = StoreRecord {
             client_id: job.client.client_id.clone(),
             tenant_id: job.client.tenant_id.clone(),
@@ -1060,10 +1097,11 @@ impl Reconciler {
     /// Creates a secret. When the answer is lost, the secrets are listed and our own
     /// attempt is recognised by its run id: its value is unknown, so it is deleted and
     /// the create is tried again — never blindly re-posted.
-    async fn create(&self, job: &ClientJob) -> Result<CreatedSecret, ConnectError> {
+    async fn create(&self, job: &ClientJob) -> Result<CreatedSecret, StepError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            self.fenced()?;
             let now = self.clock.now();
             let marker = Marker {
                 created: now,
@@ -1125,10 +1163,10 @@ impl Reconciler {
                         info!(step = "create", %operation, "the lost create did not happen; creating again");
                     }
                     if self.stopping() {
-                        return Err(ConnectError::Stopped { operation });
+                        return Err(ConnectError::Stopped { operation }.into());
                     }
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -1194,7 +1232,8 @@ impl Reconciler {
         id: SecretId,
         step: Step,
         why: DeleteReason,
-    ) -> Result<(), ConnectError> {
+    ) -> Result<(), StepError> {
+        self.fenced()?;
         let result = self.connect.delete_secret(&job.client, id).await;
         let reason = why.to_string();
         self.audit_cds(

@@ -1,0 +1,294 @@
+//! One actor per client across hosts (invariant I9 beyond the host locks): the rotators
+//! that share a `coordination:` section elect one leader through a lease, and only the
+//! leader writes.
+//!
+//! CDS has no conditional writes, so a write cannot be refused for a stale leader: safety
+//! comes from time instead. The leader notes the monotonic instant at which it *sent*
+//! each successful lease renewal; the coordination service counts the lease's TTL from
+//! when it *received* it, later, so the lease is surely held until `sent + ttl`. Before
+//! every CDS or store write the reconciler asks the [`Fence`] whether the longest single
+//! request still ends, with a margin, before that instant. A process paused past its
+//! lease (SIGSTOP, a long stall) resumes with its monotonic clock having moved on, so the
+//! check fails and it writes nothing. Not here: what a pass does (that is `rotation`),
+//! when passes start (that is `daemon`).
+
+pub mod etcd;
+pub mod kubernetes;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::policy::CoordinationSpec;
+use crate::stop::Stop;
+
+/// Asks whether a write may start now.
+pub trait Fence: Send + Sync {
+    /// Whether a request that takes at most `longest_request` ends while the lease is
+    /// surely still held (with a margin for the two clocks' rates).
+    fn can_write(&self, longest_request: Duration) -> bool;
+}
+
+/// Why the coordination service could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinationError {
+    /// No endpoint answered.
+    #[error("etcd {operation}: no endpoint answered ({detail})")]
+    Unreachable {
+        /// The call, like `lease/grant`.
+        operation: &'static str,
+        /// The last transport error.
+        detail: String,
+    },
+    /// An endpoint answered with an error.
+    #[error("etcd {operation} was refused: {detail}")]
+    Refused {
+        /// The call, like `lease/grant`.
+        operation: &'static str,
+        /// What etcd said.
+        detail: String,
+    },
+    /// The credentials or TLS files of the policy could not be read.
+    #[error("coordination: {0}")]
+    Setup(String),
+}
+
+/// What this process knows about its lease, shared by the elector and the fences.
+#[derive(Debug)]
+pub(crate) struct LeaseState {
+    identity: String,
+    ttl: Duration,
+    /// Held until this instant (monotonic) while leader; `None` while standing by.
+    valid_until: Mutex<Option<Instant>>,
+    /// Whether this process leads, for the daemon loop.
+    role: watch::Sender<bool>,
+}
+
+impl LeaseState {
+    fn new(identity: String, ttl: Duration) -> Arc<LeaseState> {
+        crate::metrics::get().set_leader(&identity, false);
+        Arc::new(LeaseState {
+            identity,
+            ttl,
+            valid_until: Mutex::new(None),
+            role: watch::channel(false).0,
+        })
+    }
+
+    fn until(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.valid_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The leader key is ours, on a lease renewed by a request sent at `sent`.
+    fn hold(&self, sent: Instant) {
+        *self.until() = Some(sent + self.ttl);
+        if !*self.role.borrow() {
+            self.role.send_replace(true);
+            crate::metrics::get().set_leader(&self.identity, true);
+            info!(identity = %self.identity, role = "leader", "took the coordination lease; this process runs the passes");
+        }
+    }
+
+    /// The lease was renewed by a request sent at `sent` (the key, bound to the lease,
+    /// stays ours while it lives).
+    fn renewed(&self, sent: Instant) {
+        let mut until = self.until();
+        if until.is_some() {
+            *until = Some(sent + self.ttl);
+        }
+    }
+
+    /// Not (or no longer) the leader.
+    fn lose(&self, why: &str) {
+        *self.until() = None;
+        if *self.role.borrow() {
+            self.role.send_replace(false);
+            crate::metrics::get().set_leader(&self.identity, false);
+            warn!(identity = %self.identity, role = "standby", reason = %why, "lost the coordination lease; no pass starts and no write is made until this process leads again");
+        }
+    }
+
+    /// Steps down once the lease may have run out.
+    fn check_deadline(&self) {
+        let expired = self.until().is_some_and(|v| Instant::now() >= v);
+        if expired {
+            self.lose("the lease could not be renewed before it ran out");
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.until().is_some_and(|v| Instant::now() < v)
+    }
+
+    /// Room left for the two clocks' rates and scheduling: a tenth of the TTL.
+    fn margin(&self) -> Duration {
+        self.ttl / 10
+    }
+}
+
+impl Fence for LeaseState {
+    fn can_write(&self, longest_request: Duration) -> bool {
+        let margin = self.margin();
+        self.until()
+            .is_some_and(|v| Instant::now() + longest_request + margin < v)
+    }
+}
+
+/// This process's part in the election: campaigns and renews in the background.
+pub struct Leadership {
+    state: Arc<LeaseState>,
+    changes: watch::Receiver<bool>,
+    elector: Elector,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The service that holds the lease.
+enum Elector {
+    Etcd(Arc<etcd::Elector>),
+    Kubernetes(Arc<kubernetes::Elector>),
+}
+
+impl Leadership {
+    /// Starts campaigning for the lease of `spec` as `identity`.
+    pub fn start(
+        spec: &CoordinationSpec,
+        identity: String,
+    ) -> Result<Leadership, CoordinationError> {
+        let state = LeaseState::new(identity.clone(), spec.lease_ttl);
+        let changes = state.role.subscribe();
+        let (elector, task) = match spec.kind {
+            crate::policy::CoordinationKind::Etcd => {
+                let e = Arc::new(etcd::Elector::new(spec, identity)?);
+                let task = tokio::spawn(Arc::clone(&e).run(Arc::clone(&state)));
+                (Elector::Etcd(e), task)
+            }
+            crate::policy::CoordinationKind::KubernetesLease { .. } => {
+                let e = Arc::new(kubernetes::Elector::new(spec, identity)?);
+                let task = tokio::spawn(Arc::clone(&e).run(Arc::clone(&state)));
+                (Elector::Kubernetes(e), task)
+            }
+        };
+        Ok(Leadership {
+            state,
+            changes,
+            elector,
+            task,
+        })
+    }
+
+    /// Who this process is in the election (`host-pid`).
+    pub fn identity(&self) -> &str {
+        &self.state.identity
+    }
+
+    /// Whether this process holds the lease now.
+    pub fn is_leader(&self) -> bool {
+        self.state.is_leader()
+    }
+
+    /// The check the reconciler makes before each write.
+    pub fn fence(&self) -> Arc<dyn Fence> {
+        Arc::clone(&self.state) as Arc<dyn Fence>
+    }
+
+    /// Waits until this process takes or loses the lease; says whether it leads now.
+    pub async fn changed(&mut self) -> bool {
+        if self.changes.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        *self.changes.borrow_and_update()
+    }
+
+    /// Waits up to `limit` for the lease (a stop ends the wait); says whether it is held.
+    pub async fn wait_leader(&mut self, limit: Duration, stop: &Stop) -> bool {
+        let deadline = Instant::now() + limit;
+        while !self.is_leader() {
+            tokio::select! {
+                _ = self.changes.changed() => {}
+                () = tokio::time::sleep_until(deadline) => return self.is_leader(),
+                () = stop.wait() => return false,
+            }
+        }
+        true
+    }
+
+    /// Stops campaigning and gives the lease back, so that a standby takes over at once.
+    pub async fn release(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        let held = self.state.is_leader();
+        self.state.lose("released on stop");
+        match &self.elector {
+            Elector::Etcd(e) => e.revoke().await,
+            Elector::Kubernetes(e) => e.revoke().await,
+        }
+        if held {
+            info!(identity = %self.state.identity, "released the coordination lease");
+        }
+    }
+}
+
+/// This process's name in the election: the host name and the process id.
+pub fn identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ago(secs: u64) -> Instant {
+        Instant::now()
+            .checked_sub(Duration::from_secs(secs))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_fence_opens_only_with_a_whole_request_of_lease_to_spare() {
+        let state = LeaseState::new("test-1".to_owned(), Duration::from_secs(15));
+        assert!(
+            !state.can_write(Duration::from_secs(1)),
+            "a standby never writes"
+        );
+        state.hold(Instant::now());
+        assert!(state.is_leader());
+        assert!(state.can_write(Duration::from_secs(5)));
+        // 15s lease, 1.5s margin: a 14s request does not fit.
+        assert!(!state.can_write(Duration::from_secs(14)));
+        // Renewed by a request sent 10s ago: 5s left, less the margin.
+        state.renewed(ago(10));
+        assert!(state.can_write(Duration::from_secs(3)));
+        assert!(!state.can_write(Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn a_leader_paused_past_its_lease_cannot_write_and_steps_down() {
+        let state = LeaseState::new("test-2".to_owned(), Duration::from_secs(3));
+        state.hold(ago(10));
+        assert!(!state.can_write(Duration::ZERO));
+        assert!(!state.is_leader());
+        assert!(*state.role.borrow(), "not yet told");
+        state.check_deadline();
+        assert!(!*state.role.borrow());
+    }
+
+    #[test]
+    fn a_renewal_does_not_make_a_standby_lead() {
+        let state = LeaseState::new("test-3".to_owned(), Duration::from_secs(3));
+        state.hold(Instant::now());
+        state.lose("test");
+        state.renewed(Instant::now());
+        assert!(!state.is_leader());
+        assert!(!state.can_write(Duration::ZERO));
+    }
+}

@@ -1,0 +1,696 @@
+//! One actor per client across hosts: rotators sharing a `coordination:` section elect a
+//! leader on a real etcd, and only the leader writes to CDS or the store — also when the
+//! leader is killed, paused past its lease, or cut off from etcd.
+//!
+//! Each daemon has its own lock directory, as on separate hosts: only the lease keeps
+//! them apart. What was written is read from the emulator's request log.
+
+mod common;
+mod kube;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Env, text};
+use tokio::process::{Child, Command};
+
+const TTL_SECS: u64 = 3;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A single-member etcd on free loopback ports with its own data directory; killed when
+/// dropped. It can be stopped and started again on the same ports and data.
+struct Etcd {
+    child: Option<Child>,
+    client_port: u16,
+    peer_port: u16,
+    data: tempfile::TempDir,
+}
+
+/// Where `etcd` is. Fails (never skips) when it is missing.
+fn etcd_binary() -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let bin = PathBuf::from(dir).join("etcd");
+        if bin.is_file() {
+            return bin;
+        }
+    }
+    panic!("etcd is missing: run `bash scripts/test-deps.sh` (it installs Debian's etcd-server)");
+}
+
+impl Etcd {
+    async fn start() -> Etcd {
+        let mut etcd = Etcd {
+            child: None,
+            client_port: free_port(),
+            peer_port: free_port(),
+            data: tempfile::tempdir().unwrap(),
+        };
+        etcd.run().await;
+        etcd
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    async fn run(&mut self) {
+        let client = self.url();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new(etcd_binary())
+            .arg("--name=test")
+            .arg(format!(
+                "--data-dir={}",
+                self.data.path().join("etcd").display()
+            ))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=test={peer}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start etcd");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let answer = reqwest::Client::new()
+                .post(format!("{client}/v3/kv/range"))
+                .body(r#"{"key":"AA=="}"#)
+                .send()
+                .await;
+            if answer.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "etcd did not answer"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+}
+
+/// A service the daemons elect their leader on.
+trait Coordinator {
+    /// The body of the policy's `coordination:` section, indented.
+    fn section(&self) -> String;
+}
+
+impl Coordinator for Etcd {
+    fn section(&self) -> String {
+        format!(
+            "  type: etcd\n  endpoints: [{}]\n  key_prefix: /cds-rotator/test\n  lease_ttl: {TTL_SECS}s\n",
+            self.url()
+        )
+    }
+}
+
+impl Coordinator for kube::FakeLeases {
+    fn section(&self) -> String {
+        format!(
+            "  type: kubernetes_lease\n  namespace: cds-rotator\n  name: cds-rotator\n  api_url: {}\n  token_file: {}\n  lease_duration: {TTL_SECS}s\n",
+            self.url,
+            self.token_file.path().display()
+        )
+    }
+}
+
+/// A daemon of its own "host": a policy with its own lock directory and listen port,
+/// sharing the emulator, the store and etcd.
+struct Daemon {
+    child: Child,
+    pid: u32,
+}
+
+/// Writes policy `name` for `env` with coordination on `etcd`; `verify_timeout` for the
+/// new secret's verify step, `grace` for superseded secrets.
+fn write_policy(
+    env: &Env,
+    coordinator: &dyn Coordinator,
+    name: &str,
+    verify_timeout: &str,
+    grace: &str,
+) -> (PathBuf, u16) {
+    env.write_policy("", "");
+    let port = free_port();
+    let mut policy = std::fs::read_to_string(env.policy_path()).unwrap();
+    policy = policy
+        .replace("request_timeout: 2s", "request_timeout: 1s")
+        .replace("grace: 0s", &format!("grace: {grace}"))
+        .replace(
+            "verify_timeout: 5s",
+            &format!("verify_timeout: {verify_timeout}"),
+        )
+        .replace(
+            &format!("lock_dir: {}", env.dir.path().join("locks").display()),
+            &format!(
+                "lock_dir: {}",
+                env.dir.path().join(format!("locks-{name}")).display()
+            ),
+        );
+    policy.push_str(&format!(
+        "daemon:\n  listen: 127.0.0.1:{port}\ncoordination:\n{}",
+        coordinator.section()
+    ));
+    let path = env.dir.path().join(format!("policy-{name}.yaml"));
+    std::fs::write(&path, policy).unwrap();
+    (path, port)
+}
+
+fn start(policy: &PathBuf) -> Daemon {
+    let log = std::fs::File::create(policy.with_extension("log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_cds-rotator"))
+        .arg("--config")
+        .arg(policy)
+        .env_remove("CDS_ROTATOR_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    Daemon { child, pid }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// `/readyz` of the daemon on `port`, or `None` when it does not answer.
+async fn readyz(port: u16) -> Option<serde_json::Value> {
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    serde_json::from_str(&r.text().await.ok()?).ok()
+}
+
+async fn role(port: u16) -> Option<String> {
+    Some(readyz(port).await?["role"].as_str()?.to_owned())
+}
+
+/// Whether the daemon on `port` leads and has finished a pass.
+async fn leads_after_a_pass(port: u16) -> bool {
+    readyz(port)
+        .await
+        .is_some_and(|r| r["role"] == "leader" && r["first_pass_done"] == true)
+}
+
+async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "no {what} seen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The CDS writes in the emulator's log from index `from` on: (method, path).
+fn writes_since(env: &Env, from: usize) -> Vec<(String, String)> {
+    env.emulator.requests()[from..]
+        .iter()
+        .filter(|r| {
+            let path = r.path.to_ascii_lowercase();
+            (r.method == "POST" && path.ends_with("/secrets"))
+                || (r.method == "DELETE" && path.contains("/secrets/"))
+        })
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect()
+}
+
+fn creates_for(writes: &[(String, String)], client_id: &str) -> usize {
+    writes
+        .iter()
+        .filter(|(m, p)| m == "POST" && p.to_ascii_lowercase().contains(client_id))
+        .count()
+}
+
+async fn metric(port: u16, name: &str) -> String {
+    let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    body.lines()
+        .filter(|l| l.starts_with(name))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_one_acts_and_the_standby_takes_over_when_the_leader_is_killed() {
+    one_acts_and_the_standby_takes_over(&Etcd::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_kubernetes_lease_one_acts_and_the_standby_takes_over_when_the_leader_is_killed() {
+    one_acts_and_the_standby_takes_over(&kube::FakeLeases::start().await).await;
+}
+
+async fn one_acts_and_the_standby_takes_over(etcd: &dyn Coordinator) {
+    let env = Env::start().await;
+    let (policy_a, port_a) = write_policy(&env, etcd, "a", "5s", "0s");
+    let (policy_b, port_b) = write_policy(&env, etcd, "b", "5s", "0s");
+    let mut a = start(&policy_a);
+    let mut b = start(&policy_b);
+    let limit = Duration::from_secs(30);
+    eventually("a leader with a finished pass", limit, async || {
+        leads_after_a_pass(port_a).await || leads_after_a_pass(port_b).await
+    })
+    .await;
+    // Give the standby a few renew intervals to try (and fail) to take over.
+    tokio::time::sleep(Duration::from_secs(2 * TTL_SECS)).await;
+    let (leader, standby, standby_port) = if leads_after_a_pass(port_a).await {
+        (&mut a, &mut b, port_b)
+    } else {
+        (&mut b, &mut a, port_a)
+    };
+    let body = readyz(standby_port).await.expect("the standby answers");
+    assert_eq!(body["role"], "standby", "{body}");
+    assert_eq!(body["ready"], true, "a standby is ready: {body}");
+    let writes = writes_since(&env, 0);
+    assert_eq!(creates_for(&writes, common::APP), 1, "{writes:?}");
+    assert_eq!(creates_for(&writes, common::HYBRID), 1, "{writes:?}");
+    assert!(
+        metric(standby_port, "cds_rotator_leader{")
+            .await
+            .ends_with(" 0"),
+        "the standby's leader gauge is 0"
+    );
+    let published = env.record("app").expect("the leader published app");
+
+    // The leader dies without giving the lease back: the standby takes over once the
+    // lease runs out, finds every client done, and rotates none again.
+    let killed = leader.pid;
+    leader.child.start_kill().unwrap();
+    let _ = leader.child.wait().await;
+    eventually(
+        "the standby taking over",
+        Duration::from_secs(TTL_SECS * 2 + 30),
+        async || leads_after_a_pass(standby_port).await,
+    )
+    .await;
+    assert!(
+        metric(standby_port, "cds_rotator_leader{")
+            .await
+            .ends_with(" 1"),
+        "the new leader's gauge is 1"
+    );
+    let writes = writes_since(&env, 0);
+    assert_eq!(
+        creates_for(&writes, common::APP),
+        1,
+        "rotated twice: {writes:?}"
+    );
+    assert_eq!(
+        creates_for(&writes, common::HYBRID),
+        1,
+        "rotated twice: {writes:?}"
+    );
+    assert_eq!(env.record("app").unwrap().secret_id, published.secret_id);
+    assert_ne!(standby.pid, killed);
+    signal(standby.pid, "TERM");
+    let _ = standby.child.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_writes_nothing_when_it_resumes() {
+    a_paused_leader_writes_nothing(&Etcd::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_kubernetes_lease_writes_nothing_when_it_resumes() {
+    a_paused_leader_writes_nothing(&kube::FakeLeases::start().await).await;
+}
+
+async fn a_paused_leader_writes_nothing(etcd: &dyn Coordinator) {
+    let env = Env::start().await;
+    // New secrets take 4s to get tokens: the leader's pass sits in verify. A grace of
+    // an hour keeps the next leader from retiring the old leader's unpublished secrets.
+    env.emulator
+        .set_token_propagation_delay(Duration::from_secs(4));
+    let (policy_a, port_a) = write_policy(&env, etcd, "a", "60s", "1h");
+    let (policy_b, port_b) = write_policy(&env, etcd, "b", "60s", "1h");
+    let mut a = start(&policy_a);
+    let limit = Duration::from_secs(30);
+    eventually("the leader creating both secrets", limit, async || {
+        let w = writes_since(&env, 0);
+        creates_for(&w, common::APP) == 1 && creates_for(&w, common::HYBRID) == 1
+    })
+    .await;
+    // Paused between create and publish, with its lease running out.
+    signal(a.pid, "STOP");
+    let mut b = start(&policy_b);
+    eventually(
+        "the second daemon leading after a pass",
+        Duration::from_secs(60),
+        async || leads_after_a_pass(port_b).await,
+    )
+    .await;
+    let published = env.record("app").expect("the new leader published app");
+    let by_b = writes_since(&env, 0);
+    assert_eq!(creates_for(&by_b, common::APP), 2, "{by_b:?}");
+    let mark = env.emulator.requests().len();
+    let a_secrets: Vec<i32> = {
+        // The old leader's new secrets: the first created per client, before B's.
+        let mut ids = Vec::new();
+        for client in [common::APP, common::HYBRID] {
+            let mut s = env.emulator.secrets(common::TENANT, client);
+            s.retain(|s| {
+                s.description
+                    .as_deref()
+                    .is_some_and(|d| d.contains("cds-rotator"))
+            });
+            s.sort_by_key(|s| s.id);
+            ids.extend(s.first().map(|s| s.id));
+        }
+        ids
+    };
+
+    // Resumed: its pass finds the lease gone at the fence and publishes nothing; the
+    // only write allowed is deleting the unverified secret it created itself.
+    signal(a.pid, "CONT");
+    eventually("the old leader standing by", limit, async || {
+        role(port_a).await.as_deref() == Some("standby")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2 * TTL_SECS)).await;
+    let after = writes_since(&env, mark);
+    assert!(
+        after.iter().all(|(m, p)| m == "DELETE"
+            && a_secrets
+                .iter()
+                .any(|id| p.to_ascii_lowercase().ends_with(&format!("/secrets/{id}")))),
+        "the resumed daemon wrote: {after:?} (its own secrets: {a_secrets:?})"
+    );
+    let log = std::fs::read_to_string(policy_a.with_extension("log")).unwrap();
+    assert!(
+        !after.is_empty(),
+        "the resumed pass undoes the secrets it created: {log}"
+    );
+    assert!(
+        log.contains("lost the coordination lease"),
+        "the resumed daemon says why it stopped: {log}"
+    );
+    let record = env.record("app").unwrap();
+    assert_eq!(
+        record.secret_id, published.secret_id,
+        "the store was written"
+    );
+    assert_eq!(record.fingerprint, published.fingerprint);
+    assert_eq!(role(port_b).await.as_deref(), Some("leader"));
+    for d in [&mut a, &mut b] {
+        signal(d.pid, "TERM");
+        let _ = d.child.wait().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_etcd_the_leader_steps_down_and_writes_nothing_until_it_returns() {
+    let mut etcd = Etcd::start().await;
+    let env = Env::start().await;
+    let (policy_a, port_a) = write_policy(&env, &etcd, "a", "5s", "0s");
+    let a = start(&policy_a);
+    let limit = Duration::from_secs(30);
+    eventually("a leader with a finished pass", limit, async || {
+        leads_after_a_pass(port_a).await
+    })
+    .await;
+    etcd.stop().await;
+    eventually("the leader stepping down", limit, async || {
+        role(port_a).await.as_deref() == Some("standby")
+    })
+    .await;
+    // Without its record the app client is due at once for a leader: nothing happens
+    // while this process stands by.
+    let mark = env.emulator.requests().len();
+    std::fs::remove_file(env.secrets_dir().join("app.json")).unwrap();
+    tokio::time::sleep(Duration::from_secs(2 * TTL_SECS)).await;
+    assert_eq!(
+        writes_since(&env, mark),
+        vec![],
+        "written without the lease"
+    );
+    assert_eq!(role(port_a).await.as_deref(), Some("standby"));
+
+    etcd.run().await;
+    eventually("the leader back with a pass", limit, async || {
+        leads_after_a_pass(port_a).await && env.record("app").is_some()
+    })
+    .await;
+    signal(a.pid, "TERM");
+    let out = a.child.wait_with_output().await.unwrap();
+    let _ = text(&out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_waits_for_the_lease_and_acts_once_the_daemon_gives_it_back() {
+    let etcd = Etcd::start().await;
+    let env = Env::start().await;
+    let (policy_a, port_a) = write_policy(&env, &etcd, "a", "5s", "0s");
+    let (policy_b, _) = write_policy(&env, &etcd, "b", "5s", "0s");
+    let a = start(&policy_a);
+    eventually(
+        "a leader with a finished pass",
+        Duration::from_secs(30),
+        async || leads_after_a_pass(port_a).await,
+    )
+    .await;
+    let mark = env.emulator.requests().len();
+    let mut one_shot = Command::new(env!("CARGO_BIN_EXE_cds-rotator"))
+        .arg("--config")
+        .arg(&policy_b)
+        .args(["--run-now", "--force"])
+        .env_remove("CDS_ROTATOR_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // While the daemon leads, the one-shot waits and writes nothing.
+    tokio::time::sleep(Duration::from_secs(2 * TTL_SECS)).await;
+    assert!(
+        one_shot.try_wait().unwrap().is_none(),
+        "--run-now did not wait"
+    );
+    assert_eq!(
+        writes_since(&env, mark),
+        vec![],
+        "--run-now raced the daemon"
+    );
+
+    // The daemon stops and gives the lease back: the one-shot takes it and rotates.
+    signal(a.pid, "TERM");
+    let out = tokio::time::timeout(Duration::from_secs(60), one_shot.wait_with_output())
+        .await
+        .expect("--run-now ends")
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let writes = writes_since(&env, mark);
+    assert_eq!(creates_for(&writes, common::APP), 1, "{writes:?}");
+    assert_eq!(creates_for(&writes, common::HYBRID), 1, "{writes:?}");
+    let mut a = a;
+    let _ = a.child.wait().await;
+}
+
+/// A fence that allows the first `n` writes and refuses the rest.
+struct AllowFirst(std::sync::atomic::AtomicUsize);
+
+impl cds_rotator::coordination::Fence for AllowFirst {
+    fn can_write(&self, _longest_request: Duration) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.0
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+fn fenced(env: &Env, allowed: usize) -> cds_rotator::app::Wired {
+    env.write_policy("", "");
+    let wired = env.wired(&["app"]);
+    wired.reconciler.set_fence(
+        std::sync::Arc::new(AllowFirst(allowed.into())),
+        Duration::from_secs(1),
+    );
+    wired
+}
+
+#[tokio::test]
+async fn a_pass_without_the_lease_writes_nothing() {
+    let env = Env::start().await;
+    let wired = fenced(&env, 0);
+    let report = common::pass_of(&wired, false).await.remove(0);
+    let error = report.error.expect("the pass fails").to_string();
+    assert!(error.contains("lost the coordination lease"), "{error}");
+    assert_eq!(writes_since(&env, 0), vec![]);
+    assert!(env.record("app").is_none());
+}
+
+#[tokio::test]
+async fn a_lease_lost_after_the_create_deletes_the_new_secret_and_publishes_nothing() {
+    let env = Env::start().await;
+    // The create may go out; the publish after it may not.
+    let wired = fenced(&env, 1);
+    let report = common::pass_of(&wired, false).await.remove(0);
+    let error = report.error.expect("the pass fails");
+    assert_eq!(error.step.to_string(), "publish");
+    assert!(
+        error
+            .source
+            .to_string()
+            .starts_with("lost the coordination lease before publishing: the new secret"),
+        "{error}"
+    );
+    let writes = writes_since(&env, 0);
+    assert_eq!(creates_for(&writes, common::APP), 1, "{writes:?}");
+    assert_eq!(
+        writes.iter().filter(|(m, _)| m == "DELETE").count(),
+        1,
+        "the new secret is deleted again: {writes:?}"
+    );
+    assert!(env.record("app").is_none(), "nothing was published");
+    assert_eq!(
+        env.ids(common::APP).len(),
+        1,
+        "only the hand-made secret is left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_the_coordination_section_is_refused() {
+    let etcd = Etcd::start().await;
+    let env = Env::start().await;
+    let (policy_a, port_a) = write_policy(&env, &etcd, "a", "5s", "0s");
+    let mut a = start(&policy_a);
+    eventually(
+        "a leader with a finished pass",
+        Duration::from_secs(30),
+        async || leads_after_a_pass(port_a).await,
+    )
+    .await;
+    let changed = std::fs::read_to_string(&policy_a)
+        .unwrap()
+        .replace("/cds-rotator/test", "/cds-rotator/other");
+    std::fs::write(&policy_a, changed).unwrap();
+    signal(a.pid, "HUP");
+    eventually("the reload refused", Duration::from_secs(30), async || {
+        readyz(port_a).await.is_some_and(|r| {
+            r["policy_reload_refused"]
+                .as_str()
+                .is_some_and(|e| e.contains("the coordination section changed"))
+        })
+    })
+    .await;
+    assert_eq!(role(port_a).await.as_deref(), Some("leader"));
+    signal(a.pid, "TERM");
+    let _ = a.child.wait().await;
+}
+
+/// etcd with authentication on, the daemon logging in with a user and password.
+struct WithLogin<'a> {
+    etcd: &'a Etcd,
+    user_file: PathBuf,
+    password_file: PathBuf,
+}
+
+impl Coordinator for WithLogin<'_> {
+    fn section(&self) -> String {
+        format!(
+            "{}  username_file: {}\n  password_file: {}\n",
+            self.etcd.section(),
+            self.user_file.display(),
+            self.password_file.display()
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_logs_in_to_etcd_with_a_user_and_password() {
+    let etcd = Etcd::start().await;
+    let http = reqwest::Client::new();
+    for (call, body) in [
+        (
+            "auth/user/add",
+            r#"{"name":"root","password":"etcd-Pass-0123"}"#,
+        ),
+        ("auth/role/add", r#"{"name":"root"}"#),
+        ("auth/user/grant", r#"{"user":"root","role":"root"}"#),
+        ("auth/enable", "{}"),
+    ] {
+        let r = http
+            .post(format!("{}/v3/{call}", etcd.url()))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "{call}: {}",
+            r.text().await.unwrap()
+        );
+    }
+    // Without a login etcd now refuses.
+    let r = http
+        .post(format!("{}/v3/kv/range", etcd.url()))
+        .body(r#"{"key":"AA=="}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !r.status().is_success() || r.text().await.unwrap().contains("error"),
+        "auth is not on"
+    );
+    let env = Env::start().await;
+    let user_file = env.dir.path().join("etcd-user");
+    let password_file = env.dir.path().join("etcd-password");
+    std::fs::write(&user_file, "root\n").unwrap();
+    std::fs::write(&password_file, "etcd-Pass-0123\n").unwrap();
+    let login = WithLogin {
+        etcd: &etcd,
+        user_file,
+        password_file,
+    };
+    let (policy_a, port_a) = write_policy(&env, &login, "a", "5s", "0s");
+    let mut a = start(&policy_a);
+    eventually(
+        "a leader with a finished pass",
+        Duration::from_secs(30),
+        async || leads_after_a_pass(port_a).await,
+    )
+    .await;
+    signal(a.pid, "TERM");
+    let _ = a.child.wait().await;
+    let log = std::fs::read_to_string(policy_a.with_extension("log")).unwrap();
+    assert!(
+        !log.contains("etcd-Pass-0123"),
+        "the password is in the log"
+    );
+}
