@@ -9,15 +9,15 @@
 # Usage: scripts/bench-pass.sh [N] [D_ms] [C...]
 #   no arguments: N=1000, D = 20 and 100 ms, C = 8, 32, 64
 #   scripts/bench-pass.sh 200 20 64   a quick run
-#   CDS_ROTATOR_BIN=/path/to/cds-rotator times that binary instead of building this tree
+#   BIN=/path/to/cds-rotator times that binary instead of building this tree
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-1000}"; repeat="${REPEAT:-3}"
 if [ $# -ge 2 ]; then delays=("$2"); else delays=(20 100); fi
 if [ $# -ge 3 ]; then concs=("${@:3}"); else concs=(8 32 64); fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/tmp}/.cache/cds-rotator/target}"
-# CDS_ROTATOR_BIN: time that binary instead of building this tree (before/after figures).
-bin="${CDS_ROTATOR_BIN:-}"
+# BIN: time that binary instead of building this tree (before/after figures).
+bin="${BIN:-}"
 if [ -z "$bin" ]; then
   cargo build --locked --release --quiet
   bin="$CARGO_TARGET_DIR/release/cds-rotator"
