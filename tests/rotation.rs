@@ -801,3 +801,82 @@ async fn a_due_rotation_waits_for_the_window_unless_waiting_is_unsafe() {
     let report = wired.reconciler.pass(&wired.jobs[0], between).await;
     assert!(report.rotated.is_some(), "{:?}", report.plan);
 }
+
+/// A store whose publish waits until `gate` is opened.
+struct GatedStore(
+    std::sync::Arc<dyn SecretStore>,
+    std::sync::Arc<tokio::sync::Notify>,
+);
+
+#[async_trait::async_trait]
+impl SecretStore for GatedStore {
+    fn location(&self, key: &str) -> String {
+        self.0.location(key)
+    }
+
+    async fn read_current(&self, key: &str) -> Result<Current, StoreError> {
+        self.0.read_current(key).await
+    }
+
+    async fn read_value(&self, key: &str) -> Result<Option<SecretString>, StoreError> {
+        self.0.read_value(key).await
+    }
+
+    async fn probe(&self) -> Result<(), StoreError> {
+        self.0.probe().await
+    }
+
+    async fn publish(
+        &self,
+        key: &str,
+        value: &SecretString,
+        record: &StoreRecord,
+    ) -> Result<(), StoreError> {
+        self.1.notified().await;
+        self.0.publish(key, value, record).await
+    }
+}
+
+#[tokio::test]
+async fn a_pass_writing_to_its_store_gives_its_concurrency_slot_to_the_next_client() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    let wired = env.wired(&["app", "web"]);
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let job = |name: &str| {
+        wired
+            .jobs
+            .iter()
+            .find(|j| j.name == name)
+            .expect("wired")
+            .clone()
+    };
+    let app = job("app");
+    let app = std::sync::Arc::new(ClientJob {
+        name: app.name.clone(),
+        client: app.client.clone(),
+        store: std::sync::Arc::new(GatedStore(app.store.clone(), gate.clone())),
+        store_key: app.store_key.clone(),
+        notifiers: app.notifiers.clone(),
+        pickup: app.pickup.clone(),
+        timing: app.timing.clone(),
+        retire_unmanaged: app.retire_unmanaged,
+    });
+    // One slot, taken by app first: web's pass can only run while app's publish waits,
+    // and app's publish waits until web has published.
+    let options = PassOptions::default();
+    let run = wired
+        .reconciler
+        .run_each(vec![(app, options), (job("web"), options)], 1);
+    let open = async {
+        common::wait_until("web's record", || env.record("web").is_some()).await;
+        gate.notify_one();
+    };
+    let (reports, ()) = tokio::join!(run, open);
+    for report in reports {
+        let report = report.expect("no pass panicked");
+        assert!(report.error.is_none(), "{:?}", report.error);
+        assert!(report.rotated.is_some(), "{}", report.client);
+    }
+    assert!(env.record("app").is_some());
+}

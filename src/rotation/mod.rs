@@ -20,7 +20,7 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::audit::{Action, AuditLog, Outcome};
@@ -45,6 +45,59 @@ const LOCK_WAIT: StdDuration = StdDuration::from_secs(30);
 
 /// How many times a create is attempted when its answer is lost.
 const CREATE_ATTEMPTS: u32 = 3;
+
+/// How often verify asks again while CDS does not accept a new secret yet. Fixed and
+/// short, so a pass ends soon after the secret has propagated: a doubling backoff
+/// overshot the propagation delay by up to 2×, with the client's slot held all along.
+const VERIFY_POLL: StdDuration = StdDuration::from_millis(250);
+
+/// The longest wait between verify's tries after throttling or a server error (the
+/// CDS client already honoured `Retry-After` and backed off within each request).
+const VERIFY_BACKOFF_MAX: StdDuration = StdDuration::from_secs(15);
+
+tokio::task_local! {
+    /// The concurrency slot of the pass running on this task (see [`Reconciler::run_each`]).
+    static SLOT: Slot;
+}
+
+/// A pass's place among the `max_concurrency` passes that talk to CDS at once. A pass
+/// gives it back while it writes to its store (see [`release_slot`]): the slot bounds
+/// the load on CDS, while the client's lock, held all along, keeps other passes off
+/// the client.
+struct Slot {
+    permits: Arc<Semaphore>,
+    held: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+/// Gives the pass's slot back to passes waiting for one (nothing outside `run_each`).
+fn release_slot() {
+    let _ = SLOT.try_with(|slot| {
+        slot.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    });
+}
+
+/// Takes a slot again before talking to CDS, if the pass gave its slot back.
+async fn retake_slot() {
+    let Ok(Some(permits)) = SLOT.try_with(|slot| {
+        let held = slot
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.is_none().then(|| Arc::clone(&slot.permits))
+    }) else {
+        return;
+    };
+    let permit = permits.acquire_owned().await.ok();
+    let _ = SLOT.try_with(|slot| {
+        *slot
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = permit;
+    });
+}
 
 /// Everything a pass needs to know about one client.
 pub struct ClientJob {
@@ -542,8 +595,12 @@ impl Reconciler {
             let this = Arc::clone(self);
             let permits = Arc::clone(&permits);
             tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                (i, this.pass(&job, options).await)
+                let permit = Arc::clone(&permits).acquire_owned().await.ok();
+                let slot = Slot {
+                    permits,
+                    held: Mutex::new(permit),
+                };
+                (i, SLOT.scope(slot, this.pass(&job, options)).await)
             });
         }
         let mut reports: Vec<Option<PassReport>> = (0..count).map(|_| None).collect();
@@ -675,6 +732,7 @@ impl Reconciler {
         if job.client.client_id == self.own_client_id {
             // The rotator's own credential: switch to the new secret and prove it with a
             // call. Nothing old is retired before the grace period anyway.
+            retake_slot().await;
             self.connect.reload_credential();
             self.connect
                 .list_secrets(&job.client)
@@ -682,6 +740,7 @@ impl Reconciler {
                 .map_err(|e| at(Step::SelfCheck)(e.into()))?;
         }
         if options.revoke_old {
+            retake_slot().await;
             self.revoke(job, report).await.map_err(at(Step::Retire))?;
         }
         Ok(())
@@ -1032,6 +1091,10 @@ impl Reconciler {
             fingerprint: fingerprint.clone(),
         };
         let started = std::time::Instant::now();
+        // The store write (fsyncs, or a remote store's requests) does not hold up the
+        // passes that wait to talk to CDS; only the steps that talk to CDS again take a
+        // slot again (undoing the create, the self-check, revoking).
+        release_slot();
         let published = job
             .store
             .publish(&job.store_key, &created.value, &record)
@@ -1066,6 +1129,7 @@ impl Reconciler {
                     source,
                 }));
             }
+            retake_slot().await;
             let cleanup = self.undo_create(job, id, Step::Publish).await;
             return Err(at(Step::Publish)(StepError::Publish {
                 secret_id: id,
@@ -1172,7 +1236,8 @@ impl Reconciler {
     }
 
     /// Tries to get a token with a new secret until it works or `timeout` passes (CDS
-    /// may take a moment to accept a new secret).
+    /// may take a moment to accept a new secret): every [`VERIFY_POLL`] while the secret
+    /// is refused, backing off (doubling) while CDS throttles or fails.
     async fn verify(
         &self,
         client_id: &str,
@@ -1180,22 +1245,29 @@ impl Reconciler {
         timeout: StdDuration,
     ) -> Result<(), ConnectError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut delay = StdDuration::from_millis(250);
+        let mut backoff = VERIFY_POLL;
         loop {
-            match self.connect.verify_secret(client_id, value).await {
+            let e = match self.connect.verify_secret(client_id, value).await {
                 Ok(()) => return Ok(()),
-                // Stopping: give up waiting; the caller deletes the new secret.
-                Err(e)
-                    if retry_verify(&e)
-                        && !self.stopping()
-                        && tokio::time::Instant::now() + delay < deadline =>
-                {
-                    info!(step = "verify", error = %e, wait_ms = delay.as_millis() as u64, "not accepted yet; trying again");
-                    self.stop.sleep(delay).await;
-                    delay = (delay * 2).min(StdDuration::from_secs(15));
+                Err(e) => e,
+            };
+            let wait = match e {
+                ConnectError::Unauthenticated { .. } => VERIFY_POLL,
+                _ => {
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(VERIFY_BACKOFF_MAX);
+                    wait
                 }
-                Err(e) => return Err(e),
+            };
+            // Stopping: give up waiting; the caller deletes the new secret.
+            if !retry_verify(&e)
+                || self.stopping()
+                || tokio::time::Instant::now() + wait >= deadline
+            {
+                return Err(e);
             }
+            info!(step = "verify", error = %e, wait_ms = wait.as_millis() as u64, "not accepted yet; trying again");
+            self.stop.sleep(wait).await;
         }
     }
 

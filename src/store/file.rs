@@ -6,7 +6,9 @@
 //! a publish first writes the new record to `<dir>/.<key>.pending.json`: if the process
 //! dies (or the final record cannot be written) after the value landed, the next read
 //! sees that the value's fingerprint matches the pending record and reports it as
-//! current, so the reconciler never mistakes the published secret for an orphan.
+//! current, so the reconciler never mistakes the published secret for an orphan. Once
+//! the value is on disk, the pending record is renamed over the final one (no new bytes,
+//! no fsync: if a crash undoes that rename, the pending record still stands in).
 //!
 //! The rule every step keeps: whatever crashes and failed writes came before, the store
 //! can say which CDS secret its current value is. So a pending record that stands in for
@@ -329,10 +331,14 @@ impl FileStore {
             let promoted = self.encode(key, standing)?;
             self.replace(&self.record_path(key), &promoted)?;
         }
+        // Four fsyncs in all. The pending record (file, then directory) is on disk before
+        // the value's rename can be: a crash never keeps a new value that no record names.
         if let Err(e) = self.replace(&self.pending_path(key), &json) {
             self.discard_own_pending(key, &record.fingerprint);
             return Err(e);
         }
+        // The value (file, then directory): on disk before the pending record is moved
+        // over the final one, so a crash never keeps the new record with the old value.
         if let Err(e) = self.replace(&self.value_path(key), value.expose_secret().as_bytes()) {
             match self.value_fingerprint(key) {
                 // The rename happened before the failure (say, of the directory fsync):
@@ -357,18 +363,32 @@ impl FileStore {
             }
         }
         // From here on readers hold the new value: the publish has happened, whatever
-        // fails next. The pending record stands in for the final one until it is written.
-        if let Err(e) = self.replace(&self.record_path(key), &json) {
+        // fails next. The pending record stands in for the final one until it is moved
+        // over it.
+        if let Err(e) = self.promote_pending(key) {
             tracing::warn!(error = %e, "the record was not replaced; the pending record stands in");
-            return Ok(());
-        }
-        if let Err(e) = self.remove(&self.pending_path(key)) {
-            tracing::warn!(error = %e, "could not remove the pending record");
-        }
-        if let Err(e) = self.sync_dir() {
-            tracing::warn!(error = %e, "could not sync the store directory");
         }
         Ok(())
+    }
+
+    /// Moves the pending record over the final one: one rename makes the final record
+    /// and removes the pending one, so no state lies between the two. Its bytes were
+    /// synced when the pending record was written, so no file fsync; and no directory
+    /// fsync either: should a crash undo the rename, the pending record, which names the
+    /// value readers hold, stands in as after a failed record write (the next publish
+    /// promotes it first). The value's rename was synced before this one, so a crash can
+    /// never keep this rename and lose that one.
+    fn promote_pending(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.record_path(key);
+        let result = (|| -> io::Result<()> {
+            #[cfg(test)]
+            self.inject(&path, false)?;
+            fs::rename(self.pending_path(key), &path)?;
+            #[cfg(test)]
+            self.inject(&path, true)?;
+            Ok(())
+        })();
+        result.map_err(|e| self.io_error("write", &path, e))
     }
 
     /// After a publish failed: removes the pending record when it is this publish's own
@@ -438,6 +458,10 @@ impl FileStore {
     }
 
     /// Replaces `path` with `bytes` atomically: temp file beside it, fsync, rename, fsync dir.
+    /// The file fsync puts the bytes on disk before the name points at them (a crash never
+    /// leaves an empty or partial file under `path`); the directory fsync makes the rename
+    /// itself durable before the caller's next write, which is what orders a publish's
+    /// steps (pending record, then value, then record) across a crash.
     pub(crate) fn replace(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let file_name = path
             .file_name()
@@ -505,12 +529,6 @@ impl FileStore {
             }
             _ => Ok(()),
         }
-    }
-
-    fn sync_dir(&self) -> Result<(), StoreError> {
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| self.io_error("sync", &self.dir, e))
     }
 }
 
@@ -700,6 +718,28 @@ mod tests {
         assert_eq!(
             store.read_current("app").await.unwrap(),
             Current::Published(record(1, "old"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_publish_moves_its_pending_record_over_the_final_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::new("local", tmp.path());
+        for (id, value) in [(1, "a"), (2, "b")] {
+            store
+                .publish("app", &SecretString::from(value), &record(id, value))
+                .await
+                .unwrap();
+        }
+        let mut names: Vec<String> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["app", "app.json"]);
+        assert_eq!(
+            store.read_record(&store.record_path("app")).unwrap(),
+            Some(record(2, "b"))
         );
     }
 
