@@ -3,8 +3,8 @@
 //!
 //! A notifier URL is a secret (a Slack or Teams incoming-webhook URL is its own
 //! credential; a webhook URL may carry a token in its path or query), so errors name
-//! the notifier and at most the URL's host. Not here: what is sent (each notifier
-//! builds its body).
+//! the notifier and at most the URL's host. [`HttpNotifier`] is all three: they differ
+//! only in the body (built by `webhook`, `slack` and `teams`) and in whether it is signed.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -323,5 +323,65 @@ mod tests {
             let b = backoff(attempt);
             assert!(b >= BASE_DELAY / 2 && b <= MAX_DELAY, "{b:?}");
         }
+    }
+}
+
+/// A notifier that POSTs a body built from each event: `webhook` (the event JSON, signed
+/// when it has a key), `slack` and `teams` (their incoming-webhook messages).
+#[derive(Debug)]
+pub struct HttpNotifier {
+    name: String,
+    target: Target,
+    key: Option<SecretString>,
+    timeout: Duration,
+    retries: u32,
+    sender: HttpSender,
+    body: fn(&super::Event) -> Vec<u8>,
+}
+
+impl HttpNotifier {
+    /// A notifier named `name` posting `body(event)` to `target`, signed with `key` when
+    /// set, each notification bounded by `timeout` (retries included).
+    pub fn new(
+        name: impl Into<String>,
+        target: Target,
+        key: Option<SecretString>,
+        (timeout, retries): (Duration, u32),
+        sender: HttpSender,
+        body: fn(&super::Event) -> Vec<u8>,
+    ) -> Self {
+        HttpNotifier {
+            name: name.into(),
+            target,
+            key,
+            timeout,
+            retries,
+            sender,
+            body,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Notifier for HttpNotifier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    async fn notify(&self, event: &super::Event) -> Result<(), super::NotifyError> {
+        self.sender
+            .post(Delivery {
+                notifier: &self.name,
+                target: &self.target,
+                body: (self.body)(event),
+                key: self.key.as_ref(),
+                timeout: self.timeout,
+                retries: self.retries,
+            })
+            .await
     }
 }

@@ -368,25 +368,30 @@ pub fn from_spec(
                     None
                 }
             };
-            Arc::new(webhook::WebhookNotifier::new(
+            Arc::new(http::HttpNotifier::new(
                 name,
                 target,
                 key,
                 (w.timeout, w.retries),
                 sender.clone(),
+                webhook::body,
             ))
         }
-        S::Slack(c) => Arc::new(slack::SlackNotifier::new(
+        S::Slack(c) => Arc::new(http::HttpNotifier::new(
             name,
             http::Target::read(name, "webhook_url", &c.url)?,
+            None,
             (c.timeout, c.retries),
             sender.clone(),
+            slack::body,
         )),
-        S::Teams(c) => Arc::new(teams::TeamsNotifier::new(
+        S::Teams(c) => Arc::new(http::HttpNotifier::new(
             name,
             http::Target::read(name, "webhook_url", &c.url)?,
+            None,
             (c.timeout, c.retries),
             sender.clone(),
+            teams::body,
         )),
         S::Command(p) => {
             if !p.program.is_file() {

@@ -1,47 +1,13 @@
 //! The `slack` notifier: a Slack incoming-webhook message, `blocks` with the event's
 //! summary and facts, and `text` as the fallback for notifications.
 
-use std::time::Duration;
-
-use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::http::{Delivery, HttpSender, Target};
-use super::{Event, Notifier, NotifyError};
+use super::Event;
 
-/// Posts events to a Slack incoming webhook.
-#[derive(Debug)]
-pub struct SlackNotifier {
-    name: String,
-    target: Target,
-    timeout: Duration,
-    retries: u32,
-    sender: HttpSender,
-}
-
-impl SlackNotifier {
-    /// A Slack notifier named `name` posting to `target`.
-    pub fn new(
-        name: impl Into<String>,
-        target: Target,
-        (timeout, retries): (Duration, u32),
-        sender: HttpSender,
-    ) -> Self {
-        SlackNotifier {
-            name: name.into(),
-            target,
-            timeout,
-            retries,
-            sender,
-        }
-    }
-}
-
-/// Slack's mrkdwn treats `&`, `<` and `>` as markup.
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// The body: [`payload`] as JSON text.
+pub fn body(event: &Event) -> Vec<u8> {
+    payload(event).to_string().into_bytes()
 }
 
 /// The message: a header, the summary, the facts as fields (Slack takes at most ten).
@@ -66,28 +32,11 @@ pub fn payload(event: &Event) -> Value {
     })
 }
 
-#[async_trait]
-impl Notifier for SlackNotifier {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    async fn notify(&self, event: &Event) -> Result<(), NotifyError> {
-        self.sender
-            .post(Delivery {
-                notifier: &self.name,
-                target: &self.target,
-                body: payload(event).to_string().into_bytes(),
-                key: None,
-                timeout: self.timeout,
-                retries: self.retries,
-            })
-            .await
-    }
+/// Slack's mrkdwn treats `&`, `<` and `>` as markup.
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

@@ -1,40 +1,13 @@
 //! The `teams` notifier: a Microsoft Teams incoming-webhook message carrying an
 //! Adaptive Card with the event's summary and facts.
 
-use std::time::Duration;
-
-use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::http::{Delivery, HttpSender, Target};
-use super::{Event, Notifier, NotifyError};
+use super::Event;
 
-/// Posts events to a Teams incoming webhook.
-#[derive(Debug)]
-pub struct TeamsNotifier {
-    name: String,
-    target: Target,
-    timeout: Duration,
-    retries: u32,
-    sender: HttpSender,
-}
-
-impl TeamsNotifier {
-    /// A Teams notifier named `name` posting to `target`.
-    pub fn new(
-        name: impl Into<String>,
-        target: Target,
-        (timeout, retries): (Duration, u32),
-        sender: HttpSender,
-    ) -> Self {
-        TeamsNotifier {
-            name: name.into(),
-            target,
-            timeout,
-            retries,
-            sender,
-        }
-    }
+/// The body: [`payload`] as JSON text.
+pub fn body(event: &Event) -> Vec<u8> {
+    payload(event).to_string().into_bytes()
 }
 
 /// The message: one Adaptive Card (title, summary, a fact set).
@@ -67,30 +40,6 @@ pub fn payload(event: &Event) -> Value {
             }
         }]
     })
-}
-
-#[async_trait]
-impl Notifier for TeamsNotifier {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    async fn notify(&self, event: &Event) -> Result<(), NotifyError> {
-        self.sender
-            .post(Delivery {
-                notifier: &self.name,
-                target: &self.target,
-                body: payload(event).to_string().into_bytes(),
-                key: None,
-                timeout: self.timeout,
-                retries: self.retries,
-            })
-            .await
-    }
 }
 
 #[cfg(test)]
