@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ADMIN_SECRET, APP, APP_SEEDED_SECRET, Env, assert_no_secret, text};
+use common::{ADMIN_SECRET, APP, APP_SEEDED_SECRET, Env, assert_no_secret, send_signal, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_now_rotates_then_a_second_run_now_writes_nothing() {
@@ -372,18 +372,9 @@ fn piped(mut cmd: tokio::process::Command) -> tokio::process::Command {
     cmd
 }
 
-/// Sends `signal` (e.g. "-TERM") to `pid`.
-fn kill(signal: &str, pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_now_stopped_during_verify_deletes_its_secret_and_exits_0() {
-    for signal in ["-TERM", "-INT", "-HUP"] {
+    for signal in ["TERM", "INT", "HUP"] {
         let env = Env::start().await;
         env.write_policy("", "    verify_timeout: 1h");
         env.emulator
@@ -393,7 +384,7 @@ async fn run_now_stopped_during_verify_deletes_its_secret_and_exits_0() {
             .unwrap();
         let pid = child.id().unwrap();
         common::wait_until("create", || env.ids(APP).len() >= 2).await;
-        kill(signal, pid);
+        send_signal(pid, signal);
         let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
             .await
             .expect("stops without waiting out verify_timeout")
@@ -418,10 +409,10 @@ async fn sighup_does_not_end_the_daemon() {
         assert!(tokio::time::Instant::now() < deadline, "no rotation");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    kill("-HUP", pid);
-    kill("-HUP", pid);
+    send_signal(pid, "HUP");
+    send_signal(pid, "HUP");
     // Were SIGHUP fatal, the process would already be gone and report no exit code.
-    kill("-TERM", pid);
+    send_signal(pid, "TERM");
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
         .expect("stops")

@@ -12,18 +12,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Env, text};
+use common::{Env, eventually, free_port, send_signal, text};
 use tokio::process::{Child, Command};
 
 const TTL_SECS: u64 = 3;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A single-member etcd on free loopback ports with its own data directory; killed when
 /// dropped. It can be stopped and started again on the same ports and data.
@@ -191,15 +183,6 @@ fn start(policy: &PathBuf) -> Daemon {
     Daemon { child, pid }
 }
 
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
 /// `/readyz` of the daemon on `port`, or `None` when it does not answer.
 async fn readyz(port: u16) -> Option<serde_json::Value> {
     let r = reqwest::Client::new()
@@ -220,14 +203,6 @@ async fn leads_after_a_pass(port: u16) -> bool {
     readyz(port)
         .await
         .is_some_and(|r| r["role"] == "leader" && r["first_pass_done"] == true)
-}
-
-async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "no {what} seen");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The CDS writes in the emulator's log from index `from` on: (method, path).
@@ -335,7 +310,7 @@ async fn one_acts_and_the_standby_takes_over(etcd: &dyn Coordinator) {
     );
     assert_eq!(env.record("app").unwrap().secret_id, published.secret_id);
     assert_ne!(standby.pid, killed);
-    signal(standby.pid, "TERM");
+    send_signal(standby.pid, "TERM");
     let _ = standby.child.wait().await;
 }
 
@@ -365,7 +340,7 @@ async fn a_paused_leader_writes_nothing(etcd: &dyn Coordinator) {
     })
     .await;
     // Paused between create and publish, with its lease running out.
-    signal(a.pid, "STOP");
+    send_signal(a.pid, "STOP");
     let mut b = start(&policy_b);
     eventually(
         "the second daemon leading after a pass",
@@ -395,7 +370,7 @@ async fn a_paused_leader_writes_nothing(etcd: &dyn Coordinator) {
 
     // Resumed: its pass finds the lease gone at the fence and publishes nothing; the
     // only write allowed is deleting the unverified secret it created itself.
-    signal(a.pid, "CONT");
+    send_signal(a.pid, "CONT");
     eventually("the old leader standing by", limit, async || {
         role(port_a).await.as_deref() == Some("standby")
     })
@@ -426,7 +401,7 @@ async fn a_paused_leader_writes_nothing(etcd: &dyn Coordinator) {
     assert_eq!(record.fingerprint, published.fingerprint);
     assert_eq!(role(port_b).await.as_deref(), Some("leader"));
     for d in [&mut a, &mut b] {
-        signal(d.pid, "TERM");
+        send_signal(d.pid, "TERM");
         let _ = d.child.wait().await;
     }
 }
@@ -464,7 +439,7 @@ async fn without_etcd_the_leader_steps_down_and_writes_nothing_until_it_returns(
         leads_after_a_pass(port_a).await && env.record("app").is_some()
     })
     .await;
-    signal(a.pid, "TERM");
+    send_signal(a.pid, "TERM");
     let out = a.child.wait_with_output().await.unwrap();
     let _ = text(&out);
 }
@@ -508,7 +483,7 @@ async fn run_now_waits_for_the_lease_and_acts_once_the_daemon_gives_it_back() {
     );
 
     // The daemon stops and gives the lease back: the one-shot takes it and rotates.
-    signal(a.pid, "TERM");
+    send_signal(a.pid, "TERM");
     let out = tokio::time::timeout(Duration::from_secs(60), one_shot.wait_with_output())
         .await
         .expect("--run-now ends")
@@ -600,7 +575,7 @@ async fn a_reload_that_changes_the_coordination_section_is_refused() {
         .unwrap()
         .replace("/cds-rotator/test", "/cds-rotator/other");
     std::fs::write(&policy_a, changed).unwrap();
-    signal(a.pid, "HUP");
+    send_signal(a.pid, "HUP");
     eventually("the reload refused", Duration::from_secs(30), async || {
         readyz(port_a).await.is_some_and(|r| {
             r["policy_reload_refused"]
@@ -610,7 +585,7 @@ async fn a_reload_that_changes_the_coordination_section_is_refused() {
     })
     .await;
     assert_eq!(role(port_a).await.as_deref(), Some("leader"));
-    signal(a.pid, "TERM");
+    send_signal(a.pid, "TERM");
     let _ = a.child.wait().await;
 }
 
@@ -686,7 +661,7 @@ async fn a_daemon_logs_in_to_etcd_with_a_user_and_password() {
         async || leads_after_a_pass(port_a).await,
     )
     .await;
-    signal(a.pid, "TERM");
+    send_signal(a.pid, "TERM");
     let _ = a.child.wait().await;
     let log = std::fs::read_to_string(policy_a.with_extension("log")).unwrap();
     assert!(

@@ -7,14 +7,14 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{ADMIN_SECRET, APP_SEEDED_SECRET, Env, assert_no_secret, text};
+use common::{
+    ADMIN_SECRET, APP_SEEDED_SECRET, Env, assert_no_secret, eventually, free_port, send_signal,
+    text,
+};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// [`eventually`] with the 30 s these tests allow.
+async fn eventually30(what: &str, check: impl AsyncFnMut() -> bool) {
+    eventually(what, Duration::from_secs(30), check).await;
 }
 
 /// The env's policy, with `daemon.listen` on `port`, and the `web` client only when
@@ -44,14 +44,6 @@ async fn get(port: u16, path: &str) -> (u16, String) {
     }
 }
 
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "no {what} seen");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Every sample line of a Prometheus text exposition: `name{labels} value`.
 fn samples(text: &str) -> Vec<(String, f64)> {
     text.lines()
@@ -68,15 +60,6 @@ fn sample(all: &[(String, f64)], series: &str) -> Option<f64> {
     all.iter().find(|(s, _)| s == series).map(|(_, v)| *v)
 }
 
-fn sigterm(pid: u32) {
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_describe_the_daemon_and_hold_no_secret() {
     let env = Env::start().await;
@@ -89,7 +72,7 @@ async fn health_readiness_and_metrics_describe_the_daemon_and_hold_no_secret() {
         .spawn()
         .unwrap();
     let pid = child.id().unwrap();
-    eventually("/readyz 200", async || get(port, "/readyz").await.0 == 200).await;
+    eventually30("/readyz 200", async || get(port, "/readyz").await.0 == 200).await;
     let (status, body) = get(port, "/readyz").await;
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status, 200);
@@ -149,7 +132,7 @@ async fn health_readiness_and_metrics_describe_the_daemon_and_hold_no_secret() {
         .is_some_and(|t| t > 1.7e9)
     );
 
-    sigterm(pid);
+    send_signal(pid, "TERM");
     let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
         .await
         .expect("stops within 10 s")
@@ -177,7 +160,7 @@ async fn a_bad_policy_is_refused_and_a_good_one_applies_at_once_by_edit_and_by_s
         .spawn()
         .unwrap();
     let pid = child.id().unwrap();
-    eventually("/readyz 200", async || get(port, "/readyz").await.0 == 200).await;
+    eventually30("/readyz 200", async || get(port, "/readyz").await.0 == 200).await;
     assert!(env.record("app").is_some());
     assert!(env.record("web").is_none(), "web is not in the policy yet");
 
@@ -186,7 +169,7 @@ async fn a_bad_policy_is_refused_and_a_good_one_applies_at_once_by_edit_and_by_s
         &env,
         &both.replace("  grace: 0s", "  grace: 0s\n  graec: 1h"),
     );
-    eventually("the refusal on /readyz", async || {
+    eventually30("the refusal on /readyz", async || {
         let (_, body) = get(port, "/readyz").await;
         body.contains("graec")
     })
@@ -206,11 +189,11 @@ async fn a_bad_policy_is_refused_and_a_good_one_applies_at_once_by_edit_and_by_s
 
     // Fixed: the new client is rotated at once, without waiting for its schedule.
     replace_policy(&env, &both);
-    eventually("web rotated after the reload", async || {
+    eventually30("web rotated after the reload", async || {
         env.record("web").is_some()
     })
     .await;
-    eventually("the refusal cleared", async || {
+    eventually30("the refusal cleared", async || {
         let (_, body) = get(port, "/readyz").await;
         body.contains("\"policy_reload_refused\":null")
     })
@@ -219,19 +202,14 @@ async fn a_bad_policy_is_refused_and_a_good_one_applies_at_once_by_edit_and_by_s
     // By SIGHUP (the write in place may be seen by the watch too; either reloads).
     let app_writes = env.count("POST", "/Secrets");
     std::fs::write(env.policy_path(), &only_app).unwrap();
-    let ok = std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    eventually("web's gauges gone after the reload", async || {
+    send_signal(pid, "HUP");
+    eventually30("web's gauges gone after the reload", async || {
         let (_, metrics) = get(port, "/metrics").await;
         !metrics.contains("cds_rotator_secret_expiration_timestamp_seconds{client=\"web\"}")
     })
     .await;
 
-    sigterm(pid);
+    send_signal(pid, "TERM");
     let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
         .await
         .expect("stops within 10 s")

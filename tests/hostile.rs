@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use cds_rotator::emulator::{Fault, FaultBody};
-use common::{APP, Env, HYBRID, text};
+use common::{APP, Env, HYBRID, send_signal, text};
 
 /// A fault on every request with `method` whose path contains `path`.
 fn fault(method: &str, path: &str, status: u16) -> Fault {
@@ -18,15 +18,6 @@ fn fault(method: &str, path: &str, status: u16) -> Fault {
         status,
         ..Fault::default()
     }
-}
-
-/// Sends SIGTERM to `pid`.
-fn sigterm(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +45,7 @@ async fn the_daemon_stops_within_10_s_while_cds_asks_to_retry_after_100_s() {
         assert!(tokio::time::Instant::now() < deadline, "no list seen");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    sigterm(pid);
+    send_signal(pid, "TERM");
     let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
         .await
         .expect("the daemon stops within 10 s, without waiting out Retry-After")

@@ -8,18 +8,9 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Env, text};
+use common::{Env, send_signal, text};
 use tokio::io::AsyncBufReadExt;
 use tokio::net::UnixDatagram;
-
-/// Sends `signal` (e.g. "-TERM") to `pid`.
-fn kill(signal: &str, pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 /// The next datagram on `socket` (the test fails if none comes within a minute).
 async fn next_message(socket: &UnixDatagram) -> String {
@@ -58,7 +49,7 @@ async fn notifications(extra: &[(&str, &str)], until: &str) -> Vec<String> {
             break;
         }
     }
-    kill("-TERM", pid);
+    send_signal(pid, "TERM");
     loop {
         let message = next_message(&socket).await;
         let done = message.starts_with("STOPPING=1");
@@ -174,7 +165,7 @@ async fn daemon_logs_are_plain_text_in_a_pipe_and_all_json_when_asked() {
                 break;
             }
         }
-        kill("-TERM", pid);
+        send_signal(pid, "TERM");
         while let Some(line) = stderr.next_line().await.unwrap() {
             lines.push(line);
         }
@@ -251,7 +242,7 @@ async fn a_daemon_with_no_clients_is_ready_at_once() {
     let child = cmd.spawn().unwrap();
     let ready = next_message(&socket).await;
     assert_eq!(ready, "READY=1\nSTATUS=next: nothing scheduled");
-    kill("-TERM", child.id().unwrap());
+    send_signal(child.id().unwrap(), "TERM");
     let out = child.wait_with_output().await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }

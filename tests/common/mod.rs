@@ -15,6 +15,38 @@ use cds_rotator::emulator::{Emulator, IdPolicy, Seed};
 use cds_rotator::policy::Policy;
 use cds_rotator::rotation::{PassOptions, PassReport};
 
+/// A loopback port that is free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends `signal` ("TERM", "HUP", "STOP", …) to `pid`; the test fails if `kill` does.
+pub fn send_signal(pid: u32, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+/// Polls `check` until it holds, for up to `limit`; fails the test naming `what` otherwise.
+pub async fn eventually(
+    what: &str,
+    limit: std::time::Duration,
+    mut check: impl AsyncFnMut() -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "no {what} seen");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits up to 30 s for `ready`; fails the test naming `what` otherwise.
 pub async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
