@@ -1100,13 +1100,7 @@ impl Reconciler {
             .publish(&job.store_key, &created.value, &record)
             .await;
         timed(Step::Publish, started);
-        if let Some(log) = self.audit.get() {
-            let mut e = log.entry(
-                &self.run_id,
-                (&job.client.tenant_id, &job.name, &job.client.client_id),
-                Action::Publish,
-                &Step::Publish.to_string(),
-            );
+        self.audit(job, Action::Publish, Step::Publish, |e| {
             e.secret_id = Some(id);
             e.store = Some(job.store.location(&job.store_key));
             e.fingerprint = Some(fingerprint.to_string());
@@ -1118,8 +1112,7 @@ impl Reconciler {
                 };
                 e.error = Some(crate::text::untrusted(&err.to_string()));
             }
-            log.record(&e);
-        }
+        });
         if let Err(source) = published {
             if matches!(source, StoreError::OutcomeUnknown { .. }) {
                 // Consumers may hold it: keep it. The next pass reads what the store
@@ -1374,6 +1367,32 @@ impl Reconciler {
         result: &Result<T, ConnectError>,
         fill: impl FnOnce(&mut crate::audit::Entry),
     ) {
+        self.audit(job, action, step, |e| {
+            e.reason = reason.map(str::to_owned);
+            if let Err(err) = result {
+                let (status, op) = err.status_and_operation_id();
+                e.result = if err.outcome_unknown() {
+                    Outcome::Unknown
+                } else {
+                    Outcome::Failed
+                };
+                e.status = status;
+                e.operation_id = op.map(crate::text::untrusted);
+                e.error = Some(crate::text::untrusted(&err.to_string()));
+            }
+            fill(e);
+        });
+    }
+
+    /// Appends one entry about `job`, filled in by `fill`, to the audit log if there is
+    /// one (an entry is only built when there is).
+    fn audit(
+        &self,
+        job: &ClientJob,
+        action: Action,
+        step: Step,
+        fill: impl FnOnce(&mut crate::audit::Entry),
+    ) {
         let Some(log) = self.audit.get() else {
             return;
         };
@@ -1383,18 +1402,6 @@ impl Reconciler {
             action,
             &step.to_string(),
         );
-        e.reason = reason.map(str::to_owned);
-        if let Err(err) = result {
-            let (status, op) = err.status_and_operation_id();
-            e.result = if err.outcome_unknown() {
-                Outcome::Unknown
-            } else {
-                Outcome::Failed
-            };
-            e.status = status;
-            e.operation_id = op.map(crate::text::untrusted);
-            e.error = Some(crate::text::untrusted(&err.to_string()));
-        }
         fill(&mut e);
         log.record(&e);
     }
