@@ -28,6 +28,11 @@ struct ClientResult {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClientManaged {
     client: String,
     managed: String,
@@ -69,7 +74,7 @@ pub struct Metrics {
     cds_requests: Family<MethodStatus, Counter>,
     notifications: Family<NotifierResult, Counter>,
     policy_reload_failed: Gauge,
-    policy_reloads: Family<ClientResult, Counter>,
+    policy_reloads: Family<ResultLabel, Counter>,
     audit_failures: Counter,
     leader: Family<IdentityLabel, Gauge>,
     leader_transitions: Counter,
@@ -148,7 +153,7 @@ impl Metrics {
         );
         registry.register(
             "policy_reloads",
-            "Policy reloads by result (ok, failed); the client label is unused",
+            "Policy reloads by result (ok, failed)",
             m.policy_reloads.clone(),
         );
         registry.register(
@@ -253,8 +258,7 @@ impl Metrics {
     pub fn policy_reloaded(&self, ok: bool) {
         self.policy_reload_failed.set(i64::from(!ok));
         self.policy_reloads
-            .get_or_create(&ClientResult {
-                client: String::new(),
+            .get_or_create(&ResultLabel {
                 result: if ok { "ok" } else { "failed" }.to_owned(),
             })
             .inc();
@@ -318,6 +322,7 @@ mod tests {
         m.set_secrets("metrics-test", 2, 1);
         m.count_cds_request("PATCH", Some(299));
         m.count_notification("metrics-test-hook", false);
+        m.policy_reloaded(true);
         let text = m.encode();
         for name in [
             "cds_rotator_secret_expiration_timestamp_seconds{client=\"metrics-test\"} 1800000000",
@@ -326,6 +331,7 @@ mod tests {
             "cds_rotator_secrets{client=\"metrics-test\",managed=\"true\"} 2",
             "cds_rotator_cds_requests_total{method=\"PATCH\",status=\"299\"} 1",
             "cds_rotator_notifications_total{notifier=\"metrics-test-hook\",result=\"failed\"} 1",
+            "cds_rotator_policy_reloads_total{result=\"ok\"} ",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }
