@@ -23,8 +23,8 @@ use azure_core::http::{
     ClientOptions, ExponentialRetryOptions, RequestContent, RetryOptions, Transport,
 };
 use azure_security_keyvault_secrets::models::{
-    SecretAttributes, SecretClientGetSecretOptions, SecretClientListSecretPropertiesOptions,
-    SetSecretParameters,
+    Secret, SecretAttributes, SecretClientGetSecretOptions,
+    SecretClientListSecretPropertiesOptions, SetSecretParameters,
 };
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use chrono::{DateTime, Utc};
@@ -220,6 +220,28 @@ impl AzureKeyVaultStore {
         })
     }
 
+    /// The current version of secret `key`, or `None` when the vault has none.
+    async fn get(&self, key: &str) -> Result<Option<Secret>, StoreError> {
+        let client = self.client("read", key)?;
+        match client
+            .get_secret(key, None::<SecretClientGetSecretOptions<'_>>)
+            .await
+        {
+            Ok(response) => response.into_model().map(Some).map_err(|e| {
+                self.io(
+                    "read",
+                    self.location(key),
+                    format!(
+                        "the answer is not a Key Vault secret: {}",
+                        untrusted(&e.to_string())
+                    ),
+                )
+            }),
+            Err(e) if e.http_status().is_some_and(|s| u16::from(s) == 404) => Ok(None),
+            Err(e) => Err(self.failed("read", key, &e)),
+        }
+    }
+
     fn io(&self, operation: &'static str, location: String, detail: String) -> StoreError {
         StoreError::Io {
             store: self.name.clone(),
@@ -398,25 +420,8 @@ impl SecretStore for AzureKeyVaultStore {
     }
 
     async fn read_value(&self, key: &str) -> Result<Option<SecretString>, StoreError> {
-        let client = self.client("read", key)?;
-        let secret = match client
-            .get_secret(key, None::<SecretClientGetSecretOptions<'_>>)
-            .await
-        {
-            Ok(response) => response.into_model().map_err(|e| {
-                self.io(
-                    "read",
-                    self.location(key),
-                    format!(
-                        "the answer is not a Key Vault secret: {}",
-                        untrusted(&e.to_string())
-                    ),
-                )
-            })?,
-            Err(e) if e.http_status().is_some_and(|s| u16::from(s) == 404) => {
-                return Ok(None);
-            }
-            Err(e) => return Err(self.failed("read", key, &e)),
+        let Some(secret) = self.get(key).await? else {
+            return Ok(None);
         };
         let value = Zeroizing::new(secret.value.unwrap_or_default());
         if value.is_empty() {
@@ -426,25 +431,8 @@ impl SecretStore for AzureKeyVaultStore {
     }
 
     async fn read_current(&self, key: &str) -> Result<Current, StoreError> {
-        let client = self.client("read", key)?;
-        let secret = match client
-            .get_secret(key, None::<SecretClientGetSecretOptions<'_>>)
-            .await
-        {
-            Ok(response) => response.into_model().map_err(|e| {
-                self.io(
-                    "read",
-                    self.location(key),
-                    format!(
-                        "the answer is not a Key Vault secret: {}",
-                        untrusted(&e.to_string())
-                    ),
-                )
-            })?,
-            Err(e) if e.http_status().is_some_and(|s| u16::from(s) == 404) => {
-                return Ok(Current::Empty);
-            }
-            Err(e) => return Err(self.failed("read", key, &e)),
+        let Some(secret) = self.get(key).await? else {
+            return Ok(Current::Empty);
         };
         let value = Zeroizing::new(secret.value.unwrap_or_default());
         let tags = secret.tags.unwrap_or_default();
