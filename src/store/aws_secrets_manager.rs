@@ -15,6 +15,7 @@
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput;
 use secrecy::SecretString;
 use tokio::sync::OnceCell;
 use zeroize::Zeroizing;
@@ -222,13 +223,10 @@ fn redact(error: StoreError, value: &SecretString) -> StoreError {
     }
 }
 
-#[async_trait]
-impl SecretStore for SecretsManagerStore {
-    fn location(&self, key: &str) -> String {
-        format!("aws secretsmanager {}/{key}", self.target.region)
-    }
-
-    async fn read_value(&self, key: &str) -> Result<Option<SecretString>, StoreError> {
+impl SecretsManagerStore {
+    /// The AWSCURRENT version of secret `key`; `None` when there is no secret, or one
+    /// without an AWSCURRENT version (created, never put).
+    async fn get_current(&self, key: &str) -> Result<Option<GetSecretValueOutput>, StoreError> {
         let result = self
             .client()
             .await
@@ -236,15 +234,29 @@ impl SecretStore for SecretsManagerStore {
             .secret_id(key)
             .send()
             .await;
-        let mut out = match result {
-            Ok(out) => out,
+        match result {
+            Ok(out) => Ok(Some(out)),
             Err(e) => {
                 let failure = Failure::of(&e);
                 if aws::is_code(&failure, "ResourceNotFound") {
-                    return Ok(None);
+                    Ok(None)
+                } else {
+                    Err(self.failed("read", key, &failure))
                 }
-                return Err(self.failed("read", key, &failure));
             }
+        }
+    }
+}
+
+#[async_trait]
+impl SecretStore for SecretsManagerStore {
+    fn location(&self, key: &str) -> String {
+        format!("aws secretsmanager {}/{key}", self.target.region)
+    }
+
+    async fn read_value(&self, key: &str) -> Result<Option<SecretString>, StoreError> {
+        let Some(mut out) = self.get_current(key).await? else {
+            return Ok(None);
         };
         let text = Zeroizing::new(out.secret_string.take().unwrap_or_default());
         if text.is_empty() {
@@ -261,23 +273,8 @@ impl SecretStore for SecretsManagerStore {
     }
 
     async fn read_current(&self, key: &str) -> Result<Current, StoreError> {
-        let result = self
-            .client()
-            .await
-            .get_secret_value()
-            .secret_id(key)
-            .send()
-            .await;
-        let mut out = match result {
-            Ok(out) => out,
-            Err(e) => {
-                let failure = Failure::of(&e);
-                // No secret, or a secret without an AWSCURRENT version (created, never put).
-                if aws::is_code(&failure, "ResourceNotFound") {
-                    return Ok(Current::Empty);
-                }
-                return Err(self.failed("read", key, &failure));
-            }
+        let Some(mut out) = self.get_current(key).await? else {
+            return Ok(Current::Empty);
         };
         let text = Zeroizing::new(out.secret_string.take().unwrap_or_default());
         let binary = out
