@@ -39,7 +39,10 @@ secret="bench-admin-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
   echo "clients:"
   for i in $(seq 1 "$n"); do printf '  - { name: app%d, client_id: 0b0c1d2e-3f40-4152-6374-%012d, store: { name: local } }\n' "$i" "$i"; done
 } > "$work/policy.yaml"
-"$bin" emulator --listen "127.0.0.1:$port" --seed "$work/seed.yaml" > /dev/null &
+# The emulator runs from a copy: the kernel keeps a code page resident while another
+# process maps it, and in production CDS is not on this host.
+cp "$bin" "$work/emulator"
+"$work/emulator" emulator --listen "127.0.0.1:$port" --seed "$work/seed.yaml" > /dev/null &
 sleep 0.5
 "$bin" --config "$work/policy.yaml" 2> "$work/daemon.log" &
 pid=$!
@@ -53,7 +56,12 @@ a=$(switches); sleep "$window"; b=$(switches)
 echo "clients rotated at start: $n$([[ -z "$listen" ]] || echo ", daemon.listen 127.0.0.1:$listen")"
 echo "VmRSS after the start pass: $after_start"
 echo "idle window: ${window}s, context switches (all threads): $((b - a))"
-grep -E '^(VmRSS|VmHWM|Threads)' /proc/"$pid"/status
+grep -E '^(VmRSS|RssAnon|RssFile|VmHWM|Threads)' /proc/"$pid"/status
+if [[ -n "$listen" ]]; then
+  # What a scraped sidecar holds: the server's code and buffers come back per scrape.
+  for _ in 1 2 3 4 5; do curl -fsS "http://127.0.0.1:$listen/metrics" > /dev/null; done
+  echo "after 5 scrapes of /metrics: $(rss) ($(awk '/^RssAnon/ {print "anon " $2 " kB"}' /proc/"$pid"/status))"
+fi
 # One-shots with nothing due (the daemon has just rotated every client). Its own
 # server, if any, would collide with the daemon's port: the one-shot has none.
 grep -v '^daemon:' "$work/policy.yaml" > "$work/oneshot.yaml"

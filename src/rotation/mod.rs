@@ -589,22 +589,39 @@ impl Reconciler {
         max_concurrency: usize,
     ) -> Vec<Option<PassReport>> {
         let permits = Arc::new(Semaphore::new(max_concurrency.max(1)));
-        let mut tasks = tokio::task::JoinSet::new();
         let count = jobs.len();
-        for (i, (job, options)) in jobs.into_iter().enumerate() {
-            let this = Arc::clone(self);
-            let permits = Arc::clone(&permits);
-            tasks.spawn(async move {
-                let permit = Arc::clone(&permits).acquire_owned().await.ok();
-                let slot = Slot {
-                    permits,
-                    held: Mutex::new(permit),
-                };
-                (i, SLOT.scope(slot, this.pass(&job, options)).await)
-            });
+        let spawn =
+            |tasks: &mut tokio::task::JoinSet<_>,
+             (i, (job, options)): (usize, (Arc<ClientJob>, PassOptions))| {
+                let this = Arc::clone(self);
+                let permits = Arc::clone(&permits);
+                tasks.spawn(async move {
+                    let permit = Arc::clone(&permits).acquire_owned().await.ok();
+                    let slot = Slot {
+                        permits,
+                        held: Mutex::new(permit),
+                    };
+                    (i, SLOT.scope(slot, this.pass(&job, options)).await)
+                });
+            };
+        // Passes are started as earlier ones end, at most twice max_concurrency at a time:
+        // the semaphore bounds the CDS requests, and the extra passes stand ready while
+        // others write their stores without a slot. Starting all N at once kept N pass
+        // futures (about 4 KB each) alive through the batch and scattered what outlives
+        // it (metrics series) across a heap that large.
+        let mut pending = jobs.into_iter().enumerate();
+        let mut tasks = tokio::task::JoinSet::new();
+        for next in pending
+            .by_ref()
+            .take(max_concurrency.max(1).saturating_mul(2))
+        {
+            spawn(&mut tasks, next);
         }
         let mut reports: Vec<Option<PassReport>> = (0..count).map(|_| None).collect();
         while let Some(joined) = tasks.join_next().await {
+            if let Some(next) = pending.next() {
+                spawn(&mut tasks, next);
+            }
             match joined {
                 Ok((i, report)) => reports[i] = Some(report),
                 Err(e) => error!(error = %e, "a client's pass panicked"),
