@@ -6,36 +6,22 @@
 //! Labels hold client names, steps, methods, statuses and notifier names — never a
 //! secret value, a token or a URL. Not here: serving them (that is `daemon::server`).
 
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ClientLabel {
-    client: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ClientResult {
-    client: String,
-    result: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ClientManaged {
-    client: String,
-    managed: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,12 +51,9 @@ type StepHistogram = Family<StepLabel, Histogram, fn() -> Histogram>;
 /// Every metric the rotator exports.
 pub struct Metrics {
     registry: Registry,
-    expiration: Family<ClientLabel, Gauge>,
-    last_success: Family<ClientLabel, Gauge>,
-    rotations: Family<ClientResult, Counter>,
+    /// The per-client series: expiration, last success, rotations, secrets, pickup.
+    clients: Arc<PerClient>,
     step_duration: StepHistogram,
-    secrets: Family<ClientManaged, Gauge>,
-    pickup_pending: Family<ClientLabel, Gauge>,
     cds_requests: Family<MethodStatus, Counter>,
     notifications: Family<NotifierResult, Counter>,
     policy_reload_failed: Gauge,
@@ -91,12 +74,8 @@ impl Metrics {
     fn new() -> Metrics {
         let mut registry = Registry::with_prefix("cds_rotator");
         let m = Metrics {
-            expiration: Family::default(),
-            last_success: Family::default(),
-            rotations: Family::default(),
+            clients: Arc::default(),
             step_duration: Family::new_with_constructor(step_buckets),
-            secrets: Family::default(),
-            pickup_pending: Family::default(),
             cds_requests: Family::default(),
             notifications: Family::default(),
             policy_reload_failed: Gauge::default(),
@@ -107,35 +86,11 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register(
-            "secret_expiration_timestamp_seconds",
-            "When the store's current secret of a client expires (Unix time)",
-            m.expiration.clone(),
-        );
-        registry.register(
-            "last_success_timestamp_seconds",
-            "When a pass over a client last ended without error (Unix time)",
-            m.last_success.clone(),
-        );
-        registry.register(
-            "rotations",
-            "Rotations by client and result (ok, failed)",
-            m.rotations.clone(),
-        );
-        registry.register(
             "step_duration_seconds",
             "How long each step of a pass took",
             m.step_duration.clone(),
         );
-        registry.register(
-            "secrets",
-            "Secrets a client holds in CDS, by whether the rotator manages them",
-            m.secrets.clone(),
-        );
-        registry.register(
-            "pickup_pending",
-            "1 while old secrets of a client wait for consumers to confirm the new one",
-            m.pickup_pending.clone(),
-        );
+        registry.register_collector(Box::new(Arc::clone(&m.clients)));
         registry.register(
             "cds_requests",
             "Requests to CDS by method and HTTP status (error: no answer)",
@@ -184,26 +139,24 @@ impl Metrics {
 
     /// The store's current secret of `client` expires at `unix` seconds.
     pub fn set_expiration(&self, client: &str, unix: i64) {
-        self.expiration
-            .get_or_create(&client_label(client))
-            .set(unix);
+        self.clients.update(client, |c| c.expiration = Some(unix));
     }
 
     /// A pass over `client` ended without error at `unix` seconds.
     pub fn set_last_success(&self, client: &str, unix: i64) {
-        self.last_success
-            .get_or_create(&client_label(client))
-            .set(unix);
+        self.clients.update(client, |c| c.last_success = Some(unix));
     }
 
     /// A rotation of `client` ended `ok` or `failed`.
     pub fn count_rotation(&self, client: &str, ok: bool) {
-        self.rotations
-            .get_or_create(&ClientResult {
-                client: client.to_owned(),
-                result: if ok { "ok" } else { "failed" }.to_owned(),
-            })
-            .inc();
+        self.clients.update(client, |c| {
+            let n = if ok {
+                &mut c.rotations_ok
+            } else {
+                &mut c.rotations_failed
+            };
+            *n = Some(n.unwrap_or(0).saturating_add(1));
+        });
     }
 
     /// A step took `d`.
@@ -217,21 +170,16 @@ impl Metrics {
 
     /// `client` holds `managed` and `unmanaged` secrets.
     pub fn set_secrets(&self, client: &str, managed: usize, unmanaged: usize) {
-        for (label, n) in [("true", managed), ("false", unmanaged)] {
-            self.secrets
-                .get_or_create(&ClientManaged {
-                    client: client.to_owned(),
-                    managed: label.to_owned(),
-                })
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.clients.update(client, |c| {
+            c.secrets = Some((count(managed), count(unmanaged)));
+        });
     }
 
     /// Whether old secrets of `client` wait for a pickup confirmation.
     pub fn set_pickup_pending(&self, client: &str, pending: bool) {
-        self.pickup_pending
-            .get_or_create(&client_label(client))
-            .set(i64::from(pending));
+        self.clients
+            .update(client, |c| c.pickup_pending = Some(pending));
     }
 
     /// A request to CDS with `method` was answered `status` (`None`: no answer).
@@ -279,26 +227,162 @@ impl Metrics {
         }
     }
 
-    /// Forgets the per-client series of `clients` (removed from the policy).
+    /// Forgets the per-client gauges of `clients` (removed from the policy); their
+    /// counters stay, as counters do while the process lives.
     pub fn forget_clients(&self, clients: &[String]) {
-        for c in clients {
-            let l = client_label(c);
-            self.expiration.remove(&l);
-            self.last_success.remove(&l);
-            self.pickup_pending.remove(&l);
-            for managed in ["true", "false"] {
-                self.secrets.remove(&ClientManaged {
-                    client: c.clone(),
-                    managed: managed.to_owned(),
-                });
+        let mut map = self.clients.lock();
+        for name in clients {
+            let Some(c) = map.get_mut(name.as_str()) else {
+                continue;
+            };
+            *c = ClientSeries {
+                rotations_ok: c.rotations_ok,
+                rotations_failed: c.rotations_failed,
+                ..ClientSeries::default()
+            };
+            if c.rotations_ok.is_none() && c.rotations_failed.is_none() {
+                map.remove(name.as_str());
             }
         }
     }
 }
 
-fn client_label(client: &str) -> ClientLabel {
-    ClientLabel {
-        client: client.to_owned(),
+/// What the metrics say of one client: plain numbers, written out on each scrape. A
+/// `Family` per metric held, per client and metric, a hash-table slot, a label string
+/// and a shared atomic (about 1 KB a client in all); this is under 100 bytes beside the
+/// name. `None`: that series is not exported (nothing was observed yet).
+#[derive(Debug, Default, Clone, Copy)]
+struct ClientSeries {
+    expiration: Option<i64>,
+    last_success: Option<i64>,
+    rotations_ok: Option<u64>,
+    rotations_failed: Option<u64>,
+    /// Managed, unmanaged.
+    secrets: Option<(i64, i64)>,
+    pickup_pending: Option<bool>,
+}
+
+/// One sample of a per-client family: its second label (`result`, `managed`), if any,
+/// and its value.
+type Sample = (Option<(&'static str, &'static str)>, Value);
+
+#[derive(Clone, Copy)]
+enum Value {
+    Gauge(i64),
+    Counter(u64),
+}
+
+/// A per-client family: name, help, type and its samples for one client.
+type PerClientFamily = (
+    &'static str,
+    &'static str,
+    MetricType,
+    fn(&ClientSeries) -> Vec<Sample>,
+);
+
+const PER_CLIENT: [PerClientFamily; 5] = [
+    (
+        "secret_expiration_timestamp_seconds",
+        "When the store's current secret of a client expires (Unix time)",
+        MetricType::Gauge,
+        |c| {
+            c.expiration
+                .map(|v| (None, Value::Gauge(v)))
+                .into_iter()
+                .collect()
+        },
+    ),
+    (
+        "last_success_timestamp_seconds",
+        "When a pass over a client last ended without error (Unix time)",
+        MetricType::Gauge,
+        |c| {
+            c.last_success
+                .map(|v| (None, Value::Gauge(v)))
+                .into_iter()
+                .collect()
+        },
+    ),
+    (
+        "rotations",
+        "Rotations by client and result (ok, failed)",
+        MetricType::Counter,
+        |c| {
+            let ok = c
+                .rotations_ok
+                .map(|n| (Some(("result", "ok")), Value::Counter(n)));
+            let failed = c
+                .rotations_failed
+                .map(|n| (Some(("result", "failed")), Value::Counter(n)));
+            ok.into_iter().chain(failed).collect()
+        },
+    ),
+    (
+        "secrets",
+        "Secrets a client holds in CDS, by whether the rotator manages them",
+        MetricType::Gauge,
+        |c| match c.secrets {
+            Some((managed, unmanaged)) => vec![
+                (Some(("managed", "true")), Value::Gauge(managed)),
+                (Some(("managed", "false")), Value::Gauge(unmanaged)),
+            ],
+            None => Vec::new(),
+        },
+    ),
+    (
+        "pickup_pending",
+        "1 while old secrets of a client wait for consumers to confirm the new one",
+        MetricType::Gauge,
+        |c| {
+            c.pickup_pending
+                .map(|p| (None, Value::Gauge(i64::from(p))))
+                .into_iter()
+                .collect()
+        },
+    ),
+];
+
+/// The per-client series, by client name.
+#[derive(Debug, Default)]
+struct PerClient(Mutex<BTreeMap<Box<str>, ClientSeries>>);
+
+impl PerClient {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Box<str>, ClientSeries>> {
+        // Plain numbers: what a panicking writer left is still readable.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update(&self, client: &str, f: impl FnOnce(&mut ClientSeries)) {
+        let mut map = self.lock();
+        match map.get_mut(client) {
+            Some(c) => f(c),
+            None => f(map.entry(client.into()).or_default()),
+        }
+    }
+}
+
+impl Collector for PerClient {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let map = self.lock();
+        for (name, help, kind, samples) in PER_CLIENT {
+            // A family without a series is left out, as prometheus-client does.
+            if map.values().all(|c| samples(c).is_empty()) {
+                continue;
+            }
+            let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+            for (client, series) in map.iter() {
+                for (second, value) in samples(series) {
+                    let mut labels = vec![("client", &**client)];
+                    labels.extend(second);
+                    let family = metric.encode_family(&labels)?;
+                    match value {
+                        Value::Gauge(v) => ConstGauge::new(v).encode(family)?,
+                        Value::Counter(v) => ConstCounter::new(v).encode(family)?,
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -336,6 +420,41 @@ mod tests {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn per_client_series_appear_when_observed_and_gauges_go_with_the_client() {
+        let m = Metrics::new();
+        assert!(!m.encode().contains("client="), "{}", m.encode());
+        m.set_secrets("b", 2, 1);
+        m.count_rotation("b", false);
+        m.count_rotation("b", false);
+        m.set_expiration("a", 7);
+        m.set_pickup_pending("a", false);
+        let text = m.encode();
+        for line in [
+            "# TYPE cds_rotator_secret_expiration_timestamp_seconds gauge",
+            "cds_rotator_secret_expiration_timestamp_seconds{client=\"a\"} 7",
+            "# TYPE cds_rotator_rotations counter",
+            "cds_rotator_rotations_total{client=\"b\",result=\"failed\"} 2",
+            "cds_rotator_secrets{client=\"b\",managed=\"true\"} 2",
+            "cds_rotator_secrets{client=\"b\",managed=\"false\"} 1",
+            "cds_rotator_pickup_pending{client=\"a\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        // Nothing observed, nothing exported: no last success, no "ok" count.
+        assert!(!text.contains("last_success"), "{text}");
+        assert!(!text.contains("result=\"ok\""), "{text}");
+
+        m.forget_clients(&["a".to_owned(), "b".to_owned()]);
+        let text = m.encode();
+        assert!(!text.contains("client=\"a\""), "{text}");
+        assert!(!text.contains("cds_rotator_secrets{"), "{text}");
+        assert!(
+            text.contains("cds_rotator_rotations_total{client=\"b\",result=\"failed\"} 2"),
+            "{text}"
+        );
     }
 
     #[derive(serde::Deserialize)]
