@@ -24,6 +24,17 @@ struct Etcd {
     client_port: u16,
     peer_port: u16,
     data: tempfile::TempDir,
+    /// Clients must present a certificate of this CA, over TLS.
+    tls: Option<EtcdTls>,
+}
+
+/// The files of an etcd that serves TLS and asks for client certificates.
+struct EtcdTls {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
 }
 
 /// Where `etcd` is. Fails (never skips) when it is missing.
@@ -44,19 +55,73 @@ impl Etcd {
             client_port: free_port(),
             peer_port: free_port(),
             data: tempfile::tempdir().unwrap(),
+            tls: None,
+        };
+        etcd.run().await;
+        etcd
+    }
+
+    /// An etcd that serves TLS only and refuses a client without a certificate of a CA
+    /// made for this test.
+    async fn start_tls() -> Etcd {
+        let data = tempfile::tempdir().unwrap();
+        let ca = common::TestCa::new();
+        let file = |name: &str, pem: String| {
+            let path = data.path().join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        let (server, server_key) = ca.issue(&["127.0.0.1"]);
+        let (client, client_key) = ca.issue(&["cds-rotator"]);
+        let tls = EtcdTls {
+            ca: file("ca.pem", ca.pem()),
+            server_cert: file("server.pem", server.pem()),
+            server_key: file("server-key.pem", server_key.serialize_pem()),
+            client_cert: file("client.pem", client.pem()),
+            client_key: file("client-key.pem", client_key.serialize_pem()),
+        };
+        let mut etcd = Etcd {
+            child: None,
+            client_port: free_port(),
+            peer_port: free_port(),
+            data,
+            tls: Some(tls),
         };
         etcd.run().await;
         etcd
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// A client for the test's own requests, with the client certificate when TLS is on.
+    fn http(&self) -> reqwest::Client {
+        let mut http = reqwest::Client::builder();
+        if let Some(tls) = &self.tls {
+            let ca = std::fs::read(&tls.ca).unwrap();
+            let mut identity = std::fs::read(&tls.client_cert).unwrap();
+            identity.extend(std::fs::read(&tls.client_key).unwrap());
+            http = http
+                .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+                .identity(reqwest::Identity::from_pem(&identity).unwrap());
+        }
+        http.build().unwrap()
     }
 
     async fn run(&mut self) {
         let client = self.url();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(etcd_binary())
+        let mut command = Command::new(etcd_binary());
+        if let Some(tls) = &self.tls {
+            command
+                .arg(format!("--cert-file={}", tls.server_cert.display()))
+                .arg(format!("--key-file={}", tls.server_key.display()))
+                .arg(format!("--trusted-ca-file={}", tls.ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg("--name=test")
             .arg(format!(
                 "--data-dir={}",
@@ -75,8 +140,9 @@ impl Etcd {
             .expect("start etcd");
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let http = self.http();
         loop {
-            let answer = reqwest::Client::new()
+            let answer = http
                 .post(format!("{client}/v3/kv/range"))
                 .body(r#"{"key":"AA=="}"#)
                 .send()
@@ -107,9 +173,32 @@ trait Coordinator {
 
 impl Coordinator for Etcd {
     fn section(&self) -> String {
-        format!(
+        let mut section = format!(
             "  type: etcd\n  endpoints: [{}]\n  key_prefix: /cds-rotator/test\n  lease_ttl: {TTL_SECS}s\n",
             self.url()
+        );
+        if let Some(tls) = &self.tls {
+            section += &format!(
+                "  tls: {{ ca_file: {}, cert_file: {}, key_file: {} }}\n",
+                tls.ca.display(),
+                tls.client_cert.display(),
+                tls.client_key.display()
+            );
+        }
+        section
+    }
+}
+
+/// An etcd over TLS, named without the client certificate it asks for.
+struct WithoutClientCertificate<'a>(&'a Etcd);
+
+impl Coordinator for WithoutClientCertificate<'_> {
+    fn section(&self) -> String {
+        let tls = self.0.tls.as_ref().unwrap();
+        format!(
+            "  type: etcd\n  endpoints: [{}]\n  key_prefix: /cds-rotator/test\n  lease_ttl: {TTL_SECS}s\n  tls: {{ ca_file: {} }}\n",
+            self.0.url(),
+            tls.ca.display()
         )
     }
 }
@@ -668,4 +757,34 @@ async fn a_daemon_logs_in_to_etcd_with_a_user_and_password() {
         !log.contains("etcd-Pass-0123"),
         "the password is in the log"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_a_client_certificate_the_daemon_leads_and_without_one_it_writes_nothing() {
+    let etcd = Etcd::start_tls().await;
+    let env = Env::start().await;
+    // Without its certificate etcd refuses the daemon: it never leads, and nothing is
+    // written while it tries.
+    let (policy_b, port_b) = write_policy(&env, &WithoutClientCertificate(&etcd), "b", "5s", "0s");
+    let before = env.emulator.requests().len();
+    let mut b = start(&policy_b);
+    tokio::time::sleep(Duration::from_secs(2 * TTL_SECS)).await;
+    assert_ne!(role(port_b).await.as_deref(), Some("leader"));
+    assert_eq!(writes_since(&env, before), Vec::new());
+    send_signal(b.pid, "TERM");
+    let _ = b.child.wait().await;
+
+    let (policy_a, port_a) = write_policy(&env, &etcd, "a", "5s", "0s");
+    let mut a = start(&policy_a);
+    eventually(
+        "a leader over TLS with a finished pass",
+        Duration::from_secs(30),
+        async || leads_after_a_pass(port_a).await,
+    )
+    .await;
+    send_signal(a.pid, "TERM");
+    let _ = a.child.wait().await;
+    // The refused daemon said why, naming etcd.
+    let log = std::fs::read_to_string(policy_b.with_extension("log")).unwrap();
+    assert!(log.contains("etcd"), "{log}");
 }

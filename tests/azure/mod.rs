@@ -173,15 +173,8 @@ fn certificates() -> (
     rustls::pki_types::CertificateDer<'static>,
     rustls::ServerConfig,
 ) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
+    let ca = crate::common::TestCa::new();
+    let (server, server_key) = ca.issue(&["127.0.0.1", "localhost"]);
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into());
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -192,7 +185,7 @@ fn certificates() -> (
     .with_single_cert(vec![server.der().clone()], key)
     .unwrap();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    (ca.der().clone(), config)
+    (ca.der(), config)
 }
 
 struct TlsListener {
