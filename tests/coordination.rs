@@ -788,3 +788,54 @@ async fn over_tls_with_a_client_certificate_the_daemon_leads_and_without_one_it_
     let log = std::fs::read_to_string(policy_b.with_extension("log")).unwrap();
     assert!(log.contains("etcd"), "{log}");
 }
+
+/// An etcd endpoint where nothing listens.
+struct Unreachable(u16);
+
+impl Coordinator for Unreachable {
+    fn section(&self) -> String {
+        format!(
+            "  type: etcd\n  endpoints: [http://127.0.0.1:{}]\n  key_prefix: /cds-rotator/test\n  lease_ttl: {TTL_SECS}s\n",
+            self.0
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_with_etcd_unreachable_gives_up_and_writes_nothing() {
+    let env = Env::start().await;
+    let (policy, _) = write_policy(&env, &Unreachable(free_port()), "a", "5s", "0s");
+    let mark = env.emulator.requests().len();
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        Command::new(env!("CARGO_BIN_EXE_cds-rotator"))
+            .arg("--config")
+            .arg(&policy)
+            .args(["--run-now", "--force"])
+            .env_remove("CDS_ROTATOR_CONFIG")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("--run-now ends")
+    .unwrap();
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("did not get the coordination lease"),
+        "{said}"
+    );
+    assert!(said.contains("nothing was changed"), "{said}");
+    assert_eq!(
+        writes_since(&env, mark),
+        Vec::new(),
+        "written without the lease"
+    );
+    assert!(
+        std::fs::read_dir(env.secrets_dir()).is_ok_and(|mut d| d.next().is_none())
+            || !env.secrets_dir().exists(),
+        "the store was written"
+    );
+}
