@@ -351,6 +351,7 @@ impl Policy {
             problems: Vec::new(),
             credential_store_at: None,
             credentials_directory: credentials_directory.map(Path::to_owned),
+            physical_dirs: Default::default(),
         };
         let parent = path
             .parent()
@@ -393,9 +394,35 @@ struct Validator {
     credential_store_at: Option<Location>,
     /// `$CREDENTIALS_DIRECTORY`, for `client_secret_credential`.
     credentials_directory: Option<PathBuf>,
+    /// Directories resolved on disk during this load, for [`Validator::physical`].
+    physical_dirs: std::collections::HashMap<PathBuf, PathBuf>,
 }
 
 impl Validator {
+    /// [`physical`], resolving each directory once per load: a policy with 1,000 clients
+    /// in one store asked for 7,000 resolutions of the same directory (69,000 readlink
+    /// calls, about 10 of the 75 ms before a pass's first request). The file itself is
+    /// then only looked at: missing or not a symlink, it adds its name as written to its
+    /// directory's resolution, exactly as `physical` does; a symlink is resolved in full.
+    fn physical(&mut self, p: &Path) -> PathBuf {
+        let p = normalize(p);
+        if let (Some(dir), Some(name)) = (p.parent(), p.file_name())
+            && !dir.as_os_str().is_empty()
+        {
+            let dir = self
+                .physical_dirs
+                .entry(dir.to_owned())
+                .or_insert_with(|| physical(dir))
+                .join(name);
+            match std::fs::symlink_metadata(&dir) {
+                Ok(meta) if !meta.file_type().is_symlink() => return dir,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return dir,
+                _ => {}
+            }
+        }
+        physical(&p)
+    }
+
     fn problem(&mut self, at: Location, message: impl Into<String>) {
         self.problems.push(Diagnostic {
             line: at.line(),
@@ -608,7 +635,7 @@ impl Validator {
         written: &mut BTreeMap<PathBuf, FileSlot>,
     ) {
         for file in slot.files() {
-            match written.entry(physical(&file)) {
+            match written.entry(self.physical(&file)) {
                 Entry::Vacant(e) => {
                     e.insert(slot.clone());
                 }
@@ -662,15 +689,15 @@ impl Validator {
     ) {
         let is_self = conn.client_id == c.client_id;
         let credential = match &conn.secret {
-            SecretSource::File(path) => Some(physical(path)),
+            SecretSource::File(path) => Some(self.physical(path)),
             SecretSource::Store { store, secret } if store == &slot.store => {
                 // The same as client_secret_file: <dir>/<secret> of that file store.
-                Some(physical(&slot.dir.join(secret)))
+                Some(self.physical(&slot.dir.join(secret)))
             }
             SecretSource::Env(_) | SecretSource::Store { .. } => None,
         };
         let value = slot.value();
-        let is_credential = credential.as_ref() == Some(&physical(&value));
+        let is_credential = credential.as_ref() == Some(&self.physical(&value));
         if is_credential && !is_self {
             self.problem(
                 at,
@@ -693,7 +720,7 @@ impl Validator {
             );
         }
         if let Some(credential) = &credential
-            && let Some(record) = slot.records().find(|f| physical(f) == *credential)
+            && let Some(record) = slot.records().find(|f| self.physical(f) == *credential)
         {
             self.problem(
                 at,

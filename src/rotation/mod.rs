@@ -1464,12 +1464,19 @@ impl Reconciler {
                 message,
                 rotated: report.rotated.as_ref().map(|r| r.secret_id),
             };
-            last_result::write(
-                &self.lock_dir,
-                &job.client.tenant_id,
-                &job.client.client_id,
-                &result,
+            // On the blocking pool: it creates a file (see `ClientLock::acquire`). Best
+            // effort, like the write itself: a lost report changes no decision.
+            let (lock_dir, tenant_id, client_id) = (
+                self.lock_dir.clone(),
+                job.client.tenant_id.clone(),
+                job.client.client_id.clone(),
             );
+            let span = tracing::Span::current();
+            let _ = tokio::task::spawn_blocking(move || {
+                let _in_pass = span.enter();
+                last_result::write(&lock_dir, &tenant_id, &client_id, &result);
+            })
+            .await;
         }
         self.export(job, &report);
         if let Some(err) = &report.error {
