@@ -35,11 +35,12 @@ pub fn release_freed() {
     }
 }
 
-/// Asks the kernel to reclaim the resident pages of this executable's own mappings
-/// (its code and read-only data), which an idle daemon does not touch until its next
-/// pass. Best effort: a kernel without `MADV_PAGEOUT` answers EINVAL and nothing changes.
-/// Only the executable's file mappings are named, never the heap or a stack, and a
-/// page-out never changes what a page holds: a written page without swap stays in place.
+/// Asks the kernel to reclaim the resident pages of this executable's read-only mappings
+/// (its code and constants), which an idle daemon does not touch until its next pass.
+/// Best effort: a kernel without `MADV_PAGEOUT` answers EINVAL and nothing changes. Only
+/// those mappings are named, never a writable one, the heap or a stack: no secret lives
+/// in them, so none can reach swap this way, and a page-out never changes what a page
+/// holds.
 pub fn page_out_code() {
     #[cfg(target_os = "linux")]
     {
@@ -60,7 +61,8 @@ pub fn page_out_code() {
     }
 }
 
-/// The address ranges that /proc/self/maps text `maps` gives for the file `path`.
+/// The address ranges of the read-only mappings of the file `path` in /proc/self/maps
+/// text `maps`.
 #[cfg(target_os = "linux")]
 fn mappings_of(maps: &str, path: &str) -> Vec<(usize, usize)> {
     maps.lines()
@@ -70,7 +72,12 @@ fn mappings_of(maps: &str, path: &str) -> Vec<(usize, usize)> {
                 .is_some_and(|head| head.ends_with(' '))
         })
         .filter_map(|line| {
-            let (a, b) = line.split_ascii_whitespace().next()?.split_once('-')?;
+            let mut fields = line.split_ascii_whitespace();
+            let (range, perms) = (fields.next()?, fields.next()?);
+            if perms.contains('w') {
+                return None;
+            }
+            let (a, b) = range.split_once('-')?;
             Some((
                 usize::from_str_radix(a, 16).ok()?,
                 usize::from_str_radix(b, 16).ok()?,
@@ -107,6 +114,7 @@ mod tests {
         let maps = "\
 55d0c0000000-55d0c0310000 r--p 00000000 fe:00 1234      /usr/bin/cds-rotator
 55d0c0311000-55d0c0eab000 r-xp 00310000 fe:00 1234      /usr/bin/cds-rotator
+55d0c0eab000-55d0c0f31000 rw-p 00ea9000 fe:00 1234      /usr/bin/cds-rotator
 55d0c0f00000-55d0c0f40000 rw-p 00000000 00:00 0         [heap]
 7f0000000000-7f0000001000 r-xp 00000000 fe:00 99        /usr/bin/cds-rotator-old
 7f0000002000-7f0000003000 r-xp 00000000 fe:00 98        /opt/x/usr/bin/cds-rotator
