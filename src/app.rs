@@ -201,7 +201,7 @@ pub fn wire_with_stores(
             ));
         }
     }
-    let sender = crate::notify::http::HttpSender::new()?;
+    let sender = crate::notify::http::HttpSender::new();
     let mut notifiers: BTreeMap<&str, Arc<dyn Notifier>> = BTreeMap::new();
     for (name, spec) in &policy.notifiers {
         notifiers.insert(name, crate::notify::from_spec(name, spec, &sender)?);

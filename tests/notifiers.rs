@@ -500,7 +500,7 @@ async fn a_url_from_the_environment_is_checked_at_start_and_never_shown() {
 async fn a_429_is_retried_after_its_retry_after_unless_that_passes_the_timeout() {
     use cds_rotator::notify::http::{Delivery, HttpSender, Target};
     let (receiver, base) = start_receiver().await;
-    let sender = HttpSender::new().unwrap();
+    let sender = HttpSender::new();
     let post = |route: &str| {
         let target = Target::plain("hook", &format!("{base}/{route}/x")).unwrap();
         let sender = sender.clone();

@@ -123,16 +123,25 @@ pub struct Delivery<'a> {
     pub retries: u32,
 }
 
-/// The one HTTP client of the notifiers.
-#[derive(Clone, Debug)]
+/// The one HTTP client of the notifiers, built when the first notification is sent:
+/// building it loads the system's root certificates (milliseconds, and memory), which a
+/// policy without HTTP notifiers, or a pass that sends nothing, never needs.
+#[derive(Clone, Debug, Default)]
 pub struct HttpSender {
-    client: reqwest::Client,
+    client: std::sync::Arc<std::sync::OnceLock<reqwest::Client>>,
 }
 
 impl HttpSender {
-    /// A client that never follows redirects (a redirect could carry a signed event,
-    /// or a Slack URL's token, somewhere else).
-    pub fn new() -> Result<HttpSender, String> {
+    pub fn new() -> HttpSender {
+        HttpSender::default()
+    }
+
+    /// The client, built on first use. It never follows redirects (a redirect could
+    /// carry a signed event, or a Slack URL's token, somewhere else).
+    fn client(&self) -> Result<&reqwest::Client, String> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
@@ -143,7 +152,8 @@ impl HttpSender {
                     crate::text::untrusted(&e.to_string())
                 )
             })?;
-        Ok(HttpSender { client })
+        // Two first sends at once may both build one; the first stored is kept.
+        Ok(self.client.get_or_init(|| client))
     }
 
     /// POSTs `d.body`, retrying 408, 429, 5xx and transport failures with exponential
@@ -154,6 +164,7 @@ impl HttpSender {
             detail,
         };
         let deadline = Instant::now() + d.timeout;
+        let client = self.client().map_err(fail)?;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -165,8 +176,7 @@ impl HttpSender {
                     d.timeout.as_secs()
                 )));
             }
-            let mut request = self
-                .client
+            let mut request = client
                 .post(d.target.url.expose_secret())
                 .timeout(left)
                 .header(CONTENT_TYPE, "application/json")

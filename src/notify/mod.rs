@@ -485,7 +485,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_command_notifier_needs_its_program_at_start() {
-        let sender = http::HttpSender::new().unwrap();
+        let sender = http::HttpSender::new();
         let spec = crate::policy::NotifierSpec::Command(crate::command::Program {
             program: "/nonexistent/on-cds-rotate".into(),
             args: vec![],

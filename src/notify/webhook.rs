@@ -29,7 +29,7 @@ mod tests {
             .unwrap(),
             Some(SecretString::from("hmac-key-value")),
             (Duration::from_secs(10), 3),
-            HttpSender::new().unwrap(),
+            HttpSender::new(),
             body,
         );
         let shown = format!("{n:?}");
