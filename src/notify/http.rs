@@ -292,6 +292,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_client_is_built_on_first_use_and_shared_by_clones() {
+        let sender = HttpSender::new();
+        let clone = sender.clone();
+        assert!(sender.client.get().is_none(), "built before any send");
+        let first: *const reqwest::Client = sender.client().unwrap();
+        assert!(std::ptr::eq(first, clone.client().unwrap()));
+    }
+
+    #[test]
     fn the_signature_is_hex_hmac_sha256_of_time_dot_body() {
         // python3: hmac.new(b"k3y", b"1700000000.{\"a\":1}", hashlib.sha256).hexdigest()
         assert_eq!(
