@@ -171,21 +171,28 @@ trait Coordinator {
     fn section(&self) -> String;
 }
 
+/// The `coordination:` section for an etcd at `url`, with the `tls:` value `tls`.
+fn etcd_section(url: &str, tls: Option<String>) -> String {
+    let mut section = format!(
+        "  type: etcd\n  endpoints: [{url}]\n  key_prefix: /cds-rotator/test\n  lease_ttl: {TTL_SECS}s\n"
+    );
+    if let Some(tls) = tls {
+        section += &format!("  tls: {tls}\n");
+    }
+    section
+}
+
 impl Coordinator for Etcd {
     fn section(&self) -> String {
-        let mut section = format!(
-            "  type: etcd\n  endpoints: [{}]\n  key_prefix: /cds-rotator/test\n  lease_ttl: {TTL_SECS}s\n",
-            self.url()
-        );
-        if let Some(tls) = &self.tls {
-            section += &format!(
-                "  tls: {{ ca_file: {}, cert_file: {}, key_file: {} }}\n",
+        let tls = self.tls.as_ref().map(|tls| {
+            format!(
+                "{{ ca_file: {}, cert_file: {}, key_file: {} }}",
                 tls.ca.display(),
                 tls.client_cert.display(),
                 tls.client_key.display()
-            );
-        }
-        section
+            )
+        });
+        etcd_section(&self.url(), tls)
     }
 }
 
@@ -194,11 +201,10 @@ struct WithoutClientCertificate<'a>(&'a Etcd);
 
 impl Coordinator for WithoutClientCertificate<'_> {
     fn section(&self) -> String {
-        let tls = self.0.tls.as_ref().unwrap();
-        format!(
-            "  type: etcd\n  endpoints: [{}]\n  key_prefix: /cds-rotator/test\n  lease_ttl: {TTL_SECS}s\n  tls: {{ ca_file: {} }}\n",
-            self.0.url(),
-            tls.ca.display()
+        let ca = &self.0.tls.as_ref().unwrap().ca;
+        etcd_section(
+            &self.0.url(),
+            Some(format!("{{ ca_file: {} }}", ca.display())),
         )
     }
 }
@@ -547,16 +553,9 @@ async fn run_now_waits_for_the_lease_and_acts_once_the_daemon_gives_it_back() {
     )
     .await;
     let mark = env.emulator.requests().len();
-    let mut one_shot = Command::new(env!("CARGO_BIN_EXE_cds-rotator"))
-        .arg("--config")
-        .arg(&policy_b)
-        .args(["--run-now", "--force"])
-        .env_remove("CDS_ROTATOR_CONFIG")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
+    let mut one_shot = run_now(&policy_b)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     // While the daemon leads, the one-shot waits and writes nothing.
@@ -678,6 +677,33 @@ async fn a_reload_that_changes_the_coordination_section_is_refused() {
     let _ = a.child.wait().await;
 }
 
+/// `cds-rotator --config policy --run-now --force`, killed when dropped.
+fn run_now(policy: &PathBuf) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cds-rotator"));
+    command
+        .arg("--config")
+        .arg(policy)
+        .args(["--run-now", "--force"])
+        .env_remove("CDS_ROTATOR_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// Starts a daemon on `policy`, waits until it leads with a finished pass, and stops it.
+async fn lead_one_pass(policy: &PathBuf, port: u16) {
+    let mut daemon = start(policy);
+    eventually(
+        "a leader with a finished pass",
+        Duration::from_secs(30),
+        async || leads_after_a_pass(port).await,
+    )
+    .await;
+    send_signal(daemon.pid, "TERM");
+    let _ = daemon.child.wait().await;
+}
+
 /// etcd with authentication on, the daemon logging in with a user and password.
 struct WithLogin<'a> {
     etcd: &'a Etcd,
@@ -743,15 +769,7 @@ async fn a_daemon_logs_in_to_etcd_with_a_user_and_password() {
         password_file,
     };
     let (policy_a, port_a) = write_policy(&env, &login, "a", "5s", "0s");
-    let mut a = start(&policy_a);
-    eventually(
-        "a leader with a finished pass",
-        Duration::from_secs(30),
-        async || leads_after_a_pass(port_a).await,
-    )
-    .await;
-    send_signal(a.pid, "TERM");
-    let _ = a.child.wait().await;
+    lead_one_pass(&policy_a, port_a).await;
     let log = std::fs::read_to_string(policy_a.with_extension("log")).unwrap();
     assert!(
         !log.contains("etcd-Pass-0123"),
@@ -775,15 +793,7 @@ async fn over_tls_with_a_client_certificate_the_daemon_leads_and_without_one_it_
     let _ = b.child.wait().await;
 
     let (policy_a, port_a) = write_policy(&env, &etcd, "a", "5s", "0s");
-    let mut a = start(&policy_a);
-    eventually(
-        "a leader over TLS with a finished pass",
-        Duration::from_secs(30),
-        async || leads_after_a_pass(port_a).await,
-    )
-    .await;
-    send_signal(a.pid, "TERM");
-    let _ = a.child.wait().await;
+    lead_one_pass(&policy_a, port_a).await;
     // The refused daemon said why, naming etcd.
     let log = std::fs::read_to_string(policy_b.with_extension("log")).unwrap();
     assert!(log.contains("etcd"), "{log}");
@@ -794,10 +804,7 @@ struct Unreachable(u16);
 
 impl Coordinator for Unreachable {
     fn section(&self) -> String {
-        format!(
-            "  type: etcd\n  endpoints: [http://127.0.0.1:{}]\n  key_prefix: /cds-rotator/test\n  lease_ttl: {TTL_SECS}s\n",
-            self.0
-        )
+        etcd_section(&format!("http://127.0.0.1:{}", self.0), None)
     }
 }
 
@@ -806,21 +813,10 @@ async fn run_now_with_etcd_unreachable_gives_up_and_writes_nothing() {
     let env = Env::start().await;
     let (policy, _) = write_policy(&env, &Unreachable(free_port()), "a", "5s", "0s");
     let mark = env.emulator.requests().len();
-    let out = tokio::time::timeout(
-        Duration::from_secs(90),
-        Command::new(env!("CARGO_BIN_EXE_cds-rotator"))
-            .arg("--config")
-            .arg(&policy)
-            .args(["--run-now", "--force"])
-            .env_remove("CDS_ROTATOR_CONFIG")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("--run-now ends")
-    .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(90), run_now(&policy).output())
+        .await
+        .expect("--run-now ends")
+        .unwrap();
     let said = text(&out);
     assert!(!out.status.success(), "{said}");
     assert!(
