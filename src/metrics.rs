@@ -272,12 +272,13 @@ enum Value {
     Counter(u64),
 }
 
-/// A per-client family: name, help, type and its samples for one client.
+/// A per-client family: name, help, type and its samples for one client (at most two,
+/// fixed size: a scrape asks every client twice and allocates nothing for it).
 type PerClientFamily = (
     &'static str,
     &'static str,
     MetricType,
-    fn(&ClientSeries) -> Vec<Sample>,
+    fn(&ClientSeries) -> [Option<Sample>; 2],
 );
 
 const PER_CLIENT: [PerClientFamily; 5] = [
@@ -285,48 +286,38 @@ const PER_CLIENT: [PerClientFamily; 5] = [
         "secret_expiration_timestamp_seconds",
         "When the store's current secret of a client expires (Unix time)",
         MetricType::Gauge,
-        |c| {
-            c.expiration
-                .map(|v| (None, Value::Gauge(v)))
-                .into_iter()
-                .collect()
-        },
+        |c| [c.expiration.map(|v| (None, Value::Gauge(v))), None],
     ),
     (
         "last_success_timestamp_seconds",
         "When a pass over a client last ended without error (Unix time)",
         MetricType::Gauge,
-        |c| {
-            c.last_success
-                .map(|v| (None, Value::Gauge(v)))
-                .into_iter()
-                .collect()
-        },
+        |c| [c.last_success.map(|v| (None, Value::Gauge(v))), None],
     ),
     (
         "rotations",
         "Rotations by client and result (ok, failed)",
         MetricType::Counter,
         |c| {
-            let ok = c
-                .rotations_ok
-                .map(|n| (Some(("result", "ok")), Value::Counter(n)));
-            let failed = c
-                .rotations_failed
-                .map(|n| (Some(("result", "failed")), Value::Counter(n)));
-            ok.into_iter().chain(failed).collect()
+            [
+                c.rotations_ok
+                    .map(|n| (Some(("result", "ok")), Value::Counter(n))),
+                c.rotations_failed
+                    .map(|n| (Some(("result", "failed")), Value::Counter(n))),
+            ]
         },
     ),
     (
         "secrets",
         "Secrets a client holds in CDS, by whether the rotator manages them",
         MetricType::Gauge,
-        |c| match c.secrets {
-            Some((managed, unmanaged)) => vec![
-                (Some(("managed", "true")), Value::Gauge(managed)),
-                (Some(("managed", "false")), Value::Gauge(unmanaged)),
-            ],
-            None => Vec::new(),
+        |c| {
+            [
+                c.secrets
+                    .map(|(m, _)| (Some(("managed", "true")), Value::Gauge(m))),
+                c.secrets
+                    .map(|(_, u)| (Some(("managed", "false")), Value::Gauge(u))),
+            ]
         },
     ),
     (
@@ -334,10 +325,10 @@ const PER_CLIENT: [PerClientFamily; 5] = [
         "1 while old secrets of a client wait for consumers to confirm the new one",
         MetricType::Gauge,
         |c| {
-            c.pickup_pending
-                .map(|p| (None, Value::Gauge(i64::from(p))))
-                .into_iter()
-                .collect()
+            [
+                c.pickup_pending.map(|p| (None, Value::Gauge(i64::from(p)))),
+                None,
+            ]
         },
     ),
 ];
@@ -366,14 +357,16 @@ impl Collector for PerClient {
         let map = self.lock();
         for (name, help, kind, samples) in PER_CLIENT {
             // A family without a series is left out, as prometheus-client does.
-            if map.values().all(|c| samples(c).is_empty()) {
+            if map.values().all(|c| samples(c).iter().all(Option::is_none)) {
                 continue;
             }
             let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
             for (client, series) in map.iter() {
-                for (second, value) in samples(series) {
-                    let mut labels = vec![("client", &**client)];
-                    labels.extend(second);
+                for (second, value) in samples(series).into_iter().flatten() {
+                    let labels: &[(&str, &str)] = match second {
+                        Some(pair) => &[("client", client), pair],
+                        None => &[("client", client)],
+                    };
                     let family = metric.encode_family(&labels)?;
                     match value {
                         Value::Gauge(v) => ConstGauge::new(v).encode(family)?,
