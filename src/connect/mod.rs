@@ -1,5 +1,5 @@
 //! CONNECT data services (CDS): the [`ConnectApi`] trait the reconciler talks to, the
-//! wire types of the identity API (shared/cds-api.md), and [`ConnectError`].
+//! wire types of the identity API (docs/cds-api.md), and [`ConnectError`].
 //!
 //! Not here: deciding what to do with secrets (that is `rotation`), and retry policy of
 //! a whole rotation step (the HTTP client retries single requests only).

@@ -1,4 +1,4 @@
-//! A CDS emulator that follows shared/cds-api.md: the token endpoint, client and secret
+//! A CDS emulator that follows docs/cds-api.md: the token endpoint, client and secret
 //! endpoints of both client kinds, the 10-secret cap, the Expires/Expiration rules, the
 //! "Self" role, 401/403/404/405/429 with `ErrorResponse` bodies, and `Total-Count`
 //! pagination. Tests inject faults (a status, a delay, a lost answer after the write was

@@ -1,5 +1,5 @@
 //! The emulator's tenant: clients, secrets (only their SHA-256), tokens, and the rules of
-//! shared/cds-api.md that do not depend on HTTP (roles, the 10 cap, expiration rules).
+//! docs/cds-api.md that do not depend on HTTP (roles, the 10 cap, expiration rules).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -558,7 +558,7 @@ impl StoredClient {
     }
 }
 
-/// The Expires/Expiration rules of shared/cds-api.md.
+/// The Expires/Expiration rules of docs/cds-api.md.
 fn check_expiration(
     expiration: Option<DateTime<Utc>>,
     expires: Option<bool>,

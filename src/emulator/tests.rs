@@ -1,4 +1,4 @@
-//! The emulator against the contract of shared/cds-api.md, over loopback HTTP.
+//! The emulator against the contract of docs/cds-api.md, over loopback HTTP.
 
 use serde_json::{Value, json};
 

@@ -1,5 +1,5 @@
 //! The reconciler: one pass over one client observes CDS and the store, decides the next
-//! safe steps ([`decide`]) and acts on them, in the steps of shared/design.md:
+//! safe steps ([`decide`]) and acts on them, in the steps of the README's "How a pass works":
 //! `observe`, `clean_up`, `retire`, `make_room`, `create`, `verify`, `publish`,
 //! `announce`. Nothing that correctness depends on is kept in memory between passes: a
 //! pass that dies anywhere is finished or cleaned up by the next one.
