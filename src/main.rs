@@ -172,6 +172,7 @@ fn main() -> ExitCode {
     };
     init_logging(cli.log_format, default_level);
     cds_rotator::memory::limit_arenas();
+    cds_rotator::rlimit::raise_nofile();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -190,17 +191,66 @@ pub fn router(health: Arc<Health>) -> Router {
         .with_state(health)
 }
 
+/// How long a client may take to send a request's head, and how long a kept-alive
+/// connection may sit idle before its next request (hyper times both with one timer,
+/// started when it waits for a head): a slowloris or an idle socket is closed after it.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a connection is served (a client that sends its head but never reads the
+/// answer): every answer here is small and quick.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// The most connections served at once, whatever the file limit allows.
+const MAX_CONNECTIONS: u64 = 256;
+
+/// How many connections the server holds at once under a soft file limit of `nofile`:
+/// at most [`MAX_CONNECTIONS`], and never more than a quarter of the limit, so the
+/// descriptors a pass needs (locks, stores, HTTPS, the audit log) are always left over.
+pub fn connection_cap(nofile: u64) -> usize {
+    usize::try_from((nofile / 4).clamp(1, MAX_CONNECTIONS)).unwrap_or(1)
+}
+
 /// Binds `addr` now (so a taken port fails at start, before any pass) and serves in the
-/// background until the process ends.
+/// background until the process ends: each connection gets [`HEADER_READ_TIMEOUT`] per
+/// request head and [`CONNECTION_LIFETIME`] in all, and a connection past
+/// [`connection_cap`] is closed as soon as it is accepted.
 pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(health)).await {
-            tracing::error!(error = %e, "the health and metrics server stopped");
-        }
-    });
+    let cap = connection_cap(crate::rlimit::nofile());
+    tokio::spawn(accept_loop(listener, router(health), cap));
     Ok(bound)
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, routes: Router, cap: usize) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(cap));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors (EMFILE/ENFILE) or a connection reset before it was
+                // taken: wait a little rather than spin, and keep serving.
+                tracing::debug!(error = %e, "the health and metrics server could not accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            // Refused at once: holding it would hold a descriptor a pass may need.
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(routes.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            // An error here is the client's (a reset, a timed-out head): nothing to report.
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+        });
+    }
 }
 
 /// Asks the `/healthz` of a daemon listening on `listen` (an unspecified address such as
@@ -250,6 +300,14 @@ mod tests {
         h.busy_since_ms
             .store(now_ms() - 11 * 60 * 1000, Ordering::Relaxed);
         assert!(!h.alive(), "a batch past its limit");
+    }
+
+    #[test]
+    fn the_connection_cap_leaves_three_quarters_of_the_file_limit() {
+        assert_eq!(connection_cap(1024), 256);
+        assert_eq!(connection_cap(400), 100);
+        assert_eq!(connection_cap(1 << 20), 256);
+        assert_eq!(connection_cap(0), 1);
     }
 
     #[test]
