@@ -258,6 +258,42 @@ impl ClientLock {
     }
 }
 
+/// Writes `bytes` to the file `name` in the lock directory `dir` (checked and made as for
+/// a lock), replacing what it held: for the small notes a daemon leaves beside its locks
+/// (where it listens). A symlink or anything but a regular file there is refused.
+pub fn write_small_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LockError> {
+    let path = dir.join(name);
+    let dir_file = open_lock_dir(dir)?;
+    let flags = OFlags::WRONLY
+        | OFlags::CREATE
+        | OFlags::TRUNC
+        | OFlags::NOFOLLOW
+        | OFlags::NONBLOCK
+        | OFlags::CLOEXEC;
+    let file = match rustix::fs::openat(&dir_file, name, flags, Mode::RUSR | Mode::WUSR) {
+        Ok(fd) => File::from(fd),
+        Err(Errno::LOOP) => {
+            return Err(LockError::PlantedFile {
+                path,
+                what: "a symlink",
+            });
+        }
+        Err(errno) => return Err(LockError::io(&path, errno.into())),
+    };
+    match file.metadata() {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => {
+            return Err(LockError::PlantedFile {
+                path,
+                what: "not a regular file",
+            });
+        }
+        Err(source) => return Err(LockError::io(&path, source)),
+    }
+    file.write_all_at(bytes, 0)
+        .map_err(|source| LockError::io(&path, source))
+}
+
 /// Opens `dir` (creating it 0700 when missing) without following a final symlink, and
 /// checks the opened directory itself, so a swap after the check cannot redirect the
 /// lock file.
@@ -316,7 +352,9 @@ fn open_lock_file(dir_file: &File, name: &str, path: &Path) -> Result<File, Lock
             return Err(LockError::io(path, errno.into()));
         }
     };
-    let meta = file.metadata().map_err(|source| LockError::io(path, source))?;
+    let meta = file
+        .metadata()
+        .map_err(|source| LockError::io(path, source))?;
     if !meta.is_file() {
         return Err(LockError::PlantedFile {
             path: path.to_owned(),
