@@ -7,7 +7,11 @@
 //! `coordination:` at once: it serves by waiting), with a JSON body
 //! that also says whether the last policy reload was refused. `/metrics` is the
 //! process's [`crate::metrics`] registry. No handler reveals a secret value, a token or a
-//! URL. Not here: what the loop does (that is `daemon`).
+//! URL. The server asks no authentication, so nothing a client does may cost a pass its
+//! file descriptors: a request head must arrive within a timeout (idle and slowloris
+//! connections are closed), a connection has a lifetime, and connections past a cap are
+//! closed as soon as they are accepted. The daemon also notes here where it listens, for
+//! `cds-rotator health`. Not here: what the loop does (that is `daemon`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
