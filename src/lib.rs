@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod notify;
 pub mod pickup;
 pub mod policy;
+pub mod rlimit;
 pub mod rotation;
 pub mod secret;
 pub mod status;

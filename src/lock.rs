@@ -96,6 +96,19 @@ pub enum LockError {
         /// What it is instead of a regular file.
         what: &'static str,
     },
+    /// The process has no file descriptor left (EMFILE) or the host none (ENFILE): the
+    /// lock directory is not the problem.
+    #[error(
+        "cannot open lock path {path}: {source}; the process is out of file descriptors, not \
+         the lock directory: raise the limit on open files (LimitNOFILE= in the unit, \
+         ulimit -n) or find what holds them (ls /proc/<pid>/fd)"
+    )]
+    OutOfFiles {
+        /// The lock directory or file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
     /// The lock directory or file could not be made or opened.
     #[error(
         "cannot use lock path {path}: {source}; set lock_dir in the policy to a writable directory"
@@ -182,6 +195,20 @@ impl LockError {
     }
 }
 
+impl LockError {
+    /// An I/O error on `path`, named for what it is: the descriptor limits are no fault
+    /// of the lock directory.
+    fn io(path: &Path, source: io::Error) -> LockError {
+        let errno = source.raw_os_error().map(Errno::from_raw_os_error);
+        let path = path.to_owned();
+        if matches!(errno, Some(Errno::MFILE | Errno::NFILE)) {
+            LockError::OutOfFiles { path, source }
+        } else {
+            LockError::Io { path, source }
+        }
+    }
+}
+
 impl ClientLock {
     /// Takes the lock of `client_id` in `tenant_id`, waiting up to `wait` for another
     /// holder to finish. `dir` is created (mode 0700) when missing and refused when
@@ -205,10 +232,7 @@ impl ClientLock {
             })
         }
         .await
-        .map_err(|e| LockError::Io {
-            path: path.clone(),
-            source: io::Error::other(e),
-        })??;
+        .map_err(|e| LockError::io(&path, io::Error::other(e)))??;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             match file.try_lock() {
@@ -222,7 +246,7 @@ impl ClientLock {
                         .unwrap_or_default();
                     return Err(LockError::Busy { path, holder });
                 }
-                Err(TryLockError::Error(source)) => return Err(LockError::Io { path, source }),
+                Err(TryLockError::Error(source)) => return Err(LockError::io(&path, source)),
             }
         }
         // Say who holds it, for the Busy message of the next one; best effort. Only now,
@@ -234,14 +258,47 @@ impl ClientLock {
     }
 }
 
+/// Writes `bytes` to the file `name` in the lock directory `dir` (checked and made as for
+/// a lock), replacing what it held: for the small notes a daemon leaves beside its locks
+/// (where it listens). A symlink or anything but a regular file there is refused.
+pub fn write_small_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LockError> {
+    let path = dir.join(name);
+    let dir_file = open_lock_dir(dir)?;
+    let flags = OFlags::WRONLY
+        | OFlags::CREATE
+        | OFlags::TRUNC
+        | OFlags::NOFOLLOW
+        | OFlags::NONBLOCK
+        | OFlags::CLOEXEC;
+    let file = match rustix::fs::openat(&dir_file, name, flags, Mode::RUSR | Mode::WUSR) {
+        Ok(fd) => File::from(fd),
+        Err(Errno::LOOP) => {
+            return Err(LockError::PlantedFile {
+                path,
+                what: "a symlink",
+            });
+        }
+        Err(errno) => return Err(LockError::io(&path, errno.into())),
+    };
+    match file.metadata() {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => {
+            return Err(LockError::PlantedFile {
+                path,
+                what: "not a regular file",
+            });
+        }
+        Err(source) => return Err(LockError::io(&path, source)),
+    }
+    file.write_all_at(bytes, 0)
+        .map_err(|source| LockError::io(&path, source))
+}
+
 /// Opens `dir` (creating it 0700 when missing) without following a final symlink, and
 /// checks the opened directory itself, so a swap after the check cannot redirect the
 /// lock file.
 fn open_lock_dir(dir: &Path) -> Result<File, LockError> {
-    let io_err = |source| LockError::Io {
-        path: dir.to_owned(),
-        source,
-    };
+    let io_err = |source| LockError::io(dir, source);
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let opened = match rustix::fs::open(dir, flags, Mode::empty()) {
         Err(Errno::NOENT) => {
@@ -292,16 +349,12 @@ fn open_lock_file(dir_file: &File, name: &str, path: &Path) -> Result<File, Lock
             });
         }
         Err(errno) => {
-            return Err(LockError::Io {
-                path: path.to_owned(),
-                source: errno.into(),
-            });
+            return Err(LockError::io(path, errno.into()));
         }
     };
-    let meta = file.metadata().map_err(|source| LockError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let meta = file
+        .metadata()
+        .map_err(|source| LockError::io(path, source))?;
     if !meta.is_file() {
         return Err(LockError::PlantedFile {
             path: path.to_owned(),
@@ -332,6 +385,18 @@ mod tests {
 
     async fn acquire(dir: &Path) -> Result<ClientLock, LockError> {
         ClientLock::acquire(dir, "t", "c", Duration::ZERO).await
+    }
+
+    #[test]
+    fn running_out_of_descriptors_names_the_limit_not_the_lock_dir() {
+        for errno in [Errno::MFILE, Errno::NFILE] {
+            let err = LockError::io(Path::new("/run/lock/x"), errno.into()).to_string();
+            assert!(err.contains("out of file descriptors"), "{err}");
+            assert!(err.contains("LimitNOFILE="), "{err}");
+            assert!(!err.contains("set lock_dir"), "{err}");
+        }
+        let err = LockError::io(Path::new("/run/lock/x"), Errno::ACCESS.into()).to_string();
+        assert!(err.contains("set lock_dir"), "{err}");
     }
 
     #[tokio::test]

@@ -94,7 +94,8 @@ enum Command {
     },
     /// Check the policy and exit (0 valid, 2 invalid). Offline: reads only the policy.
     Validate,
-    /// Ask the running daemon's `/healthz` (at `daemon.listen` in the policy): exit 0
+    /// Ask the running daemon's `/healthz` (where it noted at start that it listens,
+    /// else at `daemon.listen` in the policy; nothing else in the policy is read): exit 0
     /// when its scheduler loop is alive, 1 when not or unreachable, 2 without
     /// `daemon.listen`. For container health checks (the image has no HTTP client).
     Health,
@@ -172,6 +173,7 @@ fn main() -> ExitCode {
     };
     init_logging(cli.log_format, default_level);
     cds_rotator::memory::limit_arenas();
+    cds_rotator::rlimit::raise_nofile();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -261,6 +263,33 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
         _ => {}
     }
 
+    // Before the policy is loaded: it asks where the running daemon serves, which a
+    // mistake in the file (a reload the daemon refused) does not change.
+    if let Some(Command::Health) = cli.command {
+        let listen = match daemon::server::served_address(&cli.config) {
+            Ok(Some(listen)) => listen,
+            Ok(None) => {
+                return usage(
+                    "health asks the daemon's /healthz, but the policy sets no daemon.listen",
+                );
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return Ok(EXIT_USAGE);
+            }
+        };
+        return Ok(match daemon::server::probe(listen).await {
+            Ok(()) => {
+                println!("alive");
+                EXIT_OK
+            }
+            Err(why) => {
+                println!("not alive: {why}");
+                EXIT_CLIENT_FAILED
+            }
+        });
+    }
+
     let policy = match Policy::load(&cli.config) {
         Ok(p) => p,
         Err(e) => {
@@ -327,23 +356,6 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
             policy.notifiers.len()
         );
         return Ok(EXIT_OK);
-    }
-    if let Some(Command::Health) = cli.command {
-        let Some(listen) = policy.daemon.listen else {
-            return usage(
-                "health asks the daemon's /healthz, but the policy sets no daemon.listen",
-            );
-        };
-        return Ok(match daemon::server::probe(listen).await {
-            Ok(()) => {
-                println!("alive");
-                EXIT_OK
-            }
-            Err(why) => {
-                println!("not alive: {why}");
-                EXIT_CLIENT_FAILED
-            }
-        });
     }
     // Handlers go in before any work, so that a signal at any moment is handled (the
     // default action would kill the process between a create and its publish).
@@ -531,7 +543,12 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
             if let Some(addr) = policy.daemon.listen {
                 match daemon::server::serve(addr, std::sync::Arc::clone(&health)).await {
                     Ok(bound) => {
-                        tracing::info!(listen = %bound, "serving /healthz, /readyz and /metrics")
+                        tracing::info!(listen = %bound, "serving /healthz, /readyz and /metrics");
+                        if let Err(e) =
+                            daemon::server::publish_listen(&policy.lock_dir, &cli.config, bound)
+                        {
+                            tracing::warn!(error = %e, "cannot note where the daemon listens; `cds-rotator health` asks the policy's daemon.listen");
+                        }
                     }
                     Err(e) => {
                         return usage(&format!(
@@ -565,11 +582,12 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                 )),
             };
             let loaded = app::loaded(&policy, wired);
+            let lock_dir = policy.lock_dir.clone();
             // The jobs hold what they need: the parsed document is not kept at rest.
             drop(policy);
-            daemon::run(loaded, hooks, shutdown)
-                .await
-                .map_err(anyhow::Error::msg)?;
+            let ran = daemon::run(loaded, hooks, shutdown).await;
+            daemon::server::unpublish_listen(&lock_dir, &cli.config);
+            ran.map_err(anyhow::Error::msg)?;
             Ok(EXIT_OK)
         }
     }

@@ -239,3 +239,58 @@ async fn a_taken_listen_port_stops_the_start_before_any_write() {
     assert!(text(&out).contains("daemon.listen"), "{}", text(&out));
     assert_eq!(env.count("POST", "/Secrets"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_asks_the_running_daemon_though_the_policy_on_disk_has_a_typo() {
+    let env = Env::start().await;
+    let port = free_port();
+    let good = policy(&env, port, true);
+    replace_policy(&env, &good);
+    let child = env
+        .command(&[], &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    eventually30("/readyz 200", async || get(port, "/readyz").await.0 == 200).await;
+
+    // A typo the running daemon refuses to reload.
+    replace_policy(
+        &env,
+        &good.replace("  grace: 0s", "  grace: 0s\n  graec: 1h"),
+    );
+    eventually30("the refusal on /readyz", async || {
+        get(port, "/readyz").await.1.contains("graec")
+    })
+    .await;
+    let out = env.cli(&["health"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("alive"), "{}", text(&out));
+
+    // Worse: the file no longer parses, and it names another port. The daemon still
+    // serves where it started, and `health` asks there.
+    let other = free_port();
+    replace_policy(
+        &env,
+        &format!(
+            "{}\n  - [ unclosed\n",
+            good.replace(&format!(":{port}"), &format!(":{other}"))
+        ),
+    );
+    let out = env.cli(&["health"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(get(port, "/healthz").await.0, 200);
+
+    send_signal(pid, "TERM");
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("stops within 10 s")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Stopped: what it published is gone, and `health` asks the policy's address (the
+    // file is fixed first), where nothing answers.
+    replace_policy(&env, &good);
+    let down = env.cli(&["health"], &[]).await;
+    assert_eq!(down.status.code(), Some(1), "{}", text(&down));
+}

@@ -7,12 +7,18 @@
 //! `coordination:` at once: it serves by waiting), with a JSON body
 //! that also says whether the last policy reload was refused. `/metrics` is the
 //! process's [`crate::metrics`] registry. No handler reveals a secret value, a token or a
-//! URL. Not here: what the loop does (that is `daemon`).
+//! URL. The server asks no authentication, so nothing a client does may cost a pass its
+//! file descriptors: a request head must arrive within a timeout (idle and slowloris
+//! connections are closed), a connection has a lifetime, and connections past a cap are
+//! closed as soon as they are accepted. The daemon also notes here where it listens, for
+//! `cds-rotator health`. Not here: what the loop does (that is `daemon`).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -21,6 +27,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use chrono::Utc;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 /// How late the loop may be to wake before it counts as stuck.
 const WAKE_SLACK_MS: i64 = 60_000;
@@ -190,17 +197,160 @@ pub fn router(health: Arc<Health>) -> Router {
         .with_state(health)
 }
 
+/// How long a client may take to send a request's head, and how long a kept-alive
+/// connection may sit idle before its next request (hyper times both with one timer,
+/// started when it waits for a head): a slowloris or an idle socket is closed after it.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a connection is served (a client that sends its head but never reads the
+/// answer): every answer here is small and quick.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// The most connections served at once, whatever the file limit allows.
+const MAX_CONNECTIONS: u64 = 256;
+
+/// How many connections the server holds at once under a soft file limit of `nofile`:
+/// at most [`MAX_CONNECTIONS`], and never more than a quarter of the limit, so the
+/// descriptors a pass needs (locks, stores, HTTPS, the audit log) are always left over.
+pub fn connection_cap(nofile: u64) -> usize {
+    usize::try_from((nofile / 4).clamp(1, MAX_CONNECTIONS)).unwrap_or(1)
+}
+
 /// Binds `addr` now (so a taken port fails at start, before any pass) and serves in the
-/// background until the process ends.
+/// background until the process ends: each connection gets [`HEADER_READ_TIMEOUT`] per
+/// request head and [`CONNECTION_LIFETIME`] in all, and a connection past
+/// [`connection_cap`] is closed as soon as it is accepted.
 pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(health)).await {
-            tracing::error!(error = %e, "the health and metrics server stopped");
-        }
-    });
+    let cap = connection_cap(crate::rlimit::nofile());
+    tokio::spawn(accept_loop(listener, router(health), cap));
     Ok(bound)
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, routes: Router, cap: usize) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(cap));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors (EMFILE/ENFILE) or a connection reset before it was
+                // taken: wait a little rather than spin, and keep serving.
+                tracing::debug!(error = %e, "the health and metrics server could not accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            // Refused at once: holding it would hold a descriptor a pass may need.
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(routes.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            // An error here is the client's (a reset, a timed-out head): nothing to report.
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+        });
+    }
+}
+
+/// The file in `lock_dir` where the daemon serving the policy at `policy` says where it
+/// listens: named from the policy's absolute path (symlinks kept, so a ConfigMap's swap
+/// of `..data` keeps the name), one per policy when several share a lock directory.
+pub fn listen_file(lock_dir: &Path, policy: &Path) -> PathBuf {
+    let policy = std::path::absolute(policy).unwrap_or_else(|_| policy.to_owned());
+    let digest = Sha256::digest(policy.as_os_str().as_encoded_bytes());
+    lock_dir.join(format!("daemon-{}.listen", &hex::encode(digest)[..16]))
+}
+
+/// Says, in [`listen_file`], the address the daemon serving `policy` took at start
+/// (`health` asks it there, whatever the policy on disk says by then). The lock
+/// directory is checked and made as for a lock.
+pub fn publish_listen(lock_dir: &Path, policy: &Path, bound: SocketAddr) -> Result<(), String> {
+    let path = listen_file(lock_dir, policy);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    crate::lock::write_small_file(lock_dir, &name, format!("{bound}\n").as_bytes())
+        .map_err(|e| e.to_string())
+}
+
+/// Forgets what [`publish_listen`] said (the daemon stopped); best effort.
+pub fn unpublish_listen(lock_dir: &Path, policy: &Path) {
+    let _ = std::fs::remove_file(listen_file(lock_dir, policy));
+}
+
+/// The address `health` asks for the daemon serving the policy at `policy`: what that
+/// daemon published at start, else the policy's `daemon.listen`. Only `lock_dir` and
+/// `daemon.listen` are read, leniently: the rest of the file may hold a mistake that the
+/// running daemon refused to reload. `Ok(None)`: the policy sets no `daemon.listen`.
+pub fn served_address(policy: &Path) -> Result<Option<SocketAddr>, String> {
+    let text = std::fs::read_to_string(policy)
+        .map_err(|e| format!("{}: cannot read the policy: {e}", policy.display()))?;
+    let lenient = serde_saphyr::from_str::<LenientPolicy>(&text);
+    let base = policy.parent().unwrap_or(Path::new("."));
+    let lock_dir = match &lenient {
+        Ok(p) => match &p.lock_dir {
+            Some(serde_json::Value::String(dir)) => Some(dir.clone()),
+            _ => None,
+        },
+        Err(_) => lock_dir_line(&text),
+    }
+    .map_or_else(crate::policy::default_lock_dir, |dir| base.join(dir));
+    let published = std::fs::read_to_string(listen_file(&lock_dir, policy))
+        .ok()
+        .and_then(|t| t.trim().parse::<SocketAddr>().ok());
+    if published.is_some() {
+        return Ok(published);
+    }
+    let lenient = lenient.map_err(|e| format!("{}: {e}", policy.display()))?;
+    let listen = lenient
+        .daemon
+        .as_ref()
+        .and_then(|d| d.get("listen"))
+        .and_then(serde_json::Value::as_str);
+    match listen {
+        None => Ok(None),
+        Some(text) => text.trim().parse().map(Some).map_err(|_| {
+            format!(
+                "{}: daemon.listen `{}` is not an address and port",
+                policy.display(),
+                crate::text::untrusted(text)
+            )
+        }),
+    }
+}
+
+/// The value of a top-level `lock_dir:` line, for a file that no longer parses as YAML
+/// (an editor's half-done change): a plain or quoted scalar on the line itself.
+fn lock_dir_line(text: &str) -> Option<String> {
+    let line = text.lines().find_map(|l| l.strip_prefix("lock_dir:"))?;
+    let value = match line.find(" #") {
+        Some(at) => &line[..at],
+        None => line,
+    }
+    .trim();
+    let value = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+        .unwrap_or(value);
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+/// The two keys `health` reads; everything else in the file is skipped unread.
+#[derive(serde::Deserialize)]
+struct LenientPolicy {
+    #[serde(default)]
+    lock_dir: Option<serde_json::Value>,
+    #[serde(default)]
+    daemon: Option<serde_json::Value>,
 }
 
 /// Asks the `/healthz` of a daemon listening on `listen` (an unspecified address such as
@@ -250,6 +400,28 @@ mod tests {
         h.busy_since_ms
             .store(now_ms() - 11 * 60 * 1000, Ordering::Relaxed);
         assert!(!h.alive(), "a batch past its limit");
+    }
+
+    #[test]
+    fn the_connection_cap_leaves_three_quarters_of_the_file_limit() {
+        assert_eq!(connection_cap(1024), 256);
+        assert_eq!(connection_cap(400), 100);
+        assert_eq!(connection_cap(1 << 20), 256);
+        assert_eq!(connection_cap(0), 1);
+    }
+
+    #[test]
+    fn a_policy_that_no_longer_parses_still_names_its_lock_dir() {
+        assert_eq!(
+            lock_dir_line("a: [\nlock_dir: /run/x # the locks\n").as_deref(),
+            Some("/run/x")
+        );
+        assert_eq!(
+            lock_dir_line("lock_dir: 'locks'\n").as_deref(),
+            Some("locks")
+        );
+        assert_eq!(lock_dir_line("  lock_dir: /nested\n"), None);
+        assert_eq!(lock_dir_line("lock_dir:\n"), None);
     }
 
     #[test]

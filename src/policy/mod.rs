@@ -307,7 +307,7 @@ pub const DEFAULT_PATH: &str = "/etc/cds-rotator/policy.yaml";
 /// whatever its environment, so that the daemon under systemd and an operator's
 /// `--run-now` in a shell take the same locks (a per-process `$RUNTIME_DIRECTORY` would
 /// let both rotate one client at once).
-fn default_lock_dir() -> PathBuf {
+pub fn default_lock_dir() -> PathBuf {
     PathBuf::from("/run/lock/cds-rotator")
 }
 
