@@ -270,6 +270,11 @@ pub async fn run(
         .id()
         .and_then(|p| i32::try_from(p).ok())
         .and_then(rustix::process::Pid::from_raw);
+    let mut processes = RunProcesses {
+        pid,
+        tag: tag.clone(),
+        armed: true,
+    };
     let input = child.stdin.take();
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let data = stdin.to_vec();
@@ -313,6 +318,8 @@ pub async fn run(
         (status, out, err)
     };
     let finished = tokio::time::timeout(program.timeout, work).await;
+    // From here on the run is not abandoned: it ended, or it is killed below.
+    processes.armed = false;
     let outcome = match finished {
         Ok((status, out, err)) => Outcome {
             code: status?.code(),
@@ -388,11 +395,48 @@ async fn capped(pipe: Option<impl AsyncRead + Unpin>, kept: &mut Vec<u8>) {
     }
 }
 
+/// The processes of one run, killed when this is dropped while armed: a run that is
+/// abandoned (a stop, an outer timeout) leaves nothing behind either.
+struct RunProcesses {
+    /// The program's pid (the leader of its process group).
+    pid: Option<rustix::process::Pid>,
+    /// The run's tag.
+    tag: String,
+    /// Whether dropping kills them (until the program exited on its own).
+    armed: bool,
+}
+
+impl Drop for RunProcesses {
+    fn drop(&mut self) {
+        if self.armed
+            && let Some(pid) = self.pid
+        {
+            kill_tree(pid, &self.tag);
+        }
+    }
+}
+
 /// Kills every process of the run whose program is `pid` (its group leader) and whose
-/// tag is `tag`: the group; every descendant by parent; every process carrying the tag.
-/// Each is stopped first, so none forks away while the others are looked for; then all
-/// are killed, and waited for (briefly) to be gone.
+/// tag is `tag`, and waits (briefly) for them to be gone: see [`kill_tree`].
 async fn kill_run(pid: rustix::process::Pid, tag: &str) {
+    let found = kill_tree(pid, tag);
+    // SIGKILL is delivered at once, but a process is gone only once the kernel tore it
+    // down: wait a little, so that "killed" means dead to whoever looks next.
+    for _ in 0..100 {
+        if found
+            .iter()
+            .all(|&p| p == pid.as_raw_nonzero().get() || gone(p))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Kills the run's process group, every descendant of `pid` by parent and every
+/// process carrying the tag. Each is stopped first, so none forks away while the others
+/// are looked for; then all are killed. Returns the pids found.
+fn kill_tree(pid: rustix::process::Pid, tag: &str) -> BTreeSet<i32> {
     use rustix::process::{Pid, Signal, kill_process, kill_process_group};
     let _ = kill_process_group(pid, Signal::STOP);
     let mut found: BTreeSet<i32> = BTreeSet::from([pid.as_raw_nonzero().get()]);
@@ -417,17 +461,7 @@ async fn kill_run(pid: rustix::process::Pid, tag: &str) {
         let _ = kill_process(p, Signal::KILL);
     }
     let _ = kill_process_group(pid, Signal::KILL);
-    // SIGKILL is delivered at once, but a process is gone only once the kernel tore it
-    // down: wait a little, so that "killed" means dead to whoever looks next.
-    for _ in 0..100 {
-        if found
-            .iter()
-            .all(|&p| p == pid.as_raw_nonzero().get() || gone(p))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    found
 }
 
 /// Every process's (pid, parent pid), from `/proc/<pid>/stat`.
@@ -625,6 +659,20 @@ mod tests {
             .unwrap();
         assert!(o.timed_out, "{o:?}");
         assert_dead(pid_in(&file).await).await;
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_run_kills_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pid");
+        let script = escaping("(setsid", &file).replacen("sleep 300'", "sleep 300' &)", 1);
+        let program = sh(&script, Duration::from_secs(600));
+        // The run is dropped (as a stop drops it) once the grandchild is there.
+        let pid = tokio::select! {
+            o = run(&program, &[], b"", &[]) => panic!("{o:?}"),
+            pid = pid_in(&file) => pid,
+        };
+        assert_dead(pid).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

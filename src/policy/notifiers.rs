@@ -74,7 +74,10 @@ impl ValueSource {
                 self.describe()
             ));
         }
-        Ok(SecretString::from(value.to_owned()))
+        let value = SecretString::from(value.to_owned());
+        // No program's output may show it in our log.
+        crate::command::hold(&format!("notifier {notifier} {key}"), &value);
+        Ok(value)
     }
 }
 
