@@ -183,3 +183,35 @@ async fn a_pickup_program_that_exits_0_leaving_a_background_child_on_its_stdout_
         text(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_refuses_a_credential_in_a_pickup_programs_env_at_its_place() {
+    let env = Env::start().await;
+    let path = env.write_policy(
+        "",
+        "    pickup: { type: command, program: /bin/true, env: [HOME, CDS_ADMIN_SECRET, AWS_CONTAINER_AUTHORIZATION_TOKEN] }",
+    );
+    let admin = env.dir.path().join("admin-secret");
+    let policy = std::fs::read_to_string(&path).unwrap().replace(
+        &format!("client_secret_file: {}", admin.display()),
+        "client_secret_env: CDS_ADMIN_SECRET",
+    );
+    std::fs::write(&path, policy).unwrap();
+    let out = env
+        .cli(&["validate"], &[("CDS_ADMIN_SECRET", ADMIN_SECRET)])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let output = text(&out);
+    let at = format!("{}:27:13: client `app`: pickup.env lists", path.display());
+    for line in [
+        format!(
+            "{at} CDS_ADMIN_SECRET, which holds the rotator's own secret (connect.credentials.client_secret_env); a pickup program never gets a credential: remove it"
+        ),
+        format!(
+            "{at} AWS_CONTAINER_AUTHORIZATION_TOKEN, which holds a cloud credential; a pickup program never gets a credential: remove it"
+        ),
+    ] {
+        assert!(output.contains(&line), "{line}\n{output}");
+    }
+    assert_no_secret(&output, &[ADMIN_SECRET.to_owned()]);
+}
