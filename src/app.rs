@@ -220,6 +220,8 @@ pub fn wire_with_stores(
             crate::pickup::ClientInfo {
                 name: c.name.clone(),
                 store_location: store.location(&c.secret),
+                store: store.clone(),
+                store_key: c.secret.clone(),
             },
         );
         jobs.push(Arc::new(ClientJob {

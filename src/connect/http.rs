@@ -431,6 +431,8 @@ impl HttpConnect {
             return Ok(t.token.clone());
         }
         let secret = self.credential.fetch().await?;
+        // No program's output may show the rotator's own credential in our log.
+        crate::command::hold("connect credential", &secret);
         let (token, lifetime) =
             self.grant(&self.client_id, &secret)
                 .await

@@ -111,6 +111,10 @@ impl Elector {
             )),
             _ => None,
         };
+        if let Some((_, password)) = &credentials {
+            // No program's output may show it in our log.
+            crate::command::hold("etcd password", password);
+        }
         Ok(Elector {
             http,
             endpoints: spec.endpoints.clone(),

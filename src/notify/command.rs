@@ -1,7 +1,9 @@
 //! The `command` notifier: runs a program (through [`crate::command::run`]: no shell,
 //! cleared environment, timeout) with the event's fields in `CDS_ROTATOR_*` variables
-//! and the event JSON on its stdin. A non-zero exit or the timeout is a failure; what
-//! the program printed goes to the log, capped and escaped.
+//! and the event JSON on its stdin. A non-zero exit or the timeout is a failure, whose
+//! error carries what the program said on stderr and stdout; otherwise its output is
+//! logged at debug only. Either way it is scrubbed of every value the rotator holds,
+//! capped and escaped first (by the runner).
 
 use std::time::Duration;
 
@@ -72,24 +74,16 @@ impl Notifier for CommandNotifier {
 
     async fn notify(&self, event: &Event) -> Result<(), NotifyError> {
         let stdin = event.to_json().to_string();
-        let outcome = run(&self.program, &variables(event), stdin.as_bytes())
+        let outcome = run(&self.program, &variables(event), stdin.as_bytes(), &[])
             .await
             .map_err(|e| NotifyError {
                 notifier: self.name.clone(),
                 detail: format!("cannot start {}: {e}", self.program.program.display()),
             })?;
-        // Already escaped and capped by `command::run`; clipped again for one log line.
+        // Already scrubbed, escaped, capped (and logged at debug) by `command::run`;
+        // clipped again for one error line.
         let clip = |s: &str| crate::text::clip(s, 500);
         if outcome.success() {
-            if !outcome.stdout.is_empty() || !outcome.stderr.is_empty() {
-                tracing::info!(
-                    step = "announce",
-                    notifier = %self.name,
-                    stdout = %clip(&outcome.stdout),
-                    stderr = %clip(&outcome.stderr),
-                    "notifier program output"
-                );
-            }
             return Ok(());
         }
         let mut detail = format!(
@@ -137,8 +131,8 @@ mod tests {
                     "-c".into(),
                     "echo \"bad $CDS_ROTATOR_CLIENT\" >&2; exit 4".into(),
                 ],
-                pass_env: vec![],
                 timeout: Duration::from_secs(10),
+                ..Program::default()
             },
         );
         let e = n.notify(&rotated()).await.unwrap_err().to_string();

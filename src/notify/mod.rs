@@ -490,6 +490,7 @@ pub(crate) mod tests {
             program: "/nonexistent/on-cds-rotate".into(),
             args: vec![],
             pass_env: vec![],
+            withheld: vec![],
             timeout: Duration::from_secs(1),
         });
         let e = from_spec("script", &spec, &sender).err().unwrap();

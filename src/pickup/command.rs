@@ -1,7 +1,10 @@
 //! `type: command`: runs a program (through [`crate::command::run`]: no shell, a
 //! cleared environment, a run timeout) that exits 0 once the consumers switched. It
 //! learns which secret from `CDS_ROTATOR_*` variables: ids, the fingerprint and the
-//! store location — never the value, in its environment, arguments or input.
+//! store location — never the value, in its environment, arguments or input. What it
+//! prints is never part of the pending reason (which is logged at info and shown by
+//! `plan` and `status`): the runner scrubs it of every held value and of the current
+//! value read from the store, and logs it at debug.
 
 use async_trait::async_trait;
 use chrono::Duration;
@@ -9,7 +12,7 @@ use chrono::Duration;
 use super::{ClientInfo, Pickup, PickupCheck};
 use crate::policy::CommandSpec;
 use crate::store::StoreRecord;
-use crate::text::{clip, untrusted};
+use crate::text::untrusted;
 
 /// Runs the policy's program.
 pub struct CommandCheck {
@@ -35,25 +38,28 @@ impl PickupCheck for CommandCheck {
             ("CDS_ROTATOR_STORE", self.client.store_location.clone()),
         ];
         let program = self.spec.program.program.display().to_string();
-        match crate::command::run(&self.spec.program, &vars, b"").await {
-            Ok(o) if o.success() => Pickup::Confirmed,
-            Ok(o) => {
-                let said = if o.stderr.is_empty() {
-                    &o.stdout
-                } else {
-                    &o.stderr
-                };
-                let said = if said.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", clip(said, 200))
-                };
-                Pickup::Pending(format!(
-                    "command {}: {}{said}",
-                    untrusted(&program),
-                    o.describe(self.spec.program.timeout)
-                ))
+        // The program may read the store: its output is scrubbed of the current value,
+        // which this process may not hold (it published it before a restart).
+        let current_value = if crate::command::holds(&current.fingerprint) {
+            None
+        } else {
+            match self.client.store.read_value(&self.client.store_key).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::debug!(step = "retire", error = %crate::text::escape_control(&e.to_string()), "cannot read the current value to scrub the pickup program's output; it is scrubbed of the values held");
+                    None
+                }
             }
+        };
+        let scrub: Vec<&secrecy::SecretString> = current_value.iter().collect();
+        match crate::command::run(&self.spec.program, &vars, b"", &scrub).await {
+            Ok(o) if o.success() => Pickup::Confirmed,
+            // What it said is logged at debug by the runner, never in the reason.
+            Ok(o) => Pickup::Pending(format!(
+                "command {}: {}",
+                untrusted(&program),
+                o.describe(self.spec.program.timeout)
+            )),
             Err(e) => Pickup::Pending(format!(
                 "command {} could not be started ({e})",
                 untrusted(&program)

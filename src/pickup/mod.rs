@@ -71,12 +71,16 @@ impl PickupCheck for GraceOnly {
 }
 
 /// Where the client is, for checks that tell a program about it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientInfo {
     /// The client's name in the policy.
     pub name: String,
     /// Where its secret is published.
     pub store_location: String,
+    /// Its store and key: a program's output is scrubbed of the current value.
+    pub store: Arc<dyn crate::store::SecretStore>,
+    /// The secret's name in the store.
+    pub store_key: String,
 }
 
 /// The check a policy's `pickup:` asks for.

@@ -352,6 +352,7 @@ impl Policy {
             credential_store_at: None,
             credentials_directory: credentials_directory.map(Path::to_owned),
             physical_dirs: Default::default(),
+            credential_variables: BTreeMap::new(),
         };
         let parent = path
             .parent()
@@ -396,6 +397,9 @@ struct Validator {
     credentials_directory: Option<PathBuf>,
     /// Directories resolved on disk during this load, for [`Validator::physical`].
     physical_dirs: std::collections::HashMap<PathBuf, PathBuf>,
+    /// The variables the policy reads a credential from, with what each holds (set with
+    /// the notifiers, before any `pickup:` is checked): no program may get one.
+    credential_variables: BTreeMap<String, String>,
 }
 
 impl Validator {
@@ -510,7 +514,12 @@ impl Validator {
             notifier_at.insert(name.clone(), spec.referenced);
             notifiers.insert(name, notifier);
         }
-        self.command_env(&notifiers, &notifier_at, connect.as_ref(), &stores);
+        self.command_env(
+            &mut notifiers,
+            &notifier_at,
+            (connect.as_ref(), coordination.as_ref()),
+            &stores,
+        );
 
         if let (
             Some(at),

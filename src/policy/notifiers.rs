@@ -74,7 +74,10 @@ impl ValueSource {
                 self.describe()
             ));
         }
-        Ok(SecretString::from(value.to_owned()))
+        let value = SecretString::from(value.to_owned());
+        // No program's output may show it in our log.
+        crate::command::hold(&format!("notifier {notifier} {key}"), &value);
+        Ok(value)
     }
 }
 
@@ -110,16 +113,6 @@ pub struct ChatSpec {
     /// Attempts after the first.
     pub retries: u32,
 }
-
-/// Variables the cloud SDKs read credentials from: never passed to a program.
-const WELL_KNOWN_SECRETS: &[&str] = &[
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
-    "VAULT_TOKEN",
-    "BAO_TOKEN",
-];
 
 /// The defaults and bounds of the keys above.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -317,6 +310,7 @@ impl Validator {
                     program: c.program,
                     args: c.args,
                     pass_env: c.env,
+                    withheld: Vec::new(),
                     timeout: self.notifier_timeout(at, name, c.timeout, COMMAND_TIMEOUT, 3600),
                 })
             }
@@ -429,55 +423,28 @@ impl Validator {
     }
 
     /// A command notifier must not be handed a credential through `env`: the rotator's
-    /// own secret, a store's token, a notifier's URL or key, or the cloud SDKs'
-    /// well-known secret variables.
+    /// own secret, the etcd password, a store's token, a notifier's URL or key, or the
+    /// cloud SDKs' well-known secret variables. Each command notifier also carries the
+    /// policy's credential variables as [`Program::withheld`], so that the runner never
+    /// passes one whatever its `env` says; the list is kept for the `pickup:` checks.
     pub(super) fn command_env(
         &mut self,
-        notifiers: &BTreeMap<String, NotifierSpec>,
+        notifiers: &mut BTreeMap<String, NotifierSpec>,
         at: &BTreeMap<String, Location>,
-        connect: Option<&super::ConnectSettings>,
+        (connect, coordination): (
+            Option<&super::ConnectSettings>,
+            Option<&super::CoordinationSpec>,
+        ),
         stores: &BTreeMap<String, super::StoreSpec>,
     ) {
-        let mut secret: BTreeMap<String, String> = WELL_KNOWN_SECRETS
+        let policy = credential_variables(connect, coordination, stores, notifiers);
+        let mut secret: BTreeMap<String, String> = crate::command::CLOUD_CREDENTIALS
             .iter()
             .map(|v| (v.to_string(), "a cloud credential".to_owned()))
             .collect();
-        if let Some(super::ConnectSettings {
-            secret: super::SecretSource::Env(v),
-            ..
-        }) = connect
-        {
-            secret.insert(
-                v.clone(),
-                "the rotator's own secret (connect.credentials.client_secret_env)".into(),
-            );
-        }
-        for (name, spec) in stores {
-            if let super::StoreSpec::Vault(v) = spec
-                && let super::vault::VaultAuth::Token(super::SecretSource::Env(var)) = &v.auth
-            {
-                secret.insert(var.clone(), format!("store `{name}`'s Vault token"));
-            }
-        }
-        for (name, spec) in notifiers {
-            let sources = match spec {
-                NotifierSpec::Webhook(w) => {
-                    let url = match &w.url {
-                        UrlSource::Secret(s) => Some(s),
-                        UrlSource::Plain(_) => None,
-                    };
-                    vec![url, w.hmac_key.as_ref()]
-                }
-                NotifierSpec::Slack(c) | NotifierSpec::Teams(c) => vec![Some(&c.url)],
-                NotifierSpec::Log | NotifierSpec::Command(_) => vec![],
-            };
-            for source in sources.into_iter().flatten() {
-                if let ValueSource::Env(var) = source {
-                    secret.insert(var.clone(), format!("notifier `{name}`'s URL or key"));
-                }
-            }
-        }
-        for (name, spec) in notifiers {
+        secret.extend(policy.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let withheld: Vec<String> = policy.keys().cloned().collect();
+        for (name, spec) in notifiers.iter_mut() {
             let NotifierSpec::Command(p) = spec else {
                 continue;
             };
@@ -491,7 +458,9 @@ impl Validator {
                     );
                 }
             }
+            p.withheld.clone_from(&withheld);
         }
+        self.credential_variables = secret;
     }
 
     /// A `notify_on` (of `place`: a client, or `defaults`): event kinds, each known.
@@ -528,6 +497,76 @@ impl Validator {
         }
         Some(kinds)
     }
+}
+
+impl super::Policy {
+    /// Every environment variable this policy reads a credential from, with what it
+    /// holds: no program the rotator runs ever gets one (see [`Program::withheld`]).
+    pub fn credential_variables(&self) -> BTreeMap<String, String> {
+        credential_variables(
+            Some(&self.connect),
+            self.coordination.as_ref(),
+            &self.stores,
+            &self.notifiers,
+        )
+    }
+}
+
+/// The variables a policy reads a credential from: the rotator's own secret
+/// (`client_secret_env`), the etcd password, Vault tokens, notifiers' URLs and keys.
+fn credential_variables(
+    connect: Option<&super::ConnectSettings>,
+    coordination: Option<&super::CoordinationSpec>,
+    stores: &BTreeMap<String, super::StoreSpec>,
+    notifiers: &BTreeMap<String, NotifierSpec>,
+) -> BTreeMap<String, String> {
+    let mut secret = BTreeMap::new();
+    if let Some(super::ConnectSettings {
+        secret: super::SecretSource::Env(v),
+        ..
+    }) = connect
+    {
+        secret.insert(
+            v.clone(),
+            "the rotator's own secret (connect.credentials.client_secret_env)".into(),
+        );
+    }
+    if let Some(super::CoordinationSpec {
+        password: Some(super::ValueSource::Env(v)),
+        ..
+    }) = coordination
+    {
+        secret.insert(
+            v.clone(),
+            "the etcd password (coordination.password_env)".into(),
+        );
+    }
+    for (name, spec) in stores {
+        if let super::StoreSpec::Vault(v) = spec
+            && let super::vault::VaultAuth::Token(super::SecretSource::Env(var)) = &v.auth
+        {
+            secret.insert(var.clone(), format!("store `{name}`'s Vault token"));
+        }
+    }
+    for (name, spec) in notifiers {
+        let sources = match spec {
+            NotifierSpec::Webhook(w) => {
+                let url = match &w.url {
+                    UrlSource::Secret(s) => Some(s),
+                    UrlSource::Plain(_) => None,
+                };
+                vec![url, w.hmac_key.as_ref()]
+            }
+            NotifierSpec::Slack(c) | NotifierSpec::Teams(c) => vec![Some(&c.url)],
+            NotifierSpec::Log | NotifierSpec::Command(_) => vec![],
+        };
+        for source in sources.into_iter().flatten() {
+            if let ValueSource::Env(var) = source {
+                secret.insert(var.clone(), format!("notifier `{name}`'s URL or key"));
+            }
+        }
+    }
+    secret
 }
 
 #[cfg(test)]
@@ -603,6 +642,8 @@ clients:
                 program: "/usr/local/bin/on-cds-rotate".into(),
                 args: vec!["--reload".into()],
                 pass_env: vec!["HOME".into()],
+                // The variables this policy reads credentials from.
+                withheld: vec!["HOOK_KEY".into(), "SLACK_WEBHOOK_URL".into()],
                 timeout: COMMAND_TIMEOUT,
             })
         );
@@ -727,6 +768,84 @@ clients:
             assert!(err.contains(line), "{line}\n{err}");
         }
         assert_eq!(err.lines().count(), 3, "{err}");
+    }
+
+    /// [`policy`] with an etcd `coordination:` whose password is in `ETCD_PASSWORD`.
+    fn with_etcd(text: String) -> String {
+        text.replace(
+            "stores:",
+            "coordination:\n  type: etcd\n  endpoints: [http://127.0.0.1:2379]\n  key_prefix: /cds\n  username_env: ETCD_USER\n  password_env: ETCD_PASSWORD\nstores:",
+        )
+    }
+
+    #[test]
+    fn a_command_is_never_handed_the_etcd_password_or_a_managed_identity_token() {
+        let text = with_etcd(policy(
+            "  script: { type: command, program: /bin/true, env: [HOME, ETCD_USER, ETCD_PASSWORD, AWS_CONTAINER_AUTHORIZATION_TOKEN, AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE, IDENTITY_HEADER, MSI_SECRET] }",
+            "",
+        ));
+        let err = parse(&text).unwrap_err();
+        for line in [
+            "policy.yaml:17:11: notifier `script`: env lists ETCD_PASSWORD, which holds the etcd password (coordination.password_env); a notifier program never gets a credential: remove it",
+            "policy.yaml:17:11: notifier `script`: env lists AWS_CONTAINER_AUTHORIZATION_TOKEN, which holds a cloud credential; a notifier program never gets a credential: remove it",
+            "policy.yaml:17:11: notifier `script`: env lists AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE, which holds a cloud credential",
+            "policy.yaml:17:11: notifier `script`: env lists IDENTITY_HEADER, which holds a cloud credential",
+            "policy.yaml:17:11: notifier `script`: env lists MSI_SECRET, which holds a cloud credential",
+        ] {
+            assert!(err.contains(line), "{line}\n{err}");
+        }
+        assert_eq!(err.lines().count(), 5, "{err}");
+    }
+
+    #[test]
+    fn a_pickup_command_is_never_handed_a_credential_through_env() {
+        let text = with_etcd(policy(
+            "  hook: { type: webhook, url_env: HOOK_URL }",
+            "    pickup: { type: command, program: /bin/true, env: [HOME, CDS_SECRET, ETCD_PASSWORD, HOOK_URL, AZURE_CLIENT_SECRET] }",
+        ))
+        .replace(
+            "client_secret_file: /etc/cds-rotator/secret",
+            "client_secret_env: CDS_SECRET",
+        );
+        let err = parse(&text).unwrap_err();
+        for (var, what) in [
+            (
+                "CDS_SECRET",
+                "the rotator's own secret (connect.credentials.client_secret_env)",
+            ),
+            (
+                "ETCD_PASSWORD",
+                "the etcd password (coordination.password_env)",
+            ),
+            ("HOOK_URL", "notifier `hook`'s URL or key"),
+            ("AZURE_CLIENT_SECRET", "a cloud credential"),
+        ] {
+            let line = format!(
+                "policy.yaml:23:13: client `app`: pickup.env lists {var}, which holds {what}; a pickup program never gets a credential: remove it"
+            );
+            assert!(err.contains(&line), "{line}\n{err}");
+        }
+        assert_eq!(err.lines().count(), 4, "{err}");
+    }
+
+    #[test]
+    fn every_program_carries_the_policys_credential_variables_as_withheld() {
+        let text = with_etcd(policy(
+            "  hook: { type: webhook, url_env: HOOK_URL }
+  script: { type: command, program: /bin/true }",
+            "    pickup: { type: command, program: /bin/true }",
+        ));
+        let p = parse(&text).unwrap();
+        let names: Vec<String> = p.credential_variables().into_keys().collect();
+        assert_eq!(names, ["ETCD_PASSWORD", "HOOK_URL"]);
+        let NotifierSpec::Command(script) = &p.notifiers["script"] else {
+            panic!("{:?}", p.notifiers["script"]);
+        };
+        assert_eq!(script.withheld, names);
+        let crate::policy::PickupSpec::Command(pickup) = &p.clients[0].pickup else {
+            panic!("{:?}", p.clients[0].pickup);
+        };
+        assert_eq!(pickup.program.withheld, names);
     }
 
     #[test]

@@ -322,8 +322,20 @@ impl Validator {
                                 crate::text::untrusted(name)
                             ),
                         );
+                    } else if let Some(what) = self.credential_variables.get(name) {
+                        let message = format!(
+                            "{owner}: pickup.env lists {name}, which holds {what}; a pickup program never gets a credential: remove it"
+                        );
+                        self.problem(at, message);
                     }
                 }
+                // The runner never passes these, whatever `env` says.
+                let withheld = self
+                    .credential_variables
+                    .keys()
+                    .filter(|k| !crate::command::is_cloud_credential(k))
+                    .cloned()
+                    .collect();
                 let run = span(
                     self,
                     run_timeout,
@@ -337,6 +349,7 @@ impl Validator {
                         program: program.clone(),
                         args: args.clone(),
                         pass_env: env.clone(),
+                        withheld,
                         timeout: run.to_std().unwrap_or(StdDuration::from_secs(30)),
                     },
                     interval: span(

@@ -1058,6 +1058,8 @@ impl Reconciler {
             .expiration
             .unwrap_or_else(|| self.clock.now());
         let fingerprint = Fingerprint::of(&created.value);
+        // Programs that read the store must not get it into our log (nor the one before).
+        crate::command::hold(&format!("client {}", job.name), &created.value);
         timed(Step::Create, started);
         info!(step = "create", secret_id = id, expiration = %rfc3339(expiration), fingerprint = %fingerprint, "created");
 
