@@ -1,8 +1,11 @@
 //! The AWS stores (aws_secrets_manager, kms_file) against the conformance suite
 //! (tests/conformance) and their own rules, on a moto server on loopback (tests/moto).
 
+mod common;
 mod conformance;
 mod moto;
+
+use common::proxy::{Fault, FaultProxy};
 
 use cds_rotator::store::aws_secrets_manager::SecretsManagerStore;
 use cds_rotator::store::kms_file::KmsFileStore;
@@ -259,7 +262,9 @@ async fn a_put_whose_answer_is_lost_but_landed_is_a_success() {
 }
 
 #[tokio::test]
-async fn a_put_that_never_arrived_is_an_error_and_the_old_value_stays() {
+async fn a_put_that_gets_no_answer_is_in_doubt_and_the_old_value_stays() {
+    // The put may be delayed in the network: a read-back that shows the old value proves
+    // nothing, so this is in doubt, never a failure (which would delete the new secret).
     let moto = moto::Moto::start().await;
     let (store, proxy) = behind_a_lossy_proxy(&moto).await;
     let (a, b) = (conformance::value("a"), conformance::value("b"));
@@ -277,12 +282,101 @@ async fn a_put_that_never_arrived_is_an_error_and_the_old_value_stays() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    assert!(matches!(err, StoreError::OutcomeUnknown { .. }), "{err}");
+    assert!(err.to_string().contains("may still land"), "{err}");
     conformance::names_the_store_without_values(&err, "aws", &[&a, &b]);
     proxy.lose(moto::lossy::Loss::Nothing);
     assert_eq!(
         store.read_current("cds/app").await.unwrap(),
         Current::Published(ra)
+    );
+}
+
+/// A Secrets Manager store whose requests pass through a fault proxy (tests/common).
+async fn behind_a_fault_proxy(moto: &moto::Moto) -> (SecretsManagerStore, FaultProxy) {
+    let proxy = FaultProxy::start(&moto.url).await;
+    let mut target = moto.target();
+    target.endpoint_url = Some(proxy.url.clone());
+    let store = SecretsManagerStore::with_sdk_config("aws", target, None, moto.sdk_config());
+    (store, proxy)
+}
+
+/// The request head that names a `PutSecretValue`.
+const PUT: &str = "x-amz-target: secretsmanager.PutSecretValue";
+
+#[tokio::test]
+async fn a_put_delayed_in_the_network_is_settled_by_putting_it_again_and_its_late_copy_changes_nothing()
+ {
+    let moto = moto::Moto::start().await;
+    let (store, proxy) = behind_a_fault_proxy(&moto).await;
+    let (a, b) = (conformance::value("a"), conformance::value("b"));
+    let (ra, rb) = (conformance::record(2, &a), conformance::record(3, &b));
+    store
+        .publish("cds/app", &SecretString::from(a.clone()), &ra)
+        .await
+        .unwrap();
+    // Every attempt of the first put is held in the network: its answer is lost, and a
+    // read-back would show the old value.
+    proxy.on(PUT, Fault::Hold, 3);
+    store
+        .publish("cds/app", &SecretString::from(b.clone()), &rb)
+        .await
+        .expect("settled by putting the same request again");
+    assert_eq!(
+        store.read_current("cds/app").await.unwrap(),
+        Current::Published(rb.clone())
+    );
+    // The delayed copies land now: same token, same value, so they change nothing.
+    let held = proxy.held();
+    assert!(held >= 1, "{:?}", proxy.log());
+    assert_eq!(proxy.deliver_held().await, vec![200; held]);
+    assert_eq!(
+        store.read_current("cds/app").await.unwrap(),
+        Current::Published(rb)
+    );
+    let versions = moto
+        .secrets_manager()
+        .list_secret_version_ids()
+        .secret_id("cds/app")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versions.versions().len(), 2, "one version per rotation");
+    assert_eq!(
+        moto.secrets_manager_value("cds/app", "AWSPREVIOUS").await,
+        Some(a)
+    );
+}
+
+#[tokio::test]
+async fn a_put_whose_answers_are_throttled_and_dropped_is_settled_too() {
+    let moto = moto::Moto::start().await;
+    let (store, proxy) = behind_a_fault_proxy(&moto).await;
+    let b = conformance::value("b");
+    let rb = conformance::record(3, &b);
+    store
+        .publish("cds/app", &SecretString::from(b.clone()), &rb)
+        .await
+        .unwrap();
+    let c = conformance::value("c");
+    let rc = conformance::record(4, &c);
+    // The first attempt lands but its answer is lost; the SDK's next ones are throttled.
+    proxy.on(PUT, Fault::DropAnswer, 1);
+    proxy.on(
+        PUT,
+        Fault::Refuse {
+            status: 503,
+            retry_after: 0,
+        },
+        2,
+    );
+    store
+        .publish("cds/app", &SecretString::from(c.clone()), &rc)
+        .await
+        .expect("settled");
+    assert_eq!(
+        store.read_current("cds/app").await.unwrap(),
+        Current::Published(rc)
     );
 }
 
