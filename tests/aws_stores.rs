@@ -431,3 +431,117 @@ async fn a_kms_file_sealed_by_hand_without_a_record_is_unrecorded() {
         Current::Unrecorded
     );
 }
+
+/// The `app` client of `env`, publishing to `cds/app` in Secrets Manager through `proxy`.
+fn wired_through(
+    env: &common::Env,
+    moto: &moto::Moto,
+    proxy: &FaultProxy,
+) -> cds_rotator::app::Wired {
+    use std::sync::Arc;
+    let path = env.write_policy("", "");
+    let text = common::read(&path)
+        .replace(
+            "notifiers:",
+            &format!(
+                "  aws: {{ type: aws_secrets_manager, region: eu-west-1, endpoint_url: \"{}\" }}\nnotifiers:",
+                proxy.url
+            ),
+        )
+        .replace(
+            "store: { name: local, secret: app }",
+            "store: { name: aws, secret: cds/app }",
+        );
+    std::fs::write(&path, text).unwrap();
+    let policy = cds_rotator::policy::Policy::load(&path).expect("policy");
+    let mut stores = cds_rotator::app::build_stores(&policy).unwrap();
+    let mut target = moto.target();
+    target.endpoint_url = Some(proxy.url.clone());
+    let store = SecretsManagerStore::with_sdk_config("aws", target, None, moto.sdk_config());
+    stores.insert("aws".to_owned(), Arc::new(store));
+    let stop = cds_rotator::stop::Stop::new();
+    let connect = cds_rotator::app::connect_with(&policy, &stores, &stop).unwrap();
+    cds_rotator::app::wire_with_stores(
+        &policy,
+        connect,
+        &stores,
+        &["app".to_owned()],
+        Arc::new(cds_rotator::clock::SystemClock),
+        stop,
+    )
+    .unwrap()
+}
+
+/// What `AWSCURRENT` of `cds/app` holds; the test fails unless it gets a CDS token.
+async fn current_works(env: &common::Env, moto: &moto::Moto) -> String {
+    let value = moto
+        .secrets_manager_value("cds/app", "AWSCURRENT")
+        .await
+        .expect("AWSCURRENT");
+    assert!(
+        env.gets_token(common::APP, &value).await,
+        "AWSCURRENT holds a secret that does not work in CDS"
+    );
+    value
+}
+
+/// The run: `PutSecretValue` is held in the network (its answer lost, a read-back
+/// shows the old value) and its copies land later. The rotator settles the put with the
+/// same request token, and what lands late changes nothing: `AWSCURRENT` works.
+#[tokio::test]
+async fn a_put_delayed_in_the_network_never_leaves_a_deleted_secret_current() {
+    let moto = moto::Moto::start().await;
+    let proxy = FaultProxy::start(&moto.url).await;
+    let env = common::Env::start().await;
+    let wired = wired_through(&env, &moto, &proxy);
+    let reports = common::pass_of(&wired, false).await;
+    assert!(reports[0].rotated.is_some(), "{:?}", reports[0].error);
+    current_works(&env, &moto).await;
+
+    proxy.on(PUT, Fault::Hold, 3);
+    let reports = common::pass_of(&wired, true).await;
+    let rotated = reports[0].rotated.as_ref().expect("settled and rotated");
+    assert!(env.ids(common::APP).contains(&rotated.secret_id));
+    assert!(proxy.held() >= 1, "{:?}", proxy.log());
+    let before = current_works(&env, &moto).await;
+    let statuses = proxy.deliver_held().await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(current_works(&env, &moto).await, before);
+    let reports = common::pass_of(&wired, false).await;
+    assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
+    assert_eq!(current_works(&env, &moto).await, before);
+}
+
+/// No put gets an answer within the pass: the publish is in doubt, the new secret is kept
+/// (and a later pass keeps it too, while its put may land); when the put lands late,
+/// `AWSCURRENT` holds a secret that works.
+#[tokio::test]
+async fn a_put_without_any_answer_keeps_the_new_secret_until_its_late_write_lands() {
+    let moto = moto::Moto::start().await;
+    let proxy = FaultProxy::start(&moto.url).await;
+    let env = common::Env::start().await;
+    let wired = wired_through(&env, &moto, &proxy);
+    let reports = common::pass_of(&wired, false).await;
+    assert!(reports[0].rotated.is_some(), "{:?}", reports[0].error);
+
+    proxy.on(PUT, Fault::Hold, usize::MAX);
+    let reports = common::pass_of(&wired, true).await;
+    let err = reports[0].error.as_ref().expect("the publish is in doubt");
+    assert_eq!(err.step, cds_rotator::rotation::Step::Publish);
+    assert!(err.to_string().contains("was kept"), "{err}");
+    let kept = *env.ids(common::APP).last().unwrap();
+    let reports = common::pass_of(&wired, false).await;
+    assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
+    assert!(
+        env.ids(common::APP).contains(&kept),
+        "not deleted as an orphan while its put may land"
+    );
+
+    proxy.clear();
+    let statuses = proxy.deliver_held().await;
+    assert!(statuses.contains(&200), "{statuses:?}");
+    current_works(&env, &moto).await;
+    let reports = common::pass_of(&wired, false).await;
+    assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
+    current_works(&env, &moto).await;
+}

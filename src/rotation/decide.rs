@@ -111,9 +111,10 @@ pub struct Plan {
     /// Orphans still inside `orphan_grace` (their create may be in flight), or inside
     /// the time the store lets a lost write of their publish land.
     pub orphans_later: Vec<SecretId>,
-    /// Managed secrets created after the current one was published, in a store where a
-    /// lost write can land at any time ([`LateWrite::Unbounded`]): nothing proves that
-    /// their publish will not land, so they are kept, and superseded by the next publish.
+    /// Managed secrets created after the current one was published whose publish may
+    /// still land ([`LateWrite`]: at any time, or within the clock-skew margin of the
+    /// publish and not yet past the store's bound): kept, and superseded by the next
+    /// publish (or, within the margin, once the bound has passed).
     pub in_doubt: Vec<SecretId>,
     /// Unexpired managed secrets that nothing proves unused: the store has no record, so
     /// any of them may be what consumers hold. Kept; superseded after the next publish.
@@ -146,6 +147,28 @@ impl Plan {
 /// can never turn a secret consumers hold into an "orphan".
 pub const CLOCK_SKEW_MARGIN: Duration = Duration::minutes(5);
 
+/// Until when a lost write of the publish of a secret created at `m.created` can land.
+enum Landing {
+    /// It cannot: the store's writer is this process.
+    Over,
+    /// Until then (`None`: past the end of time).
+    Until(Option<DateTime<Utc>>),
+    /// At any time.
+    Unbounded,
+}
+
+/// When a lost write of the publish of the secret marked `m` stops being able to land:
+/// its publish began at most `verify_timeout` after the create.
+fn late_write_ends(m: &Marker, timing: &Timing, late_write: LateWrite) -> Landing {
+    match late_write {
+        LateWrite::Never => Landing::Over,
+        LateWrite::Within(late) => Landing::Until(
+            plus(m.created, timing.verify_timeout).and_then(|begun| plus(begun, late)),
+        ),
+        LateWrite::Unbounded => Landing::Unbounded,
+    }
+}
+
 /// `t + d`, or `None` past the end of time (never a panic).
 fn plus(t: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
     t.checked_add_signed(d)
@@ -158,6 +181,8 @@ fn plus(t: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
 /// and promises no order (a deleted id may come back). Age comes from what the rotator
 /// wrote itself: the creation time in a managed secret's marker, and the time the
 /// store's record was published.
+// Each input is a plain value that a test spells out; a struct would only hide them.
+#[allow(clippy::too_many_arguments)]
 pub fn decide(
     secrets: &[ClientSecret],
     record: Option<&StoreRecord>,
@@ -204,16 +229,12 @@ pub fn decide(
                 // publish it: nobody was handed its value, unless its publish is in doubt
                 // and may still land. Wait out orphan_grace in case its create is still
                 // in flight, and as long as the store lets a lost write land late.
-                let created_ripe = plus(m.created, timing.orphan_grace);
-                let ripe = match late_write {
-                    LateWrite::Never => created_ripe,
-                    LateWrite::Within(late) => {
-                        // The publish began at most verify_timeout after the create.
-                        let landed = plus(m.created, timing.verify_timeout)
-                            .and_then(|begun| plus(begun, late));
-                        created_ripe.zip(landed).map(|(a, b)| a.max(b))
-                    }
-                    LateWrite::Unbounded => {
+                let ripe = match late_write_ends(&m, timing, late_write) {
+                    Landing::Over => plus(m.created, timing.orphan_grace),
+                    Landing::Until(end) => plus(m.created, timing.orphan_grace)
+                        .zip(end)
+                        .map(|(a, b)| a.max(b)),
+                    Landing::Unbounded => {
                         in_doubt.push(s.id);
                         continue;
                     }
@@ -223,6 +244,22 @@ pub fn decide(
                 } else {
                     orphans_later.push(s.id);
                     later(ripe);
+                }
+            }
+            // Created after the publish by its marker, but within the clock-skew margin:
+            // superseded if the clocks disagreed, or newer and its publish in doubt. It is
+            // retired as superseded only once a late write of it can no longer land.
+            (Some(m), Some(r)) if m.created > r.published_at => {
+                match late_write_ends(&m, timing, late_write) {
+                    Landing::Over => superseded.push(s.id),
+                    Landing::Until(end) if end.is_some_and(|end| end <= now) => {
+                        superseded.push(s.id);
+                    }
+                    Landing::Until(end) => {
+                        in_doubt.push(s.id);
+                        later(end);
+                    }
+                    Landing::Unbounded => in_doubt.push(s.id),
                 }
             }
             // Created before the current secret was published: superseded.
@@ -904,6 +941,49 @@ mod tests {
             Window::Open,
             now() + Duration::days(1),
         );
+        assert_eq!(plan.retire, vec![3]);
+    }
+
+    #[test]
+    fn a_secret_made_just_after_the_publish_is_kept_while_its_own_publish_may_land() {
+        // Secret 3 was created a minute after secret 4 was published, and its publish
+        // was in doubt: within the skew margin it looks superseded, but retiring it while
+        // its write may still land could leave the store holding a deleted secret.
+        let published = now() - Duration::minutes(10);
+        let s = [
+            managed(
+                3,
+                published + Duration::minutes(1),
+                now() + Duration::days(90),
+            ),
+            managed(4, published, now() + Duration::days(90)),
+        ];
+        let at = |late_write, now| {
+            decide(
+                &s,
+                Some(&record(4, published)),
+                &timing(),
+                late_write,
+                false,
+                false,
+                Window::Open,
+                now,
+            )
+        };
+        let later = now() + Duration::days(1);
+        let plan = at(LateWrite::Unbounded, later);
+        assert_eq!(plan.in_doubt, vec![3]);
+        assert!(
+            plan.retire.is_empty() && plan.clean_up.is_empty(),
+            "{plan:?}"
+        );
+        // With a bound: kept until it passes (1m + verify_timeout 2m + 30m after the
+        // publish), then superseded like any other.
+        let late = LateWrite::Within(Duration::minutes(30));
+        let plan = at(late, now());
+        assert_eq!(plan.in_doubt, vec![3]);
+        assert_eq!(plan.next_check, Some(published + Duration::minutes(33)));
+        let plan = at(late, later);
         assert_eq!(plan.retire, vec![3]);
     }
 
