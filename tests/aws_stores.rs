@@ -545,3 +545,38 @@ async fn a_put_without_any_answer_keeps_the_new_secret_until_its_late_write_land
     assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
     current_works(&env, &moto).await;
 }
+
+/// A stop while the publish is still settling a lost answer gives the publish up: the
+/// pass ends, and the new secret is kept in doubt, never deleted.
+#[tokio::test]
+async fn a_stop_while_a_lost_put_is_settled_keeps_the_new_secret_in_doubt() {
+    let moto = moto::Moto::start().await;
+    let proxy = FaultProxy::start(&moto.url).await;
+    let env = common::Env::start().await;
+    let wired = wired_through(&env, &moto, &proxy);
+    let reports = common::pass_of(&wired, false).await;
+    assert!(reports[0].rotated.is_some(), "{:?}", reports[0].error);
+    let before = current_works(&env, &moto).await;
+
+    proxy.on(PUT, Fault::Hold, usize::MAX);
+    let pass = common::pass_of(&wired, true);
+    let stopper = async {
+        common::eventually(
+            "a held put",
+            std::time::Duration::from_secs(60),
+            async || proxy.held() >= 1,
+        )
+        .await;
+        wired.reconciler.stop();
+    };
+    let (reports, ()) = tokio::join!(pass, stopper);
+    let err = reports[0].error.as_ref().expect("given up");
+    assert!(err.to_string().contains("was given up"), "{err}");
+    assert!(err.to_string().contains("was kept"), "{err}");
+    assert_eq!(
+        env.ids(common::APP).len(),
+        3,
+        "seeded, current, kept: {err}"
+    );
+    assert_eq!(current_works(&env, &moto).await, before);
+}

@@ -46,6 +46,10 @@ const LOCK_WAIT: StdDuration = StdDuration::from_secs(30);
 /// How many times a create is attempted when its answer is lost.
 const CREATE_ATTEMPTS: u32 = 3;
 
+/// How long a publish under way may still take once a stop came (the rest of the
+/// 10 seconds a stop may take is for undoing and reporting).
+const PUBLISH_STOP_GRACE: StdDuration = StdDuration::from_secs(5);
+
 /// How often verify asks again while CDS does not accept a new secret yet. Fixed and
 /// short, so a pass ends soon after the secret has propagated: a doubling backoff
 /// overshot the propagation delay by up to 2×, with the client's slot held all along.
@@ -1123,11 +1127,17 @@ impl Reconciler {
         // passes that wait to talk to CDS; only the steps that talk to CDS again take a
         // slot again (undoing the create, the self-check, revoking).
         release_slot();
-        // A stop gives up a publish that is still settling a lost answer: then the
-        // write is in doubt, and the new secret is kept like any other in doubt.
+        // A publish under way when a stop comes gets PUBLISH_STOP_GRACE to end; one
+        // still settling a lost answer then is given up: its write is in doubt, and the
+        // new secret is kept like any other in doubt.
+        let given_up = async {
+            self.stop.wait().await;
+            tokio::time::sleep(PUBLISH_STOP_GRACE).await;
+        };
         let published = tokio::select! {
+            biased;
             published = job.store.publish(&job.store_key, &created.value, &record) => Some(published),
-            () = self.stop.wait() => None,
+            () = given_up => None,
         };
         let Some(published) = published else {
             timed(Step::Publish, started);
