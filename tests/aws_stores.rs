@@ -580,3 +580,45 @@ async fn a_stop_while_a_lost_put_is_settled_keeps_the_new_secret_in_doubt() {
     );
     assert_eq!(current_works(&env, &moto).await, before);
 }
+
+/// The fault proxy's own faults, against moto's plain HTTP API.
+#[tokio::test]
+async fn the_fault_proxy_refuses_resets_delays_and_duplicates() {
+    let moto = moto::Moto::start().await;
+    let proxy = FaultProxy::start(&moto.url).await;
+    let http = reqwest::Client::new();
+    let get = || http.get(format!("{}/moto-api/", proxy.url)).send();
+    proxy.on(
+        "GET /moto-api/",
+        Fault::Refuse {
+            status: 429,
+            retry_after: 7,
+        },
+        1,
+    );
+    let refused = get().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    assert_eq!(refused.headers()["retry-after"], "7");
+    proxy.on("GET /moto-api/", Fault::Reset, 1);
+    assert!(get().await.is_err(), "reset");
+    proxy.on("GET /moto-api/", Fault::DropAnswer, 1);
+    assert!(get().await.is_err(), "answer dropped");
+    proxy.on(
+        "GET /moto-api/",
+        Fault::Delay(std::time::Duration::from_millis(50)),
+        1,
+    );
+    assert!(get().await.unwrap().status().is_success());
+    proxy.on("GET /moto-api/", Fault::Duplicate, 1);
+    assert!(get().await.unwrap().status().is_success());
+    assert_eq!(proxy.held(), 1);
+    assert_eq!(proxy.deliver_held().await, vec![200]);
+    assert!(get().await.unwrap().status().is_success(), "rules used up");
+    let log = proxy.log();
+    assert_eq!(log.len(), 6, "{log:?}");
+    assert_eq!(
+        log[0],
+        "GET /moto-api/ [Refuse { status: 429, retry_after: 7 }]"
+    );
+    assert_eq!(log[5], "GET /moto-api/");
+}

@@ -268,8 +268,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
 ) -> std::io::Result<End> {
     let mut server: Option<Box<dyn Io>> = None;
     while let Some(request) = message(client).await? {
-        let head = head_of(&request).to_ascii_lowercase();
-        let fault = fault_for(shared, &head);
+        let head = head_of(&request);
+        let fault = fault_for(shared, &head.to_ascii_lowercase());
         let line = head.lines().next().unwrap_or("").to_owned();
         let line = line
             .rsplit_once(' ')
