@@ -239,18 +239,21 @@ impl SecretsManagerStore {
         }
     }
 
-    /// Whether the version whose id is `token` exists and is `AWSCURRENT`.
+    /// Whether the version whose id is `token` exists and is `AWSCURRENT` (from the
+    /// secret's metadata: `DescribeSecret` never returns a value).
     async fn version_is_current(&self, key: &str, token: &str) -> Result<bool, StoreError> {
         let result = self
             .client()
             .await
-            .get_secret_value()
+            .describe_secret()
             .secret_id(key)
-            .version_id(token)
             .send()
             .await;
         match result {
-            Ok(out) => Ok(out.version_stages().iter().any(|s| s == "AWSCURRENT")),
+            Ok(out) => Ok(out
+                .version_ids_to_stages()
+                .and_then(|stages| stages.get(token))
+                .is_some_and(|stages| stages.iter().any(|s| s == "AWSCURRENT"))),
             Err(e) => {
                 let failure = Failure::of(&e);
                 if aws::is_code(&failure, "ResourceNotFound") {
