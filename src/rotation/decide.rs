@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::marker::Marker;
 use crate::connect::{ClientSecret, MAX_SECRETS_PER_CLIENT, SecretId};
 use crate::policy::Timing;
-use crate::store::StoreRecord;
+use crate::store::{LateWrite, StoreRecord};
 
 /// Why a secret is to be deleted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,8 +108,14 @@ pub struct Plan {
     pub retire: Vec<SecretId>,
     /// Superseded secrets still inside the grace period, and when it ends.
     pub retire_later: (Vec<SecretId>, Option<DateTime<Utc>>),
-    /// Orphans still inside `orphan_grace` (their create may be in flight).
+    /// Orphans still inside `orphan_grace` (their create may be in flight), or inside
+    /// the time the store lets a lost write of their publish land.
     pub orphans_later: Vec<SecretId>,
+    /// Managed secrets created after the current one was published whose publish may
+    /// still land ([`LateWrite`]: at any time, or within the clock-skew margin of the
+    /// publish and not yet past the store's bound): kept, and superseded by the next
+    /// publish (or, within the margin, once the bound has passed).
+    pub in_doubt: Vec<SecretId>,
     /// Unexpired managed secrets that nothing proves unused: the store has no record, so
     /// any of them may be what consumers hold. Kept; superseded after the next publish.
     pub possibly_in_use: Vec<SecretId>,
@@ -141,21 +147,47 @@ impl Plan {
 /// can never turn a secret consumers hold into an "orphan".
 pub const CLOCK_SKEW_MARGIN: Duration = Duration::minutes(5);
 
+/// Until when a lost write of the publish of a secret created at `m.created` can land.
+enum Landing {
+    /// It cannot: the store's writer is this process.
+    Over,
+    /// Until then (`None`: past the end of time).
+    Until(Option<DateTime<Utc>>),
+    /// At any time.
+    Unbounded,
+}
+
+/// When a lost write of the publish of the secret marked `m` stops being able to land:
+/// its publish began at most `verify_timeout` after the create.
+fn late_write_ends(m: &Marker, timing: &Timing, late_write: LateWrite) -> Landing {
+    match late_write {
+        LateWrite::Never => Landing::Over,
+        LateWrite::Within(late) => Landing::Until(
+            plus(m.created, timing.verify_timeout).and_then(|begun| plus(begun, late)),
+        ),
+        LateWrite::Unbounded => Landing::Unbounded,
+    }
+}
+
 /// `t + d`, or `None` past the end of time (never a panic).
 fn plus(t: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
     t.checked_add_signed(d)
 }
 
-/// Decides one pass: `secrets` as CDS lists them, `record` as the store holds it.
+/// Decides one pass: `secrets` as CDS lists them, `record` as the store holds it, and
+/// `late_write` how late the store may still apply a publish whose answer was lost.
 ///
 /// Secret ids are used for identity only, never for age: CDS documents them as int32
 /// and promises no order (a deleted id may come back). Age comes from what the rotator
 /// wrote itself: the creation time in a managed secret's marker, and the time the
 /// store's record was published.
+// Each input is a plain value that a test spells out; a struct would only hide them.
+#[allow(clippy::too_many_arguments)]
 pub fn decide(
     secrets: &[ClientSecret],
     record: Option<&StoreRecord>,
     timing: &Timing,
+    late_write: LateWrite,
     retire_unmanaged: bool,
     force: bool,
     window: Window,
@@ -178,6 +210,7 @@ pub fn decide(
     let mut superseded = Vec::new();
     let mut possibly_in_use = Vec::new();
     let mut orphans_later = Vec::new();
+    let mut in_doubt = Vec::new();
     let mut expiring_unmanaged = Vec::new();
     let warn_from = plus(now, timing.rotate_before);
     for s in secrets {
@@ -192,15 +225,41 @@ pub fn decide(
                 if plus(r.published_at, CLOCK_SKEW_MARGIN)
                     .is_some_and(|published| m.created > published) =>
             {
-                // Created after the current secret was published, by a pass that never
-                // published it: nobody was handed its value. Wait out orphan_grace in
-                // case its create is still in flight.
-                let ripe = plus(m.created, timing.orphan_grace);
+                // Created after the current secret was published, by a pass that did not
+                // publish it: nobody was handed its value, unless its publish is in doubt
+                // and may still land. Wait out orphan_grace in case its create is still
+                // in flight, and as long as the store lets a lost write land late.
+                let ripe = match late_write_ends(&m, timing, late_write) {
+                    Landing::Over => plus(m.created, timing.orphan_grace),
+                    Landing::Until(end) => plus(m.created, timing.orphan_grace)
+                        .zip(end)
+                        .map(|(a, b)| a.max(b)),
+                    Landing::Unbounded => {
+                        in_doubt.push(s.id);
+                        continue;
+                    }
+                };
                 if ripe.is_some_and(|ripe| ripe <= now) {
                     clean_up.push((s.id, DeleteReason::Orphan));
                 } else {
                     orphans_later.push(s.id);
                     later(ripe);
+                }
+            }
+            // Created after the publish by its marker, but within the clock-skew margin:
+            // superseded if the clocks disagreed, or newer and its publish in doubt. It is
+            // retired as superseded only once a late write of it can no longer land.
+            (Some(m), Some(r)) if m.created > r.published_at => {
+                match late_write_ends(&m, timing, late_write) {
+                    Landing::Over => superseded.push(s.id),
+                    Landing::Until(end) if end.is_some_and(|end| end <= now) => {
+                        superseded.push(s.id);
+                    }
+                    Landing::Until(end) => {
+                        in_doubt.push(s.id);
+                        later(end);
+                    }
+                    Landing::Unbounded => in_doubt.push(s.id),
                 }
             }
             // Created before the current secret was published: superseded.
@@ -281,6 +340,7 @@ pub fn decide(
         retire,
         retire_later,
         orphans_later,
+        in_doubt,
         possibly_in_use,
         expiring_unmanaged,
         rotate,
@@ -409,6 +469,7 @@ mod tests {
             &s,
             Some(&record(1, now() - Duration::days(30))),
             &timing(),
+            LateWrite::Never,
             false,
             false,
             Window::Open,
@@ -421,7 +482,16 @@ mod tests {
     #[test]
     fn rotation_is_due_without_a_record_and_when_expiring_soon() {
         let s = [unmanaged(1, now() + Duration::days(20))];
-        let plan = decide(&s, None, &timing(), false, false, Window::Open, now());
+        let plan = decide(
+            &s,
+            None,
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
         assert_eq!(plan.rotate, Some(RotateReason::NoRecord));
         let s = [managed(
             1,
@@ -432,6 +502,7 @@ mod tests {
             &s,
             Some(&record(1, now() - Duration::days(70))),
             &timing(),
+            LateWrite::Never,
             false,
             false,
             Window::Open,
@@ -446,11 +517,29 @@ mod tests {
     #[test]
     fn a_missing_or_expired_current_secret_is_rotated_and_flagged() {
         let r = record(3, now() - Duration::days(1));
-        let plan = decide(&[], Some(&r), &timing(), false, false, Window::Open, now());
+        let plan = decide(
+            &[],
+            Some(&r),
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
         assert_eq!(plan.rotate, Some(RotateReason::CurrentMissing(3)));
         assert!(plan.rotate.unwrap().current_invalid());
         let s = [unmanaged(3, now() - Duration::seconds(1))];
-        let plan = decide(&s, Some(&r), &timing(), false, false, Window::Open, now());
+        let plan = decide(
+            &s,
+            Some(&r),
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
         assert_eq!(plan.rotate, Some(RotateReason::CurrentExpired(3)));
     }
 
@@ -464,10 +553,95 @@ mod tests {
         let r = record(1, now() - Duration::days(10));
         let mut t = timing();
         t.max_age = Some(Duration::days(7));
-        let plan = decide(&s, Some(&r), &t, false, false, Window::Open, now());
+        let plan = decide(
+            &s,
+            Some(&r),
+            &t,
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
         assert!(matches!(plan.rotate, Some(RotateReason::TooOld(_))));
-        let plan = decide(&s, Some(&r), &timing(), false, true, Window::Open, now());
+        let plan = decide(
+            &s,
+            Some(&r),
+            &timing(),
+            LateWrite::Never,
+            false,
+            true,
+            Window::Open,
+            now(),
+        );
         assert_eq!(plan.rotate, Some(RotateReason::Forced));
+    }
+
+    /// A pass over secret 2 (published a day ago) and managed secret 3, created
+    /// `created_ago` before now by a pass that did not publish it.
+    fn unpublished_newer_secret(created_ago: Duration, late_write: LateWrite) -> Plan {
+        let r = record(2, now() - Duration::days(1));
+        let s = [
+            managed(2, now() - Duration::days(1), now() + Duration::days(89)),
+            managed(3, now() - created_ago, now() + Duration::days(90)),
+        ];
+        decide(
+            &s,
+            Some(&r),
+            &timing(),
+            late_write,
+            false,
+            false,
+            Window::Open,
+            now(),
+        )
+    }
+
+    #[test]
+    fn a_secret_whose_publish_may_land_at_any_time_is_never_an_orphan() {
+        let plan = unpublished_newer_secret(Duration::hours(20), LateWrite::Unbounded);
+        assert!(plan.clean_up.is_empty(), "{plan:?}");
+        assert_eq!(plan.in_doubt, vec![3]);
+        assert!(plan.orphans_later.is_empty());
+        assert!(plan.is_noop(), "{plan:?}");
+    }
+
+    #[test]
+    fn an_orphan_waits_until_a_late_write_of_its_publish_can_no_longer_land() {
+        let late = LateWrite::Within(Duration::minutes(30));
+        // Past orphan_grace (10m), but verify_timeout (2m) + 30m have not passed.
+        let plan = unpublished_newer_secret(Duration::minutes(20), late);
+        assert!(plan.clean_up.is_empty(), "{plan:?}");
+        assert_eq!(plan.orphans_later, vec![3]);
+        assert_eq!(plan.next_check, Some(now() + Duration::minutes(12)));
+        let plan = unpublished_newer_secret(Duration::minutes(32), late);
+        assert_eq!(plan.clean_up, vec![(3, DeleteReason::Orphan)]);
+        // A store whose writes cannot land late: orphan_grace alone.
+        let plan = unpublished_newer_secret(Duration::minutes(11), LateWrite::Never);
+        assert_eq!(plan.clean_up, vec![(3, DeleteReason::Orphan)]);
+    }
+
+    #[test]
+    fn a_secret_in_doubt_is_retired_as_superseded_after_the_next_publish_and_its_grace() {
+        // Secret 3's publish was in doubt; secret 4 was published after it, 25h ago.
+        let r = record(4, now() - Duration::hours(25));
+        let s = [
+            managed(3, now() - Duration::hours(26), now() + Duration::days(89)),
+            managed(4, now() - Duration::hours(25), now() + Duration::days(89)),
+        ];
+        let plan = decide(
+            &s,
+            Some(&r),
+            &timing(),
+            LateWrite::Unbounded,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
+        assert_eq!(plan.retire, vec![3]);
+        assert!(plan.in_doubt.is_empty());
+        assert!(plan.clean_up.is_empty());
     }
 
     #[test]
@@ -479,7 +653,16 @@ mod tests {
             managed(4, now() - Duration::minutes(5), now() + Duration::days(90)),
             unmanaged(5, now() + Duration::days(90)),
         ];
-        let plan = decide(&s, Some(&r), &timing(), false, false, Window::Open, now());
+        let plan = decide(
+            &s,
+            Some(&r),
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
         assert_eq!(plan.clean_up, vec![(3, DeleteReason::Orphan)]);
         assert_eq!(plan.next_check, Some(now() + Duration::minutes(5)));
     }
@@ -492,13 +675,40 @@ mod tests {
             managed(3, now() - Duration::hours(2), now() + Duration::days(90)),
         ];
         let r = record(3, now() - Duration::hours(2));
-        let plan = decide(&s, Some(&r), &timing(), false, false, Window::Open, now());
+        let plan = decide(
+            &s,
+            Some(&r),
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
         assert!(plan.retire.is_empty());
         assert_eq!(plan.next_check, Some(now() + Duration::hours(22)));
         let later = now() + Duration::hours(22);
-        let plan = decide(&s, Some(&r), &timing(), false, false, Window::Open, later);
+        let plan = decide(
+            &s,
+            Some(&r),
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            later,
+        );
         assert_eq!(plan.retire, vec![1], "unmanaged 2 is left alone");
-        let plan = decide(&s, Some(&r), &timing(), true, false, Window::Open, later);
+        let plan = decide(
+            &s,
+            Some(&r),
+            &timing(),
+            LateWrite::Never,
+            true,
+            false,
+            Window::Open,
+            later,
+        );
         assert_eq!(plan.retire, vec![1, 2]);
     }
 
@@ -517,18 +727,45 @@ mod tests {
             never,
         ];
         let r = record(3, now() - Duration::hours(2));
-        let plan = decide(&s, Some(&r), &timing(), false, false, Window::Open, now());
+        let plan = decide(
+            &s,
+            Some(&r),
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
         assert_eq!(
             plan.expiring_unmanaged,
             vec![1, 4],
             "managed 3 is the rotator's own"
         );
-        let plan = decide(&s, Some(&r), &timing(), true, false, Window::Open, now());
+        let plan = decide(
+            &s,
+            Some(&r),
+            &timing(),
+            LateWrite::Never,
+            true,
+            false,
+            Window::Open,
+            now(),
+        );
         assert!(
             plan.expiring_unmanaged.is_empty(),
             "handed over: retired after grace"
         );
-        let plan = decide(&s, None, &timing(), false, false, Window::Open, now());
+        let plan = decide(
+            &s,
+            None,
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
         assert_eq!(plan.expiring_unmanaged, vec![1, 4]);
     }
 
@@ -540,7 +777,16 @@ mod tests {
             now() - Duration::days(1),
         )];
         let r = record(1, now() - Duration::days(100));
-        let plan = decide(&s, Some(&r), &timing(), true, false, Window::Open, now());
+        let plan = decide(
+            &s,
+            Some(&r),
+            &timing(),
+            LateWrite::Never,
+            true,
+            false,
+            Window::Open,
+            now(),
+        );
         assert!(plan.clean_up.is_empty() && plan.retire.is_empty());
         assert_eq!(plan.rotate, Some(RotateReason::CurrentExpired(1)));
     }
@@ -553,7 +799,16 @@ mod tests {
             now() + Duration::days(20),
         )];
         let r = record(2, now() - Duration::days(3));
-        let plan = decide(&s, Some(&r), &timing(), false, false, Window::Open, now());
+        let plan = decide(
+            &s,
+            Some(&r),
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
         assert!(plan.retire.is_empty());
         assert_eq!(plan.rotate, Some(RotateReason::CurrentMissing(2)));
     }
@@ -568,11 +823,29 @@ mod tests {
             now() - Duration::days(100),
             now() - Duration::days(1),
         ));
-        let plan = decide(&s, None, &timing(), false, false, Window::Open, now());
+        let plan = decide(
+            &s,
+            None,
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
         assert_eq!(plan.clean_up, vec![(10, DeleteReason::Expired)]);
         assert!(!plan.full);
         s[9] = unmanaged(10, now() + Duration::days(5));
-        let plan = decide(&s, None, &timing(), false, false, Window::Open, now());
+        let plan = decide(
+            &s,
+            None,
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
         assert!(plan.full);
     }
 
@@ -585,7 +858,16 @@ mod tests {
             managed(5, now() - Duration::days(60), now() + Duration::days(30)),
         ];
         let r = record(1, published);
-        let plan = decide(&s, Some(&r), &timing(), false, false, Window::Open, now());
+        let plan = decide(
+            &s,
+            Some(&r),
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
         assert!(plan.clean_up.is_empty(), "{plan:?}");
         assert!(plan.retire.is_empty(), "{plan:?}");
         assert_eq!(plan.next_check, Some(published + Duration::hours(24)));
@@ -593,6 +875,7 @@ mod tests {
             &s,
             Some(&r),
             &timing(),
+            LateWrite::Never,
             false,
             false,
             Window::Open,
@@ -613,6 +896,7 @@ mod tests {
             &s,
             Some(&record(7, published)),
             &timing(),
+            LateWrite::Never,
             false,
             false,
             Window::Open,
@@ -640,6 +924,7 @@ mod tests {
             &s,
             Some(&record(4, published)),
             &timing(),
+            LateWrite::Never,
             false,
             false,
             Window::Open,
@@ -650,11 +935,55 @@ mod tests {
             &s,
             Some(&record(4, published)),
             &timing(),
+            LateWrite::Never,
             false,
             false,
             Window::Open,
             now() + Duration::days(1),
         );
+        assert_eq!(plan.retire, vec![3]);
+    }
+
+    #[test]
+    fn a_secret_made_just_after_the_publish_is_kept_while_its_own_publish_may_land() {
+        // Secret 3 was created a minute after secret 4 was published, and its publish
+        // was in doubt: within the skew margin it looks superseded, but retiring it while
+        // its write may still land could leave the store holding a deleted secret.
+        let published = now() - Duration::minutes(10);
+        let s = [
+            managed(
+                3,
+                published + Duration::minutes(1),
+                now() + Duration::days(90),
+            ),
+            managed(4, published, now() + Duration::days(90)),
+        ];
+        let at = |late_write, now| {
+            decide(
+                &s,
+                Some(&record(4, published)),
+                &timing(),
+                late_write,
+                false,
+                false,
+                Window::Open,
+                now,
+            )
+        };
+        let later = now() + Duration::days(1);
+        let plan = at(LateWrite::Unbounded, later);
+        assert_eq!(plan.in_doubt, vec![3]);
+        assert!(
+            plan.retire.is_empty() && plan.clean_up.is_empty(),
+            "{plan:?}"
+        );
+        // With a bound: kept until it passes (1m + verify_timeout 2m + 30m after the
+        // publish), then superseded like any other.
+        let late = LateWrite::Within(Duration::minutes(30));
+        let plan = at(late, now());
+        assert_eq!(plan.in_doubt, vec![3]);
+        assert_eq!(plan.next_check, Some(published + Duration::minutes(33)));
+        let plan = at(late, later);
         assert_eq!(plan.retire, vec![3]);
     }
 
@@ -671,6 +1000,7 @@ mod tests {
             &s,
             Some(&record(3, published)),
             &timing(),
+            LateWrite::Never,
             false,
             false,
             Window::Open,
@@ -693,6 +1023,7 @@ mod tests {
                 &s,
                 None,
                 &timing(),
+                LateWrite::Never,
                 retire_unmanaged,
                 false,
                 Window::Open,
@@ -712,6 +1043,7 @@ mod tests {
             &s,
             Some(&r),
             &timing(),
+            LateWrite::Never,
             false,
             false,
             Window::Open,
@@ -722,7 +1054,16 @@ mod tests {
             "{plan:?}"
         );
         let after = published + Duration::hours(24);
-        let plan = decide(&s, Some(&r), &timing(), false, false, Window::Open, after);
+        let plan = decide(
+            &s,
+            Some(&r),
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            after,
+        );
         assert_eq!(plan.retire, vec![1, 3]);
     }
 
@@ -744,9 +1085,36 @@ mod tests {
         ];
         for r in [record(1, far), record(2, now()), record(3, far)] {
             for t in [timing(), huge.clone()] {
-                let _ = decide(&s, Some(&r), &t, true, false, Window::Open, now());
-                let _ = decide(&s, Some(&r), &t, true, false, Window::Open, far);
-                let _ = decide(&s, None, &t, true, false, Window::Open, far);
+                let _ = decide(
+                    &s,
+                    Some(&r),
+                    &t,
+                    LateWrite::Never,
+                    true,
+                    false,
+                    Window::Open,
+                    now(),
+                );
+                let _ = decide(
+                    &s,
+                    Some(&r),
+                    &t,
+                    LateWrite::Never,
+                    true,
+                    false,
+                    Window::Open,
+                    far,
+                );
+                let _ = decide(
+                    &s,
+                    None,
+                    &t,
+                    LateWrite::Never,
+                    true,
+                    false,
+                    Window::Open,
+                    far,
+                );
             }
         }
     }
@@ -760,34 +1128,97 @@ mod tests {
         let closed = Window::Closed { next: Some(next) };
         // Expires in 29 days: due, but the window tonight is soon enough.
         let s = [managed(1, published, now() + Duration::days(29))];
-        let plan = decide(&s, Some(&r), &t, false, false, closed, now());
+        let plan = decide(
+            &s,
+            Some(&r),
+            &t,
+            LateWrite::Never,
+            false,
+            false,
+            closed,
+            now(),
+        );
         assert_eq!(plan.rotate, None);
         assert_eq!(
             plan.deferred,
             Some((RotateReason::ExpiresSoon(now() + Duration::days(29)), next))
         );
         // In the window it happens.
-        let plan = decide(&s, Some(&r), &t, false, false, Window::Open, now());
+        let plan = decide(
+            &s,
+            Some(&r),
+            &t,
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
         assert!(matches!(plan.rotate, Some(RotateReason::ExpiresSoon(_))));
         // Expiring before the window (+ verify_timeout): now.
         let s = [managed(1, published, next + Duration::minutes(1))];
-        let plan = decide(&s, Some(&r), &t, false, false, closed, now());
+        let plan = decide(
+            &s,
+            Some(&r),
+            &t,
+            LateWrite::Never,
+            false,
+            false,
+            closed,
+            now(),
+        );
         assert!(matches!(plan.rotate, Some(RotateReason::ExpiresSoon(_))));
         assert_eq!(plan.deferred, None);
         // Missing, expired, never expiring, no record, forced: never wait.
         let s = [managed(1, published, now() - Duration::seconds(1))];
-        let plan = decide(&s, Some(&r), &t, false, false, closed, now());
+        let plan = decide(
+            &s,
+            Some(&r),
+            &t,
+            LateWrite::Never,
+            false,
+            false,
+            closed,
+            now(),
+        );
         assert_eq!(plan.rotate, Some(RotateReason::CurrentExpired(1)));
-        let plan = decide(&[], Some(&r), &t, false, false, closed, now());
+        let plan = decide(
+            &[],
+            Some(&r),
+            &t,
+            LateWrite::Never,
+            false,
+            false,
+            closed,
+            now(),
+        );
         assert_eq!(plan.rotate, Some(RotateReason::CurrentMissing(1)));
-        let plan = decide(&[], None, &t, false, false, closed, now());
+        let plan = decide(&[], None, &t, LateWrite::Never, false, false, closed, now());
         assert_eq!(plan.rotate, Some(RotateReason::NoRecord));
         let mut never = unmanaged(1, now());
         never.expires = Some(false);
-        let plan = decide(&[never], Some(&r), &t, false, false, closed, now());
+        let plan = decide(
+            &[never],
+            Some(&r),
+            &t,
+            LateWrite::Never,
+            false,
+            false,
+            closed,
+            now(),
+        );
         assert_eq!(plan.rotate, Some(RotateReason::CurrentNeverExpires(1)));
         let s = [managed(1, published, now() + Duration::days(80))];
-        let plan = decide(&s, Some(&r), &t, false, true, closed, now());
+        let plan = decide(
+            &s,
+            Some(&r),
+            &t,
+            LateWrite::Never,
+            false,
+            true,
+            closed,
+            now(),
+        );
         assert_eq!(plan.rotate, Some(RotateReason::Forced));
         // A schedule that never fires again cannot be waited for.
         let s = [managed(1, published, now() + Duration::days(29))];
@@ -795,6 +1226,7 @@ mod tests {
             &s,
             Some(&r),
             &t,
+            LateWrite::Never,
             false,
             false,
             Window::Closed { next: None },
@@ -822,6 +1254,7 @@ mod tests {
             &s,
             Some(&record(2, published)),
             &timing(),
+            LateWrite::Never,
             false,
             false,
             closed,

@@ -46,6 +46,10 @@ const LOCK_WAIT: StdDuration = StdDuration::from_secs(30);
 /// How many times a create is attempted when its answer is lost.
 const CREATE_ATTEMPTS: u32 = 3;
 
+/// How long a publish under way may still take once a stop came (the rest of the
+/// 10 seconds a stop may take is for undoing and reporting).
+const PUBLISH_STOP_GRACE: StdDuration = StdDuration::from_secs(5);
+
 /// How often verify asks again while CDS does not accept a new secret yet. Fixed and
 /// short, so a pass ends soon after the secret has propagated: a doubling backoff
 /// overshot the propagation delay by up to 2×, with the client's slot held all along.
@@ -237,13 +241,23 @@ pub enum StepError {
     },
     /// Whether the store now holds the new secret is unknown; it was kept.
     #[error(
-        "{source}; the new secret {secret_id} was kept, since readers may hold it: the next pass reads the store and then retires or deletes whichever secret it does not hold"
+        "{source}; the new secret {secret_id} was kept, since readers may hold it (the publish is in doubt: the write may still land): it is never deleted while it may land; a later pass publishes a new secret and retires this one as superseded once its grace is over"
     )]
     PublishInDoubt {
         /// The new secret.
         secret_id: SecretId,
         /// The store error.
         source: StoreError,
+    },
+    /// A stop came while the publish waited for its answer; the new secret was kept.
+    #[error(
+        "cds-rotator is stopping: the publish to {location} was given up before its answer came; the new secret {secret_id} was kept, since the write may have landed or still land: it is never deleted while it may land; a later pass publishes a new secret and retires this one as superseded once its grace is over"
+    )]
+    PublishStopped {
+        /// The new secret.
+        secret_id: SecretId,
+        /// The store's location.
+        location: String,
     },
     /// The new secret could not be published; it was deleted again.
     #[error("{source}; the new secret {secret_id} was deleted{cleanup}")]
@@ -682,6 +696,7 @@ impl Reconciler {
             &secrets,
             current.record(),
             &job.timing,
+            job.store.late_write(),
             job.retire_unmanaged,
             options.force || options.revoke_old,
             window,
@@ -1114,10 +1129,33 @@ impl Reconciler {
         // passes that wait to talk to CDS; only the steps that talk to CDS again take a
         // slot again (undoing the create, the self-check, revoking).
         release_slot();
-        let published = job
-            .store
-            .publish(&job.store_key, &created.value, &record)
-            .await;
+        // A publish under way when a stop comes gets PUBLISH_STOP_GRACE to end; one
+        // still settling a lost answer then is given up: its write is in doubt, and the
+        // new secret is kept like any other in doubt.
+        let given_up = async {
+            self.stop.wait().await;
+            tokio::time::sleep(PUBLISH_STOP_GRACE).await;
+        };
+        let published = tokio::select! {
+            biased;
+            published = job.store.publish(&job.store_key, &created.value, &record) => Some(published),
+            () = given_up => None,
+        };
+        let Some(published) = published else {
+            timed(Step::Publish, started);
+            let location = job.store.location(&job.store_key);
+            self.audit(job, Action::Publish, Step::Publish, |e| {
+                e.secret_id = Some(id);
+                e.store = Some(location.clone());
+                e.fingerprint = Some(fingerprint.to_string());
+                e.result = Outcome::Unknown;
+                e.error = Some("given up at a stop before its answer came".to_owned());
+            });
+            return Err(at(Step::Publish)(StepError::PublishStopped {
+                secret_id: id,
+                location,
+            }));
+        };
         timed(Step::Publish, started);
         self.audit(job, Action::Publish, Step::Publish, |e| {
             e.secret_id = Some(id);

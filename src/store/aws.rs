@@ -279,10 +279,13 @@ impl Failure {
 
     /// Whether the request certainly changed nothing: AWS refused it (a 4xx answer; a
     /// retried publish carries the same token, so had an earlier attempt landed, this
-    /// one would have succeeded).
+    /// one would have succeeded). Throttling is no refusal: it says nothing of an
+    /// earlier attempt still in the network.
     pub(crate) fn refused(&self) -> bool {
         match self {
-            Failure::Service { status, .. } => (400..500).contains(status),
+            Failure::Service { status, code, .. } => {
+                (400..500).contains(status) && *status != 429 && !is_throttling(code)
+            }
             Failure::NoCredentials { .. } => true,
             Failure::NoAnswer { .. } => false,
         }
@@ -363,6 +366,24 @@ pub(crate) fn io_error(
         location,
         detail,
     }
+}
+
+/// Whether AWS's error `code` says the request was throttled (answered 400 by the JSON
+/// protocols, so the status alone does not tell).
+fn is_throttling(code: &str) -> bool {
+    let code = code.strip_suffix("Exception").unwrap_or(code);
+    matches!(
+        code,
+        "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "TooManyRequests"
+            | "RequestLimitExceeded"
+            | "RequestThrottled"
+            | "SlowDown"
+            | "PriorRequestNotComplete"
+            | "RequestTimeout"
+    )
 }
 
 /// Whether `text` is `code` (AWS codes come with and without the `Exception` suffix).

@@ -6,8 +6,11 @@
 //! publish is a `PutSecretValue` whose new version becomes `AWSCURRENT` (the one before
 //! it `AWSPREVIOUS`); the secret is created on first use (with `kms_key_id` when given).
 //! Its `ClientRequestToken` is derived from the rotation (client, CDS secret,
-//! fingerprint), so a retried put is applied once. A put whose answer is lost is
-//! resolved by reading `AWSCURRENT` back and comparing fingerprints.
+//! fingerprint), so a retried put is applied once. A put whose answer is lost is settled
+//! by putting the same request again until AWS answers it (a read-back that shows the
+//! old value proves nothing: the request may land later); what cannot be settled so is
+//! [`StoreError::OutcomeUnknown`], and such a write can land only while its signature is
+//! accepted (`late_write`).
 //!
 //! Not here: credentials (the SDK's default chain, see `store::aws`), deciding when to
 //! publish (that is `rotation`).
@@ -21,7 +24,21 @@ use tokio::sync::OnceCell;
 use zeroize::Zeroizing;
 
 use super::aws::{self, AwsTarget, Failure, Parsed, SdkSource};
-use super::{Current, SecretStore, StoreError, StoreRecord};
+use super::{Current, LateWrite, SecretStore, StoreError, StoreRecord};
+
+/// How many times a put whose answer was lost is put again (each one an SDK call with
+/// its own attempts) before the publish is reported in doubt.
+const SETTLE_ATTEMPTS: u32 = 4;
+
+/// The wait before the n-th repeated put is n times this.
+const SETTLE_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long after a publish began a request of it can still land: the publish itself
+/// (at most 2 + [`SETTLE_ATTEMPTS`] SDK calls of 60 s, and their waits: under 10 min),
+/// then the 15 minutes AWS accepts a SigV4 signature after its time stamp, and 5 minutes
+/// for the clocks of AWS and this host to differ. A request still in the network after
+/// that is refused (`Signature expired`).
+const LATE_WRITE: chrono::Duration = chrono::Duration::minutes(30);
 
 /// A store that publishes to AWS Secrets Manager.
 pub struct SecretsManagerStore {
@@ -152,55 +169,99 @@ impl SecretsManagerStore {
         }
     }
 
-    /// A put failed: refused → the error; no answer → read back and compare.
-    async fn resolve(
+    /// A put got no answer (or an answer that proves nothing): it may land at any time
+    /// while it is delayed in the network. A read-back that shows the old value proves
+    /// nothing, so the same request (the same `ClientRequestToken`: AWS applies it at
+    /// most once, and a copy that arrives after a version with that token exists
+    /// changes nothing) is put again until AWS answers it. Answered → settled: the
+    /// value is current, and no late copy can change that. Refused → the version is
+    /// looked up by its id (the token); found current → settled. Otherwise, and when
+    /// no answer comes within [`SETTLE_ATTEMPTS`], the publish is in doubt.
+    async fn settle(
         &self,
         key: &str,
+        json: &str,
+        token: &str,
         value: &SecretString,
         record: &StoreRecord,
-        failure: Failure,
+        first: Failure,
     ) -> Result<(), StoreError> {
-        let error = self.failed("write", key, &failure);
-        if failure.refused() {
-            return Err(redact(error, value));
+        let mut last = first;
+        for attempt in 1..=SETTLE_ATTEMPTS {
+            tokio::time::sleep(SETTLE_BACKOFF * attempt).await;
+            match self.put(key, json, token).await {
+                Ok(()) => {
+                    tracing::info!(
+                        store = %self.name,
+                        location = %self.location(key),
+                        fingerprint = %record.fingerprint,
+                        attempt,
+                        "the answer to the publish was lost; putting the same request again (same request token) settled it: the new value is current"
+                    );
+                    return Ok(());
+                }
+                Err(failure) if failure.refused() => {
+                    last = failure;
+                    break;
+                }
+                Err(failure) => last = failure,
+            }
         }
-        match self.read_current(key).await {
-            Ok(Current::Published(r)) if r.fingerprint == record.fingerprint => {
+        let error = self.failed("write", key, &last);
+        match self.version_is_current(key, token).await {
+            Ok(true) => {
                 tracing::info!(
                     store = %self.name,
                     location = %self.location(key),
                     fingerprint = %record.fingerprint,
-                    "the answer to the publish was lost; reading back shows the new value landed"
+                    "the answer to the publish was lost; its version (the request token) is current"
                 );
                 Ok(())
             }
-            Ok(_) => Err(redact(
-                match error {
-                    StoreError::Io {
-                        store,
-                        operation,
-                        location,
-                        detail,
-                    } => StoreError::Io {
-                        store,
-                        operation,
-                        location,
-                        detail: format!(
-                            "{detail} (reading it back shows the value before, so the new one did not land)"
-                        ),
-                    },
-                    other => other,
-                },
-                value,
-            )),
+            Ok(false) => Err(StoreError::OutcomeUnknown {
+                store: self.name.clone(),
+                location: self.location(key),
+                detail: crate::secret::redacted(
+                    format!(
+                        "{error}; the request may still land, and putting it again with the same request token got no answer that settles it"
+                    ),
+                    value,
+                ),
+            }),
             Err(read) => Err(StoreError::OutcomeUnknown {
                 store: self.name.clone(),
                 location: self.location(key),
                 detail: crate::secret::redacted(
-                    format!("{error}; reading it back failed too: {read}"),
+                    format!("{error}; looking its version up failed too: {read}"),
                     value,
                 ),
             }),
+        }
+    }
+
+    /// Whether the version whose id is `token` exists and is `AWSCURRENT` (from the
+    /// secret's metadata: `DescribeSecret` never returns a value).
+    async fn version_is_current(&self, key: &str, token: &str) -> Result<bool, StoreError> {
+        let result = self
+            .client()
+            .await
+            .describe_secret()
+            .secret_id(key)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(out
+                .version_ids_to_stages()
+                .and_then(|stages| stages.get(token))
+                .is_some_and(|stages| stages.iter().any(|s| s == "AWSCURRENT"))),
+            Err(e) => {
+                let failure = Failure::of(&e);
+                if aws::is_code(&failure, "ResourceNotFound") {
+                    Ok(false)
+                } else {
+                    Err(self.failed("read", key, &failure))
+                }
+            }
         }
     }
 }
@@ -252,6 +313,10 @@ impl SecretsManagerStore {
 impl SecretStore for SecretsManagerStore {
     fn location(&self, key: &str) -> String {
         format!("aws secretsmanager {}/{key}", self.target.region)
+    }
+
+    fn late_write(&self) -> LateWrite {
+        LateWrite::Within(LATE_WRITE)
     }
 
     async fn read_value(&self, key: &str) -> Result<Option<SecretString>, StoreError> {
@@ -336,16 +401,21 @@ impl SecretStore for SecretsManagerStore {
     ) -> Result<(), StoreError> {
         let json = aws::held_json_for(&self.name, self.location(key), value, record)?;
         let token = aws::request_token(record);
-        match self.put(key, &json, &token).await {
-            Ok(()) => Ok(()),
-            Err(failure) if aws::is_code(&failure, "ResourceNotFound") => {
-                self.create(key, record).await?;
-                match self.put(key, &json, &token).await {
-                    Ok(()) => Ok(()),
-                    Err(failure) => self.resolve(key, value, record, failure).await,
-                }
-            }
-            Err(failure) => self.resolve(key, value, record, failure).await,
+        let mut failure = match self.put(key, &json, &token).await {
+            Ok(()) => return Ok(()),
+            Err(failure) => failure,
+        };
+        if aws::is_code(&failure, "ResourceNotFound") {
+            self.create(key, record).await?;
+            failure = match self.put(key, &json, &token).await {
+                Ok(()) => return Ok(()),
+                Err(failure) => failure,
+            };
         }
+        if failure.refused() {
+            return Err(redact(self.failed("write", key, &failure), value));
+        }
+        self.settle(key, &json, &token, value, record, failure)
+            .await
     }
 }

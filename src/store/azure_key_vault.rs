@@ -5,7 +5,9 @@
 //! tags (`client_id`, `tenant_id`, `secret_id`, `fingerprint`, `published_at`); the new
 //! version becomes the current one at once, so a reader sees the old value or the new
 //! one. The record is read back from the current version's tags. A set whose answer is
-//! lost is resolved by reading the current version back and comparing fingerprints.
+//! lost is published if reading the current version back shows its fingerprint, and in
+//! doubt otherwise ([`StoreError::OutcomeUnknown`]): Key Vault has no idempotency token
+//! and no conditional write, so nothing proves the set will not land later.
 //!
 //! Credentials come only from `azure_identity` (workload identity, a client secret in
 //! `AZURE_*` variables, managed identity, the Azure CLI / azd), never from the policy.
@@ -32,7 +34,7 @@ use futures::TryStreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::{Current, SecretStore, StoreError, StoreRecord};
+use super::{Current, LateWrite, SecretStore, StoreError, StoreRecord};
 use crate::secret::Fingerprint;
 use crate::text::untrusted;
 
@@ -295,7 +297,8 @@ impl AzureKeyVaultStore {
         }
     }
 
-    /// A set failed: refused → the error; no answer → read back and compare.
+    /// A set failed: refused → the error; no answer → read back: the new value is
+    /// there → published; otherwise in doubt, never failed.
     async fn resolve(
         &self,
         key: &str,
@@ -305,7 +308,11 @@ impl AzureKeyVaultStore {
     ) -> Result<(), StoreError> {
         let detail = crate::secret::redacted(describe(error), value);
         let refused = match error.kind() {
-            ErrorKind::HttpResponse { status, .. } => (400..500).contains(&u16::from(*status)),
+            // Throttled or timed out: says nothing of an earlier attempt in the network.
+            ErrorKind::HttpResponse { status, .. } => {
+                let status = u16::from(*status);
+                (400..500).contains(&status) && status != 408 && status != 429
+            }
             ErrorKind::Credential => true,
             _ => false,
         };
@@ -322,13 +329,15 @@ impl AzureKeyVaultStore {
                 );
                 Ok(())
             }
-            Ok(_) => Err(self.io(
-                "write",
-                self.location(key),
-                format!(
-                    "{detail} (reading it back shows the value before, so the new one did not land)"
+            // Proves nothing: the set may be delayed in the network and land later, and
+            // Key Vault has no idempotency token or conditional write to settle it.
+            Ok(_) => Err(StoreError::OutcomeUnknown {
+                store: self.name.clone(),
+                location: self.location(key),
+                detail: format!(
+                    "{detail}; reading it back does not show the new value yet, but the set may still land (Key Vault cannot tell)"
                 ),
-            )),
+            }),
             Err(read) => Err(StoreError::OutcomeUnknown {
                 store: self.name.clone(),
                 location: self.location(key),
@@ -417,6 +426,10 @@ fn record_from_tags(
 impl SecretStore for AzureKeyVaultStore {
     fn location(&self, key: &str) -> String {
         format!("{}/secrets/{key}", self.vault_url)
+    }
+
+    fn late_write(&self) -> LateWrite {
+        LateWrite::Unbounded
     }
 
     async fn read_value(&self, key: &str) -> Result<Option<SecretString>, StoreError> {

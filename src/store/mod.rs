@@ -84,8 +84,10 @@ pub enum StoreError {
         detail: String,
     },
     /// A publish failed in a way that leaves unknown whether readers now hold the new
-    /// value. The caller must not delete the new secret: if the value landed, consumers
-    /// hold it. The next pass reads the store and sorts it out.
+    /// value, or will: the write is *in doubt* (its answer was lost, and nothing proved
+    /// it can never land). The caller must not delete the new secret: if the value lands,
+    /// consumers hold it. A later pass reads the store; the secret is retired only as a
+    /// superseded one, or as an orphan once [`SecretStore::late_write`] has passed.
     #[error("store {store}: {location}: could not tell whether the new value landed ({detail})")]
     OutcomeUnknown {
         /// The store's name in the policy.
@@ -107,11 +109,31 @@ pub enum StoreError {
     },
 }
 
+/// How long after a publish began a write of it whose answer was lost can still land in
+/// the store: what tells a later pass whether a managed secret that the store does not
+/// hold may yet become current (then it is never deleted as an orphan).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LateWrite {
+    /// Never once the publish call returned (the writer is this process: a file).
+    Never,
+    /// Until at most this long after the publish began (AWS: a signed request is
+    /// refused once its signature expires).
+    Within(chrono::Duration),
+    /// At any time: nothing the rotator can see bounds it (Key Vault: no idempotency,
+    /// no conditional write, and a bearer token lives as long as the issuer says).
+    Unbounded,
+}
+
 /// A place the rotator publishes secrets to.
 #[async_trait]
 pub trait SecretStore: Send + Sync {
     /// Where `key` lives, for people and notifications (a path, a vault URL); no value.
     fn location(&self, key: &str) -> String;
+
+    /// How late a write of a publish whose answer was lost can land (see [`LateWrite`]).
+    fn late_write(&self) -> LateWrite {
+        LateWrite::Never
+    }
 
     /// What is currently published under `key`: its record, nothing, or a value whose
     /// record is missing.

@@ -63,6 +63,7 @@ pub struct FakeVault {
     pub url: String,
     pub state: Arc<Mutex<Vault>>,
     ca: rustls::pki_types::CertificateDer<'static>,
+    tls: Arc<rustls::ServerConfig>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -87,9 +88,10 @@ impl FakeVault {
                 state: state.clone(),
                 url: url.clone(),
             });
+        let tls = Arc::new(tls);
         let listener = TlsListener {
             tcp: listener,
-            acceptor: TlsAcceptor::from(Arc::new(tls)),
+            acceptor: TlsAcceptor::from(tls.clone()),
         };
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -98,6 +100,7 @@ impl FakeVault {
             url,
             state,
             ca,
+            tls,
             task,
         }
     }
@@ -107,6 +110,13 @@ impl FakeVault {
         self.task.abort();
         let _ = self.task.await;
         self.url
+    }
+
+    /// A fault proxy (tests/common/proxy.rs) in front of this fake: it serves TLS with
+    /// the fake's own certificate, so [`FakeVault::http_client`] trusts it too.
+    pub async fn fault_proxy(&self) -> crate::common::proxy::FaultProxy {
+        crate::common::proxy::FaultProxy::start_tls(&self.url, self.tls.clone(), self.ca.clone())
+            .await
     }
 
     /// An HTTPS client that trusts this fake's CA (and nothing else).

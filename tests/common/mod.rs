@@ -2,6 +2,8 @@
 //! a few clients, a temporary directory with the rotator's credential, and a policy.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
