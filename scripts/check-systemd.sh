@@ -82,12 +82,14 @@ mkdir -p "$cache"
 find "$cache" -maxdepth 1 -name 'run.*' -mmin +120 -exec rm -rf {} +
 if [[ ! -x "$tree/lib/systemd/systemd" ]]; then
   say "building a $suite tree from $mirror ($packages) into $tree"
-  rm -rf "$tree.tmp"
-  mmdebstrap --quiet --variant=minbase --include="$packages" "$suite" "$tree.tmp" "$mirror" >&2 \
-    || fail "mmdebstrap $suite from $mirror"
-  mv "$tree.tmp" "$tree"
-  # Older trees of other keys are not needed any more.
-  find "$cache" -maxdepth 1 -name 'tree-*' ! -name "tree-$key" -exec rm -rf {} +
+  tmp="$tree.tmp.$$"
+  rm -rf "$tmp"
+  mmdebstrap --quiet --variant=minbase --include="$packages" "$suite" "$tmp" "$mirror" >&2 \
+    || { rm -rf "$tmp"; fail "mmdebstrap $suite from $mirror"; }
+  # A run beside this one may have finished the same tree first: keep that one.
+  mv -T "$tmp" "$tree" 2>/dev/null || rm -rf "$tmp"
+  # Finished trees of other keys are not needed any more.
+  find "$cache" -maxdepth 1 -name 'tree-????????????????' ! -name "tree-$key" -exec rm -rf {} +
 fi
 
 run="$(mktemp -d "$cache/run.XXXXXX")"
@@ -180,9 +182,9 @@ umask 022
 # one (the unified one at /sys/fs/cgroup or /sys/fs/cgroup/unified, and the v1 name=systemd
 # one of a hybrid host), so that nspawn's payload/supervisor cgroups are made there.
 own_cgroups() {
-  local line id path mount
+  local line path mount
   while IFS= read -r line; do
-    id="${line%%:*}"; path="${line#*:}"; path="${path#*:}"
+    path="${line#*:}"; path="${path#*:}"
     case "$line" in
       0::*) if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then mount=/sys/fs/cgroup
             elif [[ -f /sys/fs/cgroup/unified/cgroup.controllers ]]; then mount=/sys/fs/cgroup/unified
@@ -212,7 +214,8 @@ for _ in $(seq 1 120); do
   kill -0 "$nspawn_pid" 2>/dev/null || { cat "$run/nspawn.log" >&2; fail "systemd-nspawn exited"; }
   sleep 0.5
 done
-[[ -n "$leader" ]] || { cat "$run/nspawn.log" >&2; fail "no systemd in the container"; }
+[[ -n "$leader" && "$(cat "/proc/$leader/comm" 2>/dev/null)" == systemd ]] \
+  || { cat "$run/nspawn.log" >&2; leader=""; fail "no systemd in the container after 60 s"; }
 # A command inside the container, with a clean environment.
 inside() {
   nsenter --target="$leader" --all -- env -i \
@@ -227,6 +230,8 @@ for _ in $(seq 1 120); do
 done
 case "$state" in
   running) say "booted: systemd is PID 1, system $state" ;;
+  degraded) say "booted: systemd is PID 1, system degraded by units the checks do not use:"
+    inside systemctl --failed --no-pager --plain --no-legend ;;
   *) inside systemctl --failed --no-pager >&2 || true; fail "the container's system is $state" ;;
 esac
 
@@ -317,10 +322,10 @@ inside systemctl reload cds-rotator
 
 # The watchdog: a hung daemon (SIGSTOP) is killed and restarted after WatchdogSec.
 inside mkdir -p /etc/systemd/system/cds-rotator.service.d
-printf '[Service]\nWatchdogSec=5s\nRestartSec=1s\nTimeoutAbortSec=2s\n' > "$root/etc/systemd/system/cds-rotator.service.d/watchdog.conf"
+printf '[Service]\nWatchdogSec=8s\nRestartSec=1s\nTimeoutAbortSec=2s\n' > "$root/etc/systemd/system/cds-rotator.service.d/watchdog.conf"
 inside systemctl daemon-reload
-inside timeout 300 systemctl restart cds-rotator || fail "systemctl restart cds-rotator with WatchdogSec=5s"
-sleep 12 # more than twice WatchdogSec: the daemon pings at half of it
+inside timeout 300 systemctl restart cds-rotator || fail "systemctl restart cds-rotator with WatchdogSec=8s"
+sleep 18 # more than twice WatchdogSec: the daemon pings at half of it
 [[ "$(show cds-rotator ActiveState)" == active && "$(show cds-rotator NRestarts)" == 0 ]] \
   || fail "cds-rotator did not keep the watchdog fed"
 inside bash -c 'kill -STOP "$1"' _ "$(show cds-rotator MainPID)" # no /bin/kill in the tree
