@@ -2,7 +2,8 @@
 # Checks the systemd units offline, as installed by scripts/install.sh into a scratch
 # directory: `systemd-analyze verify` clean, and `systemd-analyze security --offline=yes`
 # at most MAX_EXPOSURE for each service; the example policy agrees with the units; the
-# sysusers.d and tmpfiles.d snippets applied to a scratch root. Needs systemd-analyze (Debian's `systemd` package; systemd need not be running).
+# sysusers.d and tmpfiles.d snippets applied to a scratch root; a second install (an
+# upgrade) keeps directory modes and the admin's files. Needs systemd-analyze (Debian's `systemd` package; systemd need not be running).
 #   scripts/check-units.sh BINARY
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,5 +61,18 @@ if systemd-sysusers --root="$root" "$PWD/systemd/sysusers.d/cds-rotator.conf" >/
   echo "sysusers.d + tmpfiles.d: user, group and directories made"
 else
   echo "sysusers.d + tmpfiles.d: the snippets do not make user cds-rotator and its directories: FAILED" >&2; fail=1
+fi
+# An upgrade (install.sh run again) keeps what the first install and the admin made:
+# the modes of existing directories and the files it does not ship.
+up="$stage/upgrade"
+DESTDIR="$up" bash scripts/install.sh "$bin" >/dev/null
+chmod 0750 "$up/etc/cds-rotator"
+echo "policy" > "$up/etc/cds-rotator/policy.yaml" && chmod 0640 "$up/etc/cds-rotator/policy.yaml"
+DESTDIR="$up" bash scripts/install.sh "$bin" >/dev/null
+if [[ "$(stat -c %a "$up/etc/cds-rotator")" == 750 && "$(cat "$up/etc/cds-rotator/policy.yaml")" == policy \
+  && "$(stat -c %a "$up/etc/cds-rotator/policy.yaml")" == 640 ]]; then
+  echo "install.sh twice: /etc/cds-rotator keeps 0750, the policy is kept"
+else
+  echo "install.sh twice: /etc/cds-rotator is $(stat -c %a "$up/etc/cds-rotator") (was 0750) or the policy changed: FAILED" >&2; fail=1
 fi
 exit "$fail"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs cds-rotator: the binary, the systemd units (daemon, one-shot, timer), the
 # sysusers.d and tmpfiles.d snippets (the cds-rotator user and its directories), the
-# example policy and README.md. Nothing is started or enabled.
+# example policy and README.md. Nothing is started or enabled. Run again to upgrade: files
+# it installs are replaced, existing directories keep their modes, other files (the
+# policy, the credential) are left alone.
 #
 #   scripts/install.sh [BINARY]     (default: target/release/cds-rotator)
 #
@@ -24,7 +26,9 @@ done
 # The units and snippets are written for PREFIX=/usr/local and SYSCONFDIR=/etc.
 place() { sed -e "s|/usr/local/|$prefix/|g" -e "s|/etc/cds-rotator|$sysconfdir/cds-rotator|g" "$1"; }
 put() { # MODE SOURCE TARGET [placed]: TARGET under DESTDIR; `placed`: paths rewritten
-  install -d -m 0755 "$(dirname "$dest$3")"
+  # Only a missing directory is made (0755): an upgrade keeps the modes and owners of
+  # existing ones (tmpfiles.d makes /etc/cds-rotator 0750 root:cds-rotator).
+  [[ -d "$(dirname "$dest$3")" ]] || install -d -m 0755 "$(dirname "$dest$3")"
   if [[ "${4:-}" == placed ]]; then
     place "$2" > "$dest$3.tmp" && chmod "$1" "$dest$3.tmp" && mv "$dest$3.tmp" "$dest$3"
   else

@@ -5,14 +5,17 @@
 # not be running), promtool for the alert rules (package prometheus: about 19 MB to
 # download, 20 s to install on a 2-core machine; its server is not started) and etcd for
 # the coordination tests (package etcd-server; the tests start their own on free loopback
-# ports, the system service is not used). Prints the venv's bin directory. Re-installs
-# when the requirements change.
+# ports, the system service is not used); mmdebstrap and systemd-nspawn (package
+# systemd-container) for the run under a real systemd (scripts/check-systemd.sh).
+# Prints the venv's bin directory. Re-installs when the requirements change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v etcd >/dev/null || missing+=(etcd-server)
+command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
 if ((${#missing[@]})); then
   if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
     echo "== installing test servers and checkers (Debian packages: ${missing[*]})" >&2
@@ -20,7 +23,7 @@ if ((${#missing[@]})); then
     apt-get update -qq >&2
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
   else
-    echo "test-deps: systemd-analyze, promtool or etcd is missing: install Debian's ${missing[*]} (apt-get install ${missing[*]})" >&2
+    echo "test-deps: systemd-analyze, promtool, etcd, mmdebstrap or systemd-nspawn is missing: install Debian's ${missing[*]} (apt-get install ${missing[*]})" >&2
     exit 1
   fi
 fi

@@ -20,6 +20,9 @@ echo "== systemd units"
 # Offline: verify, the exposure score of each service, the sysusers/tmpfiles snippets.
 cargo build --locked --quiet
 bash scripts/check-units.sh "$CARGO_TARGET_DIR/debug/cds-rotator"
+echo "== systemd units under systemd as PID 1"
+# Needs root: boots a Debian tree with systemd-nspawn (about a minute when it is cached).
+bash scripts/check-systemd.sh "$CARGO_TARGET_DIR/debug/cds-rotator"
 echo "== Kubernetes manifests"
 bash scripts/check-manifests.sh "$CDS_ROTATOR_TEST_BIN"
 echo "== Prometheus alert rules"

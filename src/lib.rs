@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod demo;
 pub mod emulator;
 pub mod lock;
+pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod notify;

@@ -10,9 +10,8 @@ use cds_rotator::app::{self, EXIT_CLIENT_FAILED, EXIT_OK, EXIT_USAGE};
 use cds_rotator::policy::{self, Policy};
 use cds_rotator::rotation::PassOptions;
 use cds_rotator::stop::Stop;
-use cds_rotator::{daemon, demo, emulator, status};
+use cds_rotator::{daemon, demo, emulator, logging, status};
 use clap::{Parser, Subcommand, ValueEnum};
-use tracing_subscriber::EnvFilter;
 
 /// How long `--run-now` waits for the coordination lease before giving up.
 const RUN_NOW_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -195,31 +194,11 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
-    let mut filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    // The AWS SDK traces request and response headers (signatures, session tokens) and,
-    // with LOG_SENSITIVE_BODIES set, bodies holding secret values: never below info.
-    for target in [
-        "aws_smithy_runtime",
-        "aws_smithy_runtime_api",
-        "aws_smithy_http_client",
-        "aws_sigv4",
-    ] {
-        if let Ok(directive) = format!("{target}=info").parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => {
-            cds_rotator::notify::log::use_json(true);
-            builder.json().init()
-        }
-    }
+    let format = match format {
+        LogFormat::Text => logging::Format::Text,
+        LogFormat::Json => logging::Format::Json,
+    };
+    logging::init(format, default_level);
 }
 
 fn usage(msg: &str) -> anyhow::Result<u8> {
