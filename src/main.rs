@@ -136,6 +136,9 @@ enum Command {
         /// Keep the demo's files here (default: a temporary directory, removed after).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Write into --dir even when it holds files (they are overwritten).
+        #[arg(long, requires = "dir")]
+        force: bool,
     },
 }
 
@@ -244,7 +247,12 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                 Err(e) => Err(e.into()),
             };
         }
-        Some(Command::Demo { dir }) => {
+        Some(Command::Demo { dir, force }) => {
+            if let Some(d) = dir
+                && let Err(e) = demo::may_write_into(d, *force)
+            {
+                return usage(&e);
+            }
             let kept = dir.is_some();
             let tmp;
             let dir = match dir {

@@ -367,6 +367,12 @@ async fn demo_with_a_dir_leaves_what_is_needed_to_go_on_and_shows_no_secret() {
     }
     assert_eq!(values.len(), 7);
     assert_no_secret(&text(&out), &values);
+    // The old secrets are the portal's: nothing retires them after the grace period.
+    assert!(!stdout.contains("the daemon retires them then"), "{stdout}");
+    assert!(
+        stdout.contains("The old secrets were made in the portal (unmanaged): the rotator never retires them"),
+        "{stdout}"
+    );
 
     // The printed commands go on from those files.
     let emulator_line = stdout
