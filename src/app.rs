@@ -12,19 +12,17 @@ use crate::clock::{Clock, SystemClock};
 use crate::connect::http::{CredentialSource, HttpConnect, HttpConnectConfig, RetryPolicy};
 use crate::connect::{ClientRef, ConnectApi, ConnectError};
 use crate::notify::{Notifier, OnlyKinds};
-use crate::policy::{Policy, SecretSource, StoreSpec};
 use crate::pickup::Pickup;
-use crate::rotation::{
-    ClientJob, PassOptions, PassReport, PickupWaiting, Reconciler, decide,
-};
+use crate::policy::{Policy, SecretSource, StoreSpec};
+use crate::rotation::{ClientJob, PassOptions, PassReport, PickupWaiting, Reconciler, decide};
 use crate::stop::Stop;
-use crate::store::{Current, SecretStore, StoreRecord};
 use crate::store::aws::AwsTarget;
 use crate::store::aws_secrets_manager::SecretsManagerStore;
 use crate::store::azure_key_vault::AzureKeyVaultStore;
 use crate::store::file::{Access, FileStore};
 use crate::store::kms_file::KmsFileStore;
 use crate::store::vault::VaultStore;
+use crate::store::{Current, SecretStore, StoreRecord};
 use crate::text::escape_control;
 
 /// Exit code: every client is fine.
@@ -473,7 +471,14 @@ pub async fn run_wait(
         published.push(published_now(job, r).await);
     }
     for i in 0..reports.len() {
-        settle_published(&wired.jobs[i], &mut reports[i], &mut published[i], wired, out).await;
+        settle_published(
+            &wired.jobs[i],
+            &mut reports[i],
+            &mut published[i],
+            wired,
+            out,
+        )
+        .await;
     }
     let mut said = tokio::time::Instant::now();
     loop {
@@ -566,8 +571,14 @@ pub async fn run_wait(
                 let _ = writeln!(out, "{}", summary(&r));
             }
             reports[i] = r;
-            settle_published(&wired.jobs[i], &mut reports[i], &mut published[i], wired, out)
-                .await;
+            settle_published(
+                &wired.jobs[i],
+                &mut reports[i],
+                &mut published[i],
+                wired,
+                out,
+            )
+            .await;
         }
     }
     if failed { EXIT_CLIENT_FAILED } else { EXIT_OK }
@@ -616,9 +627,7 @@ async fn settle_published(
         return;
     }
     let now = wired.reconciler.now();
-    let grace_end = record
-        .published_at
-        .checked_add_signed(job.timing.grace);
+    let grace_end = record.published_at.checked_add_signed(job.timing.grace);
     if let Some(end) = grace_end.filter(|end| *end > now) {
         r.next_check = Some(r.next_check.map_or(end, |n| n.min(end)));
         return;

@@ -271,10 +271,7 @@ impl Metrics {
                     notifier: name.clone(),
                     result: result.to_owned(),
                 };
-                let zero = self
-                    .notifications
-                    .get(&label)
-                    .is_some_and(|c| c.get() == 0);
+                let zero = self.notifications.get(&label).is_some_and(|c| c.get() == 0);
                 if zero {
                     self.notifications.remove(&label);
                 }
