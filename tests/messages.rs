@@ -138,6 +138,55 @@ async fn a_refused_own_secret_file_is_named_with_what_to_do() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_own_secret_is_one_error_and_one_event_for_the_whole_batch() {
+    let env = Env::start().await;
+    let policy = env.write_policy("", "");
+    // A third client (never looked at: the batch stops before any client).
+    let mut text_of = std::fs::read_to_string(&policy).unwrap();
+    text_of.push_str(
+        "  - name: gone\n    client_id: 5b0c1d2e-3f40-4152-6374-8596a7b8c9d0\n    kind: client_credentials\n    store: { name: local, secret: gone }\n    notify: [ops]\n",
+    );
+    std::fs::write(&policy, text_of).unwrap();
+    let wrong = "Expired-Secret-Value-0123456789";
+    std::fs::write(env.dir.path().join("admin-secret"), wrong).unwrap();
+    let out = env.cli(&["--run-now", "--log-format", "json"], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let events: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "notification")
+        .collect();
+    assert_eq!(events.len(), 1, "{stderr}");
+    assert_eq!(events[0]["fields"]["event"], "rotation_failed", "{stderr}");
+    assert_eq!(events[0]["fields"]["client"], "", "{stderr}");
+    assert_eq!(
+        events[0]["fields"]["reason"], "credential_refused",
+        "{stderr}"
+    );
+    let errors = lines.iter().filter(|l| l["level"] == "ERROR").count();
+    assert_eq!(errors, 1, "{stderr}");
+    assert!(stderr.contains("CDS refused the secret in"), "{stderr}");
+    // No client was looked at: one token request, nothing else.
+    assert_eq!(env.count("POST", "/identity/connect/token"), 1);
+    assert_eq!(env.count("GET", "/Secrets"), 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for name in ["app", "web", "gone"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{name}: FAILED: "))
+                    && l.contains("not passed over: getting a token for the rotator's own client")),
+            "{stdout}"
+        );
+    }
+    assert_no_secret(&text(&out), &[wrong.to_owned(), ADMIN_SECRET.to_owned()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_own_secret_variable_is_named_by_the_cli_without_its_value() {
     let env = Env::start().await;
     let policy = env.write_policy("", "");
@@ -370,7 +419,9 @@ async fn demo_with_a_dir_leaves_what_is_needed_to_go_on_and_shows_no_secret() {
     // The old secrets are the portal's: nothing retires them after the grace period.
     assert!(!stdout.contains("the daemon retires them then"), "{stdout}");
     assert!(
-        stdout.contains("The old secrets were made in the portal (unmanaged): the rotator never retires them"),
+        stdout.contains(
+            "The old secrets were made in the portal (unmanaged): the rotator never retires them"
+        ),
         "{stdout}"
     );
 

@@ -235,6 +235,13 @@ pub enum StepError {
         /// What happened to the new secret if deleting it failed.
         cleanup: String,
     },
+    /// The rotator's own credential got no token before the batch: no pass ran (the
+    /// error is logged and announced once for the batch).
+    #[error("not passed over: {detail}")]
+    NoToken {
+        /// Why there was no token.
+        detail: String,
+    },
     /// Whether the store now holds the new secret is unknown; it was kept.
     #[error(
         "{source}; the new secret {secret_id} was kept, since readers may hold it: the next pass reads the store and then retires or deletes whichever secret it does not hold"
@@ -588,6 +595,9 @@ impl Reconciler {
         jobs: Vec<(Arc<ClientJob>, PassOptions)>,
         max_concurrency: usize,
     ) -> Vec<Option<PassReport>> {
+        if let Some(refused) = self.without_token(&jobs).await {
+            return refused;
+        }
         let permits = Arc::new(Semaphore::new(max_concurrency.max(1)));
         let count = jobs.len();
         let spawn =
@@ -628,6 +638,74 @@ impl Reconciler {
             }
         }
         reports
+    }
+
+    /// Asks the rotator's own token once before a batch. Refused (or not answered),
+    /// the batch stops before any client: one error logged, one `rotation_failed` event
+    /// (without a client, `reason: credential_refused`) to the notifiers of the batch's
+    /// clients, and a report per job that says no pass ran, with its retry.
+    async fn without_token(
+        &self,
+        jobs: &[(Arc<ClientJob>, PassOptions)],
+    ) -> Option<Vec<Option<PassReport>>> {
+        if jobs.is_empty() || self.stopping() {
+            return None;
+        }
+        let err = self.connect.token_ready().await.err()?;
+        // A stop cut it short: the passes see the stop themselves and do nothing.
+        if self.stopping() {
+            return None;
+        }
+        let detail = err.to_string();
+        error!(clients = jobs.len(), error = %detail, "the rotator's own credential got no token; no client was passed over");
+        let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
+        for (job, _) in jobs {
+            for n in &job.notifiers {
+                if n.wants(EventKind::RotationFailed)
+                    && !notifiers.iter().any(|m| m.name() == n.name())
+                {
+                    notifiers.push(Arc::clone(n));
+                }
+            }
+        }
+        if !notifiers.is_empty() && !jobs.iter().all(|(_, o)| o.dry_run) {
+            let event = Event {
+                kind: EventKind::RotationFailed,
+                tenant_id: jobs[0].0.client.tenant_id.clone(),
+                client: String::new(),
+                client_id: String::new(),
+                secret_ids: Vec::new(),
+                fingerprint: None,
+                expiration: None,
+                store_location: None,
+                detail: Some(format!(
+                    "no client was passed over ({} in this batch): {detail}",
+                    jobs.len()
+                )),
+                reason: Some("credential_refused".to_owned()),
+                run_id: self.run_id.clone(),
+                at: self.clock.now(),
+            };
+            crate::notify::dispatch(&notifiers, &event, &self.stop).await;
+        }
+        let again = |job: &ClientJob| plus(self.clock.now(), job.timing.retry_interval);
+        Some(
+            jobs.iter()
+                .map(|(job, _)| {
+                    let mut report = PassReport::new(&job.name);
+                    report.error = Some(RotationError {
+                        client: job.name.clone(),
+                        client_id: job.client.client_id.clone(),
+                        step: Step::Observe,
+                        source: StepError::NoToken {
+                            detail: detail.clone(),
+                        },
+                    });
+                    report.next_check = again(job);
+                    Some(report)
+                })
+                .collect(),
+        )
     }
 
     /// One pass over one client.
