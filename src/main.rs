@@ -168,9 +168,10 @@ fn main() -> ExitCode {
             e.exit()
         }
     };
-    // The demo prints its own account of what happened; its logs stay quiet by default.
+    // The demo prints its own account of what happened, and `plan` and `status` their
+    // reports on stdout: their logs stay quiet by default (no INFO line per client).
     let default_level = match cli.command {
-        Some(Command::Demo { .. }) => "warn",
+        Some(Command::Demo { .. } | Command::Plan { .. } | Command::Status { .. }) => "warn",
         _ => "info",
     };
     init_logging(cli.log_format, default_level);
@@ -465,12 +466,11 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                     }
                 }
             }
-            let alert = if is_plan {
-                status::any_blocked(&views)
+            Ok(if status::needs_attention(&views) {
+                EXIT_CLIENT_FAILED
             } else {
-                status::any_attention(&views)
-            };
-            Ok(if alert { EXIT_CLIENT_FAILED } else { EXIT_OK })
+                EXIT_OK
+            })
         }
         _ if cli.run_now => {
             // A one-shot stops like the daemon: SIGTERM/SIGINT (a Kubernetes Job, a CI

@@ -966,9 +966,27 @@ impl Reconciler {
         if fresh.is_empty() {
             return;
         }
+        // Each case its own advice: a secret that expires soon needs its users moved
+        // before that date; one that never expires should not exist at all.
+        let (never, soon): (Vec<&ClientSecret>, Vec<&ClientSecret>) =
+            fresh.iter().partition(|s| s.expires_at().is_none());
+        let mut said = Vec::new();
+        if !soon.is_empty() {
+            said.push(format!(
+                "secret(s) the rotator did not create and does not retire expire within rotate_before ({}): {}; whoever still uses them must switch to the store's secret before then",
+                crate::policy::duration::format(job.timing.rotate_before),
+                listing(&soon)
+            ));
+        }
+        if !never.is_empty() {
+            said.push(format!(
+                "secret(s) the rotator did not create and does not retire never expire: {}; every secret should expire: move their users to the store's secret and delete them in the portal",
+                listing(&never)
+            ));
+        }
         let detail = format!(
-            "secret(s) the rotator did not create and does not retire: {}; every secret should expire: rotate them by hand, or hand the client over with retire_unmanaged: true",
-            listing(&fresh)
+            "{}; or hand the client over with retire_unmanaged: true",
+            said.join("; ")
         );
         warn!(step = "observe", secret_ids = ?fresh.iter().map(|s| s.id).collect::<Vec<_>>(), "{detail}");
         let ids = fresh.iter().map(|s| s.id).collect();
