@@ -33,6 +33,8 @@ pub const EXIT_CLIENT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code: `--run-now --wait` ended with old secrets still waiting for pickup.
 pub const EXIT_PICKUP_PENDING: u8 = 3;
+/// Exit code: `--revoke-old` rotated, but secrets it may not delete still get tokens.
+pub const EXIT_LEFT_VALID: u8 = 4;
 
 /// How many follow-up passes `--run-now` runs over a client whose follow-up is due at
 /// once (grace 0s, an ack already written), so that one run does a whole rotation.
@@ -333,8 +335,43 @@ pub async fn run_once(wired: &Wired, options: PassOptions, out: &mut dyn Write) 
             code = EXIT_CLIENT_FAILED;
         }
         let _ = writeln!(out, "{}", summary(r));
+        if let Some(line) = left_valid_line(r) {
+            let _ = writeln!(out, "{line}");
+            if code == EXIT_OK {
+                code = EXIT_LEFT_VALID;
+            }
+        }
     }
     code
+}
+
+/// After `--revoke-old`, what still gets tokens and how to revoke it, on its own line.
+pub fn left_valid_line(r: &PassReport) -> Option<String> {
+    if r.left_valid.is_empty() {
+        return None;
+    }
+    let secrets: Vec<String> = r
+        .left_valid
+        .iter()
+        .map(|s| {
+            let exp = s.expires_at().map_or_else(
+                || "never expires".to_owned(),
+                |e| format!("expires {}", ts(e)),
+            );
+            let desc = s
+                .description
+                .as_deref()
+                .map(|d| format!(", \"{}\"", crate::text::untrusted(d)))
+                .unwrap_or_default();
+            format!("secret {} ({exp}{desc})", s.id)
+        })
+        .collect();
+    Some(escape_control(&format!(
+        "{}: NOT REVOKED, STILL VALID: {}; {}",
+        r.client,
+        secrets.join(", "),
+        crate::rotation::revoke_advice(&r.client)
+    )))
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -459,9 +496,14 @@ pub async fn run_wait(
     }
     let mut reports = pass_and_follow_ups(wired, &wired.jobs, options).await;
     let mut failed = false;
+    let mut left_valid = false;
     for r in &reports {
         failed |= r.error.is_some();
         let _ = writeln!(out, "{}", summary(r));
+        if let Some(line) = left_valid_line(r) {
+            let _ = writeln!(out, "{line}");
+            left_valid = true;
+        }
     }
     // What this run published, per client, until its pickup is confirmed: a rotation
     // whose old secret is kept (unmanaged) or superseded only now leaves nothing
@@ -581,7 +623,11 @@ pub async fn run_wait(
             .await;
         }
     }
-    if failed { EXIT_CLIENT_FAILED } else { EXIT_OK }
+    match (failed, left_valid) {
+        (true, _) => EXIT_CLIENT_FAILED,
+        (false, true) => EXIT_LEFT_VALID,
+        (false, false) => EXIT_OK,
+    }
 }
 
 /// The store's record of the secret `r`'s pass published, if it did and the store

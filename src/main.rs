@@ -29,7 +29,8 @@ const VERSION: &str = concat!(
 ///
 /// Without a subcommand it runs as a daemon: a pass at start, then each client on its
 /// schedule. Exit codes: 0 all good, 1 at least one client failed, 2 usage or policy error,
-/// 3 `--run-now --wait` gave up with old secrets still waiting for pickup.
+/// 3 `--run-now --wait` gave up with old secrets still waiting for pickup, 4 `--revoke-old`
+/// left secrets it may not delete valid.
 #[derive(Debug, Parser)]
 #[command(name = "cds-rotator", version = VERSION)]
 struct Cli {

@@ -387,6 +387,9 @@ pub struct PassReport {
     pub next_check: Option<DateTime<Utc>>,
     /// Old secrets wait for the pickup check to confirm the current one (grace is over).
     pub pickup: Option<PickupWaiting>,
+    /// After `--revoke-old`: unexpired secrets the policy did not let it delete
+    /// (unmanaged, `retire_unmanaged: false`). They still get tokens.
+    pub left_valid: Vec<ClientSecret>,
 }
 
 /// Old secrets are kept because the pickup check has not confirmed the current secret.
@@ -429,6 +432,7 @@ impl PassReport {
             last: None,
             next_check: None,
             pickup: None,
+            left_valid: Vec::new(),
         }
     }
 
@@ -447,6 +451,7 @@ impl PassReport {
         self.unrecorded = later.unrecorded;
         self.next_check = later.next_check;
         self.pickup = later.pickup;
+        self.left_valid.extend(later.left_valid);
     }
 
     /// Whether the pass wrote anything (to CDS or to the store).
@@ -853,14 +858,13 @@ impl Reconciler {
         let secrets = self.connect.list_secrets(&job.client).await?;
         let mut revoked = Vec::new();
         let mut result = Ok(());
+        let now = self.clock.now();
         for s in secrets.iter().filter(|s| s.id != current) {
             let managed = Marker::parse(s.description.as_deref()).is_some();
             if !managed && !job.retire_unmanaged {
-                info!(
-                    step = "retire",
-                    secret_id = s.id,
-                    "kept: not created by the rotator (retire_unmanaged is false)"
-                );
+                if !s.is_expired(now) {
+                    report.left_valid.push(s.clone());
+                }
                 continue;
             }
             if let Err(e) = self
@@ -873,10 +877,24 @@ impl Reconciler {
             report.deleted.push((s.id, DeleteReason::Revoked));
             revoked.push(s.id);
         }
-        if !revoked.is_empty() {
+        // What still gets tokens is said as plainly as what was revoked: the leaked value
+        // may be among it.
+        let left = (!report.left_valid.is_empty()).then(|| {
+            let kept: Vec<&ClientSecret> = report.left_valid.iter().collect();
+            format!(
+                "still valid, not revoked: {}; {}",
+                listing(&kept),
+                revoke_advice(&job.name)
+            )
+        });
+        if let Some(left) = &left {
+            warn!(step = "retire", secret_ids = ?report.left_valid.iter().map(|s| s.id).collect::<Vec<_>>(), "{left}");
+        }
+        if !revoked.is_empty() || left.is_some() {
             self.announce(job, EventKind::Retired, |e| {
                 e.secret_ids = revoked;
                 e.reason = Some("emergency".to_owned());
+                e.detail = left;
             })
             .await;
         }
@@ -1666,6 +1684,13 @@ fn full_hint(
 }
 
 /// One line listing secrets, for errors: `3 (managed, expires …), 4 (unmanaged, never expires)`.
+/// How to revoke the secrets an emergency rotation of `client` had to leave valid.
+pub fn revoke_advice(client: &str) -> String {
+    format!(
+        "they were not created by the rotator and retire_unmanaged is false: delete them in the CDS portal, or set retire_unmanaged: true for client {client} and run --revoke-old again"
+    )
+}
+
 fn listing(secrets: &[&ClientSecret]) -> String {
     secrets
         .iter()
