@@ -696,8 +696,15 @@ impl Reconciler {
         let again = |job: &ClientJob| plus(self.clock.now(), job.timing.retry_interval);
         Some(
             jobs.iter()
-                .map(|(job, _)| {
+                .map(|(job, options)| {
                     let mut report = PassReport::new(&job.name);
+                    if options.dry_run {
+                        report.last = last_result::read(
+                            &self.lock_dir,
+                            &job.client.tenant_id,
+                            &job.client.client_id,
+                        );
+                    }
                     report.error = Some(RotationError {
                         client: job.name.clone(),
                         client_id: job.client.client_id.clone(),
