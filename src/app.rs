@@ -12,16 +12,17 @@ use crate::clock::{Clock, SystemClock};
 use crate::connect::http::{CredentialSource, HttpConnect, HttpConnectConfig, RetryPolicy};
 use crate::connect::{ClientRef, ConnectApi, ConnectError};
 use crate::notify::{Notifier, OnlyKinds};
+use crate::pickup::Pickup;
 use crate::policy::{Policy, SecretSource, StoreSpec};
-use crate::rotation::{ClientJob, PassOptions, PassReport, Reconciler};
+use crate::rotation::{ClientJob, PassOptions, PassReport, PickupWaiting, Reconciler, decide};
 use crate::stop::Stop;
-use crate::store::SecretStore;
 use crate::store::aws::AwsTarget;
 use crate::store::aws_secrets_manager::SecretsManagerStore;
 use crate::store::azure_key_vault::AzureKeyVaultStore;
 use crate::store::file::{Access, FileStore};
 use crate::store::kms_file::KmsFileStore;
 use crate::store::vault::VaultStore;
+use crate::store::{Current, SecretStore, StoreRecord};
 use crate::text::escape_control;
 
 /// Exit code: every client is fine.
@@ -32,6 +33,8 @@ pub const EXIT_CLIENT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code: `--run-now --wait` ended with old secrets still waiting for pickup.
 pub const EXIT_PICKUP_PENDING: u8 = 3;
+/// Exit code: `--revoke-old` rotated, but secrets it may not delete still get tokens.
+pub const EXIT_LEFT_VALID: u8 = 4;
 
 /// How many follow-up passes `--run-now` runs over a client whose follow-up is due at
 /// once (grace 0s, an ack already written), so that one run does a whole rotation.
@@ -334,8 +337,43 @@ pub async fn run_once(wired: &Wired, options: PassOptions, out: &mut dyn Write) 
             code = EXIT_CLIENT_FAILED;
         }
         let _ = writeln!(out, "{}", summary(r));
+        if let Some(line) = left_valid_line(r) {
+            let _ = writeln!(out, "{line}");
+            if code == EXIT_OK {
+                code = EXIT_LEFT_VALID;
+            }
+        }
     }
     code
+}
+
+/// After `--revoke-old`, what still gets tokens and how to revoke it, on its own line.
+pub fn left_valid_line(r: &PassReport) -> Option<String> {
+    if r.left_valid.is_empty() {
+        return None;
+    }
+    let secrets: Vec<String> = r
+        .left_valid
+        .iter()
+        .map(|s| {
+            let exp = s.expires_at().map_or_else(
+                || "never expires".to_owned(),
+                |e| format!("expires {}", ts(e)),
+            );
+            let desc = s
+                .description
+                .as_deref()
+                .map(|d| format!(", \"{}\"", crate::text::untrusted(d)))
+                .unwrap_or_default();
+            format!("secret {} ({exp}{desc})", s.id)
+        })
+        .collect();
+    Some(escape_control(&format!(
+        "{}: NOT REVOKED, STILL VALID: {}; {}",
+        r.client,
+        secrets.join(", "),
+        crate::rotation::revoke_advice(&r.client)
+    )))
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -460,14 +498,36 @@ pub async fn run_wait(
     }
     let mut reports = pass_and_follow_ups(wired, &wired.jobs, options).await;
     let mut failed = false;
+    let mut left_valid = false;
     for r in &reports {
         failed |= r.error.is_some();
         let _ = writeln!(out, "{}", summary(r));
+        if let Some(line) = left_valid_line(r) {
+            let _ = writeln!(out, "{line}");
+            left_valid = true;
+        }
+    }
+    // What this run published, per client, until its pickup is confirmed: a rotation
+    // whose old secret is kept (unmanaged) or superseded only now leaves nothing
+    // waiting in its own pass, yet --wait is for the consumers to take the new one.
+    let mut published: Vec<Option<StoreRecord>> = Vec::with_capacity(reports.len());
+    for (job, r) in wired.jobs.iter().zip(&reports) {
+        published.push(published_now(job, r).await);
+    }
+    for i in 0..reports.len() {
+        settle_published(
+            &wired.jobs[i],
+            &mut reports[i],
+            &mut published[i],
+            wired,
+            out,
+        )
+        .await;
     }
     let mut said = tokio::time::Instant::now();
     loop {
         let waiting: Vec<usize> = (0..reports.len())
-            .filter(|&i| still_waiting(&reports[i]))
+            .filter(|&i| still_waiting(&reports[i]) || published[i].is_some())
             .collect();
         if waiting.is_empty() || stop.is_set() {
             break;
@@ -486,7 +546,7 @@ pub async fn run_wait(
                     out,
                     "{}: gave up waiting: {}",
                     reports[i].client,
-                    waiting_line(&reports[i])
+                    waiting_line(&reports[i], published[i].as_ref(), &wired.jobs[i])
                 );
             }
             return if failed {
@@ -501,7 +561,7 @@ pub async fn run_wait(
                     out,
                     "{}: still {}",
                     reports[i].client,
-                    waiting_line(&reports[i])
+                    waiting_line(&reports[i], published[i].as_ref(), &wired.jobs[i])
                 );
             }
             said = tokio::time::Instant::now();
@@ -555,17 +615,117 @@ pub async fn run_wait(
                 let _ = writeln!(out, "{}", summary(&r));
             }
             reports[i] = r;
+            settle_published(
+                &wired.jobs[i],
+                &mut reports[i],
+                &mut published[i],
+                wired,
+                out,
+            )
+            .await;
         }
     }
-    if failed { EXIT_CLIENT_FAILED } else { EXIT_OK }
+    match (failed, left_valid) {
+        (true, _) => EXIT_CLIENT_FAILED,
+        (false, true) => EXIT_LEFT_VALID,
+        (false, false) => EXIT_OK,
+    }
 }
 
-/// What a client's old secrets wait for, in one line.
-fn waiting_line(r: &PassReport) -> String {
+/// The store's record of the secret `r`'s pass published, if it did and the store
+/// still holds it as current.
+async fn published_now(job: &ClientJob, r: &PassReport) -> Option<StoreRecord> {
+    let rotated = r.rotated.as_ref()?;
+    if r.error.is_some() || r.stopped.is_some() {
+        return None;
+    }
+    match job.store.read_current(&job.store_key).await {
+        Ok(Current::Published(record)) if record.secret_id == rotated.secret_id => Some(record),
+        _ => None,
+    }
+}
+
+/// For a client whose `published` secret still waits for its pickup, after a pass that
+/// left `r`: given up when the pass failed or the store holds another secret; left to
+/// the pass while the pass itself waits (for grace or pickup before retiring); else
+/// asked here once the grace period is over (until then, a follow-up at its end). A
+/// pending check is reported in `r` as the pass reports one.
+async fn settle_published(
+    job: &ClientJob,
+    r: &mut PassReport,
+    published: &mut Option<StoreRecord>,
+    wired: &Wired,
+    out: &mut dyn Write,
+) {
+    let Some(record) = published.as_ref() else {
+        return;
+    };
+    // The pass that rotated observed the record before it; later ones observe it.
+    let current = r
+        .rotated
+        .as_ref()
+        .map(|n| n.secret_id)
+        .or(r.record.as_ref().map(|c| c.secret_id))
+        .is_none_or(|id| id == record.secret_id);
+    if r.error.is_some() || r.stopped.is_some() || !current {
+        *published = None;
+        return;
+    }
+    if still_waiting(r) {
+        return;
+    }
+    let now = wired.reconciler.now();
+    let grace_end = record.published_at.checked_add_signed(job.timing.grace);
+    if let Some(end) = grace_end.filter(|end| *end > now) {
+        r.next_check = Some(r.next_check.map_or(end, |n| n.min(end)));
+        return;
+    }
+    let why = match job.pickup.check(record).await {
+        Pickup::Confirmed => {
+            let _ = writeln!(
+                out,
+                "{}: pickup of secret {} (fingerprint {}) confirmed",
+                r.client, record.secret_id, record.fingerprint
+            );
+            *published = None;
+            return;
+        }
+        Pickup::Pending(why) => why,
+    };
+    let wait = decide::pickup_wait(
+        record,
+        job.timing.grace,
+        job.pickup.timeout(),
+        job.pickup.interval(),
+        now,
+    );
+    if let Some(again) = wait.next_check {
+        r.next_check = Some(r.next_check.map_or(again, |n| n.min(again)));
+    }
+    r.pickup = Some(PickupWaiting {
+        reason: why,
+        deadline: wait.deadline,
+        overdue: wait.overdue,
+    });
+}
+
+/// What a client's old secrets (or the secret this run `published`) wait for, in one
+/// line.
+fn waiting_line(r: &PassReport, published: Option<&StoreRecord>, job: &ClientJob) -> String {
+    let published_grace = published.and_then(|p| {
+        let end = p.published_at.checked_add_signed(job.timing.grace)?;
+        Some((p.secret_id, end))
+    });
     let line = match (&r.pickup, r.plan.as_ref().and_then(|p| p.retire_later.1)) {
         (Some(w), _) => w.to_string(),
         (None, Some(end)) => format!("waiting for the grace period to end at {}", ts(end)),
-        (None, None) => "waiting".to_owned(),
+        (None, None) => match published_grace {
+            Some((id, end)) => format!(
+                "waiting for the grace period of secret {id} to end at {}, then for its pickup",
+                ts(end)
+            ),
+            None => "waiting".to_owned(),
+        },
     };
     escape_control(&line)
 }

@@ -12,6 +12,26 @@ use crate::emulator::{Emulator, Seed, write_private};
 use crate::policy::Policy;
 use crate::rotation::PassOptions;
 
+/// Refuses a `dir` that holds anything, unless `force`: the demo writes a policy, a
+/// seed, an admin secret and a store there, and those could be a running daemon's.
+pub fn may_write_into(dir: &Path, force: bool) -> Result<(), String> {
+    if force {
+        return Ok(());
+    }
+    let mut entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is not empty: the demo would overwrite policy.yaml, seed.yaml, admin-secret and secrets/ there (perhaps a running daemon's); choose a new or empty directory, or add --force to overwrite",
+        dir.display()
+    ))
+}
+
 /// Runs the demo in `dir` (kept afterwards) and prints what happened to `out`.
 pub async fn run(dir: &Path, kept: bool, out: &mut dyn Write) -> Result<u8, String> {
     let seed = Seed::demo();
@@ -93,7 +113,7 @@ pub async fn run(dir: &Path, kept: bool, out: &mut dyn Write) -> Result<u8, Stri
     }
     let _ = writeln!(
         out,
-        "\nThe old secrets stay until the 24h grace period has passed; the daemon retires them then.\nValues are in {} (mode 0600); this output holds only ids and fingerprints.",
+        "\nThe old secrets were made in the portal (unmanaged): the rotator never retires them (set retire_unmanaged: true, or delete them in the portal once every consumer uses the new one). Secrets it makes itself are retired by the daemon after the 24h grace period.\nValues are in {} (mode 0600); this output holds only ids and fingerprints.",
         dir.join("secrets").display()
     );
     if kept {

@@ -28,7 +28,8 @@ const VERSION: &str = concat!(
 ///
 /// Without a subcommand it runs as a daemon: a pass at start, then each client on its
 /// schedule. Exit codes: 0 all good, 1 at least one client failed, 2 usage or policy error,
-/// 3 `--run-now --wait` gave up with old secrets still waiting for pickup.
+/// 3 `--run-now --wait` gave up with old secrets still waiting for pickup, 4 `--revoke-old`
+/// left secrets it may not delete valid.
 #[derive(Debug, Parser)]
 #[command(name = "cds-rotator", version = VERSION)]
 struct Cli {
@@ -136,6 +137,9 @@ enum Command {
         /// Keep the demo's files here (default: a temporary directory, removed after).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Write into --dir even when it holds files (they are overwritten).
+        #[arg(long, requires = "dir")]
+        force: bool,
     },
 }
 
@@ -165,9 +169,10 @@ fn main() -> ExitCode {
             e.exit()
         }
     };
-    // The demo prints its own account of what happened; its logs stay quiet by default.
+    // The demo prints its own account of what happened, and `plan` and `status` their
+    // reports on stdout: their logs stay quiet by default (no INFO line per client).
     let default_level = match cli.command {
-        Some(Command::Demo { .. }) => "warn",
+        Some(Command::Demo { .. } | Command::Plan { .. } | Command::Status { .. }) => "warn",
         _ => "info",
     };
     init_logging(cli.log_format, default_level);
@@ -225,7 +230,12 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                 Err(e) => Err(e.into()),
             };
         }
-        Some(Command::Demo { dir }) => {
+        Some(Command::Demo { dir, force }) => {
+            if let Some(d) = dir
+                && let Err(e) = demo::may_write_into(d, *force)
+            {
+                return usage(&e);
+            }
             let kept = dir.is_some();
             let tmp;
             let dir = match dir {
@@ -448,12 +458,11 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                     }
                 }
             }
-            let alert = if is_plan {
-                status::any_blocked(&views)
+            Ok(if status::needs_attention(&views) {
+                EXIT_CLIENT_FAILED
             } else {
-                status::any_attention(&views)
-            };
-            Ok(if alert { EXIT_CLIENT_FAILED } else { EXIT_OK })
+                EXIT_OK
+            })
         }
         _ if cli.run_now => {
             // A one-shot stops like the daemon: SIGTERM/SIGINT (a Kubernetes Job, a CI

@@ -6,7 +6,7 @@
 //! Labels hold client names, steps, methods, statuses and notifier names — never a
 //! secret value, a token or a URL. Not here: serving them (that is `daemon::server`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -56,6 +56,8 @@ pub struct Metrics {
     step_duration: StepHistogram,
     cds_requests: Family<MethodStatus, Counter>,
     notifications: Family<NotifierResult, Counter>,
+    /// The notifiers whose series were given their zero by [`Metrics::track`].
+    tracked_notifiers: Mutex<BTreeSet<String>>,
     policy_reload_failed: Gauge,
     policy_reloads: Family<ResultLabel, Counter>,
     audit_failures: Counter,
@@ -78,6 +80,7 @@ impl Metrics {
             step_duration: Family::new_with_constructor(step_buckets),
             cds_requests: Family::default(),
             notifications: Family::default(),
+            tracked_notifiers: Mutex::default(),
             policy_reload_failed: Gauge::default(),
             policy_reloads: Family::default(),
             audit_failures: Counter::default(),
@@ -227,8 +230,59 @@ impl Metrics {
         }
     }
 
-    /// Forgets the per-client gauges of `clients` (removed from the policy); their
-    /// counters stay, as counters do while the process lives.
+    /// The daemon serves `clients` and their `notifiers`: every labelled counter of
+    /// theirs is exported from now on, at 0 until something is counted, so an alert on
+    /// `increase()` sees the first failure (a series born at 1 shows no increase).
+    /// Clients and notifiers tracked before and absent now lose their gauges and their
+    /// zeros, as [`Metrics::forget_clients`] does; counted series stay.
+    pub fn track(&self, clients: &[&str], notifiers: &[&str]) {
+        let gone: Vec<String> = {
+            let mut map = self.clients.lock();
+            for name in clients {
+                let c = map.entry((*name).into()).or_default();
+                c.rotations_ok.get_or_insert(0);
+                c.rotations_failed.get_or_insert(0);
+            }
+            map.keys()
+                .filter(|k| !clients.contains(&&***k))
+                .map(|k| k.to_string())
+                .collect()
+        };
+        self.forget_clients(&gone);
+        let mut tracked = self
+            .tracked_notifiers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for name in notifiers {
+            for result in ["ok", "failed"] {
+                drop(self.notifications.get_or_create(&NotifierResult {
+                    notifier: (*name).to_owned(),
+                    result: result.to_owned(),
+                }));
+            }
+            tracked.insert((*name).to_owned());
+        }
+        tracked.retain(|name| {
+            if notifiers.contains(&name.as_str()) {
+                return true;
+            }
+            for result in ["ok", "failed"] {
+                let label = NotifierResult {
+                    notifier: name.clone(),
+                    result: result.to_owned(),
+                };
+                let zero = self.notifications.get(&label).is_some_and(|c| c.get() == 0);
+                if zero {
+                    self.notifications.remove(&label);
+                }
+            }
+            false
+        });
+    }
+
+    /// Forgets the per-client gauges of `clients` (removed from the policy), and their
+    /// counters that counted nothing; counted ones stay, as counters do while the
+    /// process lives.
     pub fn forget_clients(&self, clients: &[String]) {
         let mut map = self.clients.lock();
         for name in clients {
@@ -236,8 +290,8 @@ impl Metrics {
                 continue;
             };
             *c = ClientSeries {
-                rotations_ok: c.rotations_ok,
-                rotations_failed: c.rotations_failed,
+                rotations_ok: c.rotations_ok.filter(|n| *n > 0),
+                rotations_failed: c.rotations_failed.filter(|n| *n > 0),
                 ..ClientSeries::default()
             };
             if c.rotations_ok.is_none() && c.rotations_failed.is_none() {
@@ -448,6 +502,49 @@ mod tests {
             text.contains("cds_rotator_rotations_total{client=\"b\",result=\"failed\"} 2"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn tracked_clients_and_notifiers_export_their_counters_at_zero_until_dropped() {
+        let m = Metrics::new();
+        m.track(&["a", "b"], &["hook"]);
+        let text = m.encode();
+        for line in [
+            "cds_rotator_rotations_total{client=\"a\",result=\"ok\"} 0",
+            "cds_rotator_rotations_total{client=\"a\",result=\"failed\"} 0",
+            "cds_rotator_rotations_total{client=\"b\",result=\"failed\"} 0",
+            "cds_rotator_notifications_total{notifier=\"hook\",result=\"ok\"} 0",
+            "cds_rotator_notifications_total{notifier=\"hook\",result=\"failed\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        m.count_rotation("a", false);
+        m.count_notification("hook", false);
+        m.set_expiration("b", 7);
+        // b and the hook leave the policy; a's count stays, the zeros go.
+        m.track(&["a"], &[]);
+        let text = m.encode();
+        for line in [
+            "cds_rotator_rotations_total{client=\"a\",result=\"failed\"} 1",
+            "cds_rotator_rotations_total{client=\"a\",result=\"ok\"} 0",
+            "cds_rotator_notifications_total{notifier=\"hook\",result=\"failed\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        assert!(!text.contains("client=\"b\""), "{text}");
+        assert!(
+            !text.contains("cds_rotator_notifications_total{notifier=\"hook\",result=\"ok\"}"),
+            "{text}"
+        );
+        // Once a's counted failure is forgotten too, only what counted stays.
+        m.track(&[], &[]);
+        let text = m.encode();
+        assert!(
+            text.lines()
+                .any(|l| l == "cds_rotator_rotations_total{client=\"a\",result=\"failed\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("result=\"ok\""), "{text}");
     }
 
     #[derive(serde::Deserialize)]

@@ -360,17 +360,15 @@ fn next_window_from(job: &ClientJob, t: DateTime<Utc>) -> Option<DateTime<Utc>> 
     )
 }
 
-/// Whether `status` should exit 1: some client needs attention or could not be seen.
-pub fn any_attention(views: &[ClientView]) -> bool {
-    views.iter().any(|v| !v.attention.is_empty())
-}
-
-/// Whether `plan` should exit 1: a planned step is blocked, or a client could not be
-/// planned.
-pub fn any_blocked(views: &[ClientView]) -> bool {
-    views
-        .iter()
-        .any(|v| v.error.is_some() || v.planned.iter().any(|s| s.blocked))
+/// Whether `status` and `plan` exit 1: some client needs attention (its store's secret
+/// is invalid in CDS, it is full, its record is missing, its pickup timed out), could
+/// not be seen, or has a blocked step. One rule for both: they look at the same state,
+/// and a script must not read "fine" from `plan` while consumers are broken (the
+/// store's secret gone after a CDS restore) just because `--run-now` would rotate it.
+pub fn needs_attention(views: &[ClientView]) -> bool {
+    views.iter().any(|v| {
+        !v.attention.is_empty() || v.error.is_some() || v.planned.iter().any(|s| s.blocked)
+    })
 }
 
 /// The `status` table for people.

@@ -255,6 +255,32 @@ async fn demo_runs_a_whole_rotation_and_prints_no_value() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_refuses_a_dir_that_holds_files_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "# a running daemon's policy\n").unwrap();
+    let demo = |force: bool| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cds-rotator"));
+        cmd.arg("demo").arg("--dir").arg(dir.path());
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output()
+    };
+    let out = demo(false).await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not empty"), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert_eq!(common::read(&policy), "# a running daemon's policy\n");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    let out = demo(true).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(common::read(&policy).starts_with("# Written by `cds-rotator demo`."));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_retires_the_old_secret_when_the_grace_period_ends() {
     let env = Env::start().await;
     env.write_policy("", "    grace: 2s\n    retire_unmanaged: true");

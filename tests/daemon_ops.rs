@@ -105,6 +105,14 @@ async fn health_readiness_and_metrics_describe_the_daemon_and_hold_no_secret() {
         sample(&all, "cds_rotator_secrets{client=\"web\",managed=\"true\"}"),
         Some(1.0)
     );
+    // Every labelled counter exists from the start, at 0 until counted: an alert on
+    // increase() sees the first failure.
+    for series in [
+        "cds_rotator_rotations_total{client=\"app\",result=\"failed\"}",
+        "cds_rotator_notifications_total{notifier=\"ops\",result=\"failed\"}",
+    ] {
+        assert_eq!(sample(&all, series), Some(0.0), "{series}: {metrics}");
+    }
     assert_eq!(
         sample(&all, "cds_rotator_pickup_pending{client=\"app\"}"),
         Some(0.0)

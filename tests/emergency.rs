@@ -43,7 +43,17 @@ async fn revoke_old_deletes_every_other_managed_secret_at_once_and_unmanaged_onl
         )
         .await;
     let all = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{all}");
+    // The unmanaged secret (perhaps the leaked one) still gets tokens: not a success.
+    assert_eq!(out.status.code(), Some(4), "{all}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l
+            == format!(
+                "app: NOT REVOKED, STILL VALID: secret {seeded} (expires 2099-01-01T00:00:00Z, \"made by hand\"); they were not created by the rotator and retire_unmanaged is false: delete them in the CDS portal, or set retire_unmanaged: true for client app and run --revoke-old again"
+            )),
+        "{all}"
+    );
+    assert!(env.gets_token(APP, APP_SEEDED_SECRET).await);
     let new = env.record("app").expect("record").secret_id;
     values.extend(env.value("app"));
     assert_eq!(env.ids(APP), vec![seeded, new], "{all}");
@@ -65,6 +75,19 @@ async fn revoke_old_deletes_every_other_managed_secret_at_once_and_unmanaged_onl
         retired.iter().all(|v| v["fields"]["reason"] == "emergency"),
         "{all}"
     );
+    // Its event says it too: ids, descriptions and how to revoke them.
+    let detail = retired
+        .iter()
+        .find(|v| v["fields"]["event"] == "retired")
+        .and_then(|v| v["fields"]["detail"].as_str())
+        .unwrap_or_default();
+    assert!(
+        detail.starts_with(&format!(
+            "still valid, not revoked: {seeded} (unmanaged, expires 2099-01-01 00:00:00 UTC, \"made by hand\"); they were not created by the rotator"
+        )),
+        "{all}"
+    );
+    assert!(detail.contains("delete them in the CDS portal"), "{all}");
 
     // Handed over: the unmanaged secret goes too.
     env.write_policy("", &format!("{GRACE_24H}\n    retire_unmanaged: true"));

@@ -138,6 +138,175 @@ async fn a_refused_own_secret_file_is_named_with_what_to_do() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_own_secret_is_one_error_and_one_event_for_the_whole_batch() {
+    let env = Env::start().await;
+    let policy = env.write_policy("", "");
+    // A third client (never looked at: the batch stops before any client).
+    let mut text_of = std::fs::read_to_string(&policy).unwrap();
+    text_of.push_str(
+        "  - name: gone\n    client_id: 5b0c1d2e-3f40-4152-6374-8596a7b8c9d0\n    kind: client_credentials\n    store: { name: local, secret: gone }\n    notify: [ops]\n",
+    );
+    std::fs::write(&policy, text_of).unwrap();
+    let wrong = "Expired-Secret-Value-0123456789";
+    std::fs::write(env.dir.path().join("admin-secret"), wrong).unwrap();
+    let out = env.cli(&["--run-now", "--log-format", "json"], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let events: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "notification")
+        .collect();
+    assert_eq!(events.len(), 1, "{stderr}");
+    assert_eq!(events[0]["fields"]["event"], "rotation_failed", "{stderr}");
+    assert_eq!(events[0]["fields"]["client"], "", "{stderr}");
+    assert_eq!(
+        events[0]["fields"]["reason"], "credential_refused",
+        "{stderr}"
+    );
+    let errors = lines.iter().filter(|l| l["level"] == "ERROR").count();
+    assert_eq!(errors, 1, "{stderr}");
+    assert!(stderr.contains("CDS refused the secret in"), "{stderr}");
+    // No client was looked at: one token request, nothing else.
+    assert_eq!(env.count("POST", "/identity/connect/token"), 1);
+    assert_eq!(env.count("GET", "/Secrets"), 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for name in ["app", "web", "gone"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{name}: FAILED: "))
+                    && l.contains("not passed over: getting a token for the rotator's own client")),
+            "{stdout}"
+        );
+    }
+    assert_no_secret(&text(&out), &[wrong.to_owned(), ADMIN_SECRET.to_owned()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmanaged_secrets_are_told_what_to_do_whether_they_expire_soon_or_never() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    let soon = env.emulator.add_secret(
+        TENANT,
+        APP,
+        "hand-made-soon-value-0123456789",
+        Some("made by hand, expires soon"),
+        Some(chrono::Utc::now() + chrono::Duration::days(10)),
+        Some(true),
+    );
+    let out = env.cli(&["--run-now", "--client", "app"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "secret(s) the rotator did not create and does not retire expire within rotate_before (30d): {soon} (unmanaged, expires "
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("whoever still uses them must switch to the store's secret before then; or hand the client over with retire_unmanaged: true"),
+        "{stderr}"
+    );
+    // It does expire: telling to make it expire would be wrong.
+    assert!(!stderr.contains("every secret should expire"), "{stderr}");
+
+    let never = env.emulator.add_secret(
+        TENANT,
+        APP,
+        "hand-made-never-value-0123456789",
+        Some("made by hand, never expires"),
+        None,
+        Some(false),
+    );
+    let out = env.cli(&["--run-now", "--client", "app"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "secret(s) the rotator did not create and does not retire never expire: {never} (unmanaged, never expires"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("every secret should expire: move their users to the store's secret and delete them in the portal"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_and_status_log_nothing_per_client_and_agree_when_the_store_secret_is_gone() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    let out = env.cli(&["--run-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for args in [&["plan"][..], &["status"]] {
+        let out = env.cli(args, &[]).await;
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("INFO"), "{args:?}: {stderr}");
+    }
+
+    // As after a restart of the emulator (or a CDS restore): the store's secret is gone
+    // from CDS. Both commands see the same state and say so the same way: exit 1.
+    let id = env.record("app").unwrap().secret_id;
+    let http = reqwest::Client::new();
+    let token: serde_json::Value = http
+        .post(format!("{}/identity/connect/token", env.emulator.url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", ADMIN),
+            ("client_secret", ADMIN_SECRET),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let deleted = http
+        .delete(format!(
+            "{}/api/v1/Tenants/{TENANT}/ClientCredentialClients/{APP}/Secrets/{id}",
+            env.emulator.url()
+        ))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    for args in [&["plan"][..], &["status"]] {
+        let out = env.cli(args, &[]).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("no longer exists in CDS")
+                || String::from_utf8_lossy(&out.stdout).contains("current_invalid"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_for_max_age_names_max_age() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    let out = env.cli(&["--run-now", "--client", "app"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    env.write_policy("  max_age: 1s", "");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let out = env.cli(&["plan", "--client", "app"], &[]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(", more than max_age (1s) ago)"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_own_secret_variable_is_named_by_the_cli_without_its_value() {
     let env = Env::start().await;
     let policy = env.write_policy("", "");
@@ -367,6 +536,14 @@ async fn demo_with_a_dir_leaves_what_is_needed_to_go_on_and_shows_no_secret() {
     }
     assert_eq!(values.len(), 7);
     assert_no_secret(&text(&out), &values);
+    // The old secrets are the portal's: nothing retires them after the grace period.
+    assert!(!stdout.contains("the daemon retires them then"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "The old secrets were made in the portal (unmanaged): the rotator never retires them"
+        ),
+        "{stdout}"
+    );
 
     // The printed commands go on from those files.
     let emulator_line = stdout

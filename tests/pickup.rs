@@ -371,6 +371,76 @@ async fn run_now_wait_retires_once_the_ack_is_written_and_gives_up_with_exit_3()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_wait_waits_for_the_pickup_of_what_this_run_published() {
+    let env = Env::start().await;
+    let ack_dir = env.dir.path().join("ack");
+    std::fs::create_dir(&ack_dir).unwrap();
+    let ack = ack_dir.join("app.ack");
+    env.write_policy(
+        "",
+        "    grace: 1s\n    pickup: { type: ack_file, path: ack/app.ack, timeout: 1h }",
+    );
+    // The client holds only its portal secret, which is kept: nothing is superseded,
+    // and still --wait is for the consumers to take the new secret.
+    let out = env
+        .cli(&["--run-now", "--client", "app", "--wait", "3s"], &[])
+        .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("app: gave up waiting: waiting for"),
+        "{}",
+        text(&out)
+    );
+    let first = env.record("app").unwrap();
+    let first_value = env.value("app").unwrap();
+
+    // The secret it replaces is the current one (superseded only by this rotation):
+    // --wait retires it once the grace is over and the ack names the new one.
+    let run = env
+        .command(
+            &["--run-now", "--client", "app", "--force", "--wait", "30s"],
+            &[],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_until("the new secret published", || {
+        env.record("app")
+            .is_some_and(|r| r.secret_id != first.secret_id)
+    })
+    .await;
+    let new = env.record("app").unwrap();
+    write_ack(&ack, &new.fingerprint.to_string());
+    let out = run.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("deleted secret {} (superseded)", first.secret_id)),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "app: pickup of secret {} (fingerprint {}) confirmed",
+            new.secret_id, new.fingerprint
+        )),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(managed(&env), vec![new.secret_id]);
+    assert_no_secret(
+        &text(&out),
+        &[
+            first_value,
+            env.value("app").unwrap(),
+            ADMIN_SECRET.to_owned(),
+            APP_SEEDED_SECRET.to_owned(),
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_pickup_sees_ids_and_the_fingerprint_but_never_a_secret_value() {
     use std::os::unix::fs::PermissionsExt;
     let env = Env::start().await;

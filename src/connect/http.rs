@@ -952,6 +952,10 @@ impl ConnectApi for HttpConnect {
         self.token(true).await.map(|_| ())
     }
 
+    async fn token_ready(&self) -> Result<(), ConnectError> {
+        self.token(false).await.map(|_| ())
+    }
+
     async fn client_exists(&self, client: &ClientRef) -> Result<bool, ConnectError> {
         let operation = format!("get {} client {}", client.kind, client.client_id);
         let url = format!(

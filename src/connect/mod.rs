@@ -444,6 +444,13 @@ pub trait ConnectApi: Send + Sync {
     /// Gets a fresh token with the rotator's own credential (the preflight `check`).
     async fn check_credential(&self) -> Result<(), ConnectError>;
 
+    /// Makes sure the rotator's own credential has a token (the cached one while it
+    /// lasts): asked once before a batch of passes, so that a refused credential is one
+    /// failure, not one per client.
+    async fn token_ready(&self) -> Result<(), ConnectError> {
+        Ok(())
+    }
+
     /// Whether `client` exists in the collection of its kind (the preflight `check`).
     async fn client_exists(&self, client: &ClientRef) -> Result<bool, ConnectError>;
 }

@@ -191,6 +191,20 @@ impl Clients {
     }
 }
 
+/// Gives the counters of every served client and notifier their zero (see
+/// [`crate::metrics::Metrics::track`]).
+fn track_series(clients: &Clients) {
+    let names: Vec<&str> = clients.slots.iter().map(|s| s.job.name.as_str()).collect();
+    let mut notifiers: Vec<&str> = clients
+        .slots
+        .iter()
+        .flat_map(|s| s.job.notifiers.iter().map(|n| n.name()))
+        .collect();
+    notifiers.sort_unstable();
+    notifiers.dedup();
+    crate::metrics::get().track(&names, &notifiers);
+}
+
 /// Runs passes until `shutdown` resolves; reloads the policy when asked to.
 pub async fn run(
     loaded: Loaded,
@@ -213,6 +227,7 @@ pub async fn run(
     }
     let (wake_tx, mut wake_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut clients = Clients::new(jobs, None, &wake_tx)?;
+    track_series(&clients);
     info!(clients = clients.slots.len(), "daemon started");
     let systemd = crate::systemd::Notifier::from_env();
     let mut ready = false;
@@ -368,6 +383,7 @@ pub async fn run(
                             due.remove(name);
                         }
                         crate::metrics::get().forget_clients(&removed);
+                        track_series(&new);
                         crate::metrics::get().policy_reloaded(true);
                         if let Some(h) = &hooks.health {
                             h.reload(None);

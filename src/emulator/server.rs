@@ -260,7 +260,7 @@ fn route(
         if method != Method::POST {
             return StatusCode::METHOD_NOT_ALLOWED.into_response();
         }
-        return token(shared, body);
+        return token(shared, headers, body);
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
@@ -281,15 +281,22 @@ fn route(
     }
 }
 
-fn token(shared: &Shared, body: &[u8]) -> Response {
+fn token(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(body).unwrap_or_default();
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
         return oauth_error("unsupported_grant_type", None);
     }
-    let (Some(id), Some(secret)) = (form.get("client_id"), form.get("client_secret")) else {
-        return oauth_error("invalid_client", None);
+    let in_body = match (form.get("client_id"), form.get("client_secret")) {
+        (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
+        _ => None,
     };
-    match lock(shared).tenant.grant(id, secret) {
+    let (id, secret) = match (basic_credentials(headers), in_body) {
+        // RFC 6749 §2.3: a client uses one authentication method per request.
+        (Some(_), Some(_)) => return oauth_error("invalid_request", None),
+        (Some(Ok(pair)), None) | (None, Some(pair)) => pair,
+        (Some(Err(())), None) | (None, None) => return oauth_error("invalid_client", None),
+    };
+    match lock(shared).tenant.grant(&id, &secret) {
         Ok((token, lifetime)) => axum::Json(json!({
             "access_token": token,
             "expires_in": lifetime,
@@ -298,6 +305,47 @@ fn token(shared: &Shared, body: &[u8]) -> Response {
         .into_response(),
         Err(denial) => oauth_error("invalid_client", denial.description()),
     }
+}
+
+/// The client's credentials from `Authorization: Basic` (RFC 6749 §2.3.1): id and
+/// secret are each form-urlencoded, joined by `:`, then base64'd. `None` without
+/// such a header, `Err` when it cannot be read.
+fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
+    use base64::Engine as _;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let read = || -> Option<(String, String)> {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (id, secret) = decoded.split_once(':')?;
+        Some((form_decode(id)?, form_decode(secret)?))
+    };
+    Some(read().ok_or(()))
+}
+
+/// Undoes `application/x-www-form-urlencoded` on one component (`+` is a space).
+fn form_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
 }
 
 #[derive(Deserialize)]

@@ -106,6 +106,53 @@ async fn tokens_need_a_valid_secret_of_a_client_with_secrets() {
 }
 
 #[tokio::test]
+async fn the_token_endpoint_accepts_http_basic_client_authentication() {
+    use base64::Engine as _;
+    let api = Api::start("primary").await;
+    let url = format!("{}/identity/connect/token", api.emu.url());
+    let basic = |pair: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    };
+    let post = |auth: String, body: &'static str| {
+        api.http
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", auth)
+            .body(body)
+            .send()
+    };
+    let grant = "grant_type=client_credentials";
+    // Plain, and with id and secret form-urlencoded before base64 (RFC 6749 §2.3.1).
+    for pair in [format!("{APP}:app-secret"), format!("{APP}:app%2Dsecret")] {
+        let resp = post(basic(&pair), grant).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{pair}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["token_type"], "Bearer");
+        assert!(v["access_token"].as_str().is_some_and(|t| !t.is_empty()));
+    }
+    let error = |resp: reqwest::Response| async move {
+        assert_eq!(resp.status().as_u16(), 400);
+        let v: Value = resp.json().await.unwrap();
+        v["error"].as_str().unwrap_or_default().to_owned()
+    };
+    let wrong = post(basic(&format!("{APP}:wrong")), grant).await.unwrap();
+    assert_eq!(error(wrong).await, "invalid_client");
+    let garbled = post("Basic !!!".to_owned(), grant).await.unwrap();
+    assert_eq!(error(garbled).await, "invalid_client");
+    // One method per request (RFC 6749 §2.3).
+    let both = post(
+        basic(&format!("{APP}:app-secret")),
+        "grant_type=client_credentials&client_id=x&client_secret=y",
+    )
+    .await
+    .unwrap();
+    assert_eq!(error(both).await, "invalid_request");
+}
+
+#[tokio::test]
 async fn the_token_endpoint_says_when_a_client_is_disabled_or_unknown() {
     let mut seed = seed("primary");
     seed.clients[1].enabled = Some(false);

@@ -145,7 +145,13 @@ impl Event {
     /// (fingerprint 0123456789abcdef), expires 2027-02-21T03:00:00Z; published to
     /// file:/var/lib/cds-rotator/secrets/app`.
     pub fn summary(&self) -> String {
-        let mut s = format!("{}: {}", self.client, self.kind.phrase());
+        // No client: the event concerns a whole batch (the rotator's own credential).
+        let who = if self.client.is_empty() {
+            "every client"
+        } else {
+            self.client.as_str()
+        };
+        let mut s = format!("{who}: {}", self.kind.phrase());
         let ids: Vec<String> = self.secret_ids.iter().map(ToString::to_string).collect();
         let fingerprint = self
             .fingerprint
@@ -204,7 +210,14 @@ impl Event {
         let ids: Vec<String> = self.secret_ids.iter().map(ToString::to_string).collect();
         let mut facts = vec![
             ("Event", self.kind.to_string()),
-            ("Client", format!("{} ({})", self.client, self.client_id)),
+            (
+                "Client",
+                if self.client.is_empty() {
+                    "every client".to_owned()
+                } else {
+                    format!("{} ({})", self.client, self.client_id)
+                },
+            ),
             ("Tenant", self.tenant_id.clone()),
         ];
         if !ids.is_empty() {

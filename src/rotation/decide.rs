@@ -49,8 +49,9 @@ pub enum RotateReason {
     CurrentNeverExpires(SecretId),
     /// The store's secret expires within `rotate_before`.
     ExpiresSoon(DateTime<Utc>),
-    /// The store's secret was published longer ago than `max_age`.
-    TooOld(DateTime<Utc>),
+    /// The store's secret was published (at this time) longer ago than `max_age` (this
+    /// long).
+    TooOld(DateTime<Utc>, Duration),
 }
 
 impl RotateReason {
@@ -76,7 +77,11 @@ impl fmt::Display for RotateReason {
                 write!(f, "the store's secret {id} was set to never expire")
             }
             RotateReason::ExpiresSoon(at) => write!(f, "the current secret expires at {at}"),
-            RotateReason::TooOld(at) => write!(f, "the current secret was published at {at}"),
+            RotateReason::TooOld(at, max_age) => write!(
+                f,
+                "the current secret was published at {at}, more than max_age ({}) ago",
+                crate::policy::duration::format(*max_age)
+            ),
         }
     }
 }
@@ -301,11 +306,11 @@ pub fn decide(
                         Some(RotateReason::ExpiresSoon(at))
                     } else {
                         later(due);
-                        match timing.max_age.map(|age| plus(r.published_at, age)) {
-                            Some(Some(due)) if due <= now => {
-                                Some(RotateReason::TooOld(r.published_at))
+                        match timing.max_age.map(|age| (age, plus(r.published_at, age))) {
+                            Some((age, Some(due))) if due <= now => {
+                                Some(RotateReason::TooOld(r.published_at, age))
                             }
-                            Some(due) => {
+                            Some((_, due)) => {
                                 later(due);
                                 None
                             }
@@ -323,7 +328,7 @@ pub fn decide(
         let expires = current.and_then(ClientSecret::expires_at);
         let safe_until = plus(next, timing.verify_timeout);
         let can_wait = match reason {
-            RotateReason::ExpiresSoon(_) | RotateReason::TooOld(_) => {
+            RotateReason::ExpiresSoon(_) | RotateReason::TooOld(..) => {
                 matches!((expires, safe_until), (Some(e), Some(s)) if e > s)
             }
             _ => false,
@@ -563,7 +568,12 @@ mod tests {
             Window::Open,
             now(),
         );
-        assert!(matches!(plan.rotate, Some(RotateReason::TooOld(_))));
+        assert_eq!(
+            plan.rotate,
+            Some(RotateReason::TooOld(r.published_at, Duration::days(7)))
+        );
+        let reason = plan.rotate.map(|r| r.to_string()).unwrap_or_default();
+        assert!(reason.ends_with(", more than max_age (7d) ago"), "{reason}");
         let plan = decide(
             &s,
             Some(&r),

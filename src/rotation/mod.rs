@@ -239,6 +239,13 @@ pub enum StepError {
         /// What happened to the new secret if deleting it failed.
         cleanup: String,
     },
+    /// The rotator's own credential got no token before the batch: no pass ran (the
+    /// error is logged and announced once for the batch).
+    #[error("not passed over: {detail}")]
+    NoToken {
+        /// Why there was no token.
+        detail: String,
+    },
     /// Whether the store now holds the new secret is unknown; it was kept.
     #[error(
         "{source}; the new secret {secret_id} was kept, since readers may hold it (the publish is in doubt: the write may still land): it is never deleted while it may land; a later pass publishes a new secret and retires this one as superseded once its grace is over"
@@ -394,6 +401,9 @@ pub struct PassReport {
     pub next_check: Option<DateTime<Utc>>,
     /// Old secrets wait for the pickup check to confirm the current one (grace is over).
     pub pickup: Option<PickupWaiting>,
+    /// After `--revoke-old`: unexpired secrets the policy did not let it delete
+    /// (unmanaged, `retire_unmanaged: false`). They still get tokens.
+    pub left_valid: Vec<ClientSecret>,
 }
 
 /// Old secrets are kept because the pickup check has not confirmed the current secret.
@@ -436,6 +446,7 @@ impl PassReport {
             last: None,
             next_check: None,
             pickup: None,
+            left_valid: Vec::new(),
         }
     }
 
@@ -454,6 +465,7 @@ impl PassReport {
         self.unrecorded = later.unrecorded;
         self.next_check = later.next_check;
         self.pickup = later.pickup;
+        self.left_valid.extend(later.left_valid);
     }
 
     /// Whether the pass wrote anything (to CDS or to the store).
@@ -602,6 +614,9 @@ impl Reconciler {
         jobs: Vec<(Arc<ClientJob>, PassOptions)>,
         max_concurrency: usize,
     ) -> Vec<Option<PassReport>> {
+        if let Some(refused) = self.without_token(&jobs).await {
+            return refused;
+        }
         let permits = Arc::new(Semaphore::new(max_concurrency.max(1)));
         let count = jobs.len();
         let spawn =
@@ -642,6 +657,81 @@ impl Reconciler {
             }
         }
         reports
+    }
+
+    /// Asks the rotator's own token once before a batch. Refused (or not answered),
+    /// the batch stops before any client: one error logged, one `rotation_failed` event
+    /// (without a client, `reason: credential_refused`) to the notifiers of the batch's
+    /// clients, and a report per job that says no pass ran, with its retry.
+    async fn without_token(
+        &self,
+        jobs: &[(Arc<ClientJob>, PassOptions)],
+    ) -> Option<Vec<Option<PassReport>>> {
+        if jobs.is_empty() || self.stopping() {
+            return None;
+        }
+        let err = self.connect.token_ready().await.err()?;
+        // A stop cut it short: the passes see the stop themselves and do nothing.
+        if self.stopping() {
+            return None;
+        }
+        let detail = err.to_string();
+        error!(clients = jobs.len(), error = %detail, "the rotator's own credential got no token; no client was passed over");
+        let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
+        for (job, _) in jobs {
+            for n in &job.notifiers {
+                if n.wants(EventKind::RotationFailed)
+                    && !notifiers.iter().any(|m| m.name() == n.name())
+                {
+                    notifiers.push(Arc::clone(n));
+                }
+            }
+        }
+        if !notifiers.is_empty() && !jobs.iter().all(|(_, o)| o.dry_run) {
+            let event = Event {
+                kind: EventKind::RotationFailed,
+                tenant_id: jobs[0].0.client.tenant_id.clone(),
+                client: String::new(),
+                client_id: String::new(),
+                secret_ids: Vec::new(),
+                fingerprint: None,
+                expiration: None,
+                store_location: None,
+                detail: Some(format!(
+                    "no client was passed over ({} in this batch): {detail}",
+                    jobs.len()
+                )),
+                reason: Some("credential_refused".to_owned()),
+                run_id: self.run_id.clone(),
+                at: self.clock.now(),
+            };
+            crate::notify::dispatch(&notifiers, &event, &self.stop).await;
+        }
+        let again = |job: &ClientJob| plus(self.clock.now(), job.timing.retry_interval);
+        Some(
+            jobs.iter()
+                .map(|(job, options)| {
+                    let mut report = PassReport::new(&job.name);
+                    if options.dry_run {
+                        report.last = last_result::read(
+                            &self.lock_dir,
+                            &job.client.tenant_id,
+                            &job.client.client_id,
+                        );
+                    }
+                    report.error = Some(RotationError {
+                        client: job.name.clone(),
+                        client_id: job.client.client_id.clone(),
+                        step: Step::Observe,
+                        source: StepError::NoToken {
+                            detail: detail.clone(),
+                        },
+                    });
+                    report.next_check = again(job);
+                    Some(report)
+                })
+                .collect(),
+        )
     }
 
     /// One pass over one client.
@@ -790,14 +880,13 @@ impl Reconciler {
         let secrets = self.connect.list_secrets(&job.client).await?;
         let mut revoked = Vec::new();
         let mut result = Ok(());
+        let now = self.clock.now();
         for s in secrets.iter().filter(|s| s.id != current) {
             let managed = Marker::parse(s.description.as_deref()).is_some();
             if !managed && !job.retire_unmanaged {
-                info!(
-                    step = "retire",
-                    secret_id = s.id,
-                    "kept: not created by the rotator (retire_unmanaged is false)"
-                );
+                if !s.is_expired(now) {
+                    report.left_valid.push(s.clone());
+                }
                 continue;
             }
             if let Err(e) = self
@@ -810,10 +899,24 @@ impl Reconciler {
             report.deleted.push((s.id, DeleteReason::Revoked));
             revoked.push(s.id);
         }
-        if !revoked.is_empty() {
+        // What still gets tokens is said as plainly as what was revoked: the leaked value
+        // may be among it.
+        let left = (!report.left_valid.is_empty()).then(|| {
+            let kept: Vec<&ClientSecret> = report.left_valid.iter().collect();
+            format!(
+                "still valid, not revoked: {}; {}",
+                listing(&kept),
+                revoke_advice(&job.name)
+            )
+        });
+        if let Some(left) = &left {
+            warn!(step = "retire", secret_ids = ?report.left_valid.iter().map(|s| s.id).collect::<Vec<_>>(), "{left}");
+        }
+        if !revoked.is_empty() || left.is_some() {
             self.announce(job, EventKind::Retired, |e| {
                 e.secret_ids = revoked;
                 e.reason = Some("emergency".to_owned());
+                e.detail = left;
             })
             .await;
         }
@@ -903,9 +1006,27 @@ impl Reconciler {
         if fresh.is_empty() {
             return;
         }
+        // Each case its own advice: a secret that expires soon needs its users moved
+        // before that date; one that never expires should not exist at all.
+        let (never, soon): (Vec<&ClientSecret>, Vec<&ClientSecret>) =
+            fresh.iter().partition(|s| s.expires_at().is_none());
+        let mut said = Vec::new();
+        if !soon.is_empty() {
+            said.push(format!(
+                "secret(s) the rotator did not create and does not retire expire within rotate_before ({}): {}; whoever still uses them must switch to the store's secret before then",
+                crate::policy::duration::format(job.timing.rotate_before),
+                listing(&soon)
+            ));
+        }
+        if !never.is_empty() {
+            said.push(format!(
+                "secret(s) the rotator did not create and does not retire never expire: {}; every secret should expire: move their users to the store's secret and delete them in the portal",
+                listing(&never)
+            ));
+        }
         let detail = format!(
-            "secret(s) the rotator did not create and does not retire: {}; every secret should expire: rotate them by hand, or hand the client over with retire_unmanaged: true",
-            listing(&fresh)
+            "{}; or hand the client over with retire_unmanaged: true",
+            said.join("; ")
         );
         warn!(step = "observe", secret_ids = ?fresh.iter().map(|s| s.id).collect::<Vec<_>>(), "{detail}");
         let ids = fresh.iter().map(|s| s.id).collect();
@@ -1610,6 +1731,13 @@ fn full_hint(
 }
 
 /// One line listing secrets, for errors: `3 (managed, expires …), 4 (unmanaged, never expires)`.
+/// How to revoke the secrets an emergency rotation of `client` had to leave valid.
+pub fn revoke_advice(client: &str) -> String {
+    format!(
+        "they were not created by the rotator and retire_unmanaged is false: delete them in the CDS portal, or set retire_unmanaged: true for client {client} and run --revoke-old again"
+    )
+}
+
 fn listing(secrets: &[&ClientSecret]) -> String {
     secrets
         .iter()
