@@ -164,7 +164,9 @@ pub async fn run(
             );
             continue;
         }
-        out.push(match job.store.probe().await {
+        let probed = job.store.probe().await;
+        let failed = probed.is_err();
+        out.push(match probed {
             Ok(()) => finding(
                 Level::Ok,
                 format!("store of client {}", job.name),
@@ -177,6 +179,23 @@ pub async fn run(
             )
             .of_client(&job.name),
         });
+        // Every client of that store fails its pass, not only the first one.
+        let sharing = jobs
+            .iter()
+            .filter(|other| other.name != job.name && other.store.location("") == location);
+        for other in sharing.filter(|_| failed) {
+            out.push(
+                finding(
+                    Level::Fail,
+                    format!("store of client {}", other.name),
+                    format!(
+                        "the same store as client {}, which cannot be written",
+                        job.name
+                    ),
+                )
+                .of_client(&other.name),
+            );
+        }
     }
     for job in jobs {
         out.push(lock(&policy.lock_dir, job).await);

@@ -586,6 +586,12 @@ async fn check_proves_what_a_pass_needs_without_writing_to_cds() {
     );
     assert!(stdout.contains("FAIL store of client app:"), "{stdout}");
     assert!(
+        stdout.contains(
+            "FAIL store of client web: the same store as client app, which cannot be written"
+        ),
+        "{stdout}"
+    );
+    assert!(
         stdout.contains("WARN clients: app, web would fail their pass; the others rotate"),
         "{stdout}"
     );

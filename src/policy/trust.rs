@@ -5,10 +5,10 @@
 //! must be a file only this user or root can change, in a directory only they can
 //! change — the rule of store and lock directories ([`DirProblem`]).
 //!
-//! One allowance for files the rotator only reads: their directory may be world-writable
-//! with the sticky bit (a Kubernetes secret or configMap volume, whose files are root's
-//! symlinks into a root-owned directory), since there no one can replace another user's
-//! entry. Store directories get no such allowance. A file that is missing is left to
+//! One allowance for files the rotator only reads: their directory may be writable by
+//! others with the sticky bit (`/tmp`, a Kubernetes secret or configMap volume, whose
+//! files are root's symlinks into a root-owned directory), since there no one can
+//! replace another user's entry. Store directories get no such allowance. A file that is missing is left to
 //! the run (`check` says so). Not here: what the files hold (`policy`, `connect`).
 
 use std::os::unix::fs::MetadataExt;
@@ -69,9 +69,8 @@ fn dir_problem(file: &Path) -> Option<String> {
     let meta = std::fs::metadata(dir).ok()?;
     let shown = dir.display();
     match DirProblem::of(&meta)? {
-        DirProblem::Writable { .. } if meta.mode() & 0o1000 != 0 && meta.mode() & 0o020 == 0 => {
-            None
-        }
+        // Sticky: no one may rename or remove another user's entry (/tmp, a volume).
+        DirProblem::Writable { .. } if meta.mode() & 0o1000 != 0 => None,
         problem @ DirProblem::Writable { .. } => Some(format!(
             "is in {shown}, which {problem}, so others could replace it: run chmod go-w {shown}"
         )),
@@ -160,4 +159,59 @@ pub(super) fn policy_files(policy: &Policy) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn chmod(p: &Path, mode: u32) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_file_only_this_user_can_change_is_trusted_even_in_a_sticky_shared_directory() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("policy.yaml");
+        std::fs::write(&file, "").unwrap();
+        chmod(&file, 0o644);
+        chmod(&dir, 0o755);
+        assert_eq!(problem(&file), None);
+        // A Kubernetes volume: a link in a sticky 1777 directory to a safe file.
+        let volume = top.path().join("volume");
+        std::fs::create_dir(&volume).unwrap();
+        chmod(&volume, 0o1777);
+        let link = volume.join("policy.yaml");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert_eq!(problem(&link), None);
+        assert_eq!(problem(&top.path().join("missing")), None);
+    }
+
+    #[test]
+    fn a_file_or_directory_others_can_write_is_not_trusted_and_says_what_to_do() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("policy.yaml");
+        std::fs::write(&file, "").unwrap();
+        chmod(&file, 0o664);
+        let why = problem(&file).unwrap();
+        assert!(why.contains("(mode 0664): run chmod go-w"), "{why}");
+        chmod(&file, 0o644);
+        chmod(&dir, 0o777);
+        let why = problem(&file).unwrap();
+        assert!(
+            why.contains(&format!("run chmod go-w {}", dir.display())),
+            "{why}"
+        );
+        // The target's directory counts too, behind a link.
+        let link = top.path().join("link.yaml");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(problem(&link).is_some());
+        chmod(&dir, 0o755);
+    }
 }
