@@ -150,13 +150,22 @@ pub async fn run(
         if !probed.insert(location.clone()) {
             continue;
         }
-        if let Some(dir) = missing_store_dir(policy, &job.name) {
+        if let Some((dir, kms)) = missing_store_dir(policy, &job.name) {
+            // The KMS file store's probe makes the directory after its KMS calls.
+            let (level, kms_note) = if kms {
+                (
+                    Level::Warn,
+                    "; its KMS key is probed once the directory exists (run check again after the first pass)",
+                )
+            } else {
+                (Level::Ok, "")
+            };
             out.push(
                 finding(
-                    Level::Ok,
+                    level,
                     format!("store of client {}", job.name),
                     format!(
-                        "{} does not exist: it would be created (0700) by the first pass, as the user that runs it",
+                        "{} does not exist: it would be created (0700) by the first pass, as the user that runs it{kms_note}",
                         dir.display()
                     ),
                 )
@@ -219,15 +228,16 @@ pub async fn run(
     out
 }
 
-/// The directory of a file store (or KMS file store) that is not there yet.
-fn missing_store_dir<'a>(policy: &'a Policy, client: &str) -> Option<&'a Path> {
+/// The directory of a file store (or KMS file store, `true`) that is not there yet.
+fn missing_store_dir<'a>(policy: &'a Policy, client: &str) -> Option<(&'a Path, bool)> {
     let c = policy.client(client)?;
-    let dir = match policy.stores.get(&c.store)? {
-        StoreSpec::File { dir, .. } | StoreSpec::KmsFile { dir, .. } => dir,
+    let (dir, kms) = match policy.stores.get(&c.store)? {
+        StoreSpec::File { dir, .. } => (dir, false),
+        StoreSpec::KmsFile { dir, .. } => (dir, true),
         _ => return None,
     };
     matches!(std::fs::symlink_metadata(dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-        .then_some(dir.as_path())
+        .then_some((dir.as_path(), kms))
 }
 
 /// The client's lock: taken and released when its file is there; otherwise the lock
