@@ -2,17 +2,18 @@
 //! deleted) or to a store (a value published), with who did it, to which client and
 //! secret, in which step, and how it ended (with the CDS OperationId when CDS gave one).
 //!
-//! Lines are appended with `O_APPEND` (one `write` each, so concurrent passes and
-//! processes never interleave) and flushed to disk with `fdatasync` before the pass goes
-//! on. The file is 0600, opened with `O_NOFOLLOW` and `O_NONBLOCK` (a FIFO planted there
+//! Lines are appended with `O_APPEND` (one `write` each, under the file's `flock`, so
+//! concurrent passes and processes never interleave) and flushed to disk with
+//! `fdatasync` before the pass goes on. The file is 0600, opened with `O_NOFOLLOW` and `O_NONBLOCK` (a FIFO planted there
 //! must not hang a pass, `status` or a stop), and must be a regular file of this user in
 //! a directory no one else can write (the rule of store and lock directories). An entry
 //! holds ids, fingerprints and error text — never a secret value.
 //!
 //! A write that cannot be audited is still made: the log is a record, not a gate. A
 //! failure to append is logged as an error and counted. A short or failed append (a full
-//! disk) never leaves a torn line: the file is cut back to its last complete line before
-//! the next entry, or, when even that fails, the next entry starts on a new line. Not
+//! disk) never leaves a torn line: the file is cut back to its last complete line at once
+//! and before the next entry, or, when even that fails, the next entry starts on a new
+//! line. Not
 //! here: deciding what to write (that is `rotation`).
 
 use std::fs::File;
@@ -162,7 +163,7 @@ impl AuditLog {
         }
         Ok(AuditLog {
             path: path.to_owned(),
-            file: Mutex::new(Appender { file, torn: false }),
+            file: Mutex::new(Appender { file }),
             actor: actor.to_owned(),
             host: host_name(),
             failures: AtomicU64::new(0),
@@ -228,48 +229,47 @@ impl AuditLog {
     }
 }
 
-/// The open file, and whether a failed append may have left a partial line at its end.
+/// The open file.
 #[derive(Debug)]
 struct Appender {
     file: File,
-    torn: bool,
 }
 
 impl Appender {
-    /// Writes `line` (ending in a newline) with one `write`, then `fdatasync`. A short
-    /// or failed write is cut off again at once; when that fails too, the next entry
-    /// starts with a newline so that it is never glued to the partial one.
-    fn append(&mut self, mut line: Vec<u8>) -> io::Result<()> {
-        if self.torn {
-            self.torn = !self.repair();
-            if self.torn {
-                line.insert(0, b'\n');
-            }
+    /// Writes `line` (ending in a newline) with one `write`, then `fdatasync`, holding
+    /// the file's `flock` so that no other process appends or repairs meanwhile. A torn
+    /// line at the end (a short or failed write, here or in a process that died) is cut
+    /// off before the entry and at once after a failed write; when cutting fails, the
+    /// entry starts with a newline so that it is never glued to the partial one.
+    fn append(&mut self, line: Vec<u8>) -> io::Result<()> {
+        self.file.lock()?;
+        let result = self.append_locked(line);
+        let _ = self.file.unlock();
+        result
+    }
+
+    fn append_locked(&mut self, mut line: Vec<u8>) -> io::Result<()> {
+        if !self.ends_with_newline() && !self.repair() {
+            line.insert(0, b'\n');
         }
         match self.file.write(&line) {
             Ok(n) if n == line.len() => {}
             Ok(n) => {
-                self.after_failed_write(n);
+                self.repair();
                 return Err(io::Error::new(
                     io::ErrorKind::StorageFull,
                     format!("only {n} of {} bytes could be written", line.len()),
                 ));
             }
             Err(e) => {
-                // Nothing was written, but a write that failed half-way may still have
-                // left bytes on some file systems: check rather than assume.
-                self.after_failed_write(0);
+                // Nothing should have been written, but check rather than assume.
+                if !self.ends_with_newline() {
+                    self.repair();
+                }
                 return Err(e);
             }
         }
         self.file.sync_data()
-    }
-
-    fn after_failed_write(&mut self, written: usize) {
-        self.torn = written > 0 || !self.ends_with_newline();
-        if self.torn {
-            self.torn = !self.repair();
-        }
     }
 
     /// Whether the file is empty or ends with a complete line.
@@ -487,6 +487,52 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_torn_last_line_left_by_another_process_is_cut_off_before_the_next_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, "admin").unwrap();
+        log.record(&entry(&log, "a", 1));
+        drop(log);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(r#"{"at":"2026-"#);
+        std::fs::write(&path, text).unwrap();
+        let log = AuditLog::open(&path, "admin").unwrap();
+        log.record(&entry(&log, "a", 2));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let ids: Vec<_> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Entry>(l).unwrap().secret_id)
+            .collect();
+        assert_eq!(ids, vec![Some(1), Some(2)]);
+        assert_eq!(log.failures(), 0);
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking_and_inspect_says_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        assert_eq!(
+            inspect(&path, true).unwrap(),
+            "would be created (0600) by the first write"
+        );
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let err = AuditLog::open(&path, "admin").unwrap_err().to_string();
+        assert!(
+            err.contains("is a FIFO (named pipe), not a regular file"),
+            "{err}"
+        );
+        assert!(inspect(&path, false).is_err());
+        assert!(last_entries(&path, "a", 1).is_err());
     }
 
     #[test]
