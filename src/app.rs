@@ -773,22 +773,77 @@ pub fn loaded(policy: &Policy, wired: Wired) -> crate::daemon::Loaded {
 
 /// Loads the policy at `path` again for the daemon (SIGHUP, an edit): validated, every
 /// store, notifier and credential source built, the audit log opened — or an error, and
-/// the daemon keeps the policy it has. `listen` is the address the running server took:
-/// a new one takes effect at the next start. `coordination` is the section the daemon
-/// campaigns with: a policy that changes it is refused (its lease and fence are set up
-/// once, at start).
-pub fn reloader(
-    path: std::path::PathBuf,
-    stop: Stop,
-    listen: Option<std::net::SocketAddr>,
-    coordination: Option<crate::policy::CoordinationSpec>,
-) -> crate::daemon::Reloader {
+/// the daemon keeps the policy it has. `started` is the policy the daemon started with:
+/// a new `daemon.listen` takes effect at the next start; a policy that changes the
+/// coordination section (its lease and fence are set up once), `lock_dir` or
+/// `daemon.audit_log` is refused until a restart. A pass may be running with the locks
+/// of the old directory while an operator's `--run-now` reads the new one, so on such a
+/// refusal the daemon also takes, and holds until a reload moves it back or the
+/// process ends, every client's lock in the new directory: whoever follows the file on
+/// disk waits for this daemon, as with one directory.
+pub fn reloader(path: std::path::PathBuf, stop: Stop, started: &Policy) -> crate::daemon::Reloader {
+    let listen = started.daemon.listen;
+    let coordination = started.coordination.clone();
+    let lock_dir = started.lock_dir.clone();
+    let audit_log = started.daemon.audit_log.clone();
+    let tenant_id = started.connect.tenant_id.clone();
+    let mut clients: Vec<String> = started
+        .clients
+        .iter()
+        .map(|c| c.client_id.clone())
+        .collect();
+    // The locks held in the directory a refused policy moved lock_dir to.
+    let mut held: Vec<crate::lock::ClientLock> = Vec::new();
+    let mut held_in: Option<std::path::PathBuf> = None;
     Box::new(move || {
         let policy = Policy::load(&path).map_err(|e| e.to_string())?;
         if policy.coordination != coordination {
             return Err(format!(
                 "{}: the coordination section changed; it applies only at a start: restart cds-rotator (the running policy stays)",
                 path.display()
+            ));
+        }
+        if policy.lock_dir != lock_dir && held_in.as_ref() != Some(&policy.lock_dir) {
+            held.clear();
+            held_in = Some(policy.lock_dir.clone());
+            let mut busy = Vec::new();
+            for client_id in &clients {
+                match crate::lock::ClientLock::try_acquire_now(
+                    &policy.lock_dir,
+                    &tenant_id,
+                    client_id,
+                ) {
+                    Ok(lock) => held.push(lock),
+                    Err(e) => busy.push(e.to_string()),
+                }
+            }
+            for e in &busy {
+                tracing::error!(lock_dir = %policy.lock_dir.display(), error = %e, "cannot hold a client's lock in the new lock_dir");
+            }
+        }
+        if policy.lock_dir != lock_dir {
+            return Err(format!(
+                "{}: lock_dir changed from {} to {}; it takes effect at the next start: restart cds-rotator when no pass runs (the running policy stays; until then this daemon holds {} of {} client locks in {} too, so a --run-now that reads the new policy waits for it)",
+                path.display(),
+                lock_dir.display(),
+                policy.lock_dir.display(),
+                held.len(),
+                clients.len(),
+                policy.lock_dir.display()
+            ));
+        }
+        held.clear();
+        held_in = None;
+        if policy.daemon.audit_log != audit_log {
+            let shown = |p: &Option<std::path::PathBuf>| {
+                p.as_ref()
+                    .map_or_else(|| "none".to_owned(), |p| p.display().to_string())
+            };
+            return Err(format!(
+                "{}: daemon.audit_log changed from {} to {}; it takes effect at the next start: restart cds-rotator (the running policy stays)",
+                path.display(),
+                shown(&audit_log),
+                shown(&policy.daemon.audit_log)
             ));
         }
         if policy.daemon.listen != listen {
@@ -807,6 +862,7 @@ pub fn reloader(
             stop.clone(),
         )?;
         open_audit(&policy, &wired.reconciler)?;
+        clients = policy.clients.iter().map(|c| c.client_id.clone()).collect();
         Ok(loaded(&policy, wired))
     })
 }

@@ -2,19 +2,27 @@
 //!
 //! It reads the rotator's own credential, gets a token with it, looks up every client
 //! in CDS under its declared kind, writes and removes a probe in every store, and takes
-//! and releases every client's lock. One line per finding; any failure means exit 1.
-//! It is what `ExecStartPre=` and a CI job run. Not here: `plan` (offline-safe, read
-//! only) and the passes themselves.
+//! and releases every client's lock. One line per finding. It changes nothing: a store
+//! or lock directory that is missing is reported as "would be created", not made (as
+//! root it would be made root's, unusable by the service's user).
+//!
+//! What gates a start (exit 1) is only what stops every client: the credential, the
+//! token, the lock directory, the audit log. A problem of one client (deleted in the
+//! portal, its store unwritable) fails that client's pass, not the service: it is listed
+//! and `check` exits 0, unless `--strict` (CI) makes any failure exit 1. It is what
+//! an operator before a first start and a CI job run. Not here: `plan` (offline-safe, read only) and the
+//! passes themselves.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::connect::{ClientKind, ClientRef, ConnectApi};
-use crate::lock::{ClientLock, LockError};
-use crate::policy::{Policy, SecretSource};
+use crate::lock::{ClientLock, DirProblem, LockError};
+use crate::policy::{Policy, SecretSource, StoreSpec};
 use crate::rotation::ClientJob;
 use crate::text::escape_control;
 
@@ -38,6 +46,9 @@ pub struct Finding {
     pub what: String,
     /// What was found, and what to do.
     pub detail: String,
+    /// The client this is about, when it concerns one client alone; `None` for what
+    /// every client needs (its failure gates a start).
+    pub client: Option<String>,
 }
 
 impl fmt::Display for Finding {
@@ -57,7 +68,51 @@ fn finding(level: Level, what: impl Into<String>, detail: impl Into<String>) -> 
         level,
         what: what.into(),
         detail: detail.into(),
+        client: None,
     }
+}
+
+impl Finding {
+    fn of_client(mut self, name: &str) -> Finding {
+        self.client = Some(name.to_owned());
+        self
+    }
+}
+
+/// Whether `check` exits 1: something every client needs failed, or, with `strict`,
+/// anything failed.
+pub fn fails(findings: &[Finding], strict: bool) -> bool {
+    findings
+        .iter()
+        .any(|f| f.level == Level::Fail && (strict || f.client.is_none()))
+}
+
+/// The line that lists the clients whose pass would fail, if any.
+pub fn failing_clients(findings: &[Finding], strict: bool) -> Option<Finding> {
+    let names: BTreeSet<&str> = findings
+        .iter()
+        .filter(|f| f.level == Level::Fail)
+        .filter_map(|f| f.client.as_deref())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    let list = names.into_iter().collect::<Vec<_>>().join(", ");
+    Some(if strict {
+        finding(
+            Level::Fail,
+            "clients",
+            format!("{list} would fail their pass (--strict: exit 1)"),
+        )
+    } else {
+        finding(
+            Level::Warn,
+            "clients",
+            format!(
+                "{list} would fail their pass; the others rotate (exit 0: a problem of one client does not stop the service; --strict makes it exit 1)"
+            ),
+        )
+    })
 }
 
 /// Runs every check, in the order a pass needs them.
@@ -86,48 +141,151 @@ pub async fn run(
     };
     if token_ok {
         for job in jobs {
-            out.push(client(connect, job).await);
+            out.push(client(connect, job).await.of_client(&job.name));
         }
     }
     let mut probed = BTreeSet::new();
     for job in jobs {
         let location = job.store.location("");
-        if probed.insert(location.clone()) {
-            out.push(match job.store.probe().await {
-                Ok(()) => finding(
-                    Level::Ok,
+        if !probed.insert(location.clone()) {
+            continue;
+        }
+        if let Some((dir, kms)) = missing_store_dir(policy, &job.name) {
+            // The KMS file store's probe makes the directory after its KMS calls.
+            let (level, kms_note) = if kms {
+                (
+                    Level::Warn,
+                    "; its KMS key is probed once the directory exists (run check again after the first pass)",
+                )
+            } else {
+                (Level::Ok, "")
+            };
+            out.push(
+                finding(
+                    level,
                     format!("store of client {}", job.name),
-                    format!("{} can be written", job.store.location(&job.store_key)),
-                ),
-                Err(e) => finding(
+                    format!(
+                        "{} does not exist: it would be created (0700) by the first pass, as the user that runs it{kms_note}",
+                        dir.display()
+                    ),
+                )
+                .of_client(&job.name),
+            );
+            continue;
+        }
+        let probed = job.store.probe().await;
+        let failed = probed.is_err();
+        out.push(match probed {
+            Ok(()) => finding(
+                Level::Ok,
+                format!("store of client {}", job.name),
+                format!("{} can be written", job.store.location(&job.store_key)),
+            ),
+            Err(e) => finding(
+                Level::Fail,
+                format!("store of client {}", job.name),
+                e.to_string(),
+            )
+            .of_client(&job.name),
+        });
+        // Every client of that store fails its pass, not only the first one.
+        let sharing = jobs
+            .iter()
+            .filter(|other| other.name != job.name && other.store.location("") == location);
+        for other in sharing.filter(|_| failed) {
+            out.push(
+                finding(
                     Level::Fail,
-                    format!("store of client {}", job.name),
-                    e.to_string(),
-                ),
-            });
+                    format!("store of client {}", other.name),
+                    format!(
+                        "the same store as client {}, which cannot be written",
+                        job.name
+                    ),
+                )
+                .of_client(&other.name),
+            );
         }
     }
     for job in jobs {
-        let what = format!("lock of client {}", job.name);
-        let lock = ClientLock::acquire(
-            &policy.lock_dir,
-            &job.client.tenant_id,
-            &job.client.client_id,
-            Duration::ZERO,
-        )
-        .await;
-        out.push(match lock {
-            Ok(_) => finding(
+        out.push(lock(&policy.lock_dir, job).await);
+    }
+    if let Some(path) = &policy.daemon.audit_log {
+        out.push(match crate::audit::inspect(path, true) {
+            Ok(state) => finding(
                 Level::Ok,
-                what,
-                format!("{} is usable", policy.lock_dir.display()),
+                "audit log",
+                format!("{} {state}", path.display()),
             ),
-            Err(e @ LockError::Busy { .. }) => finding(Level::Ok, what, e.to_string()),
-            Err(e) => finding(Level::Fail, what, e.to_string()),
+            Err(e) => finding(Level::Fail, "audit log", e.to_string()),
         });
     }
-    out.extend(policy.clients.iter().filter_map(pickup));
+    out.extend(
+        policy
+            .clients
+            .iter()
+            .filter_map(|c| pickup(c).map(|f| f.of_client(&c.name))),
+    );
     out
+}
+
+/// The directory of a file store (or KMS file store, `true`) that is not there yet.
+fn missing_store_dir<'a>(policy: &'a Policy, client: &str) -> Option<(&'a Path, bool)> {
+    let c = policy.client(client)?;
+    let (dir, kms) = match policy.stores.get(&c.store)? {
+        StoreSpec::File { dir, .. } => (dir, false),
+        StoreSpec::KmsFile { dir, .. } => (dir, true),
+        _ => return None,
+    };
+    matches!(std::fs::symlink_metadata(dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+        .then_some((dir.as_path(), kms))
+}
+
+/// The client's lock: taken and released when its file is there; otherwise the lock
+/// directory is only checked, since taking the lock would create the file (and, as root,
+/// the directory) with this user as owner. The lock directory is every client's: its
+/// failure gates a start.
+async fn lock(dir: &Path, job: &ClientJob) -> Finding {
+    let what = format!("lock of client {}", job.name);
+    let file = dir.join(format!(
+        "{}.{}.lock",
+        job.client.tenant_id, job.client.client_id
+    ));
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return finding(
+                Level::Ok,
+                what,
+                format!(
+                    "{} does not exist: it would be created (0700) by the first pass, as the user that runs it",
+                    dir.display()
+                ),
+            );
+        }
+        Ok(meta) if DirProblem::of(&meta).is_none() && !file.exists() => {
+            return finding(
+                Level::Ok,
+                what,
+                format!(
+                    "{} is usable; {} would be created by the first pass",
+                    dir.display(),
+                    file.display()
+                ),
+            );
+        }
+        _ => {}
+    }
+    match ClientLock::acquire(
+        dir,
+        &job.client.tenant_id,
+        &job.client.client_id,
+        Duration::ZERO,
+    )
+    .await
+    {
+        Ok(_) => finding(Level::Ok, what, format!("{} is usable", dir.display())),
+        Err(e @ LockError::Busy { .. }) => finding(Level::Ok, what, e.to_string()),
+        Err(e) => finding(Level::Fail, what, e.to_string()),
+    }
 }
 
 /// The pickup check, offline: an ack file's directory can be watched, a command's

@@ -294,6 +294,36 @@ pub fn write_small_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Lock
         .map_err(|source| LockError::io(&path, source))
 }
 
+impl ClientLock {
+    /// Takes the lock of `client_id` in `tenant_id` now or not at all, on the calling
+    /// thread: for a caller that is not async (a reload holding the locks of a lock
+    /// directory the policy moved to, until a restart applies it).
+    pub fn try_acquire_now(
+        dir: &Path,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<ClientLock, LockError> {
+        let name = format!("{tenant_id}.{client_id}.lock");
+        let path = dir.join(&name);
+        let dir_file = open_lock_dir(dir)?;
+        let file = open_lock_file(&dir_file, &name, &path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let holder = holder(&file)
+                    .map(|h| format!(" by {h}"))
+                    .unwrap_or_default();
+                return Err(LockError::Busy { path, holder });
+            }
+            Err(TryLockError::Error(source)) => return Err(LockError::io(&path, source)),
+        }
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.write_all_at(format!("pid {}", std::process::id()).as_bytes(), 0));
+        Ok(ClientLock { _file: file })
+    }
+}
+
 /// Opens `dir` (creating it 0700 when missing) without following a final symlink, and
 /// checks the opened directory itself, so a swap after the check cannot redirect the
 /// lock file.

@@ -101,11 +101,16 @@ enum Command {
     Health,
     /// Preflight: everything a pass needs except writing to CDS (the credential, a
     /// token, every client under its kind, every store writable, every lock usable).
-    /// One line per finding; exits 0 when nothing failed, else 1.
+    /// Changes nothing. One line per finding; exits 1 when what every client needs
+    /// fails (credential, token, lock directory, audit log), else 0, listing the clients
+    /// whose own pass would fail.
     Check {
         /// Only this client (repeatable).
         #[arg(long = "client", value_name = "NAME")]
         clients: Vec<String>,
+        /// Exit 1 when anything fails, one client's problem too (for CI).
+        #[arg(long)]
+        strict: bool,
     },
     /// One row per client: state, secrets, current secret, expiry, next rotation window,
     /// last pass. Exits 1 when a client needs attention (its store secret is missing or
@@ -279,7 +284,14 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
         });
     }
 
-    let policy = match Policy::load(&cli.config) {
+    // validate reads no credential: a systemd credential is left to run time.
+    let offline = matches!(cli.command, Some(Command::Validate));
+    let loaded = if offline {
+        Policy::load_offline(&cli.config)
+    } else {
+        Policy::load(&cli.config)
+    };
+    let policy = match loaded {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{e}");
@@ -331,7 +343,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
             cli.clients = clients.clone();
             cli.force = *force;
         }
-        Some(Command::Status { clients, .. } | Command::Check { clients }) => {
+        Some(Command::Status { clients, .. } | Command::Check { clients, .. }) => {
             cli.clients = clients.clone();
         }
         _ => {}
@@ -344,6 +356,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
             policy.stores.len(),
             policy.notifiers.len()
         );
+        for note in &policy.resolved_at_run_time {
+            println!("{note}");
+        }
         return Ok(EXIT_OK);
     }
     // Handlers go in before any work, so that a signal at any moment is handled (the
@@ -377,18 +392,17 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
         Ok(w) => w,
         Err(e) => return usage(&e),
     };
-    if let Some(Command::Check { .. }) = cli.command {
+    if let Some(Command::Check { strict, .. }) = cli.command {
         let connect = match app::connect_with(&policy, &stores, &stop) {
             Ok(c) => c,
             Err(e) => return usage(&e.to_string()),
         };
-        let findings = cds_rotator::check::run(&policy, &connect, &wired.jobs).await;
+        let mut findings = cds_rotator::check::run(&policy, &connect, &wired.jobs).await;
+        findings.extend(cds_rotator::check::failing_clients(&findings, strict));
         for f in &findings {
             println!("{f}");
         }
-        let failed = findings
-            .iter()
-            .any(|f| f.level == cds_rotator::check::Level::Fail);
+        let failed = cds_rotator::check::fails(&findings, strict);
         return Ok(if failed { EXIT_CLIENT_FAILED } else { EXIT_OK });
     }
     // The processes that write (the daemon, `--run-now`) record every write.
@@ -562,12 +576,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                 leadership,
                 health: Some(health),
                 reloads: Some(reload_rx),
-                reloader: Some(app::reloader(
-                    cli.config.clone(),
-                    stop.clone(),
-                    policy.daemon.listen,
-                    policy.coordination.clone(),
-                )),
+                reloader: Some(app::reloader(cli.config.clone(), stop.clone(), &policy)),
             };
             let loaded = app::loaded(&policy, wired);
             let lock_dir = policy.lock_dir.clone();

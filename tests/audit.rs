@@ -140,3 +140,147 @@ async fn a_symlinked_audit_log_is_refused_before_anything_is_written() {
     assert_eq!(env.count("POST", "/Secrets"), 0);
     assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_at_the_audit_log_is_refused_at_once_by_every_command() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    let log = with_audit_log(&env);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &log,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    for args in [&["--run-now"][..], &["status"], &["check"], &["validate"]] {
+        // Before, --run-now and status blocked in open(2) for ever (and check said ok).
+        let out = tokio::time::timeout(std::time::Duration::from_secs(20), env.cli(args, &[]))
+            .await
+            .unwrap_or_else(|_| panic!("{args:?} hangs on a FIFO audit log"));
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {shown}");
+        assert!(
+            shown.contains(&format!("{} is a FIFO", log.display())),
+            "{args:?}: {shown}"
+        );
+    }
+    assert_eq!(env.count("POST", "/Secrets"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_log_in_a_directory_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::start().await;
+    env.write_policy("", "");
+    let policy = env.policy_path();
+    let shared = env.dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut text_ = std::fs::read_to_string(&policy).unwrap();
+    text_.push_str("daemon:\n  audit_log: shared/audit.jsonl\n");
+    std::fs::write(&policy, text_).unwrap();
+    let out = env.cli(&["--run-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("chmod go-w"), "{}", text(&out));
+    assert_eq!(env.count("POST", "/Secrets"), 0);
+    let out = env.cli(&["check"], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("FAIL audit log:"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// A tmpfs of `size` mounted at `dir` (root only), unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .expect("mount(8)");
+        assert!(
+            out.status.success(),
+            "this test mounts a tmpfs and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn audit_failures_metric() -> f64 {
+    cds_rotator::metrics::get()
+        .encode()
+        .lines()
+        .find(|l| l.starts_with("cds_rotator_audit_log_failures_total "))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_full_disk_never_leaves_a_torn_line_and_the_next_entry_is_recorded_once_space_frees() {
+    use cds_rotator::audit::{Action, AuditLog};
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    let _fs = Tmpfs::mount(&mnt, "64k");
+    let path = mnt.join("audit.jsonl");
+    let log = AuditLog::open(&path, ADMIN).unwrap();
+    let entry = |i: i32| {
+        let mut e = log.entry("run1", ("t", "app", APP), Action::DeleteSecret, "retire");
+        e.secret_id = Some(i);
+        // Long enough that the last one that fits is cut short.
+        e.error = Some("x".repeat(700));
+        e
+    };
+    // Most of the disk is taken; the log fills the rest, so an append lands half-written.
+    let filler = mnt.join("filler");
+    std::fs::write(&filler, vec![0u8; 48 * 1024]).unwrap();
+    let before = audit_failures_metric();
+    for i in 0..40 {
+        log.record(&entry(i));
+    }
+    let failed = log.failures();
+    assert!(failed >= 1, "the disk was full, yet no append failed");
+    assert_eq!(audit_failures_metric() - before, failed as f64);
+    // Every line that is there is whole.
+    let text_now = std::fs::read_to_string(&path).unwrap();
+    let tail: String = text_now.chars().rev().take(80).collect();
+    assert!(
+        text_now.is_empty() || text_now.ends_with('\n'),
+        "a torn last line, ending (reversed) {tail:?}"
+    );
+    for line in text_now.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "a torn line of {} bytes",
+            line.len()
+        );
+    }
+
+    // Space frees up: the next entry is recorded, on its own line.
+    std::fs::remove_file(&filler).unwrap();
+    log.record(&entry(99));
+    assert_eq!(log.failures(), failed);
+    let all = entries(&path);
+    assert_eq!(all.last().unwrap()["secret_id"], 99);
+    drop(log);
+}

@@ -596,11 +596,14 @@ async fn check_proves_what_a_pass_needs_without_writing_to_cds() {
     std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o644)).unwrap();
     let policy = common::read(&path).replace("kind: hybrid", "kind: client_credentials");
     std::fs::write(&path, policy).unwrap();
-    std::fs::remove_dir_all(env.secrets_dir()).unwrap();
+    // check made no store directory (it says it would be created).
+    assert!(!env.secrets_dir().exists());
     std::fs::write(env.secrets_dir(), "not a directory").unwrap();
+    // Problems of clients alone: listed, and the service may start (exit 0); --strict
+    // (CI) fails on them.
     let out = env.cli(&["check"], &[]).await;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(stdout.contains("WARN credential:"), "{stdout}");
     assert!(stdout.contains("chmod 600"), "{stdout}");
     assert!(
@@ -608,6 +611,23 @@ async fn check_proves_what_a_pass_needs_without_writing_to_cds() {
         "{stdout}"
     );
     assert!(stdout.contains("FAIL store of client app:"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "FAIL store of client web: the same store as client app, which cannot be written"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("WARN clients: app, web would fail their pass; the others rotate"),
+        "{stdout}"
+    );
+    let out = env.cli(&["check", "--strict"], &[]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout.contains("FAIL clients: app, web would fail their pass (--strict: exit 1)"),
+        "{stdout}"
+    );
 
     // A credential CDS refuses.
     std::fs::write(&cred, "not-the-secret").unwrap();
@@ -700,4 +720,216 @@ async fn a_store_with_mode_0640_and_a_group_lets_that_group_read() {
         assert_eq!(m.gid(), 4242, "{file}");
     }
     assert_eq!(meta(&secrets).permissions().mode() & 0o777, 0o750);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_changes_nothing_and_says_what_the_first_pass_would_create() {
+    let env = Env::start().await;
+    env.write_policy("", "");
+    let locks = env.dir.path().join("locks");
+    assert!(!locks.exists() && !env.secrets_dir().exists());
+    let out = env.cli(&["check"], &[]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Before, check made both directories (root's, 0700, when run as root).
+    assert!(!locks.exists(), "check created the lock directory");
+    assert!(
+        !env.secrets_dir().exists(),
+        "check created the store directory"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "ok   lock of client app: {} does not exist: it would be created",
+            locks.display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "ok   store of client app: {} does not exist: it would be created",
+            env.secrets_dir().display()
+        )),
+        "{stdout}"
+    );
+    // With the directories there, no lock file is made either.
+    std::fs::create_dir(&locks).unwrap();
+    let out = env.cli(&["check"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("would be created by the first pass"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read_dir(&locks).unwrap().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_exits_0_when_one_client_is_gone_and_1_when_every_client_would_fail() {
+    let env = Env::start().await;
+    let path = env.write_policy("", "");
+    // A client deleted in the portal: the others still rotate, so the start goes on.
+    let policy = common::read(&path).replace(APP, "0b0c1d2e-3f40-4152-6374-000000000bad");
+    std::fs::write(&path, policy).unwrap();
+    let out = env.cli(&["check"], &[]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stdout.contains("FAIL client app: no client_credentials client"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ok   client web:"), "{stdout}");
+    assert!(
+        stdout.contains("WARN clients: app would fail their pass"),
+        "{stdout}"
+    );
+    let out = env.cli(&["check", "--strict"], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // What stops every client gates the start: the token.
+    std::fs::write(env.dir.path().join("admin-secret"), "not-the-secret").unwrap();
+    let out = env.cli(&["check"], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_or_credential_others_can_write_is_refused_with_what_to_do() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let env = Env::start().await;
+    let path = env.write_policy("", "");
+    let cred = env.dir.path().join("admin-secret");
+    mode(&cred, 0o600);
+    // 0666 in a 0777 directory: whoever can write it can send the admin secret anywhere.
+    mode(&path, 0o666);
+    mode(env.dir.path(), 0o777);
+    for args in [&["validate"][..], &["--run-now"], &["check"]] {
+        let out = env.cli(args, &[]).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("chmod go-w"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    mode(env.dir.path(), 0o755);
+    let out = env.cli(&["validate"], &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "{} is writable by group or others (mode 0666): run chmod go-w",
+            path.display()
+        )),
+        "{}",
+        text(&out)
+    );
+    mode(&path, 0o644);
+    mode(&cred, 0o622);
+    let out = env.cli(&["--run-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "connect.credentials: the credential file {} is writable by group or others (mode 0622): run chmod go-w",
+            cred.display()
+        )),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(env.count("POST", "/Secrets"), 0);
+    mode(&cred, 0o600);
+    let out = env.cli(&["--run-now"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+async fn readyz(port: u16) -> Option<serde_json::Value> {
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .ok()?;
+    r.json().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_moves_lock_dir_is_refused_and_keeps_a_run_now_out_until_a_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::start().await;
+    let port = common::free_port();
+    let path = env.write_policy("", "    verify_timeout: 1h");
+    let mut policy = common::read(&path);
+    policy.push_str(&format!("daemon:\n  listen: 127.0.0.1:{port}\n"));
+    std::fs::write(&path, &policy).unwrap();
+    // A slow pass: the new secret's token takes a while to work.
+    env.emulator
+        .set_token_propagation_delay(Duration::from_secs(6));
+    let daemon = env.command(&[], &[]).spawn().unwrap();
+    common::wait_until("the daemon's create", || env.ids(APP).len() >= 2).await;
+
+    // While that pass holds its lock in `locks`, the policy moves lock_dir.
+    let moved = env.dir.path().join("locks2");
+    let old = format!("lock_dir: {}", env.dir.path().join("locks").display());
+    assert!(policy.contains(&old));
+    let tmp = env.dir.path().join(".policy.new");
+    std::fs::write(
+        &tmp,
+        policy.replace(&old, &format!("lock_dir: {}", moved.display())),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    let held = moved.join(format!("{}.{APP}.lock", common::TENANT));
+    common::wait_until("the daemon holding the lock in the new lock_dir", || {
+        held.exists()
+    })
+    .await;
+
+    // An operator's --run-now reads the new lock_dir: it waits, and gives up.
+    let out = env
+        .cli(&["--run-now", "--force", "--client", "app"], &[])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("another cds-rotator is acting on this client"),
+        "{}",
+        text(&out)
+    );
+    // One create per client: the daemon's (before, the --run-now created a second one).
+    assert_eq!(env.count("POST", "/Secrets"), 2);
+    common::eventually(
+        "/readyz naming the refusal",
+        Duration::from_secs(30),
+        async || {
+            readyz(port).await.is_some_and(|r| {
+                r["policy_reload_refused"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("lock_dir changed") && s.contains("restart"))
+            })
+        },
+    )
+    .await;
+
+    // A reload re-checks store directories at once, not at the next pass.
+    std::fs::write(&path, &policy).unwrap();
+    common::wait_until("the lock released", || {
+        std::fs::File::open(&held).is_ok_and(|f| f.try_lock().is_ok())
+    })
+    .await;
+    std::fs::set_permissions(env.secrets_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(&tmp, format!("{policy}\n")).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    common::eventually(
+        "/readyz naming the store directory",
+        Duration::from_secs(30),
+        async || {
+            readyz(port).await.is_some_and(|r| {
+                r["policy_reload_refused"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("stores.local.dir") && s.contains("chmod go-w"))
+            })
+        },
+    )
+    .await;
+    send_signal(daemon.id().unwrap(), "TERM");
+    let out = tokio::time::timeout(Duration::from_secs(30), daemon.wait_with_output())
+        .await
+        .expect("the daemon stops")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }

@@ -194,3 +194,67 @@ fn validate_explains_a_bad_duration_and_reports_a_bad_default_once() {
         )
     );
 }
+
+/// `cds-rotator --config <config> <args>` by hand: no `$CREDENTIALS_DIRECTORY`.
+fn by_hand(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cds-rotator"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("CDS_ROTATOR_CONFIG")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run cds-rotator")
+}
+
+#[test]
+fn validate_and_health_by_hand_need_no_systemd_credential() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, example_filled_in()).unwrap();
+    // Before, both exited 2: client_secret_credential needs $CREDENTIALS_DIRECTORY.
+    let out = by_hand(&path, &["validate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("connect.credentials.client_secret_credential admin: resolved at run time"),
+        "{stdout}"
+    );
+    let out = by_hand(&path, &["health"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no daemon.listen"), "{}", text(&out));
+    assert!(
+        !text(&out).contains("CREDENTIALS_DIRECTORY"),
+        "{}",
+        text(&out)
+    );
+    // health needs only daemon.listen: nothing listens there, so "not alive".
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let with_listen = example_filled_in().replacen(
+        "daemon:\n",
+        &format!("daemon:\n  listen: 127.0.0.1:{port}\n"),
+        1,
+    );
+    std::fs::write(&path, with_listen).unwrap();
+    let out = by_hand(&path, &["health"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("not alive"),
+        "{}",
+        text(&out)
+    );
+    // What reads the credential still says how to run with it, naming it.
+    let out = by_hand(&path, &["plan"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("-p LoadCredential=admin:/etc/cds-rotator/admin.secret"),
+        "{}",
+        text(&out)
+    );
+}

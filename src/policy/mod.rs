@@ -11,6 +11,7 @@ pub mod duration;
 pub mod notifiers;
 mod pickup;
 mod raw;
+mod trust;
 pub mod vault;
 
 use std::collections::btree_map::Entry;
@@ -194,6 +195,9 @@ pub struct Policy {
     pub notifiers: BTreeMap<String, NotifierSpec>,
     /// Clients in policy order.
     pub clients: Vec<ClientPolicy>,
+    /// What an offline load ([`Policy::load_offline`]) left to run time, said by
+    /// `validate`: a systemd credential without `$CREDENTIALS_DIRECTORY`.
+    pub resolved_at_run_time: Vec<String>,
 }
 
 /// The `daemon:` section: how the service is watched and audited.
@@ -312,19 +316,64 @@ pub fn default_lock_dir() -> PathBuf {
 }
 
 impl Policy {
-    /// Reads and validates the policy at `path`.
+    /// Reads and validates the policy at `path`. The policy, the credential files it
+    /// names and the directories they sit in must be ones only this user or root can
+    /// change (the rule of store and lock directories), and so must every file store's
+    /// directory that exists: whoever can write the policy can send the admin secret
+    /// anywhere.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        Policy::load_with(path, credentials.as_deref(), false)
+    }
+
+    /// Like [`Policy::load`], for `validate` and `health`, which never read a credential:
+    /// `client_secret_credential` does not need `$CREDENTIALS_DIRECTORY` (it is resolved
+    /// at run time, listed in [`Policy::resolved_at_run_time`]).
+    pub fn load_offline(path: &Path) -> Result<Policy, PolicyError> {
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        Policy::load_with(path, credentials.as_deref(), true)
+    }
+
+    fn load_with(
+        path: &Path,
+        credentials: Option<&Path>,
+        offline: bool,
+    ) -> Result<Policy, PolicyError> {
+        let fail = |message: String| PolicyError {
             path: path.to_owned(),
             problems: vec![Diagnostic {
                 line: 0,
                 column: 0,
-                message: format!(
-                    "cannot read the policy: {e}; pass --config PATH or set CDS_ROTATOR_CONFIG"
-                ),
+                message,
             }],
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(format!(
+                "cannot read the policy: {e}; pass --config PATH or set CDS_ROTATOR_CONFIG"
+            ))
         })?;
-        Policy::parse(path, &text)
+        if let Some(problem) = trust::problem(path) {
+            return Err(fail(format!(
+                "the policy {problem}; whoever can change it can add a command or send the admin secret to their own server (nothing was loaded)"
+            )));
+        }
+        let policy = Policy::parse_checked(path, &text, credentials, offline)?;
+        let problems: Vec<Diagnostic> = trust::policy_files(&policy)
+            .into_iter()
+            .map(|message| Diagnostic {
+                line: 0,
+                column: 0,
+                message,
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(policy)
+        } else {
+            Err(PolicyError {
+                path: path.to_owned(),
+                problems,
+            })
+        }
     }
 
     /// Validates policy text as if read from `path`. Every relative path in it resolves
@@ -343,6 +392,15 @@ impl Policy {
         text: &str,
         credentials_directory: Option<&Path>,
     ) -> Result<Policy, PolicyError> {
+        Policy::parse_checked(path, text, credentials_directory, false)
+    }
+
+    fn parse_checked(
+        path: &Path,
+        text: &str,
+        credentials_directory: Option<&Path>,
+        offline: bool,
+    ) -> Result<Policy, PolicyError> {
         let raw = raw::parse(text).map_err(|problems| PolicyError {
             path: path.to_owned(),
             problems,
@@ -353,6 +411,8 @@ impl Policy {
             credentials_directory: credentials_directory.map(Path::to_owned),
             physical_dirs: Default::default(),
             credential_variables: BTreeMap::new(),
+            offline,
+            resolved_at_run_time: Vec::new(),
         };
         let parent = path
             .parent()
@@ -400,6 +460,10 @@ struct Validator {
     /// The variables the policy reads a credential from, with what each holds (set with
     /// the notifiers, before any `pickup:` is checked): no program may get one.
     credential_variables: BTreeMap<String, String>,
+    /// `validate`/`health`: what needs the run-time environment is not resolved.
+    offline: bool,
+    /// What was left to run time (said by `validate`).
+    resolved_at_run_time: Vec<String>,
 }
 
 impl Validator {
@@ -630,6 +694,7 @@ impl Validator {
             stores,
             notifiers,
             clients,
+            resolved_at_run_time: std::mem::take(&mut self.resolved_at_run_time),
         })
     }
 
@@ -920,7 +985,20 @@ impl Validator {
                 );
                 return None;
             }
-            Some(resolve(base, &p.value))
+            let path = resolve(base, &p.value);
+            // Only what is there now, whoever runs: a FIFO would hang every writer.
+            if let Err(e) = crate::audit::inspect(&path, false) {
+                self.problem(
+                    p.referenced,
+                    format!(
+                        "daemon.audit_log {} {}, or give another path (a FIFO or device there would hang every write)",
+                        path.display(),
+                        e.detail
+                    ),
+                );
+                return None;
+            }
+            Some(path)
         });
         DaemonSettings { listen, audit_log }
     }
@@ -1383,11 +1461,20 @@ impl Validator {
                 );
                 None
             }
+            None if self.offline => {
+                self.resolved_at_run_time.push(format!(
+                    "{WHAT} {}: resolved at run time, from $CREDENTIALS_DIRECTORY (not read here)",
+                    shown_credential_name(name)
+                ));
+                // Never opened: validate and health read no credential.
+                Some(Path::new("/run/credentials/cds-rotator.service").join(name))
+            }
             None => {
+                let shown = shown_credential_name(name);
                 self.problem(
                     raw.referenced,
                     format!(
-                        "{WHAT} names a systemd credential, but $CREDENTIALS_DIRECTORY is not set: systemd sets it only inside a unit with LoadCredential=. To run by hand with the unit's credential: systemd-run --pipe --wait -p LoadCredential=NAME:/etc/cds-rotator/admin.secret -p User=cds-rotator cds-rotator --config /etc/cds-rotator/policy.yaml plan"
+                        "{WHAT} names a systemd credential, but $CREDENTIALS_DIRECTORY is not set: systemd sets it only inside a unit with LoadCredential=. To run by hand with the unit's credential: systemd-run --pipe --wait -p LoadCredential={shown}:/etc/cds-rotator/admin.secret -p User=cds-rotator cds-rotator --config /etc/cds-rotator/policy.yaml plan"
                     ),
                 );
                 None
@@ -1927,6 +2014,24 @@ fn placeholder(value: &str) -> Option<&str> {
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`, at most 128 characters.
+/// A credential's name as a hint may show it: as written when it reads like a name
+/// (`admin`, `cds-rotator.secret`), else `NAME`, since a long mixed-case string may be the
+/// secret itself pasted where the name goes.
+fn shown_credential_name(name: &str) -> &str {
+    let tidy = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    let secret_shaped = name.len() >= 16
+        && name.chars().any(|c| c.is_ascii_uppercase())
+        && name.chars().any(|c| c.is_ascii_lowercase())
+        && name.chars().any(|c| c.is_ascii_digit());
+    if tidy && name.len() <= 64 && !secret_shaped {
+        name
+    } else {
+        "NAME"
+    }
+}
+
 fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     name.len() <= 128

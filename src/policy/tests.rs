@@ -1439,3 +1439,21 @@ fn the_lease_must_cover_a_whole_request_after_a_renewal() {
     );
     assert!(parse(&text.replace("lease_ttl: 60s", "lease_ttl: 90s")).is_ok());
 }
+
+#[test]
+fn the_hint_for_a_credential_outside_systemd_names_that_credential_unless_it_looks_like_a_secret() {
+    let at = Path::new("/etc/cds-rotator/policy.yaml");
+    let text = with_credential("client_secret_credential: cds-admin");
+    let err = Policy::parse_with_credentials(at, &text, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("-p LoadCredential=cds-admin:/etc/"), "{err}");
+    assert!(!err.contains("LoadCredential=NAME:"), "{err}");
+    let pasted = "q8ZrT2vXk9LmN4pQ7sW1yB3c";
+    let text = with_credential(&format!("client_secret_credential: {pasted}"));
+    let err = Policy::parse_with_credentials(at, &text, None)
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains(pasted), "{err}");
+    assert!(err.contains("LoadCredential=NAME:"), "{err}");
+}
