@@ -9,9 +9,9 @@
 //! What gates a start (exit 1) is only what stops every client: the credential, the
 //! token, the lock directory, the audit log. A problem of one client (deleted in the
 //! portal, its store unwritable) fails that client's pass, not the service: it is listed
-//! and `check` exits 0, unless `--strict` (CI) makes any failure exit 1. It is what
-//! an operator before a first start and a CI job run. Not here: `plan` (offline-safe, read only) and the
-//! passes themselves.
+//! and `check` exits 0, unless `--strict` (CI) makes any failure exit 1. It is what an
+//! operator runs before a first start, and a CI job. Not here: `plan` (offline-safe, read
+//! only) and the passes themselves.
 
 use std::collections::BTreeSet;
 use std::fmt;
