@@ -463,8 +463,9 @@ async fn a_paused_leader_writes_nothing(etcd: &dyn Coordinator) {
         ids
     };
 
-    // Resumed: its pass finds the lease gone at the fence and publishes nothing; the
-    // only write allowed is deleting the unverified secret it created itself.
+    // Resumed: its pass finds the lease gone at the fence and writes nothing at all, not
+    // even the delete of the unpublished secrets it created itself (the leader deletes
+    // them as orphans).
     send_signal(a.pid, "CONT");
     eventually("the old leader standing by", limit, async || {
         role(port_a).await.as_deref() == Some("standby")
@@ -472,17 +473,11 @@ async fn a_paused_leader_writes_nothing(etcd: &dyn Coordinator) {
     .await;
     tokio::time::sleep(Duration::from_secs(2 * TTL_SECS)).await;
     let after = writes_since(&env, mark);
-    assert!(
-        after.iter().all(|(m, p)| m == "DELETE"
-            && a_secrets
-                .iter()
-                .any(|id| p.to_ascii_lowercase().ends_with(&format!("/secrets/{id}")))),
-        "the resumed daemon wrote: {after:?} (its own secrets: {a_secrets:?})"
-    );
     let log = std::fs::read_to_string(policy_a.with_extension("log")).unwrap();
-    assert!(
-        !after.is_empty(),
-        "the resumed pass undoes the secrets it created: {log}"
+    assert_eq!(
+        after,
+        Vec::<(String, String)>::new(),
+        "the resumed daemon wrote (its own secrets: {a_secrets:?}): {log}"
     );
     assert!(
         log.contains("lost the coordination lease"),
@@ -584,6 +579,84 @@ async fn run_now_waits_for_the_lease_and_acts_once_the_daemon_gives_it_back() {
     let _ = a.child.wait().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_throttled_past_the_lease_is_not_sent_after_the_new_leader_reused_the_id() {
+    let etcd = Etcd::start().await;
+    let env = Env::start_with(cds_rotator::emulator::IdPolicy::LowestFree).await;
+    let (policy_a, _) = write_policy(&env, &etcd, "a", "5s", "0s");
+    let (policy_b, _) = write_policy(&env, &etcd, "b", "5s", "0s");
+    let one_shot = |policy: &PathBuf| {
+        let mut c = run_now(policy);
+        c.args(["--client", "app"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(policy.with_extension("log")).unwrap());
+        c
+    };
+    // A first rotation: the hand-made secret is 1, A's secret 2 is current.
+    let first = one_shot(&policy_a).status().await.unwrap();
+    assert!(first.success());
+    assert_eq!(env.record("app").unwrap().secret_id, 2);
+
+    // A rotates again (3) and retires 2: CDS throttles that DELETE for 10 s.
+    let delete_2 = format!("{}/Secrets/2", common::APP);
+    env.emulator.inject(cds_rotator::emulator::Fault {
+        method: Some("DELETE".into()),
+        path_contains: Some(delete_2.clone()),
+        status: 429,
+        retry_after: Some(10),
+        times: 1,
+        ..Default::default()
+    });
+    let mut a = one_shot(&policy_a).spawn().unwrap();
+    let throttled = |env: &Env| {
+        env.emulator
+            .requests()
+            .iter()
+            .any(|r| r.method == "DELETE" && r.path.contains(&delete_2) && r.status == 429)
+    };
+    common::wait_until("the throttled DELETE", || throttled(&env)).await;
+    // Paused in its Retry-After wait, past its lease.
+    send_signal(a.id().unwrap(), "STOP");
+    assert_eq!(env.record("app").unwrap().secret_id, 3);
+
+    // B takes the lease once A's runs out, retires 2 and creates its new secret, which
+    // reuses id 2; its follow-up retires 3.
+    let b = tokio::time::timeout(Duration::from_secs(60), one_shot(&policy_b).status())
+        .await
+        .expect("B ends")
+        .unwrap();
+    let log_b = std::fs::read_to_string(policy_b.with_extension("log")).unwrap();
+    assert!(b.success(), "{log_b}");
+    let current = env.record("app").unwrap();
+    assert_eq!(
+        current.secret_id, 2,
+        "B's new secret reuses the id: {log_b}"
+    );
+    let mark = env.emulator.requests().len();
+
+    // A resumes: its wait is over, but its lease is gone; the DELETE is not sent again.
+    send_signal(a.id().unwrap(), "CONT");
+    let out = tokio::time::timeout(Duration::from_secs(60), a.wait())
+        .await
+        .expect("A ends")
+        .unwrap();
+    let log_a = std::fs::read_to_string(policy_a.with_extension("log")).unwrap();
+    assert_eq!(
+        writes_since(&env, mark),
+        Vec::<(String, String)>::new(),
+        "the old leader wrote after its lease ended: {log_a}"
+    );
+    assert!(!out.success(), "{log_a}");
+    assert!(log_a.contains("lost the coordination lease"), "{log_a}");
+    assert_eq!(env.ids(common::APP), vec![1, 2]);
+    let value = env.value("app").expect("the store holds a value");
+    assert!(
+        env.gets_token(common::APP, &value).await,
+        "the value consumers hold no longer gets a token"
+    );
+}
+
 /// A fence that allows the first `n` writes and refuses the rest.
 struct AllowFirst(std::sync::atomic::AtomicUsize);
 
@@ -596,14 +669,30 @@ impl cds_rotator::coordination::Fence for AllowFirst {
     }
 }
 
+/// The app client wired with a write handle whose fence is [`AllowFirst`]`(allowed)`:
+/// each check counts, the reconciler's before a step and the CDS client's before each
+/// attempt.
 fn fenced(env: &Env, allowed: usize) -> cds_rotator::app::Wired {
     env.write_policy("", "");
-    let wired = env.wired(&["app"]);
-    wired.reconciler.set_fence(
-        std::sync::Arc::new(AllowFirst(allowed.into())),
+    let policy = cds_rotator::policy::Policy::load(&env.policy_path()).unwrap();
+    let stop = cds_rotator::stop::Stop::new();
+    let stores = cds_rotator::app::build_stores(&policy).unwrap();
+    let connect = cds_rotator::app::connect_with(&policy, &stores, &stop).unwrap();
+    let writes = cds_rotator::writes::Writes::new(
+        Some(std::sync::Arc::new(AllowFirst(allowed.into()))),
+        None,
         Duration::from_secs(1),
     );
-    wired
+    cds_rotator::app::wire_writing(
+        &policy,
+        connect,
+        &stores,
+        &["app".to_owned()],
+        std::sync::Arc::new(cds_rotator::clock::SystemClock),
+        stop,
+        writes,
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -618,10 +707,12 @@ async fn a_pass_without_the_lease_writes_nothing() {
 }
 
 #[tokio::test]
-async fn a_lease_lost_after_the_create_deletes_the_new_secret_and_publishes_nothing() {
+async fn a_lease_lost_after_the_create_publishes_nothing_and_deletes_nothing() {
     let env = Env::start().await;
-    // The create may go out; the publish after it may not.
-    let wired = fenced(&env, 1);
+    // The create may go out (the step's check, then the request's); the publish after
+    // it may not, nor may the new secret be deleted again: without the lease nothing is
+    // sent, and the leader deletes it as an orphan.
+    let wired = fenced(&env, 2);
     let report = common::pass_of(&wired, false).await.remove(0);
     let error = report.error.expect("the pass fails");
     assert_eq!(error.step.to_string(), "publish");
@@ -632,18 +723,22 @@ async fn a_lease_lost_after_the_create_deletes_the_new_secret_and_publishes_noth
             .starts_with("lost the coordination lease before publishing: the new secret"),
         "{error}"
     );
+    assert!(
+        error.source.to_string().contains("left to the leader"),
+        "{error}"
+    );
     let writes = writes_since(&env, 0);
     assert_eq!(creates_for(&writes, common::APP), 1, "{writes:?}");
     assert_eq!(
         writes.iter().filter(|(m, _)| m == "DELETE").count(),
-        1,
-        "the new secret is deleted again: {writes:?}"
+        0,
+        "deleted without the lease: {writes:?}"
     );
     assert!(env.record("app").is_none(), "nothing was published");
     assert_eq!(
         env.ids(common::APP).len(),
-        1,
-        "only the hand-made secret is left"
+        2,
+        "the hand-made secret and the unpublished one are left"
     );
 }
 
