@@ -278,6 +278,28 @@ fn start(policy: &PathBuf) -> Daemon {
     Daemon { child, pid }
 }
 
+/// Starts a daemon on `policy` as PID 1 of a PID namespace of its own (`unshare`, as
+/// root): two of them share the host name and the process id, as two containers whose
+/// rotator is PID 1 do. It dies with its `unshare`, which is killed when dropped.
+fn start_as_pid_1(policy: &PathBuf) -> Daemon {
+    let log = std::fs::File::create(policy.with_extension("log")).unwrap();
+    let child = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(env!("CARGO_BIN_EXE_cds-rotator"))
+        .arg("--config")
+        .arg(policy)
+        .env_remove("CDS_ROTATOR_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run unshare (util-linux; the test runs as root)");
+    let pid = child.id().unwrap();
+    Daemon { child, pid }
+}
+
 /// `/readyz` of the daemon on `port`, or `None` when it does not answer.
 async fn readyz(port: u16) -> Option<serde_json::Value> {
     let r = reqwest::Client::new()
@@ -417,6 +439,75 @@ async fn a_leader_paused_past_its_lease_writes_nothing_when_it_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_paused_past_its_kubernetes_lease_writes_nothing_when_it_resumes() {
     a_paused_leader_writes_nothing(&kube::FakeLeases::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_with_one_host_name_and_one_pid_never_both_lead_a_kubernetes_lease() {
+    let leases = kube::FakeLeases::start().await;
+    let env = Env::start().await;
+    let (policy_a, port_a) = write_policy(&env, &leases, "a", "5s", "0s");
+    let (policy_b, port_b) = write_policy(&env, &leases, "b", "5s", "0s");
+    let _a = start_as_pid_1(&policy_a);
+    let _b = start_as_pid_1(&policy_b);
+    eventually(
+        "a leader with a finished pass",
+        Duration::from_secs(30),
+        async || leads_after_a_pass(port_a).await || leads_after_a_pass(port_b).await,
+    )
+    .await;
+    for what in ["a", "b"] {
+        let log =
+            std::fs::read_to_string(env.dir.path().join(format!("policy-{what}.log"))).unwrap();
+        assert!(log.contains("identity="), "{log}");
+    }
+    // Over several renew intervals, exactly one of them leads at every look.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3 * TTL_SECS);
+    while tokio::time::Instant::now() < deadline {
+        let roles = (role(port_a).await, role(port_b).await);
+        let leaders = [&roles.0, &roles.1]
+            .iter()
+            .filter(|r| r.as_deref() == Some("leader"))
+            .count();
+        assert_eq!(leaders, 1, "roles: {roles:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let holder = leases.lease().unwrap()["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!holder.ends_with("-1"), "not host-pid: {holder}");
+    let writes = writes_since(&env, 0);
+    assert_eq!(
+        creates_for(&writes, common::APP),
+        1,
+        "both rotated: {writes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_lease_naming_our_identity_but_not_written_by_us_is_someone_elses() {
+    let leases = kube::FakeLeases::start().await;
+    let env = Env::start().await;
+    let (policy, _) = write_policy(&env, &leases, "a", "5s", "0s");
+    let spec = cds_rotator::policy::Policy::load(&policy)
+        .unwrap()
+        .coordination
+        .unwrap();
+    // One identity given to two electors (as `host-pid` was to two PID-1 containers).
+    let start =
+        || cds_rotator::coordination::Leadership::start(&spec, "node-1-1".to_owned()).unwrap();
+    let (a, b) = (start(), start());
+    eventually("a leader", Duration::from_secs(30), async || {
+        a.is_leader() || b.is_leader()
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3 * TTL_SECS);
+    while tokio::time::Instant::now() < deadline {
+        assert!(!(a.is_leader() && b.is_leader()), "both lead");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.release().await;
+    b.release().await;
 }
 
 async fn a_paused_leader_writes_nothing(etcd: &dyn Coordinator) {

@@ -220,7 +220,7 @@ impl Leadership {
         });
     }
 
-    /// Who this process is in the election (`host-pid`).
+    /// Who this process is in the election (`host_uuid`).
     pub fn identity(&self) -> &str {
         &self.state.identity
     }
@@ -274,14 +274,22 @@ impl Leadership {
     }
 }
 
-/// This process's name in the election: the host name and the process id.
+/// This process's name in the election: the host name and a random part made once per
+/// process (`host_uuid`, as client-go's leader election names its candidates). Host
+/// and PID alone are shared by two hostNetwork pods on one node, or two containers
+/// whose rotator is PID 1.
 pub fn identity() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_owned());
-    format!("{host}-{}", std::process::id())
+    identity_of(&host, uuid::Uuid::new_v4())
+}
+
+/// The identity on `host` with the random part `random`.
+fn identity_of(host: &str, random: uuid::Uuid) -> String {
+    format!("{host}_{random}")
 }
 
 #[cfg(test)]
@@ -321,6 +329,37 @@ mod tests {
         assert!(*state.role.borrow(), "not yet told");
         state.check_deadline();
         assert!(!*state.role.borrow());
+    }
+
+    #[test]
+    fn identities_on_one_host_differ_per_process() {
+        let a = identity();
+        let b = identity();
+        assert_ne!(a, b);
+        let host = a.split('_').next().unwrap();
+        assert!(b.starts_with(&format!("{host}_")), "{a} {b}");
+        assert_eq!(
+            identity_of("node-1", uuid::Uuid::nil()),
+            "node-1_00000000-0000-0000-0000-000000000000"
+        );
+    }
+
+    #[test]
+    fn a_lease_taken_anew_is_a_new_term_and_a_renewal_is_not() {
+        let state = LeaseState::new("test-4".to_owned(), Duration::from_secs(15));
+        state.hold(Instant::now());
+        let first = state.term();
+        state.hold(Instant::now());
+        state.renewed(Instant::now());
+        assert_eq!(state.term(), first, "renewed while held");
+        state.lose("test");
+        state.hold(Instant::now());
+        assert_ne!(state.term(), first);
+        let second = state.term();
+        // Held until an instant that has passed (paused past it), then taken again.
+        state.hold(ago(20));
+        state.hold(Instant::now());
+        assert_ne!(state.term(), second);
     }
 
     #[test]
