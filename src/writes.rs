@@ -40,6 +40,21 @@ impl std::fmt::Debug for Writes {
     }
 }
 
+tokio::task_local! {
+    /// The handle of the write running on this task (see [`Writes::scope`]).
+    static CURRENT: Writes;
+}
+
+/// Asks the handle of the write running on this task (see [`Writes::scope`]) whether an
+/// attempt may be sent now: for the requests a store's own client makes inside one
+/// publish (its retries, a login before the write), where no handle is passed by hand.
+/// Outside any scope nothing is fenced.
+pub fn may_send_now() -> Result<(), LeaseLost> {
+    CURRENT
+        .try_with(|w| w.may_send(Duration::ZERO))
+        .unwrap_or(Ok(()))
+}
+
 /// An attempt of a write was not sent: this process does not surely hold the lease for
 /// as long as the attempt may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -91,6 +106,12 @@ impl Writes {
         } else {
             Err(LeaseLost)
         }
+    }
+
+    /// Runs `write` (a store publish) with this handle as the one its requests ask
+    /// through [`may_send_now`].
+    pub async fn scope<F: std::future::Future>(&self, write: F) -> F::Output {
+        CURRENT.scope(self.clone(), write).await
     }
 
     /// Whether attempts need a lease at all.
@@ -147,6 +168,20 @@ mod tests {
             None,
             Duration::from_secs(longest),
         )
+    }
+
+    #[tokio::test]
+    async fn requests_inside_a_scope_ask_its_handle_and_outside_any_go() {
+        let lease = Lease::held_for(Duration::from_secs(2));
+        assert_eq!(may_send_now(), Ok(()));
+        assert_eq!(
+            writes(&lease, 1).scope(async { may_send_now() }).await,
+            Ok(())
+        );
+        assert_eq!(
+            writes(&lease, 5).scope(async { may_send_now() }).await,
+            Err(LeaseLost)
+        );
     }
 
     #[test]

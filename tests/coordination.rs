@@ -5,6 +5,7 @@
 //! Each daemon has its own lock directory, as on separate hosts: only the lease keeps
 //! them apart. What was written is read from the emulator's request log.
 
+mod bao;
 mod common;
 mod kube;
 
@@ -784,6 +785,81 @@ fn fenced(env: &Env, allowed: usize) -> cds_rotator::app::Wired {
         writes,
     )
     .unwrap()
+}
+
+#[tokio::test]
+async fn a_vault_write_whose_request_was_lost_is_not_sent_again_without_the_lease() {
+    use cds_rotator::store::{SecretStore, StoreError};
+    let bao = bao::Bao::start().await;
+    // The proxy drops the first data write unforwarded: its fate is unknown, and the
+    // store would send it again (check-and-set lets at most one land).
+    let proxy = bao::Proxy::start(&bao, bao::Trick::LoseRequest).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let token = tmp.path().join("token");
+    std::fs::write(&token, &bao.root).unwrap();
+    let spec = cds_rotator::policy::vault::VaultSpec {
+        address: proxy.addr.clone(),
+        mount: "secret".to_owned(),
+        namespace: None,
+        auth: cds_rotator::policy::vault::VaultAuth::Token(
+            cds_rotator::policy::SecretSource::File(token),
+        ),
+    };
+    let store =
+        cds_rotator::store::vault::VaultStore::new("bao", spec, Duration::from_secs(5)).unwrap();
+    let value = "Fenced-Vault-Value-0123456789";
+    let record = cds_rotator::store::StoreRecord {
+        client_id: common::APP.to_owned(),
+        tenant_id: common::TENANT.to_owned(),
+        secret_id: 2,
+        expiration: chrono::Utc::now() + chrono::Duration::days(30),
+        published_at: chrono::Utc::now(),
+        fingerprint: cds_rotator::secret::Fingerprint::of(&secrecy::SecretString::from(value)),
+    };
+    // The lease holds for the check before the publish and the first write; then it is
+    // gone.
+    let writes = cds_rotator::writes::Writes::new(
+        Some(std::sync::Arc::new(AllowFirst(2.into()))),
+        None,
+        Duration::from_secs(1),
+    );
+    let err = store
+        .publish_through(
+            &writes,
+            "cds/app",
+            &secrecy::SecretString::from(value),
+            &record,
+        )
+        .await
+        .expect_err("not sent again");
+    assert!(matches!(err, StoreError::OutcomeUnknown { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("lost the coordination lease"),
+        "{err}"
+    );
+    assert_eq!(
+        proxy.writes.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the write was sent again without the lease"
+    );
+    assert_eq!(bao.value("cds/app").await, None);
+    // Without any lease from the start, nothing at all is sent.
+    let none = cds_rotator::writes::Writes::new(
+        Some(std::sync::Arc::new(AllowFirst(0.into()))),
+        None,
+        Duration::from_secs(1),
+    );
+    let err = store
+        .publish_through(
+            &none,
+            "cds/app",
+            &secrecy::SecretString::from(value),
+            &record,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
+    assert_eq!(proxy.writes.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

@@ -1117,7 +1117,7 @@ impl Reconciler {
         release_slot();
         let published = job
             .store
-            .publish(&job.store_key, &created.value, &record)
+            .publish_through(&self.writes(), &job.store_key, &created.value, &record)
             .await;
         timed(Step::Publish, started);
         self.audit(job, Action::Publish, Step::Publish, |e| {
@@ -1140,6 +1140,13 @@ impl Reconciler {
                 return Err(at(Step::Publish)(StepError::PublishInDoubt {
                     secret_id: id,
                     source,
+                }));
+            }
+            // Refused by the lease (before or during the publish, with nothing written):
+            // no delete may be sent either; the leader deletes it as an orphan.
+            if matches!(source, StoreError::LeaseLost { .. }) || self.fenced().is_err() {
+                return Err(at(Step::Publish)(StepError::LeaseLostUndone {
+                    secret_id: id,
                 }));
             }
             retake_slot().await;
