@@ -8,6 +8,7 @@
 mod bao;
 mod common;
 mod kube;
+mod moto;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -860,6 +861,67 @@ async fn a_vault_write_whose_request_was_lost_is_not_sent_again_without_the_leas
         .unwrap_err();
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
     assert_eq!(proxy.writes.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_secrets_manager_publish_sends_no_attempt_the_lease_does_not_cover() {
+    use cds_rotator::store::SecretStore;
+    let moto = moto::Moto::start().await;
+    let store = cds_rotator::store::aws_secrets_manager::SecretsManagerStore::with_sdk_config(
+        "aws",
+        moto.target(),
+        None,
+        moto.sdk_config(),
+    );
+    let value = "Fenced-Aws-Value-0123456789";
+    let record = cds_rotator::store::StoreRecord {
+        client_id: common::APP.to_owned(),
+        tenant_id: common::TENANT.to_owned(),
+        secret_id: 2,
+        expiration: chrono::Utc::now() + chrono::Duration::days(30),
+        published_at: chrono::Utc::now(),
+        fingerprint: cds_rotator::secret::Fingerprint::of(&secrecy::SecretString::from(value)),
+    };
+    // The lease covers the check before the publish, then no SDK attempt.
+    let writes = cds_rotator::writes::Writes::new(
+        Some(std::sync::Arc::new(AllowFirst(1.into()))),
+        None,
+        Duration::from_secs(1),
+    );
+    let err = store
+        .publish_through(
+            &writes,
+            "cds/app",
+            &secrecy::SecretString::from(value),
+            &record,
+        )
+        .await
+        .expect_err("no attempt may be sent");
+    assert!(!err.to_string().contains(value), "{err}");
+    assert_eq!(
+        moto.secrets_manager_value("cds/app", "AWSCURRENT").await,
+        None
+    );
+    // With the lease, the same store publishes (its client asks each attempt too).
+    let held = cds_rotator::writes::Writes::new(
+        Some(std::sync::Arc::new(AllowFirst(100.into()))),
+        None,
+        Duration::from_secs(1),
+    );
+    store
+        .publish_through(
+            &held,
+            "cds/app",
+            &secrecy::SecretString::from(value),
+            &record,
+        )
+        .await
+        .unwrap();
+    assert!(
+        moto.secrets_manager_value("cds/app", "AWSCURRENT")
+            .await
+            .is_some_and(|v| v.contains(value))
+    );
 }
 
 #[tokio::test]
