@@ -5,6 +5,7 @@
 //! Each daemon has its own lock directory, as on separate hosts: only the lease keeps
 //! them apart. What was written is read from the emulator's request log.
 
+mod azure;
 mod bao;
 mod common;
 mod kube;
@@ -922,6 +923,60 @@ async fn a_secrets_manager_publish_sends_no_attempt_the_lease_does_not_cover() {
             .await
             .is_some_and(|v| v.contains(value))
     );
+}
+
+#[tokio::test]
+async fn a_key_vault_publish_sends_no_try_the_lease_does_not_cover() {
+    use cds_rotator::store::SecretStore;
+    let fake = azure::FakeVault::start().await;
+    let store = cds_rotator::store::azure_key_vault::AzureKeyVaultStore::with_credential(
+        "kv",
+        fake.url.clone(),
+        std::sync::Arc::new(azure::FixedToken),
+        fake.http_client(),
+        false,
+    );
+    let value = "Fenced-Azure-Value-0123456789";
+    let record = cds_rotator::store::StoreRecord {
+        client_id: common::APP.to_owned(),
+        tenant_id: common::TENANT.to_owned(),
+        secret_id: 2,
+        expiration: chrono::Utc::now() + chrono::Duration::days(30),
+        published_at: chrono::Utc::now(),
+        fingerprint: cds_rotator::secret::Fingerprint::of(&secrecy::SecretString::from(value)),
+    };
+    // The lease covers the check before the publish, then no try of the pipeline.
+    let writes = cds_rotator::writes::Writes::new(
+        Some(std::sync::Arc::new(AllowFirst(1.into()))),
+        None,
+        Duration::from_secs(1),
+    );
+    let err = store
+        .publish_through(
+            &writes,
+            "cds-app",
+            &secrecy::SecretString::from(value),
+            &record,
+        )
+        .await
+        .expect_err("no try may be sent");
+    assert!(!err.to_string().contains(value), "{err}");
+    assert_eq!(fake.current_value("cds-app").await, None);
+    let held = cds_rotator::writes::Writes::new(
+        Some(std::sync::Arc::new(AllowFirst(100.into()))),
+        None,
+        Duration::from_secs(1),
+    );
+    store
+        .publish_through(
+            &held,
+            "cds-app",
+            &secrecy::SecretString::from(value),
+            &record,
+        )
+        .await
+        .unwrap();
+    assert!(fake.current_value("cds-app").await.is_some());
 }
 
 #[tokio::test]

@@ -146,8 +146,10 @@ pub trait SecretStore: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// [`SecretStore::publish`] through the write handle, as the reconciler publishes:
-    /// asked right before, and by each request of the publish that the store's own code
-    /// or client lets ask ([`crate::writes::may_send_now`]: the Vault store's requests).
+    /// asked right before, and by each request of the publish through
+    /// [`crate::writes::may_send_now`]: the Vault store's own requests, the Secrets
+    /// Manager client's attempts (an interceptor) and the Key Vault pipeline's tries (a
+    /// per-try policy), retries and token requests included.
     /// Refused before anything was sent, it fails with [`StoreError::LeaseLost`].
     async fn publish_through(
         &self,
