@@ -24,6 +24,7 @@ use crate::store::kms_file::KmsFileStore;
 use crate::store::vault::VaultStore;
 use crate::store::{Current, SecretStore, StoreRecord};
 use crate::text::escape_control;
+use crate::writes::Writes;
 
 /// Exit code: every client is fine.
 pub const EXIT_OK: u8 = 0;
@@ -186,6 +187,7 @@ pub fn wire_with_clock(
 }
 
 /// Like [`wire_with_clock`], with stores already built (shared with [`connect_with`]).
+/// No coordination and no audit log: the processes that write use [`wire_writing`].
 pub fn wire_with_stores(
     policy: &Policy,
     connect: Arc<dyn ConnectApi>,
@@ -193,6 +195,27 @@ pub fn wire_with_stores(
     only: &[String],
     clock: Arc<dyn Clock>,
     stop: Stop,
+) -> Result<Wired, String> {
+    wire_writing(
+        policy,
+        connect,
+        stores,
+        only,
+        clock,
+        stop,
+        Writes::unfenced(),
+    )
+}
+
+/// Like [`wire_with_stores`], every write going through `writes` (see [`writes_for`]).
+pub fn wire_writing(
+    policy: &Policy,
+    connect: Arc<dyn ConnectApi>,
+    stores: &Stores,
+    only: &[String],
+    clock: Arc<dyn Clock>,
+    stop: Stop,
+    writes: Writes,
 ) -> Result<Wired, String> {
     for name in only {
         if policy.client(name).is_none() {
@@ -256,6 +279,7 @@ pub fn wire_with_stores(
         policy.connect.client_id.clone(),
         policy.lock_dir.clone(),
         stop,
+        writes,
     );
     Ok(Wired {
         reconciler: Arc::new(reconciler),
@@ -750,14 +774,28 @@ pub fn pass_limit(policy: &Policy) -> chrono::Duration {
         .unwrap_or(chrono::Duration::MAX)
 }
 
-/// Opens the policy's audit log, if it has one, for `reconciler`.
-pub fn open_audit(policy: &Policy, reconciler: &Reconciler) -> Result<(), String> {
-    if let Some(path) = &policy.daemon.audit_log {
-        let log = crate::audit::AuditLog::open(path, &policy.connect.client_id)
-            .map_err(|e| e.to_string())?;
-        reconciler.set_audit(Arc::new(log));
+/// Opens the policy's audit log, if it has one.
+pub fn open_audit(policy: &Policy) -> Result<Option<Arc<crate::audit::AuditLog>>, String> {
+    match &policy.daemon.audit_log {
+        Some(path) => crate::audit::AuditLog::open(path, &policy.connect.client_id)
+            .map(|log| Some(Arc::new(log)))
+            .map_err(|e| e.to_string()),
+        None => Ok(None),
     }
-    Ok(())
+}
+
+/// The write handle of a process that writes for `policy`: `fence` (the coordination
+/// lease, if any) before every attempt, the policy's audit log (opened here), and the
+/// policy's request timeout as the longest single request.
+pub fn writes_for(
+    policy: &Policy,
+    fence: Option<Arc<dyn crate::coordination::Fence>>,
+) -> Result<Writes, String> {
+    Ok(Writes::new(
+        fence,
+        open_audit(policy)?,
+        policy.connect.request_timeout,
+    ))
 }
 
 /// What the daemon runs for `policy`, from its wired pieces.
@@ -767,7 +805,6 @@ pub fn loaded(policy: &Policy, wired: Wired) -> crate::daemon::Loaded {
         jobs: wired.jobs,
         max_concurrency: wired.max_concurrency,
         pass_limit: pass_limit(policy),
-        longest_request: policy.connect.request_timeout,
     }
 }
 
@@ -781,7 +818,13 @@ pub fn loaded(policy: &Policy, wired: Wired) -> crate::daemon::Loaded {
 /// refusal the daemon also takes, and holds until a reload moves it back or the
 /// process ends, every client's lock in the new directory: whoever follows the file on
 /// disk waits for this daemon, as with one directory.
-pub fn reloader(path: std::path::PathBuf, stop: Stop, started: &Policy) -> crate::daemon::Reloader {
+/// `fence` is the lease's (set up once, at start), for every reloaded write handle.
+pub fn reloader(
+    path: std::path::PathBuf,
+    stop: Stop,
+    started: &Policy,
+    fence: Option<Arc<dyn crate::coordination::Fence>>,
+) -> crate::daemon::Reloader {
     let listen = started.daemon.listen;
     let coordination = started.coordination.clone();
     let lock_dir = started.lock_dir.clone();
@@ -853,15 +896,16 @@ pub fn reloader(path: std::path::PathBuf, stop: Stop, started: &Policy) -> crate
         }
         let stores = build_stores(&policy)?;
         let connect = connect_with(&policy, &stores, &stop).map_err(|e| e.to_string())?;
-        let wired = wire_with_stores(
+        let writes = writes_for(&policy, fence.clone())?;
+        let wired = wire_writing(
             &policy,
             connect,
             &stores,
             &[],
             Arc::new(SystemClock),
             stop.clone(),
+            writes,
         )?;
-        open_audit(&policy, &wired.reconciler)?;
         clients = policy.clients.iter().map(|c| c.client_id.clone()).collect();
         Ok(loaded(&policy, wired))
     })

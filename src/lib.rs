@@ -31,3 +31,4 @@ pub mod stop;
 pub mod store;
 pub mod systemd;
 pub mod text;
+pub mod writes;

@@ -381,13 +381,36 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
         Ok(c) => c,
         Err(e) => return usage(&e.to_string()),
     };
-    let wired = match app::wire_with_stores(
+    // The processes that write (the daemon, `--run-now`) write only through one handle:
+    // the coordination lease before every attempt, every write recorded in the audit log.
+    // The election is set up here and campaigns once the run needs the lease.
+    let writing = cli.run_now || daemon_mode;
+    let mut leadership = match &policy.coordination {
+        Some(spec) if writing => match cds_rotator::coordination::Leadership::new(
+            spec,
+            cds_rotator::coordination::identity(),
+        ) {
+            Ok(l) => Some(l),
+            Err(e) => return usage(&e.to_string()),
+        },
+        _ => None,
+    };
+    let writes = if writing {
+        match app::writes_for(&policy, leadership.as_ref().map(|l| l.fence())) {
+            Ok(w) => w,
+            Err(e) => return usage(&e),
+        }
+    } else {
+        cds_rotator::writes::Writes::unfenced()
+    };
+    let wired = match app::wire_writing(
         &policy,
         connect,
         &stores,
         &cli.clients,
         std::sync::Arc::new(cds_rotator::clock::SystemClock),
         stop.clone(),
+        writes,
     ) {
         Ok(w) => w,
         Err(e) => return usage(&e),
@@ -404,12 +427,6 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
         }
         let failed = cds_rotator::check::fails(&findings, strict);
         return Ok(if failed { EXIT_CLIENT_FAILED } else { EXIT_OK });
-    }
-    // The processes that write (the daemon, `--run-now`) record every write.
-    if (cli.run_now || daemon_mode)
-        && let Err(e) = app::open_audit(&policy, &wired.reconciler)
-    {
-        return usage(&e);
     }
     let options = PassOptions {
         force: cli.force,
@@ -492,15 +509,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
             }
             // Under coordination a one-shot acts only as the leader, so that it never
             // races a daemon; it gives the lease back when done.
-            let leadership = match &policy.coordination {
-                Some(spec) => {
-                    let mut l = match cds_rotator::coordination::Leadership::start(
-                        spec,
-                        cds_rotator::coordination::identity(),
-                    ) {
-                        Ok(l) => l,
-                        Err(e) => return usage(&e.to_string()),
-                    };
+            let leadership = match leadership.take() {
+                Some(mut l) => {
+                    l.campaign();
                     tracing::info!(identity = %l.identity(), "waiting for the coordination lease");
                     if !l.wait_leader(RUN_NOW_LEASE_WAIT, &stop).await {
                         l.release().await;
@@ -510,9 +521,6 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                         );
                         return Ok(EXIT_CLIENT_FAILED);
                     }
-                    wired
-                        .reconciler
-                        .set_fence(l.fence(), policy.connect.request_timeout);
                     Some(l)
                 }
                 None => None,
@@ -559,24 +567,21 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                     }
                 }
             }
-            let leadership = match &policy.coordination {
-                Some(spec) => match cds_rotator::coordination::Leadership::start(
-                    spec,
-                    cds_rotator::coordination::identity(),
-                ) {
-                    Ok(l) => {
-                        tracing::info!(identity = %l.identity(), "campaigning for the coordination lease");
-                        Some(l)
-                    }
-                    Err(e) => return usage(&e.to_string()),
-                },
-                None => None,
-            };
+            if let Some(l) = &mut leadership {
+                l.campaign();
+                tracing::info!(identity = %l.identity(), "campaigning for the coordination lease");
+            }
+            let fence = leadership.as_ref().map(|l| l.fence());
             let hooks = daemon::Hooks {
                 leadership,
                 health: Some(health),
                 reloads: Some(reload_rx),
-                reloader: Some(app::reloader(cli.config.clone(), stop.clone(), &policy)),
+                reloader: Some(app::reloader(
+                    cli.config.clone(),
+                    stop.clone(),
+                    &policy,
+                    fence,
+                )),
             };
             let loaded = app::loaded(&policy, wired);
             let lock_dir = policy.lock_dir.clone();

@@ -5,8 +5,11 @@
 //! Each daemon has its own lock directory, as on separate hosts: only the lease keeps
 //! them apart. What was written is read from the emulator's request log.
 
+mod azure;
+mod bao;
 mod common;
 mod kube;
+mod moto;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -278,6 +281,28 @@ fn start(policy: &PathBuf) -> Daemon {
     Daemon { child, pid }
 }
 
+/// Starts a daemon on `policy` as PID 1 of a PID namespace of its own (`unshare`, as
+/// root): two of them share the host name and the process id, as two containers whose
+/// rotator is PID 1 do. It dies with its `unshare`, which is killed when dropped.
+fn start_as_pid_1(policy: &PathBuf) -> Daemon {
+    let log = std::fs::File::create(policy.with_extension("log")).unwrap();
+    let child = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(env!("CARGO_BIN_EXE_cds-rotator"))
+        .arg("--config")
+        .arg(policy)
+        .env_remove("CDS_ROTATOR_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run unshare (util-linux; the test runs as root)");
+    let pid = child.id().unwrap();
+    Daemon { child, pid }
+}
+
 /// `/readyz` of the daemon on `port`, or `None` when it does not answer.
 async fn readyz(port: u16) -> Option<serde_json::Value> {
     let r = reqwest::Client::new()
@@ -419,6 +444,75 @@ async fn a_leader_paused_past_its_kubernetes_lease_writes_nothing_when_it_resume
     a_paused_leader_writes_nothing(&kube::FakeLeases::start().await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_with_one_host_name_and_one_pid_never_both_lead_a_kubernetes_lease() {
+    let leases = kube::FakeLeases::start().await;
+    let env = Env::start().await;
+    let (policy_a, port_a) = write_policy(&env, &leases, "a", "5s", "0s");
+    let (policy_b, port_b) = write_policy(&env, &leases, "b", "5s", "0s");
+    let _a = start_as_pid_1(&policy_a);
+    let _b = start_as_pid_1(&policy_b);
+    eventually(
+        "a leader with a finished pass",
+        Duration::from_secs(30),
+        async || leads_after_a_pass(port_a).await || leads_after_a_pass(port_b).await,
+    )
+    .await;
+    for what in ["a", "b"] {
+        let log =
+            std::fs::read_to_string(env.dir.path().join(format!("policy-{what}.log"))).unwrap();
+        assert!(log.contains("identity="), "{log}");
+    }
+    // Over several renew intervals, exactly one of them leads at every look.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3 * TTL_SECS);
+    while tokio::time::Instant::now() < deadline {
+        let roles = (role(port_a).await, role(port_b).await);
+        let leaders = [&roles.0, &roles.1]
+            .iter()
+            .filter(|r| r.as_deref() == Some("leader"))
+            .count();
+        assert_eq!(leaders, 1, "roles: {roles:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let holder = leases.lease().unwrap()["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!holder.ends_with("-1"), "not host-pid: {holder}");
+    let writes = writes_since(&env, 0);
+    assert_eq!(
+        creates_for(&writes, common::APP),
+        1,
+        "both rotated: {writes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_lease_naming_our_identity_but_not_written_by_us_is_someone_elses() {
+    let leases = kube::FakeLeases::start().await;
+    let env = Env::start().await;
+    let (policy, _) = write_policy(&env, &leases, "a", "5s", "0s");
+    let spec = cds_rotator::policy::Policy::load(&policy)
+        .unwrap()
+        .coordination
+        .unwrap();
+    // One identity given to two electors (as `host-pid` was to two PID-1 containers).
+    let start =
+        || cds_rotator::coordination::Leadership::start(&spec, "node-1-1".to_owned()).unwrap();
+    let (a, b) = (start(), start());
+    eventually("a leader", Duration::from_secs(30), async || {
+        a.is_leader() || b.is_leader()
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3 * TTL_SECS);
+    while tokio::time::Instant::now() < deadline {
+        assert!(!(a.is_leader() && b.is_leader()), "both lead");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.release().await;
+    b.release().await;
+}
+
 async fn a_paused_leader_writes_nothing(etcd: &dyn Coordinator) {
     let env = Env::start().await;
     // New secrets take 4s to get tokens: the leader's pass sits in verify. A grace of
@@ -463,8 +557,9 @@ async fn a_paused_leader_writes_nothing(etcd: &dyn Coordinator) {
         ids
     };
 
-    // Resumed: its pass finds the lease gone at the fence and publishes nothing; the
-    // only write allowed is deleting the unverified secret it created itself.
+    // Resumed: its pass finds the lease gone at the fence and writes nothing at all, not
+    // even the delete of the unpublished secrets it created itself (the leader deletes
+    // them as orphans).
     send_signal(a.pid, "CONT");
     eventually("the old leader standing by", limit, async || {
         role(port_a).await.as_deref() == Some("standby")
@@ -472,17 +567,11 @@ async fn a_paused_leader_writes_nothing(etcd: &dyn Coordinator) {
     .await;
     tokio::time::sleep(Duration::from_secs(2 * TTL_SECS)).await;
     let after = writes_since(&env, mark);
-    assert!(
-        after.iter().all(|(m, p)| m == "DELETE"
-            && a_secrets
-                .iter()
-                .any(|id| p.to_ascii_lowercase().ends_with(&format!("/secrets/{id}")))),
-        "the resumed daemon wrote: {after:?} (its own secrets: {a_secrets:?})"
-    );
     let log = std::fs::read_to_string(policy_a.with_extension("log")).unwrap();
-    assert!(
-        !after.is_empty(),
-        "the resumed pass undoes the secrets it created: {log}"
+    assert_eq!(
+        after,
+        Vec::<(String, String)>::new(),
+        "the resumed daemon wrote (its own secrets: {a_secrets:?}): {log}"
     );
     assert!(
         log.contains("lost the coordination lease"),
@@ -584,6 +673,84 @@ async fn run_now_waits_for_the_lease_and_acts_once_the_daemon_gives_it_back() {
     let _ = a.child.wait().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_throttled_past_the_lease_is_not_sent_after_the_new_leader_reused_the_id() {
+    let etcd = Etcd::start().await;
+    let env = Env::start_with(cds_rotator::emulator::IdPolicy::LowestFree).await;
+    let (policy_a, _) = write_policy(&env, &etcd, "a", "5s", "0s");
+    let (policy_b, _) = write_policy(&env, &etcd, "b", "5s", "0s");
+    let one_shot = |policy: &PathBuf| {
+        let mut c = run_now(policy);
+        c.args(["--client", "app"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(policy.with_extension("log")).unwrap());
+        c
+    };
+    // A first rotation: the hand-made secret is 1, A's secret 2 is current.
+    let first = one_shot(&policy_a).status().await.unwrap();
+    assert!(first.success());
+    assert_eq!(env.record("app").unwrap().secret_id, 2);
+
+    // A rotates again (3) and retires 2: CDS throttles that DELETE for 10 s.
+    let delete_2 = format!("{}/Secrets/2", common::APP);
+    env.emulator.inject(cds_rotator::emulator::Fault {
+        method: Some("DELETE".into()),
+        path_contains: Some(delete_2.clone()),
+        status: 429,
+        retry_after: Some(10),
+        times: 1,
+        ..Default::default()
+    });
+    let mut a = one_shot(&policy_a).spawn().unwrap();
+    let throttled = |env: &Env| {
+        env.emulator
+            .requests()
+            .iter()
+            .any(|r| r.method == "DELETE" && r.path.contains(&delete_2) && r.status == 429)
+    };
+    common::wait_until("the throttled DELETE", || throttled(&env)).await;
+    // Paused in its Retry-After wait, past its lease.
+    send_signal(a.id().unwrap(), "STOP");
+    assert_eq!(env.record("app").unwrap().secret_id, 3);
+
+    // B takes the lease once A's runs out, retires 2 and creates its new secret, which
+    // reuses id 2; its follow-up retires 3.
+    let b = tokio::time::timeout(Duration::from_secs(60), one_shot(&policy_b).status())
+        .await
+        .expect("B ends")
+        .unwrap();
+    let log_b = std::fs::read_to_string(policy_b.with_extension("log")).unwrap();
+    assert!(b.success(), "{log_b}");
+    let current = env.record("app").unwrap();
+    assert_eq!(
+        current.secret_id, 2,
+        "B's new secret reuses the id: {log_b}"
+    );
+    let mark = env.emulator.requests().len();
+
+    // A resumes: its wait is over, but its lease is gone; the DELETE is not sent again.
+    send_signal(a.id().unwrap(), "CONT");
+    let out = tokio::time::timeout(Duration::from_secs(60), a.wait())
+        .await
+        .expect("A ends")
+        .unwrap();
+    let log_a = std::fs::read_to_string(policy_a.with_extension("log")).unwrap();
+    assert_eq!(
+        writes_since(&env, mark),
+        Vec::<(String, String)>::new(),
+        "the old leader wrote after its lease ended: {log_a}"
+    );
+    assert!(!out.success(), "{log_a}");
+    assert!(log_a.contains("lost the coordination lease"), "{log_a}");
+    assert_eq!(env.ids(common::APP), vec![1, 2]);
+    let value = env.value("app").expect("the store holds a value");
+    assert!(
+        env.gets_token(common::APP, &value).await,
+        "the value consumers hold no longer gets a token"
+    );
+}
+
 /// A fence that allows the first `n` writes and refuses the rest.
 struct AllowFirst(std::sync::atomic::AtomicUsize);
 
@@ -596,14 +763,220 @@ impl cds_rotator::coordination::Fence for AllowFirst {
     }
 }
 
+/// The app client wired with a write handle whose fence is [`AllowFirst`]`(allowed)`:
+/// each check counts, the reconciler's before a step and the CDS client's before each
+/// attempt.
 fn fenced(env: &Env, allowed: usize) -> cds_rotator::app::Wired {
     env.write_policy("", "");
-    let wired = env.wired(&["app"]);
-    wired.reconciler.set_fence(
-        std::sync::Arc::new(AllowFirst(allowed.into())),
+    let policy = cds_rotator::policy::Policy::load(&env.policy_path()).unwrap();
+    let stop = cds_rotator::stop::Stop::new();
+    let stores = cds_rotator::app::build_stores(&policy).unwrap();
+    let connect = cds_rotator::app::connect_with(&policy, &stores, &stop).unwrap();
+    let writes = cds_rotator::writes::Writes::new(
+        Some(std::sync::Arc::new(AllowFirst(allowed.into()))),
+        None,
         Duration::from_secs(1),
     );
-    wired
+    cds_rotator::app::wire_writing(
+        &policy,
+        connect,
+        &stores,
+        &["app".to_owned()],
+        std::sync::Arc::new(cds_rotator::clock::SystemClock),
+        stop,
+        writes,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_vault_write_whose_request_was_lost_is_not_sent_again_without_the_lease() {
+    use cds_rotator::store::{SecretStore, StoreError};
+    let bao = bao::Bao::start().await;
+    // The proxy drops the first data write unforwarded: its fate is unknown, and the
+    // store would send it again (check-and-set lets at most one land).
+    let proxy = bao::Proxy::start(&bao, bao::Trick::LoseRequest).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let token = tmp.path().join("token");
+    std::fs::write(&token, &bao.root).unwrap();
+    let spec = cds_rotator::policy::vault::VaultSpec {
+        address: proxy.addr.clone(),
+        mount: "secret".to_owned(),
+        namespace: None,
+        auth: cds_rotator::policy::vault::VaultAuth::Token(
+            cds_rotator::policy::SecretSource::File(token),
+        ),
+    };
+    let store =
+        cds_rotator::store::vault::VaultStore::new("bao", spec, Duration::from_secs(5)).unwrap();
+    let value = "Fenced-Vault-Value-0123456789";
+    let record = cds_rotator::store::StoreRecord {
+        client_id: common::APP.to_owned(),
+        tenant_id: common::TENANT.to_owned(),
+        secret_id: 2,
+        expiration: chrono::Utc::now() + chrono::Duration::days(30),
+        published_at: chrono::Utc::now(),
+        fingerprint: cds_rotator::secret::Fingerprint::of(&secrecy::SecretString::from(value)),
+    };
+    // The lease holds for the check before the publish and the first write; then it is
+    // gone.
+    let writes = cds_rotator::writes::Writes::new(
+        Some(std::sync::Arc::new(AllowFirst(2.into()))),
+        None,
+        Duration::from_secs(1),
+    );
+    let err = store
+        .publish_through(
+            &writes,
+            "cds/app",
+            &secrecy::SecretString::from(value),
+            &record,
+        )
+        .await
+        .expect_err("not sent again");
+    assert!(matches!(err, StoreError::OutcomeUnknown { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("lost the coordination lease"),
+        "{err}"
+    );
+    assert_eq!(
+        proxy.writes.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the write was sent again without the lease"
+    );
+    assert_eq!(bao.value("cds/app").await, None);
+    // Without any lease from the start, nothing at all is sent.
+    let none = cds_rotator::writes::Writes::new(
+        Some(std::sync::Arc::new(AllowFirst(0.into()))),
+        None,
+        Duration::from_secs(1),
+    );
+    let err = store
+        .publish_through(
+            &none,
+            "cds/app",
+            &secrecy::SecretString::from(value),
+            &record,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
+    assert_eq!(proxy.writes.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_secrets_manager_publish_sends_no_attempt_the_lease_does_not_cover() {
+    use cds_rotator::store::SecretStore;
+    let moto = moto::Moto::start().await;
+    let store = cds_rotator::store::aws_secrets_manager::SecretsManagerStore::with_sdk_config(
+        "aws",
+        moto.target(),
+        None,
+        moto.sdk_config(),
+    );
+    let value = "Fenced-Aws-Value-0123456789";
+    let record = cds_rotator::store::StoreRecord {
+        client_id: common::APP.to_owned(),
+        tenant_id: common::TENANT.to_owned(),
+        secret_id: 2,
+        expiration: chrono::Utc::now() + chrono::Duration::days(30),
+        published_at: chrono::Utc::now(),
+        fingerprint: cds_rotator::secret::Fingerprint::of(&secrecy::SecretString::from(value)),
+    };
+    // The lease covers the check before the publish, then no SDK attempt.
+    let writes = cds_rotator::writes::Writes::new(
+        Some(std::sync::Arc::new(AllowFirst(1.into()))),
+        None,
+        Duration::from_secs(1),
+    );
+    let err = store
+        .publish_through(
+            &writes,
+            "cds/app",
+            &secrecy::SecretString::from(value),
+            &record,
+        )
+        .await
+        .expect_err("no attempt may be sent");
+    assert!(!err.to_string().contains(value), "{err}");
+    assert_eq!(
+        moto.secrets_manager_value("cds/app", "AWSCURRENT").await,
+        None
+    );
+    // With the lease, the same store publishes (its client asks each attempt too).
+    let held = cds_rotator::writes::Writes::new(
+        Some(std::sync::Arc::new(AllowFirst(100.into()))),
+        None,
+        Duration::from_secs(1),
+    );
+    store
+        .publish_through(
+            &held,
+            "cds/app",
+            &secrecy::SecretString::from(value),
+            &record,
+        )
+        .await
+        .unwrap();
+    assert!(
+        moto.secrets_manager_value("cds/app", "AWSCURRENT")
+            .await
+            .is_some_and(|v| v.contains(value))
+    );
+}
+
+#[tokio::test]
+async fn a_key_vault_publish_sends_no_try_the_lease_does_not_cover() {
+    use cds_rotator::store::SecretStore;
+    let fake = azure::FakeVault::start().await;
+    let store = cds_rotator::store::azure_key_vault::AzureKeyVaultStore::with_credential(
+        "kv",
+        fake.url.clone(),
+        std::sync::Arc::new(azure::FixedToken),
+        fake.http_client(),
+        false,
+    );
+    let value = "Fenced-Azure-Value-0123456789";
+    let record = cds_rotator::store::StoreRecord {
+        client_id: common::APP.to_owned(),
+        tenant_id: common::TENANT.to_owned(),
+        secret_id: 2,
+        expiration: chrono::Utc::now() + chrono::Duration::days(30),
+        published_at: chrono::Utc::now(),
+        fingerprint: cds_rotator::secret::Fingerprint::of(&secrecy::SecretString::from(value)),
+    };
+    // The lease covers the check before the publish, then no try of the pipeline.
+    let writes = cds_rotator::writes::Writes::new(
+        Some(std::sync::Arc::new(AllowFirst(1.into()))),
+        None,
+        Duration::from_secs(1),
+    );
+    let err = store
+        .publish_through(
+            &writes,
+            "cds-app",
+            &secrecy::SecretString::from(value),
+            &record,
+        )
+        .await
+        .expect_err("no try may be sent");
+    assert!(!err.to_string().contains(value), "{err}");
+    assert_eq!(fake.current_value("cds-app").await, None);
+    let held = cds_rotator::writes::Writes::new(
+        Some(std::sync::Arc::new(AllowFirst(100.into()))),
+        None,
+        Duration::from_secs(1),
+    );
+    store
+        .publish_through(
+            &held,
+            "cds-app",
+            &secrecy::SecretString::from(value),
+            &record,
+        )
+        .await
+        .unwrap();
+    assert!(fake.current_value("cds-app").await.is_some());
 }
 
 #[tokio::test]
@@ -618,10 +991,12 @@ async fn a_pass_without_the_lease_writes_nothing() {
 }
 
 #[tokio::test]
-async fn a_lease_lost_after_the_create_deletes_the_new_secret_and_publishes_nothing() {
+async fn a_lease_lost_after_the_create_publishes_nothing_and_deletes_nothing() {
     let env = Env::start().await;
-    // The create may go out; the publish after it may not.
-    let wired = fenced(&env, 1);
+    // The create may go out (the step's check, then the request's); the publish after
+    // it may not, nor may the new secret be deleted again: without the lease nothing is
+    // sent, and the leader deletes it as an orphan.
+    let wired = fenced(&env, 2);
     let report = common::pass_of(&wired, false).await.remove(0);
     let error = report.error.expect("the pass fails");
     assert_eq!(error.step.to_string(), "publish");
@@ -632,18 +1007,22 @@ async fn a_lease_lost_after_the_create_deletes_the_new_secret_and_publishes_noth
             .starts_with("lost the coordination lease before publishing: the new secret"),
         "{error}"
     );
+    assert!(
+        error.source.to_string().contains("left to the leader"),
+        "{error}"
+    );
     let writes = writes_since(&env, 0);
     assert_eq!(creates_for(&writes, common::APP), 1, "{writes:?}");
     assert_eq!(
         writes.iter().filter(|(m, _)| m == "DELETE").count(),
-        1,
-        "the new secret is deleted again: {writes:?}"
+        0,
+        "deleted without the lease: {writes:?}"
     );
     assert!(env.record("app").is_none(), "nothing was published");
     assert_eq!(
         env.ids(common::APP).len(),
-        1,
-        "only the hand-made secret is left"
+        2,
+        "the hand-made secret and the unpublished one are left"
     );
 }
 

@@ -32,6 +32,7 @@ use tracing::{debug, warn};
 
 use crate::stop::Stop;
 use crate::text::untrusted;
+use crate::writes::Writes;
 
 use super::{
     ClientRef, ClientSecret, ConnectApi, ConnectError, CreatedSecret, ErrorBody, NewSecret,
@@ -419,8 +420,13 @@ impl HttpConnect {
         )
     }
 
-    /// The rotator's token, fetched when missing or about to end.
-    async fn token(&self, force_new: bool) -> Result<SecretString, ConnectError> {
+    /// The rotator's token, fetched when missing or about to end. A token fetched for a
+    /// write asks `writes` before each attempt, as the write does.
+    async fn token(
+        &self,
+        force_new: bool,
+        writes: Option<&Writes>,
+    ) -> Result<SecretString, ConnectError> {
         let mut cached = self.token.lock().await;
         let reload = self.reload.swap(false, std::sync::atomic::Ordering::SeqCst);
         if !force_new
@@ -434,7 +440,7 @@ impl HttpConnect {
         // No program's output may show the rotator's own credential in our log.
         crate::command::hold("connect credential", &secret);
         let (token, lifetime) =
-            self.grant(&self.client_id, &secret)
+            self.grant(&self.client_id, &secret, writes)
                 .await
                 .map_err(|e| match e {
                     ConnectError::Unauthenticated {
@@ -467,11 +473,12 @@ impl HttpConnect {
         &self,
         client_id: &str,
         secret: &SecretString,
+        writes: Option<&Writes>,
     ) -> Result<(SecretString, Duration), ConnectError> {
         let operation = format!("get a token for client {client_id}");
         let url = format!("{}/identity/connect/token", self.base);
         let reply = self
-            .send(&operation, "POST", Idempotence::Repeatable, || {
+            .send(&operation, "POST", Idempotence::Repeatable, writes, || {
                 let form = zeroize::Zeroizing::new(
                     serde_urlencoded::to_string([
                         ("grant_type", "client_credentials"),
@@ -567,13 +574,15 @@ impl HttpConnect {
         Ok((answer.access_token, lifetime))
     }
 
-    /// Sends an authenticated API request, renewing the token once on a 401.
+    /// Sends an authenticated API request, renewing the token once on a 401. A write
+    /// passes its `writes`, which every attempt (and every token renewal) asks first.
     async fn api(
         &self,
         operation: &str,
         method: Method,
         url: &str,
         body: Option<&serde_json::Value>,
+        writes: Option<&Writes>,
     ) -> Result<Reply, ConnectError> {
         let idempotence = if method == Method::POST {
             Idempotence::Once
@@ -582,9 +591,9 @@ impl HttpConnect {
         };
         let mut renewed = false;
         loop {
-            let token = self.token(renewed).await?;
+            let token = self.token(renewed, writes).await?;
             let reply = self
-                .send(operation, method.as_str(), idempotence, || {
+                .send(operation, method.as_str(), idempotence, writes, || {
                     let mut req = self
                         .http
                         .request(method.clone(), url)
@@ -631,17 +640,31 @@ impl HttpConnect {
 
     /// Sends one request with the retry policy; returns the last answer (any status)
     /// or a transport error. Every wait ends when the process is stopping; a request
-    /// in flight then gets [`STOP_GRACE`] before it is abandoned.
+    /// in flight then gets [`STOP_GRACE`] before it is abandoned. With `writes` (a
+    /// write, or the token renewal before one), each attempt is sent only while the
+    /// coordination lease surely outlasts it, asked right before it goes out, after any
+    /// wait: a process paused or throttled past its lease sends nothing more.
     async fn send(
         &self,
         operation: &str,
         method: &str,
         idempotence: Idempotence,
+        writes: Option<&Writes>,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Reply, ConnectError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // Every attempt before this one was certainly not carried out (throttled, or
+            // never connected), so an attempt not sent leaves nothing in doubt.
+            if let Some(w) = writes
+                && w.may_send(Duration::ZERO).is_err()
+            {
+                warn!(%operation, attempt, "not sent: this process no longer surely holds the coordination lease for a whole request");
+                return Err(ConnectError::LeaseLost {
+                    operation: operation.to_owned(),
+                });
+            }
             let sent_at = Instant::now();
             let outcome = tokio::select! {
                 sent = build().send() => match sent {
@@ -723,6 +746,15 @@ impl HttpConnect {
                     drop(outcome);
                     if self.stop.is_set() {
                         return Err(ConnectError::Stopped {
+                            operation: operation.to_owned(),
+                        });
+                    }
+                    // No wait for an attempt the lease could not cover even now.
+                    if let Some(w) = writes
+                        && w.may_send(Duration::ZERO).is_err()
+                    {
+                        warn!(%operation, attempt, %why, "not retried: this process no longer surely holds the coordination lease");
+                        return Err(ConnectError::LeaseLost {
                             operation: operation.to_owned(),
                         });
                     }
@@ -824,7 +856,9 @@ impl ConnectApi for HttpConnect {
         let mut all: Vec<ClientSecret> = Vec::new();
         loop {
             let page_url = format!("{url}?skip={}&count={PAGE}", all.len());
-            let reply = self.api(&operation, Method::GET, &page_url, None).await?;
+            let reply = self
+                .api(&operation, Method::GET, &page_url, None, None)
+                .await?;
             let total = reply
                 .resp
                 .headers()
@@ -867,6 +901,7 @@ impl ConnectApi for HttpConnect {
 
     async fn create_secret(
         &self,
+        writes: &Writes,
         client: &ClientRef,
         new: &NewSecret,
     ) -> Result<CreatedSecret, ConnectError> {
@@ -882,6 +917,7 @@ impl ConnectApi for HttpConnect {
                 Method::POST,
                 &self.secrets_url(client),
                 Some(&body),
+                Some(writes),
             )
             .await?;
         let status = reply.resp.status();
@@ -923,10 +959,18 @@ impl ConnectApi for HttpConnect {
         Ok(CreatedSecret { secret, value })
     }
 
-    async fn delete_secret(&self, client: &ClientRef, id: SecretId) -> Result<(), ConnectError> {
+    async fn delete_secret(
+        &self,
+        writes: &Writes,
+        client: &ClientRef,
+        id: SecretId,
+    ) -> Result<(), ConnectError> {
         let operation = format!("delete secret {id} of client {}", client.client_id);
         let url = format!("{}/{id}", self.secrets_url(client));
-        match self.api(&operation, Method::DELETE, &url, None).await {
+        match self
+            .api(&operation, Method::DELETE, &url, None, Some(writes))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(ConnectError::Api { status: 404, .. }) => {
                 debug!(%operation, "already gone");
@@ -941,7 +985,7 @@ impl ConnectApi for HttpConnect {
         client_id: &str,
         secret: &SecretString,
     ) -> Result<(), ConnectError> {
-        self.grant(client_id, secret).await.map(|_| ())
+        self.grant(client_id, secret, None).await.map(|_| ())
     }
 
     fn reload_credential(&self) {
@@ -949,11 +993,11 @@ impl ConnectApi for HttpConnect {
     }
 
     async fn check_credential(&self) -> Result<(), ConnectError> {
-        self.token(true).await.map(|_| ())
+        self.token(true, None).await.map(|_| ())
     }
 
     async fn token_ready(&self) -> Result<(), ConnectError> {
-        self.token(false).await.map(|_| ())
+        self.token(false, None).await.map(|_| ())
     }
 
     async fn client_exists(&self, client: &ClientRef) -> Result<bool, ConnectError> {
@@ -965,7 +1009,7 @@ impl ConnectApi for HttpConnect {
             client.kind.path_segment(),
             client.client_id
         );
-        match self.api(&operation, Method::GET, &url, None).await {
+        match self.api(&operation, Method::GET, &url, None, None).await {
             Ok(_) => Ok(true),
             Err(ConnectError::Api { status: 404, .. }) => Ok(false),
             Err(e) => Err(e),
@@ -1520,6 +1564,76 @@ clients:
             }
         }
 
+        /// A lease that holds for the first `n` checks, then is gone; counts the checks.
+        struct LeaseFor(std::sync::atomic::AtomicUsize);
+
+        impl crate::coordination::Fence for LeaseFor {
+            fn can_write(&self, _longest_request: Duration) -> bool {
+                use std::sync::atomic::Ordering::SeqCst;
+                self.0
+                    .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            }
+        }
+
+        fn lease_for(n: usize) -> Writes {
+            Writes::new(
+                Some(Arc::new(LeaseFor(n.into()))),
+                None,
+                Duration::from_secs(1),
+            )
+        }
+
+        #[tokio::test]
+        async fn a_throttled_write_is_not_sent_again_once_the_lease_is_gone() {
+            let emu = emulator().await;
+            let c = connect(&emu, &Stop::new());
+            let created = c
+                .create_secret(&Writes::unfenced(), &app(), &new_secret())
+                .await
+                .unwrap();
+            let id = created.secret.id;
+            emu.inject(Fault {
+                retry_after: Some(0),
+                times: 1,
+                ..fault("DELETE", "/Secrets/", 429)
+            });
+            // The lease holds for the first attempt only (the token is cached).
+            let err = tokio::time::timeout(GUARD, c.delete_secret(&lease_for(1), &app(), id))
+                .await
+                .unwrap()
+                .unwrap_err();
+            assert!(matches!(err, ConnectError::LeaseLost { .. }), "{err:?}");
+            assert!(
+                err.to_string()
+                    .contains("not sent: lost the coordination lease"),
+                "{err}"
+            );
+            let deletes = emu
+                .requests()
+                .iter()
+                .filter(|r| r.method == "DELETE")
+                .count();
+            assert_eq!(deletes, 1, "the retry was sent without the lease");
+            assert!(emu.secrets(TENANT, APP).iter().any(|s| s.id == id));
+        }
+
+        #[tokio::test]
+        async fn the_token_renewal_before_a_write_asks_the_lease_too() {
+            let emu = emulator().await;
+            let c = connect(&emu, &Stop::new());
+            // No token yet: the create's first request is the token's, and it needs the
+            // lease as the create does.
+            let err = c
+                .create_secret(&lease_for(0), &app(), &new_secret())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ConnectError::LeaseLost { .. }), "{err:?}");
+            assert!(emu.requests().is_empty(), "sent: {:?}", emu.requests());
+            // Reads need no lease.
+            c.list_secrets(&app()).await.unwrap();
+        }
+
         #[tokio::test]
         async fn a_retry_after_wait_ends_with_stopped_when_the_stop_is_set() {
             let emu = emulator().await;
@@ -1555,7 +1669,8 @@ clients:
             let c = connect(&emu, &stop);
             let new = new_secret();
             let client = app();
-            let create = c.create_secret(&client, &new);
+            let writes = crate::writes::Writes::unfenced();
+            let create = c.create_secret(&writes, &client, &new);
             let trigger = async {
                 seen(&emu, "POST", "/Secrets").await;
                 stop.trigger();
@@ -1604,10 +1719,13 @@ clients:
             let stop = Stop::new();
             stop.trigger();
             let c = connect(&emu, &stop);
-            let err = tokio::time::timeout(GUARD, c.create_secret(&app(), &new_secret()))
-                .await
-                .expect("abandoned within the grace")
-                .unwrap_err();
+            let err = tokio::time::timeout(
+                GUARD,
+                c.create_secret(&crate::writes::Writes::unfenced(), &app(), &new_secret()),
+            )
+            .await
+            .expect("abandoned within the grace")
+            .unwrap_err();
             assert!(
                 matches!(err, ConnectError::OutcomeUnknown { ref detail, .. } if detail == ABANDONED),
                 "{err:?}"
@@ -1680,7 +1798,7 @@ clients:
                 FaultBody::Padding(ANSWER_CAP + 1),
             );
             let err = connect(&emu, &Stop::new())
-                .create_secret(&app(), &new_secret())
+                .create_secret(&crate::writes::Writes::unfenced(), &app(), &new_secret())
                 .await
                 .unwrap_err();
             assert!(

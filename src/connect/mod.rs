@@ -13,6 +13,8 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use crate::writes::Writes;
+
 /// The id CDS gives a secret: an integer, auto-incremented per client.
 pub type SecretId = i32;
 
@@ -326,6 +328,15 @@ pub enum ConnectError {
         /// What was wrong with it.
         detail: String,
     },
+    /// An attempt of a write was not sent: this process no longer surely holds the
+    /// coordination lease for as long as it may take.
+    #[error(
+        "{operation}: not sent: lost the coordination lease; nothing more is written until this process leads again"
+    )]
+    LeaseLost {
+        /// What was being done.
+        operation: String,
+    },
     /// A retry was not waited for because the process is stopping (SIGTERM, SIGINT).
     #[error("{operation}: not retried: cds-rotator is stopping")]
     Stopped {
@@ -420,15 +431,23 @@ pub trait ConnectApi: Send + Sync {
     /// Every secret of the client (all pages).
     async fn list_secrets(&self, client: &ClientRef) -> Result<Vec<ClientSecret>, ConnectError>;
 
-    /// Creates a secret; the answer carries its value.
+    /// Creates a secret; the answer carries its value. Each attempt (and the token
+    /// renewal before it) is sent only when `writes` allows it.
     async fn create_secret(
         &self,
+        writes: &Writes,
         client: &ClientRef,
         new: &NewSecret,
     ) -> Result<CreatedSecret, ConnectError>;
 
-    /// Deletes a secret. A secret that is already gone counts as deleted.
-    async fn delete_secret(&self, client: &ClientRef, id: SecretId) -> Result<(), ConnectError>;
+    /// Deletes a secret. A secret that is already gone counts as deleted. Each attempt
+    /// (and the token renewal before it) is sent only when `writes` allows it.
+    async fn delete_secret(
+        &self,
+        writes: &Writes,
+        client: &ClientRef,
+        id: SecretId,
+    ) -> Result<(), ConnectError>;
 
     /// Proves a client id and secret work by getting a token with them.
     async fn verify_secret(

@@ -4,6 +4,10 @@
 //! its own clock, or when nobody holds it. Every update carries the `resourceVersion`
 //! it read, so the API server refuses (409) all but one of two racing writers.
 //!
+//! The Lease is this process's only while it holds the very version this process last
+//! wrote: a `holderIdentity` equal to ours written by someone else (another process
+//! given the same identity) is another holder's, waited out like any other.
+//!
 //! Not here: what holding the lease allows (that is the [`super::Fence`]).
 
 use std::path::PathBuf;
@@ -34,11 +38,15 @@ pub struct Elector {
     ttl: Duration,
     /// The `resourceVersion` last seen of another holder, and when it was first seen.
     observed: Mutex<Option<(String, Instant)>>,
+    /// The `resourceVersion` of the Lease as this process last wrote it (created, renewed
+    /// or taken over): the Lease is ours only while it is still that version.
+    written: Mutex<Option<String>>,
 }
 
 /// What an update of the Lease came to.
 enum Update {
-    Done,
+    /// Written; the API server gave it this `resourceVersion`.
+    Done(Option<String>),
     /// Another writer was first (409).
     Conflict,
 }
@@ -119,7 +127,24 @@ impl Elector {
             identity,
             ttl: spec.lease_ttl,
             observed: Mutex::new(None),
+            written: Mutex::new(None),
         })
+    }
+
+    /// Notes the version this process wrote, or that it holds none.
+    fn wrote(&self, version: Option<String>) {
+        *self.written.lock().unwrap_or_else(PoisonError::into_inner) = version;
+    }
+
+    /// Whether the Lease at `version`, naming `holder`, is the one this process wrote.
+    fn is_ours(&self, holder: &str, version: &str) -> bool {
+        holder == self.identity
+            && self
+                .written
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_deref()
+                == Some(version)
     }
 
     /// Campaigns and renews every third of the lease duration until aborted.
@@ -140,11 +165,13 @@ impl Elector {
         let sent = Instant::now();
         let Some(lease) = self.get().await? else {
             return match self.create().await? {
-                Update::Done => {
+                Update::Done(version) => {
+                    self.wrote(version);
                     state.hold(sent);
                     Ok(())
                 }
                 Update::Conflict => {
+                    self.wrote(None);
                     state.lose("another process created the lease first");
                     Ok(())
                 }
@@ -155,7 +182,9 @@ impl Elector {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let mine = holder == self.identity;
+        // Not by the holder's name alone: a name equal to ours on a version this process
+        // did not write is someone else's.
+        let mine = self.is_ours(holder, &version);
         if !mine && !holder.is_empty() {
             let duration = lease["spec"]["leaseDurationSeconds"]
                 .as_u64()
@@ -171,13 +200,20 @@ impl Elector {
             drop(observed);
             if since.elapsed() < duration {
                 debug!(identity = %self.identity, holder = %crate::text::untrusted(holder), "another process leads");
+                self.wrote(None);
                 state.lose("another process holds the lease");
                 return Ok(());
             }
         }
         match self.update(lease, mine).await? {
-            Update::Done => state.hold(sent),
-            Update::Conflict => state.lose("another process updated the lease first"),
+            Update::Done(version) => {
+                self.wrote(version);
+                state.hold(sent);
+            }
+            Update::Conflict => {
+                self.wrote(None);
+                state.lose("another process updated the lease first");
+            }
         }
         Ok(())
     }
@@ -261,7 +297,7 @@ impl Elector {
             )
             .await?;
         match status.as_u16() {
-            200 | 201 => Ok(Update::Done),
+            200 | 201 => Ok(Update::Done(Self::version(&body))),
             409 => Ok(Update::Conflict),
             _ => Err(Self::refused("create lease", status, &body)),
         }
@@ -294,10 +330,18 @@ impl Elector {
             )
             .await?;
         match status.as_u16() {
-            200 => Ok(Update::Done),
+            200 => Ok(Update::Done(Self::version(&body))),
             409 => Ok(Update::Conflict),
             _ => Err(Self::refused(operation, status, &body)),
         }
+    }
+
+    /// The `resourceVersion` of a Lease the API server answered with.
+    fn version(lease: &Value) -> Option<String> {
+        lease["metadata"]["resourceVersion"]
+            .as_str()
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
     }
 
     /// Gives the Lease up (no holder), so that a standby takes it at its next try.
@@ -306,9 +350,12 @@ impl Elector {
             let Some(mut lease) = self.get().await? else {
                 return Ok(());
             };
-            if lease["spec"]["holderIdentity"].as_str() != Some(self.identity.as_str()) {
+            let holder = lease["spec"]["holderIdentity"].as_str().unwrap_or_default();
+            let version = Self::version(&lease).unwrap_or_default();
+            if !self.is_ours(holder, &version) {
                 return Ok(());
             }
+            self.wrote(None);
             lease["spec"]["holderIdentity"] = Value::Null;
             self.put("release lease", &lease).await.map(|_| ())
         }

@@ -6,11 +6,12 @@
 //! comes from time instead. The leader notes the monotonic instant at which it *sent*
 //! each successful lease renewal; the coordination service counts the lease's TTL from
 //! when it *received* it, later, so the lease is surely held until `sent + ttl`. Before
-//! every CDS or store write the reconciler asks the [`Fence`] whether the longest single
-//! request still ends, with a margin, before that instant. A process paused past its
-//! lease (SIGSTOP, a long stall) resumes with its monotonic clock having moved on, so the
-//! check fails and it writes nothing. Not here: what a pass does (that is `rotation`),
-//! when passes start (that is `daemon`).
+//! every attempt of a CDS or store write the write handle ([`crate::writes::Writes`])
+//! asks the [`Fence`] whether the longest single request still ends, with a margin,
+//! before that instant, and whether the lease is still the holding the pass began in
+//! ([`Fence::term`]). A process paused past its lease (SIGSTOP, a long stall) resumes
+//! with its monotonic clock having moved on, so the check fails and it writes nothing.
+//! Not here: what a pass does (that is `rotation`), when passes start (that is `daemon`).
 
 pub mod etcd;
 pub mod kubernetes;
@@ -30,6 +31,12 @@ pub trait Fence: Send + Sync {
     /// Whether a request that takes at most `longest_request` ends while the lease is
     /// surely still held (with a margin for the two clocks' rates).
     fn can_write(&self, longest_request: Duration) -> bool;
+
+    /// Which holding of the lease this is: it changes each time this process takes the
+    /// lease anew (after losing it, or letting it run out), never while it renews.
+    fn term(&self) -> u64 {
+        0
+    }
 }
 
 /// Why the coordination service could not be used.
@@ -63,6 +70,8 @@ pub(crate) struct LeaseState {
     ttl: Duration,
     /// Held until this instant (monotonic) while leader; `None` while standing by.
     valid_until: Mutex<Option<Instant>>,
+    /// Counts the holdings of the lease (see [`Fence::term`]).
+    term: std::sync::atomic::AtomicU64,
     /// Whether this process leads, for the daemon loop.
     role: watch::Sender<bool>,
 }
@@ -74,6 +83,7 @@ impl LeaseState {
             identity,
             ttl,
             valid_until: Mutex::new(None),
+            term: std::sync::atomic::AtomicU64::new(0),
             role: watch::channel(false).0,
         })
     }
@@ -86,7 +96,15 @@ impl LeaseState {
 
     /// The leader key is ours, on a lease renewed by a request sent at `sent`.
     fn hold(&self, sent: Instant) {
-        *self.until() = Some(sent + self.ttl);
+        {
+            let mut until = self.until();
+            // Taken anew (not renewed while surely held): a new holding, in which nothing
+            // decided under the last one is written.
+            if until.is_none_or(|v| Instant::now() >= v) {
+                self.term.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            *until = Some(sent + self.ttl);
+        }
         if !*self.role.borrow() {
             self.role.send_replace(true);
             crate::metrics::get().set_leader(&self.identity, true);
@@ -137,6 +155,10 @@ impl Fence for LeaseState {
         self.until()
             .is_some_and(|v| Instant::now() + longest_request + margin < v)
     }
+
+    fn term(&self) -> u64 {
+        self.term.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// This process's part in the election: campaigns and renews in the background.
@@ -144,7 +166,7 @@ pub struct Leadership {
     state: Arc<LeaseState>,
     changes: watch::Receiver<bool>,
     elector: Elector,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The service that holds the lease.
@@ -159,29 +181,46 @@ impl Leadership {
         spec: &CoordinationSpec,
         identity: String,
     ) -> Result<Leadership, CoordinationError> {
+        let mut l = Leadership::new(spec, identity)?;
+        l.campaign();
+        Ok(l)
+    }
+
+    /// Sets up the election of `spec` as `identity` without campaigning yet: its
+    /// [`Leadership::fence`] refuses every write until [`Leadership::campaign`] takes the
+    /// lease, so the write handle can be built first.
+    pub fn new(spec: &CoordinationSpec, identity: String) -> Result<Leadership, CoordinationError> {
         let state = LeaseState::new(identity.clone(), spec.lease_ttl);
         let changes = state.role.subscribe();
-        let (elector, task) = match spec.kind {
+        let elector = match spec.kind {
             crate::policy::CoordinationKind::Etcd => {
-                let e = Arc::new(etcd::Elector::new(spec, identity)?);
-                let task = tokio::spawn(Arc::clone(&e).run(Arc::clone(&state)));
-                (Elector::Etcd(e), task)
+                Elector::Etcd(Arc::new(etcd::Elector::new(spec, identity)?))
             }
             crate::policy::CoordinationKind::KubernetesLease { .. } => {
-                let e = Arc::new(kubernetes::Elector::new(spec, identity)?);
-                let task = tokio::spawn(Arc::clone(&e).run(Arc::clone(&state)));
-                (Elector::Kubernetes(e), task)
+                Elector::Kubernetes(Arc::new(kubernetes::Elector::new(spec, identity)?))
             }
         };
         Ok(Leadership {
             state,
             changes,
             elector,
-            task,
+            task: None,
         })
     }
 
-    /// Who this process is in the election (`host-pid`).
+    /// Campaigns for the lease and renews it in the background (once; again does nothing).
+    pub fn campaign(&mut self) {
+        if self.task.is_some() {
+            return;
+        }
+        let state = Arc::clone(&self.state);
+        self.task = Some(match &self.elector {
+            Elector::Etcd(e) => tokio::spawn(Arc::clone(e).run(state)),
+            Elector::Kubernetes(e) => tokio::spawn(Arc::clone(e).run(state)),
+        });
+    }
+
+    /// Who this process is in the election (`host_uuid`).
     pub fn identity(&self) -> &str {
         &self.state.identity
     }
@@ -191,7 +230,7 @@ impl Leadership {
         self.state.is_leader()
     }
 
-    /// The check the reconciler makes before each write.
+    /// The check the write handle ([`crate::writes::Writes`]) makes before each attempt.
     pub fn fence(&self) -> Arc<dyn Fence> {
         Arc::clone(&self.state) as Arc<dyn Fence>
     }
@@ -219,8 +258,10 @@ impl Leadership {
 
     /// Stops campaigning and gives the lease back, so that a standby takes over at once.
     pub async fn release(self) {
-        self.task.abort();
-        let _ = self.task.await;
+        if let Some(task) = self.task {
+            task.abort();
+            let _ = task.await;
+        }
         let held = self.state.is_leader();
         self.state.lose("released on stop");
         match &self.elector {
@@ -233,14 +274,22 @@ impl Leadership {
     }
 }
 
-/// This process's name in the election: the host name and the process id.
+/// This process's name in the election: the host name and a random part made once per
+/// process (`host_uuid`, as client-go's leader election names its candidates). Host
+/// and PID alone are shared by two hostNetwork pods on one node, or two containers
+/// whose rotator is PID 1.
 pub fn identity() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_owned());
-    format!("{host}-{}", std::process::id())
+    identity_of(&host, uuid::Uuid::new_v4())
+}
+
+/// The identity on `host` with the random part `random`.
+fn identity_of(host: &str, random: uuid::Uuid) -> String {
+    format!("{host}_{random}")
 }
 
 #[cfg(test)]
@@ -280,6 +329,37 @@ mod tests {
         assert!(*state.role.borrow(), "not yet told");
         state.check_deadline();
         assert!(!*state.role.borrow());
+    }
+
+    #[test]
+    fn identities_on_one_host_differ_per_process() {
+        let a = identity();
+        let b = identity();
+        assert_ne!(a, b);
+        let host = a.split('_').next().unwrap();
+        assert!(b.starts_with(&format!("{host}_")), "{a} {b}");
+        assert_eq!(
+            identity_of("node-1", uuid::Uuid::nil()),
+            "node-1_00000000-0000-0000-0000-000000000000"
+        );
+    }
+
+    #[test]
+    fn a_lease_taken_anew_is_a_new_term_and_a_renewal_is_not() {
+        let state = LeaseState::new("test-4".to_owned(), Duration::from_secs(15));
+        state.hold(Instant::now());
+        let first = state.term();
+        state.hold(Instant::now());
+        state.renewed(Instant::now());
+        assert_eq!(state.term(), first, "renewed while held");
+        state.lose("test");
+        state.hold(Instant::now());
+        assert_ne!(state.term(), first);
+        let second = state.term();
+        // Held until an instant that has passed (paused past it), then taken again.
+        state.hold(ago(20));
+        state.hold(Instant::now());
+        assert_ne!(state.term(), second);
     }
 
     #[test]

@@ -82,8 +82,6 @@ pub struct Loaded {
     /// The longest one pass can take (its waits are all bounded): how long a batch may
     /// go on before `/healthz` calls the loop stuck, per pass slot.
     pub pass_limit: chrono::Duration,
-    /// The longest single request to CDS or a store: how much lease a write needs left.
-    pub longest_request: std::time::Duration,
 }
 
 /// A way to load the policy again (SIGHUP, an edit of the file).
@@ -99,7 +97,8 @@ pub struct Hooks {
     /// Loads the policy again.
     pub reloader: Option<Reloader>,
     /// The election among rotators of one policy (`coordination:`): only the leader
-    /// starts passes, and every write waits for the lease's fence.
+    /// starts passes, and every write waits for the lease's fence (the reconcilers'
+    /// write handles are built with [`crate::coordination::Leadership::fence`]).
     pub leadership: Option<crate::coordination::Leadership>,
 }
 
@@ -216,14 +215,13 @@ pub async fn run(
         jobs,
         mut max_concurrency,
         mut pass_limit,
-        longest_request,
     } = loaded;
+    // The reconciler's write handle (and each reloaded one's) holds this election's fence.
     let mut leadership = hooks.leadership.take();
-    if let Some(l) = &leadership {
-        reconciler.set_fence(l.fence(), longest_request);
-        if let Some(h) = &hooks.health {
-            h.set_role(if l.is_leader() { "leader" } else { "standby" });
-        }
+    if let Some(l) = &leadership
+        && let Some(h) = &hooks.health
+    {
+        h.set_role(if l.is_leader() { "leader" } else { "standby" });
     }
     let (wake_tx, mut wake_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut clients = Clients::new(jobs, None, &wake_tx)?;
@@ -391,9 +389,6 @@ pub async fn run(
                         info!(reason = %why, clients = new.slots.len(), added = ?added, removed = ?removed, "policy reloaded");
                         clients = new;
                         reconciler = l.reconciler;
-                        if let Some(lead) = &leadership {
-                            reconciler.set_fence(lead.fence(), l.longest_request);
-                        }
                         max_concurrency = l.max_concurrency;
                         pass_limit = l.pass_limit;
                         if ready {

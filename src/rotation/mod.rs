@@ -23,13 +23,12 @@ use secrecy::SecretString;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::audit::{Action, AuditLog, Outcome};
+use crate::audit::{Action, Outcome};
 use crate::clock::Clock;
 use crate::connect::{
     ClientRef, ClientSecret, ConnectApi, ConnectError, CreatedSecret, MAX_SECRETS_PER_CLIENT,
     NewSecret, SecretId,
 };
-use crate::coordination::Fence;
 use crate::lock::{ClientLock, LockError};
 use crate::notify::{Event, EventKind, Notifier};
 use crate::pickup::{Pickup, PickupCheck};
@@ -37,6 +36,7 @@ use crate::policy::Timing;
 use crate::secret::Fingerprint;
 use crate::stop::Stop;
 use crate::store::{Current, SecretStore, StoreError, StoreRecord};
+use crate::writes::Writes;
 pub use decide::{DeleteReason, Plan, RotateReason, Window, decide};
 use marker::Marker;
 
@@ -62,6 +62,9 @@ const VERIFY_BACKOFF_MAX: StdDuration = StdDuration::from_secs(15);
 tokio::task_local! {
     /// The concurrency slot of the pass running on this task (see [`Reconciler::run_each`]).
     static SLOT: Slot;
+    /// The write handle of the pass running on this task, bound to the holding of the
+    /// lease the pass started in (see [`Reconciler::pass`]).
+    static PASS_WRITES: Writes;
 }
 
 /// A pass's place among the `max_concurrency` passes that talk to CDS at once. A pass
@@ -219,15 +222,16 @@ pub enum StepError {
     /// made.
     #[error("lost the coordination lease; nothing more is written until this process leads again")]
     LeaseLost,
-    /// The lease was lost between create and publish; the new secret was deleted.
+    /// The lease was lost between create and publish. The new secret is not deleted
+    /// either: without the lease no write is sent (with ids reused, its id may already
+    /// be another leader's current secret); nobody holds its value, so the leader deletes
+    /// it as an orphan.
     #[error(
-        "lost the coordination lease before publishing: the new secret {secret_id} was deleted{cleanup}; the leader rotates again"
+        "lost the coordination lease before publishing: the new secret {secret_id} was left to the leader, which deletes it as an orphan after orphan_grace; the leader rotates again"
     )]
     LeaseLostUndone {
         /// The new secret.
         secret_id: SecretId,
-        /// What happened to the new secret if deleting it failed.
-        cleanup: String,
     },
     /// A stop came while the new secret was not yet accepted by CDS; it was deleted.
     #[error(
@@ -515,10 +519,9 @@ pub struct Reconciler {
     /// Unmanaged secrets already reported as expiring, by client id: told once per
     /// process, not on every pass.
     told_expiring: std::sync::Mutex<std::collections::HashSet<(String, SecretId)>>,
-    /// Where every write to CDS or a store is recorded, if anywhere.
-    audit: std::sync::OnceLock<Arc<AuditLog>>,
-    /// The coordination lease every write needs, with the longest single request.
-    fence: std::sync::OnceLock<(Arc<dyn Fence>, StdDuration)>,
+    /// The only way to write: the coordination lease every attempt needs, the audit log
+    /// every write is recorded in, and the longest single request.
+    writes: Writes,
     /// The fingerprint whose `pickup_timeout` was sent, per (tenant, client id): once per
     /// published secret and process (a restarted rotator sends it again, once).
     pickup_timeouts: Mutex<HashMap<(String, String), Fingerprint>>,
@@ -526,13 +529,15 @@ pub struct Reconciler {
 
 impl Reconciler {
     /// A reconciler acting through `connect` as `own_client_id`, locking in `lock_dir`,
-    /// stopping when `stop` is triggered.
+    /// stopping when `stop` is triggered, writing only through `writes` (a write it
+    /// refuses ends the pass with a lost lease).
     pub fn new(
         connect: Arc<dyn ConnectApi>,
         clock: Arc<dyn Clock>,
         own_client_id: impl Into<String>,
         lock_dir: PathBuf,
         stop: Stop,
+        writes: Writes,
     ) -> Self {
         Reconciler {
             connect,
@@ -543,8 +548,7 @@ impl Reconciler {
             attempts: AtomicU64::new(1),
             stop,
             told_expiring: std::sync::Mutex::default(),
-            audit: std::sync::OnceLock::new(),
-            fence: std::sync::OnceLock::new(),
+            writes,
             pickup_timeouts: Mutex::new(HashMap::new()),
         }
     }
@@ -559,25 +563,19 @@ impl Reconciler {
         self.clock.now()
     }
 
-    /// Records every later write to CDS or a store in `audit` (set once, before the
-    /// first pass that writes; dry runs never open it).
-    pub fn set_audit(&self, audit: Arc<AuditLog>) {
-        let _ = self.audit.set(audit);
-    }
-
-    /// Makes every later write to CDS or a store wait for `fence`'s word that the
-    /// coordination lease outlasts a request of `longest_request` (set once, before the
-    /// first pass). A write it refuses ends the pass with [`StepError::LeaseLost`].
-    pub fn set_fence(&self, fence: Arc<dyn Fence>, longest_request: StdDuration) {
-        let _ = self.fence.set((fence, longest_request));
+    /// The write handle of the pass on this task (bound when the pass started), or one
+    /// bound now outside a pass.
+    fn writes(&self) -> Writes {
+        PASS_WRITES
+            .try_with(Writes::clone)
+            .unwrap_or_else(|_| self.writes.for_pass())
     }
 
     /// Whether a write may start now (always, without coordination).
     fn fenced(&self) -> Result<(), StepError> {
-        match self.fence.get() {
-            Some((fence, longest)) if !fence.can_write(*longest) => Err(StepError::LeaseLost),
-            _ => Ok(()),
-        }
+        self.writes()
+            .may_send(StdDuration::ZERO)
+            .map_err(|_| StepError::LeaseLost)
     }
 
     /// Asks passes in flight to stop at the next step boundary (a create that started
@@ -739,7 +737,14 @@ impl Reconciler {
         let span = info_span!("pass", client = %job.name, client_id = %job.client.client_id);
         async {
             let mut report = PassReport::new(&job.name);
-            let outcome = self.steps(job, options, &mut report).await;
+            // Bound as the pass starts: what it observes and decides is written under
+            // this holding of the lease or not at all.
+            let outcome = PASS_WRITES
+                .scope(
+                    self.writes.for_pass(),
+                    self.steps(job, options, &mut report),
+                )
+                .await;
             if let Err(Failed { step, source }) = outcome {
                 report.error = Some(RotationError {
                     client: job.name.clone(),
@@ -1229,12 +1234,10 @@ impl Reconciler {
             "the new secret gets tokens"
         );
 
-        // publish, only while the lease surely holds; the new secret is ours to delete
+        // publish, only while the lease surely holds
         if let Err(StepError::LeaseLost) = self.fenced() {
-            let cleanup = self.undo_create(job, id, Step::Publish).await;
             return Err(at(Step::Publish)(StepError::LeaseLostUndone {
                 secret_id: id,
-                cleanup,
             }));
         }
         let record = StoreRecord {
@@ -1257,9 +1260,10 @@ impl Reconciler {
             self.stop.wait().await;
             tokio::time::sleep(PUBLISH_STOP_GRACE).await;
         };
+        let writes = self.writes();
         let published = tokio::select! {
             biased;
-            published = job.store.publish(&job.store_key, &created.value, &record) => Some(published),
+            published = job.store.publish_through(&writes, &job.store_key, &created.value, &record) => Some(published),
             () = given_up => None,
         };
         let Some(published) = published else {
@@ -1298,6 +1302,13 @@ impl Reconciler {
                 return Err(at(Step::Publish)(StepError::PublishInDoubt {
                     secret_id: id,
                     source,
+                }));
+            }
+            // Refused by the lease (before or during the publish, with nothing written):
+            // no delete may be sent either; the leader deletes it as an orphan.
+            if matches!(source, StoreError::LeaseLost { .. }) || self.fenced().is_err() {
+                return Err(at(Step::Publish)(StepError::LeaseLostUndone {
+                    secret_id: id,
                 }));
             }
             retake_slot().await;
@@ -1352,7 +1363,10 @@ impl Reconciler {
                 expiration: plus(now, job.timing.lifetime).unwrap_or(now),
                 description: marker.description(),
             };
-            let result = self.connect.create_secret(&job.client, &new).await;
+            let result = self
+                .connect
+                .create_secret(&self.writes(), &job.client, &new)
+                .await;
             self.audit_cds(
                 job,
                 Action::CreateSecret,
@@ -1382,7 +1396,10 @@ impl Reconciler {
                             secret_id = lost.id,
                             "found the lost create; its value is unknown, deleting it"
                         );
-                        let result = self.connect.delete_secret(&job.client, lost.id).await;
+                        let result = self
+                            .connect
+                            .delete_secret(&self.writes(), &job.client, lost.id)
+                            .await;
                         self.audit_cds(
                             job,
                             Action::DeleteSecret,
@@ -1444,7 +1461,10 @@ impl Reconciler {
 
     /// Deletes a secret the failed pass created; says what is left if that fails too.
     async fn undo_create(&self, job: &ClientJob, id: SecretId, step: Step) -> String {
-        let result = self.connect.delete_secret(&job.client, id).await;
+        let result = self
+            .connect
+            .delete_secret(&self.writes(), &job.client, id)
+            .await;
         self.audit_cds(
             job,
             Action::DeleteSecret,
@@ -1477,7 +1497,10 @@ impl Reconciler {
         why: DeleteReason,
     ) -> Result<(), StepError> {
         self.fenced()?;
-        let result = self.connect.delete_secret(&job.client, id).await;
+        let result = self
+            .connect
+            .delete_secret(&self.writes(), &job.client, id)
+            .await;
         let reason = why.to_string();
         self.audit_cds(
             job,
@@ -1571,7 +1594,7 @@ impl Reconciler {
         step: Step,
         fill: impl FnOnce(&mut crate::audit::Entry),
     ) {
-        let Some(log) = self.audit.get() else {
+        let Some(log) = self.writes.audit() else {
             return;
         };
         let mut e = log.entry(

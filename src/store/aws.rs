@@ -97,6 +97,28 @@ impl SdkSource {
     }
 }
 
+/// Asks the write handle of the publish running on this task
+/// ([`crate::writes::may_send_now`]) before every attempt the SDK makes, its retries
+/// included: an attempt the coordination lease does not surely outlast is not sent.
+/// Outside a publish it lets everything through.
+#[derive(Debug)]
+pub(crate) struct FencedAttempts;
+
+impl aws_sdk_secretsmanager::config::Intercept for FencedAttempts {
+    fn name(&self) -> &'static str {
+        "FencedAttempts"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &aws_sdk_secretsmanager::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_secretsmanager::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_secretsmanager::config::ConfigBag,
+    ) -> Result<(), aws_sdk_secretsmanager::error::BoxError> {
+        crate::writes::may_send_now().map_err(Into::into)
+    }
+}
+
 /// The SDK's HTTPS client on rustls with ring, the crypto provider the rest of the
 /// crate already uses (the SDK's default would add aws-lc).
 pub fn http_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {

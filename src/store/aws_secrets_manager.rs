@@ -94,7 +94,12 @@ impl SecretsManagerStore {
 
     async fn client(&self) -> &Client {
         self.client
-            .get_or_init(|| async { Client::new(&self.sdk.config(&self.target).await) })
+            .get_or_init(|| async {
+                let config = aws_sdk_secretsmanager::config::Builder::from(
+                    &self.sdk.config(&self.target).await,
+                );
+                Client::from_conf(config.interceptor(aws::FencedAttempts).build())
+            })
             .await
     }
 

@@ -88,9 +88,40 @@ fn native_roots() -> rustls::RootCertStore {
 /// a retried set writes the same value and tags again, so it is harmless.
 const MAX_ATTEMPTS: u32 = 3;
 
+/// Asks the write handle of the publish running on this task
+/// ([`crate::writes::may_send_now`]) before every try the pipeline makes, its retries
+/// and token requests included; outside a publish it lets everything through.
+#[derive(Debug)]
+struct FencedTries;
+
+#[async_trait]
+impl azure_core::http::policies::Policy for FencedTries {
+    async fn send(
+        &self,
+        ctx: &azure_core::http::Context,
+        request: &mut azure_core::http::Request,
+        next: &[Arc<dyn azure_core::http::policies::Policy>],
+    ) -> azure_core::http::policies::PolicyResult {
+        if crate::writes::may_send_now().is_err() {
+            return Err(azure_core::Error::with_message(
+                ErrorKind::Other,
+                "not sent: lost the coordination lease",
+            ));
+        }
+        match next.split_first() {
+            Some((first, rest)) => first.send(ctx, request, rest).await,
+            None => Err(azure_core::Error::with_message(
+                ErrorKind::Other,
+                "no transport after the lease check",
+            )),
+        }
+    }
+}
+
 fn client_options(http: &reqwest013::Client) -> ClientOptions {
     ClientOptions {
         transport: Some(Transport::new(Arc::new(http.clone()))),
+        per_try_policies: vec![Arc::new(FencedTries)],
         retry: RetryOptions::exponential(ExponentialRetryOptions {
             initial_delay: azure_core::time::Duration::milliseconds(200),
             max_retries: MAX_ATTEMPTS - 1,

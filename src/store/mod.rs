@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connect::SecretId;
 use crate::secret::Fingerprint;
+use crate::writes::Writes;
 
 /// Metadata of the value a store currently holds. Never contains the value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +98,14 @@ pub enum StoreError {
         /// What went wrong.
         detail: String,
     },
+    /// Nothing was written: this process no longer surely holds the coordination lease.
+    #[error(
+        "{location}: not written: lost the coordination lease; nothing more is written until this process leads again"
+    )]
+    LeaseLost {
+        /// Where.
+        location: String,
+    },
     /// The store holds something that is not a record the rotator wrote.
     #[error("store {store}: {location} is not a valid record: {detail}")]
     Corrupt {
@@ -157,4 +166,25 @@ pub trait SecretStore: Send + Sync {
         value: &SecretString,
         record: &StoreRecord,
     ) -> Result<(), StoreError>;
+
+    /// [`SecretStore::publish`] through the write handle, as the reconciler publishes:
+    /// asked right before, and by each request of the publish through
+    /// [`crate::writes::may_send_now`]: the Vault store's own requests, the Secrets
+    /// Manager client's attempts (an interceptor) and the Key Vault pipeline's tries (a
+    /// per-try policy), retries and token requests included.
+    /// Refused before anything was sent, it fails with [`StoreError::LeaseLost`].
+    async fn publish_through(
+        &self,
+        writes: &Writes,
+        key: &str,
+        value: &SecretString,
+        record: &StoreRecord,
+    ) -> Result<(), StoreError> {
+        if writes.may_send(std::time::Duration::ZERO).is_err() {
+            return Err(StoreError::LeaseLost {
+                location: self.location(key),
+            });
+        }
+        writes.scope(self.publish(key, value, record)).await
+    }
 }

@@ -360,6 +360,13 @@ impl VaultStore {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // Inside a publish every write attempt (and a login before one) asks the
+            // write handle first; what was retried before was certainly not carried out.
+            if method != Method::GET && crate::writes::may_send_now().is_err() {
+                return Err(NoAnswer::NotSent(
+                    "not sent: lost the coordination lease".to_owned(),
+                ));
+            }
             let mut req = self
                 .http
                 .request(method.clone(), &url)
@@ -827,6 +834,11 @@ impl SecretStore for VaultStore {
                     key,
                     format!("another writer changed the secret since the rotator read it (check-and-set on version {base} failed): the new value did not land; run again, and make sure only the rotator writes this secret"),
                 ));
+            }
+            Err(NoAnswer::NotSent(_)) if crate::writes::may_send_now().is_err() => {
+                return Err(StoreError::LeaseLost {
+                    location: self.location(key),
+                });
             }
             Err(NoAnswer::NotSent(detail)) => {
                 return Err(self.error(
