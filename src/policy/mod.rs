@@ -307,6 +307,17 @@ impl fmt::Display for PolicyError {
 /// The default location of the policy.
 pub const DEFAULT_PATH: &str = "/etc/cds-rotator/policy.yaml";
 
+/// What to do when the policy file cannot be read: the path is wrong, or (a process out
+/// of file descriptors) the limit is.
+fn read_hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE) => {
+            "the process is out of file descriptors: raise LimitNOFILE= (systemd) or ulimit -n"
+        }
+        _ => "pass --config PATH or set CDS_ROTATOR_CONFIG",
+    }
+}
+
 /// The default directory for lock files: one place for every process on the host,
 /// whatever its environment, so that the daemon under systemd and an operator's
 /// `--run-now` in a shell take the same locks (a per-process `$RUNTIME_DIRECTORY` would
@@ -347,11 +358,8 @@ impl Policy {
                 message,
             }],
         };
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            fail(format!(
-                "cannot read the policy: {e}; pass --config PATH or set CDS_ROTATOR_CONFIG"
-            ))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(format!("cannot read the policy: {e}; {}", read_hint(&e))))?;
         if let Some(problem) = trust::problem(path) {
             return Err(fail(format!(
                 "the policy {problem}; whoever can change it can add a command or send the admin secret to their own server (nothing was loaded)"

@@ -1457,3 +1457,14 @@ fn the_hint_for_a_credential_outside_systemd_names_that_credential_unless_it_loo
     assert!(!err.contains(pasted), "{err}");
     assert!(err.contains("LoadCredential=NAME:"), "{err}");
 }
+
+#[test]
+fn an_unreadable_policy_names_the_fd_limit_when_the_process_is_out_of_descriptors() {
+    let out_of_fds = std::io::Error::from_raw_os_error(libc::EMFILE);
+    assert!(super::read_hint(&out_of_fds).contains("LimitNOFILE="));
+    let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+    assert_eq!(
+        super::read_hint(&missing),
+        "pass --config PATH or set CDS_ROTATOR_CONFIG"
+    );
+}
