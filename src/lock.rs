@@ -224,7 +224,7 @@ impl ClientLock {
         // On the blocking pool, not on an async worker: the first open creates the file,
         // and allocating an inode took 0.25 ms of kernel time and more on the busy ext4
         // of the bench (scripts/bench-pass.sh), stalling every pass on that worker.
-        let file = {
+        let mut file = {
             let (dir, path) = (dir.to_owned(), path.clone());
             tokio::task::spawn_blocking(move || {
                 let dir_file = open_lock_dir(&dir)?;
@@ -235,27 +235,52 @@ impl ClientLock {
         .map_err(|e| LockError::io(&path, io::Error::other(e)))??;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+            match take(file, &path)? {
+                Ok(lock) => return Ok(lock),
+                Err(busy) if tokio::time::Instant::now() < deadline => {
+                    file = busy;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(TryLockError::WouldBlock) => {
-                    let holder = holder(&file)
-                        .map(|h| format!(" by {h}"))
-                        .unwrap_or_default();
-                    return Err(LockError::Busy { path, holder });
-                }
-                Err(TryLockError::Error(source)) => return Err(LockError::io(&path, source)),
+                Err(busy) => return Err(held_by(&busy, path)),
             }
         }
-        // Say who holds it, for the Busy message of the next one; best effort. Only now,
-        // with the lock held and the file known to be a regular file of our own.
-        let _ = file
-            .set_len(0)
-            .and_then(|()| file.write_all_at(format!("pid {}", std::process::id()).as_bytes(), 0));
-        Ok(ClientLock { _file: file })
     }
+
+    /// Takes the lock of `client_id` in `tenant_id` now or not at all, on the calling
+    /// thread: for a caller that is not async (a reload holding the locks of a lock
+    /// directory the policy moved to, until a restart applies it).
+    pub fn try_acquire_now(
+        dir: &Path,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<ClientLock, LockError> {
+        let name = format!("{tenant_id}.{client_id}.lock");
+        let path = dir.join(&name);
+        let dir_file = open_lock_dir(dir)?;
+        let file = open_lock_file(&dir_file, &name, &path)?;
+        take(file, &path)?.map_err(|busy| held_by(&busy, path))
+    }
+}
+
+/// Tries the lock on `file` once: the lock, or the file back when another holds it.
+fn take(file: File, path: &Path) -> Result<Result<ClientLock, File>, LockError> {
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Ok(Err(file)),
+        Err(TryLockError::Error(source)) => return Err(LockError::io(path, source)),
+    }
+    // Say who holds it, for the Busy message of the next one; best effort. Only now,
+    // with the lock held and the file known to be a regular file of our own.
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.write_all_at(format!("pid {}", std::process::id()).as_bytes(), 0));
+    Ok(Ok(ClientLock { _file: file }))
+}
+
+/// The lock at `path` is taken: by whom, as its file says.
+fn held_by(file: &File, path: PathBuf) -> LockError {
+    let holder = holder(file).map(|h| format!(" by {h}")).unwrap_or_default();
+    LockError::Busy { path, holder }
 }
 
 /// Writes `bytes` to the file `name` in the lock directory `dir` (checked and made as for
@@ -292,36 +317,6 @@ pub fn write_small_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Lock
     }
     file.write_all_at(bytes, 0)
         .map_err(|source| LockError::io(&path, source))
-}
-
-impl ClientLock {
-    /// Takes the lock of `client_id` in `tenant_id` now or not at all, on the calling
-    /// thread: for a caller that is not async (a reload holding the locks of a lock
-    /// directory the policy moved to, until a restart applies it).
-    pub fn try_acquire_now(
-        dir: &Path,
-        tenant_id: &str,
-        client_id: &str,
-    ) -> Result<ClientLock, LockError> {
-        let name = format!("{tenant_id}.{client_id}.lock");
-        let path = dir.join(&name);
-        let dir_file = open_lock_dir(dir)?;
-        let file = open_lock_file(&dir_file, &name, &path)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let holder = holder(&file)
-                    .map(|h| format!(" by {h}"))
-                    .unwrap_or_default();
-                return Err(LockError::Busy { path, holder });
-            }
-            Err(TryLockError::Error(source)) => return Err(LockError::io(&path, source)),
-        }
-        let _ = file
-            .set_len(0)
-            .and_then(|()| file.write_all_at(format!("pid {}", std::process::id()).as_bytes(), 0));
-        Ok(ClientLock { _file: file })
-    }
 }
 
 /// Opens `dir` (creating it 0700 when missing) without following a final symlink, and
