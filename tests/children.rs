@@ -17,24 +17,6 @@ fn script(path: &Path, body: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// The env's policy with `notifiers` added, the app client notifying `notify` and with
-/// `client_extra` (its pickup).
-fn write_policy(env: &Env, notifiers: &str, notify: &str, client_extra: &str) {
-    let path = env.write_policy("", client_extra);
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace(
-            "  ops: { type: log }\n",
-            &format!("  ops: {{ type: log }}\n{notifiers}\n"),
-        )
-        .replacen(
-            "    notify: [ops]\n",
-            &format!("    notify: [{notify}]\n"),
-            1,
-        );
-    std::fs::write(path, text).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_programs_print_is_logged_at_debug_only_and_without_a_held_value() {
     let env = Env::start().await;
@@ -52,8 +34,7 @@ async fn what_programs_print_is_logged_at_debug_only_and_without_a_held_value() 
     script(&failing, &format!("{leak}\nexit 5"));
     let pickup = env.dir.path().join("pickup.sh");
     script(&pickup, &format!("{leak}\nexit 1"));
-    write_policy(
-        &env,
+    env.write_notifier_policy(
         &format!(
             "  hook: {{ type: command, program: {} }}\n  failing: {{ type: command, program: {} }}",
             hook.display(),
@@ -145,8 +126,7 @@ async fn a_pickup_program_that_exits_0_leaving_a_background_child_on_its_stdout_
         &pickup,
         &format!("sleep 600 &\necho $! >> {}\necho switched", pids.display()),
     );
-    write_policy(
-        &env,
+    env.write_notifier_policy(
         "",
         "ops",
         &format!(

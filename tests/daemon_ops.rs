@@ -17,26 +17,6 @@ async fn eventually30(what: &str, check: impl AsyncFnMut() -> bool) {
     eventually(what, Duration::from_secs(30), check).await;
 }
 
-/// The env's policy, with `daemon.listen` on `port`, and the `web` client only when
-/// `with_web`.
-fn policy(env: &Env, port: u16, with_web: bool) -> String {
-    env.write_policy("", "");
-    let mut text = std::fs::read_to_string(env.policy_path()).unwrap();
-    if !with_web {
-        let at = text.find("  - name: web").unwrap();
-        text.truncate(at);
-    }
-    text.push_str(&format!("daemon:\n  listen: 127.0.0.1:{port}\n"));
-    text
-}
-
-/// Replaces the policy the way an editor does: a new file renamed over the old one.
-fn replace_policy(env: &Env, text: &str) {
-    let tmp = env.dir.path().join(".policy.yaml.new");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, env.policy_path()).unwrap();
-}
-
 async fn get(port: u16, path: &str) -> (u16, String) {
     match reqwest::get(format!("http://127.0.0.1:{port}{path}")).await {
         Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
@@ -64,7 +44,7 @@ fn sample(all: &[(String, f64)], series: &str) -> Option<f64> {
 async fn health_readiness_and_metrics_describe_the_daemon_and_hold_no_secret() {
     let env = Env::start().await;
     let port = free_port();
-    replace_policy(&env, &policy(&env, port, true));
+    env.replace_policy(&env.daemon_policy(port, true));
     let child = env
         .command(&[], &[])
         .stdout(Stdio::piped())
@@ -158,9 +138,9 @@ async fn health_readiness_and_metrics_describe_the_daemon_and_hold_no_secret() {
 async fn a_bad_policy_is_refused_and_a_good_one_applies_at_once_by_edit_and_by_sighup() {
     let env = Env::start().await;
     let port = free_port();
-    let only_app = policy(&env, port, false);
-    let both = policy(&env, port, true);
-    replace_policy(&env, &only_app);
+    let only_app = env.daemon_policy(port, false);
+    let both = env.daemon_policy(port, true);
+    env.replace_policy(&only_app);
     let child = env
         .command(&["--log-format", "json"], &[])
         .stdout(Stdio::piped())
@@ -173,10 +153,7 @@ async fn a_bad_policy_is_refused_and_a_good_one_applies_at_once_by_edit_and_by_s
     assert!(env.record("web").is_none(), "web is not in the policy yet");
 
     // A broken edit: refused, said on /readyz and in the metrics, nothing changes.
-    replace_policy(
-        &env,
-        &both.replace("  grace: 0s", "  grace: 0s\n  graec: 1h"),
-    );
+    env.replace_policy(&both.replace("  grace: 0s", "  grace: 0s\n  graec: 1h"));
     eventually30("the refusal on /readyz", async || {
         let (_, body) = get(port, "/readyz").await;
         body.contains("graec")
@@ -196,7 +173,7 @@ async fn a_bad_policy_is_refused_and_a_good_one_applies_at_once_by_edit_and_by_s
     assert!(env.record("web").is_none());
 
     // Fixed: the new client is rotated at once, without waiting for its schedule.
-    replace_policy(&env, &both);
+    env.replace_policy(&both);
     eventually30("web rotated after the reload", async || {
         env.record("web").is_some()
     })
@@ -239,7 +216,7 @@ async fn a_taken_listen_port_stops_the_start_before_any_write() {
     let env = Env::start().await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    replace_policy(&env, &policy(&env, port, true));
+    env.replace_policy(&env.daemon_policy(port, true));
     let out = tokio::time::timeout(Duration::from_secs(30), env.cli(&[], &[]))
         .await
         .expect("exits");
@@ -252,8 +229,8 @@ async fn a_taken_listen_port_stops_the_start_before_any_write() {
 async fn health_asks_the_running_daemon_though_the_policy_on_disk_has_a_typo() {
     let env = Env::start().await;
     let port = free_port();
-    let good = policy(&env, port, true);
-    replace_policy(&env, &good);
+    let good = env.daemon_policy(port, true);
+    env.replace_policy(&good);
     let child = env
         .command(&[], &[])
         .stdout(Stdio::null())
@@ -264,10 +241,7 @@ async fn health_asks_the_running_daemon_though_the_policy_on_disk_has_a_typo() {
     eventually30("/readyz 200", async || get(port, "/readyz").await.0 == 200).await;
 
     // A typo the running daemon refuses to reload.
-    replace_policy(
-        &env,
-        &good.replace("  grace: 0s", "  grace: 0s\n  graec: 1h"),
-    );
+    env.replace_policy(&good.replace("  grace: 0s", "  grace: 0s\n  graec: 1h"));
     eventually30("the refusal on /readyz", async || {
         get(port, "/readyz").await.1.contains("graec")
     })
@@ -279,13 +253,10 @@ async fn health_asks_the_running_daemon_though_the_policy_on_disk_has_a_typo() {
     // Worse: the file no longer parses, and it names another port. The daemon still
     // serves where it started, and `health` asks there.
     let other = free_port();
-    replace_policy(
-        &env,
-        &format!(
-            "{}\n  - [ unclosed\n",
-            good.replace(&format!(":{port}"), &format!(":{other}"))
-        ),
-    );
+    env.replace_policy(&format!(
+        "{}\n  - [ unclosed\n",
+        good.replace(&format!(":{port}"), &format!(":{other}"))
+    ));
     let out = env.cli(&["health"], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(get(port, "/healthz").await.0, 200);
@@ -298,7 +269,7 @@ async fn health_asks_the_running_daemon_though_the_policy_on_disk_has_a_typo() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // Stopped: what it published is gone, and `health` asks the policy's address (the
     // file is fixed first), where nothing answers.
-    replace_policy(&env, &good);
+    env.replace_policy(&good);
     let down = env.cli(&["health"], &[]).await;
     assert_eq!(down.status.code(), Some(1), "{}", text(&down));
 }

@@ -15,26 +15,6 @@ use tokio::task::JoinHandle;
 
 use common::{Env, eventually, free_port, send_signal};
 
-/// The env's policy with `daemon.listen` on `port`, and the `web` client only when
-/// `with_web`.
-fn policy(env: &Env, port: u16, with_web: bool) -> String {
-    env.write_policy("", "");
-    let mut text = std::fs::read_to_string(env.policy_path()).unwrap();
-    if !with_web {
-        let at = text.find("  - name: web").unwrap();
-        text.truncate(at);
-    }
-    text.push_str(&format!("daemon:\n  listen: 127.0.0.1:{port}\n"));
-    text
-}
-
-/// Replaces the policy the way an editor does: a new file renamed over the old one.
-fn replace_policy(env: &Env, text: &str) {
-    let tmp = env.dir.path().join(".policy.yaml.new");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, env.policy_path()).unwrap();
-}
-
 /// `GET path` with a client that gives up after `limit`: the status, or 0 for no answer.
 async fn get(port: u16, path: &str, limit: Duration) -> u16 {
     let client = reqwest::Client::builder().timeout(limit).build().unwrap();
@@ -95,7 +75,7 @@ fn slowloris_client(port: u16) -> JoinHandle<()> {
 async fn a_connection_that_sends_no_whole_request_head_is_closed() {
     let env = Env::start().await;
     let port = free_port();
-    replace_policy(&env, &policy(&env, port, false));
+    env.replace_policy(&env.daemon_policy(port, false));
     let mut child = env
         .command(&[], &[])
         .stdout(Stdio::null())
@@ -135,7 +115,7 @@ async fn a_connection_that_sends_no_whole_request_head_is_closed() {
 async fn idle_and_slowloris_connections_neither_stop_a_pass_nor_keep_healthz_down() {
     let env = Env::start().await;
     let port = free_port();
-    replace_policy(&env, &policy(&env, port, false));
+    env.replace_policy(&env.daemon_policy(port, false));
     let log_path = env.dir.path().join("daemon.log");
     let log = std::fs::File::create(&log_path).unwrap();
     // Soft and hard: the daemon's own raise to the hard limit changes nothing here.
@@ -166,7 +146,7 @@ async fn idle_and_slowloris_connections_neither_stop_a_pass_nor_keep_healthz_dow
 
     // Under the load: a reload (it reads the policy) and the pass it starts (the lock,
     // the store, the HTTPS connections to CDS) need descriptors.
-    replace_policy(&env, &policy(&env, port, true));
+    env.replace_policy(&env.daemon_policy(port, true));
     let rotated = tokio::time::timeout(Duration::from_secs(60), async {
         while env.record("web").is_none() {
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -152,23 +152,6 @@ async fn start_receiver() -> (Receiver, String) {
     (r, base)
 }
 
-/// The env's policy with `notifiers` added and the app client notifying `notify`.
-fn write_policy(env: &Env, notifiers: &str, notify: &str, client_extra: &str) {
-    let path = env.write_policy("", client_extra);
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace(
-            "  ops: { type: log }\n",
-            &format!("  ops: {{ type: log }}\n{notifiers}\n"),
-        )
-        .replacen(
-            "    notify: [ops]\n",
-            &format!("    notify: [{notify}]\n"),
-            1,
-        );
-    std::fs::write(path, text).unwrap();
-}
-
 /// Every secret value the test knows of: the seeds and what the store now holds.
 fn secret_values(env: &Env) -> Vec<String> {
     let mut values = vec![ADMIN_SECRET.to_owned(), APP_SEEDED_SECRET.to_owned()];
@@ -189,9 +172,7 @@ async fn every_notifier_gets_the_rotated_event_signed_and_without_a_secret() {
         format!("{base}/teams/webhookb2/teamsPathToken\n"),
     )
     .unwrap();
-    write_policy(
-        &env,
-        &format!(
+    env.write_notifier_policy(&format!(
             r#"  hook: {{ type: webhook, url: "{base}/hook/hookPathToken", hmac_secret_env: HOOK_KEY }}
   slack: {{ type: slack, webhook_url_env: SLACK_URL }}
   teams: {{ type: teams, webhook_url_file: {teams} }}
@@ -340,9 +321,7 @@ async fn every_notifier_gets_the_rotated_event_signed_and_without_a_secret() {
 async fn failing_and_hanging_notifiers_do_not_change_the_rotation() {
     let env = Env::start().await;
     let (receiver, base) = start_receiver().await;
-    write_policy(
-        &env,
-        &format!(
+    env.write_notifier_policy(&format!(
             r#"  fails: {{ type: webhook, url: "{base}/fail/failPathToken", retries: 2, timeout: 60s }}
   refuses: {{ type: webhook, url: "{base}/bad/badPathToken", retries: 3 }}
   hangs: {{ type: webhook, url: "{base}/hang/hangPathToken", timeout: 2s }}
@@ -389,8 +368,7 @@ async fn failing_and_hanging_notifiers_do_not_change_the_rotation() {
 async fn notify_on_sends_only_the_listed_events() {
     let env = Env::start().await;
     let (receiver, base) = start_receiver().await;
-    write_policy(
-        &env,
+    env.write_notifier_policy(
         &format!(r#"  hook: {{ type: webhook, url: "{base}/quiet/x" }}"#),
         "hook",
         "    notify_on: [rotation_failed, pickup_timeout]",
@@ -421,8 +399,7 @@ async fn notify_on_sends_only_the_listed_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_http_webhook_is_refused_by_validate_unless_it_is_loopback() {
     let env = Env::start().await;
-    write_policy(
-        &env,
+    env.write_notifier_policy(
         r#"  hook: { type: webhook, url: "http://example.com/cds/hookPathToken" }"#,
         "hook",
         "",
@@ -446,8 +423,7 @@ async fn a_plain_http_webhook_is_refused_by_validate_unless_it_is_loopback() {
     );
     assert!(!output.contains("PathToken"), "{output}");
 
-    write_policy(
-        &env,
+    env.write_notifier_policy(
         r#"  hook: { type: webhook, url: "http://127.0.0.1:9/cds" }"#,
         "hook",
         "",
@@ -459,8 +435,7 @@ async fn a_plain_http_webhook_is_refused_by_validate_unless_it_is_loopback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_url_from_the_environment_is_checked_at_start_and_never_shown() {
     let env = Env::start().await;
-    write_policy(
-        &env,
+    env.write_notifier_policy(
         "  slack: { type: slack, webhook_url_env: SLACK_URL }",
         "slack",
         "",
@@ -531,8 +506,7 @@ async fn a_429_is_retried_after_its_retry_after_unless_that_passes_the_timeout()
 async fn a_sigterm_does_not_wait_for_a_hanging_notifier() {
     let env = Env::start().await;
     let (receiver, base) = start_receiver().await;
-    write_policy(
-        &env,
+    env.write_notifier_policy(
         &format!(r#"  hangs: {{ type: webhook, url: "{base}/hang/x", timeout: 5m, retries: 0 }}"#),
         "hangs",
         "",

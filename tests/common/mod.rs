@@ -160,6 +160,44 @@ impl Env {
         self.write_policy_at(&self.emulator.url(), defaults_extra, client_extra)
     }
 
+    /// The policy text of [`Env::write_policy`] with `daemon.listen` on `port`, and the
+    /// `web` client only when `with_web` (written, and returned to edit further).
+    pub fn daemon_policy(&self, port: u16, with_web: bool) -> String {
+        self.write_policy("", "");
+        let mut text = std::fs::read_to_string(self.policy_path()).unwrap();
+        if !with_web {
+            let at = text.find("  - name: web").unwrap();
+            text.truncate(at);
+        }
+        text.push_str(&format!("daemon:\n  listen: 127.0.0.1:{port}\n"));
+        text
+    }
+
+    /// Replaces the policy the way an editor does: a new file renamed over the old one.
+    pub fn replace_policy(&self, text: &str) {
+        let tmp = self.dir.path().join(".policy.yaml.new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.policy_path()).unwrap();
+    }
+
+    /// Writes the policy of [`Env::write_policy`] with `notifiers` added and the app
+    /// client notifying `notify`, with `client_extra` (its pickup).
+    pub fn write_notifier_policy(&self, notifiers: &str, notify: &str, client_extra: &str) {
+        let path = self.write_policy("", client_extra);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace(
+                "  ops: { type: log }\n",
+                &format!("  ops: {{ type: log }}\n{notifiers}\n"),
+            )
+            .replacen(
+                "    notify: [ops]\n",
+                &format!("    notify: [{notify}]\n"),
+                1,
+            );
+        std::fs::write(path, text).unwrap();
+    }
+
     /// Like [`Env::write_policy`], against another CDS URL.
     pub fn write_policy_at(&self, url: &str, defaults_extra: &str, client_extra: &str) -> PathBuf {
         let text = format!(
