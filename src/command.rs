@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use zeroize::{Zeroize, Zeroizing};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
@@ -186,7 +187,7 @@ pub fn holds(fingerprint: &crate::secret::Fingerprint) -> bool {
 
 /// `raw` with every held value and every value in `also` replaced by `[redacted]`, and
 /// a held value's start at its very end cut off (the rest may have been capped away).
-fn scrub(raw: &[u8], also: &[&SecretString]) -> Vec<u8> {
+fn scrub(raw: &[u8], also: &[&SecretString]) -> Zeroizing<Vec<u8>> {
     let held = HELD
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -197,9 +198,10 @@ fn scrub(raw: &[u8], also: &[&SecretString]) -> Vec<u8> {
         .map(|v| v.expose_secret().as_bytes())
         .filter(|v| v.len() >= 4)
         .collect();
-    let mut out = raw.to_vec();
+    // Every copy is wiped when dropped: until scrubbed, it holds what the child printed.
+    let mut out = Zeroizing::new(raw.to_vec());
     for v in &values {
-        out = replace_all(&out, v, b"[redacted]");
+        out = Zeroizing::new(replace_all(&out, v, b"[redacted]"));
     }
     for v in &values {
         if let Some(k) = (4..v.len()).rev().find(|&k| out.ends_with(&v[..k])) {
@@ -286,7 +288,10 @@ pub async fn run(
                 let _ = w.shutdown().await;
             }
         };
-        let (mut out, mut err) = (Vec::new(), Vec::new());
+        // Room for all that is kept from the start, so no reallocation leaves an unwiped
+        // copy of what the child printed behind.
+        let kept = || Zeroizing::new(Vec::with_capacity(OUTPUT_CAP + SCRUB_MARGIN));
+        let (mut out, mut err) = (kept(), kept());
         let status = {
             let mut feed = std::pin::pin!(feed);
             let mut read_out = std::pin::pin!(capped(stdout, &mut out));
@@ -393,6 +398,7 @@ async fn capped(pipe: Option<impl AsyncRead + Unpin>, kept: &mut Vec<u8>) {
             }
         }
     }
+    buf.zeroize();
 }
 
 /// The processes of one run, killed when this is dropped while armed: a run that is
