@@ -45,6 +45,42 @@ pub fn next_fire(schedule: &Cron, after: DateTime<Utc>) -> Option<DateTime<Utc>>
     schedule.find_next_occurrence(&after, false).ok()
 }
 
+/// The health budget of one pass before the hooks it may wait for: every wait in a pass
+/// is bounded (the lock, requests and their retries, verify), so a batch running longer
+/// than its budget per round is stuck. Generous on purpose: it only feeds `/healthz`.
+/// It is also the longest timeout a notifier may have (see [`pass_limit`]).
+pub fn pass_budget(
+    request_timeout: std::time::Duration,
+    verify_timeout: chrono::Duration,
+) -> chrono::Duration {
+    let request = chrono::Duration::from_std(request_timeout).unwrap_or(chrono::Duration::MAX);
+    // The lock wait, about forty requests with their retries, verify, and slack.
+    request
+        .checked_mul(40)
+        .and_then(|r| r.checked_add(&verify_timeout))
+        .and_then(|r| r.checked_add(&chrono::Duration::minutes(10)))
+        .unwrap_or(chrono::Duration::MAX)
+}
+
+/// The health budget of one pass, hooks included: [`pass_budget`], plus one run of the
+/// longest pickup check (a pass waits for its client's check: a command's run, an HTTP
+/// probe's requests), plus the longest notifier timeout: a pass hands its events to the
+/// outbox and goes on, but waits for room while the outbox is full, until some send ends
+/// (within its notifier's timeout). Validation keeps every notifier timeout within the
+/// [`pass_budget`], so a notifier at most doubles how long a stuck loop goes unseen.
+pub fn pass_limit(
+    budget: chrono::Duration,
+    pickup_check: std::time::Duration,
+    notifier: std::time::Duration,
+) -> chrono::Duration {
+    let hooks = pickup_check
+        .checked_add(notifier)
+        .and_then(|d| d.checked_add(crate::notify::TIMEOUT_SLACK))
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .unwrap_or(chrono::Duration::MAX);
+    budget.checked_add(&hooks).unwrap_or(chrono::Duration::MAX)
+}
+
 /// One client as the daemon schedules it.
 struct Slot {
     job: Arc<ClientJob>,
@@ -348,6 +384,8 @@ pub async fn run(
                 {
                     error!(error = %e, "a pass ended abnormally while stopping");
                 }
+                // Events still under way get the stop's grace, then are counted failed.
+                crate::notify::outbox().flush().await;
                 if let Some(l) = leadership.take() {
                     l.release().await;
                 }
