@@ -59,7 +59,13 @@ impl Outbox {
     /// earlier under the same `key` (a client). Returns once it is queued; waits only
     /// while [`QUEUE`] events are under way. A failure is logged and counted, never an
     /// error.
-    pub async fn send(&self, key: &str, notifiers: &[Arc<dyn Notifier>], event: Event, stop: &Stop) {
+    pub async fn send(
+        &self,
+        key: &str,
+        notifiers: &[Arc<dyn Notifier>],
+        event: Event,
+        stop: &Stop,
+    ) {
         let wanted: Vec<Arc<dyn Notifier>> = notifiers
             .iter()
             .filter(|n| n.wants(event.kind))
@@ -164,7 +170,14 @@ mod tests {
         e
     }
 
-    fn records(name: &'static str) -> (Arc<dyn Notifier>, Arc<Mutex<Vec<EventKind>>>, Arc<Semaphore>) {
+    /// A recording notifier, what it saw, and the gate of its slow kind.
+    type Recording = (
+        Arc<dyn Notifier>,
+        Arc<Mutex<Vec<EventKind>>>,
+        Arc<Semaphore>,
+    );
+
+    fn records(name: &'static str) -> Recording {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(Semaphore::new(0));
         let n: Arc<dyn Notifier> = Arc::new(Records {
@@ -177,8 +190,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_send_returns_before_the_notifier_is_done_and_one_clients_events_keep_their_order()
-    {
+    async fn a_send_returns_before_the_notifier_is_done_and_one_clients_events_keep_their_order() {
         let (n, seen, gate) = records("outbox-order");
         let outbox = Outbox::new();
         let stop = Stop::new();
@@ -187,9 +199,13 @@ mod tests {
         outbox
             .send("t/c", n, event(EventKind::StoreRecordMissing), &stop)
             .await;
-        outbox.send("t/c", n, event(EventKind::Rotated), &stop).await;
+        outbox
+            .send("t/c", n, event(EventKind::Rotated), &stop)
+            .await;
         // Another client does not wait behind the slow one.
-        outbox.send("t/other", n, event(EventKind::Retired), &stop).await;
+        outbox
+            .send("t/other", n, event(EventKind::Retired), &stop)
+            .await;
         while lock(&seen).is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -215,7 +231,9 @@ mod tests {
         outbox
             .send("t/c", n, event(EventKind::StoreRecordMissing), &stop)
             .await;
-        outbox.send("t/c", n, event(EventKind::Rotated), &stop).await;
+        outbox
+            .send("t/c", n, event(EventKind::Rotated), &stop)
+            .await;
         stop.trigger();
         // Ends after the stop's grace, although the notifier never would.
         outbox.flush().await;

@@ -399,7 +399,8 @@ impl Validator {
         budget: chrono::Duration,
     ) {
         for (name, spec) in notifiers {
-            let timeout = chrono::Duration::from_std(spec.timeout()).unwrap_or(chrono::Duration::MAX);
+            let timeout =
+                chrono::Duration::from_std(spec.timeout()).unwrap_or(chrono::Duration::MAX);
             if timeout <= budget {
                 continue;
             }
@@ -772,7 +773,10 @@ clients:
             "  slow: { type: command, program: /bin/true, timeout: 1h }",
             "",
         )
-        .replace("    client_secret_file: /etc/cds-rotator/secret\n", "    client_secret_file: /etc/cds-rotator/secret\n  request_timeout: 2m\n");
+        .replace(
+            "    client_secret_file: /etc/cds-rotator/secret\n",
+            "    client_secret_file: /etc/cds-rotator/secret\n  request_timeout: 2m\n",
+        );
         let p = parse(&longer).unwrap();
         assert_eq!(p.notifiers["slow"].timeout(), Duration::from_secs(3600));
         assert!(crate::app::pass_limit(&p) > chrono::Duration::hours(2));
