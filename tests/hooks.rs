@@ -19,12 +19,13 @@ async fn get(port: u16, path: &str) -> (u16, String) {
     }
 }
 
-/// Whether a process runs whose command line is `sleep 600` (the hook).
+/// Whether a process runs whose command line is `sleep 600.25` (the hook; an odd
+/// number, so that no other test's program looks like it).
 fn hook_runs() -> bool {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .any(|p| std::fs::read(p.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00600\x00"))
+        .any(|p| std::fs::read(p.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00600.25\x00"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,7 +51,7 @@ async fn a_slow_hook_on_an_alert_holds_neither_the_rotation_nor_healthz() {
         .replacen(
             "  ops: { type: log }\n",
             &format!(
-                "  ops: {{ type: log }}\n  slow: {{ type: command, program: /bin/sh, args: [\"-c\", \"cat > {}/event-$$.json; exec sleep 600\"], timeout: 10m }}\n",
+                "  ops: {{ type: log }}\n  slow: {{ type: command, program: /bin/sh, args: [\"-c\", \"cat > {}/event-$$.json; exec sleep 600.25\"], timeout: 10m }}\n",
                 seen.display()
             ),
             1,
@@ -142,4 +143,9 @@ async fn a_slow_hook_on_an_alert_holds_neither_the_rotation_nor_healthz() {
         output.contains("notifications still under way were abandoned"),
         "{output}"
     );
+    // Abandoned, the hook's program was killed with the run.
+    eventually("the hook killed", Duration::from_secs(10), async || {
+        !hook_runs()
+    })
+    .await;
 }

@@ -606,6 +606,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_health_budget_counts_the_longest_pickup_check_and_notifier_timeout() {
+        let text = r#"connect:
+  url: https://uswe.datahub.connect.aveva.com
+  tenant_id: 8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f
+  credentials:
+    client_id: 2b1f0e9d-8c7b-4a6f-9e5d-4c3b2a1f0e9d
+    client_secret_file: /etc/cds-rotator/secret
+stores:
+  local: { type: file, dir: /var/lib/cds-rotator/secrets }
+notifiers:
+  quick: { type: webhook, url: "https://hooks.example.com/cds", timeout: 5s }
+  hook: { type: command, program: /usr/local/bin/on-cds-rotate, timeout: 20m }
+clients:
+  - name: app
+    client_id: 0b0c1d2e-3f40-4152-6374-8596a7b8c9d0
+    store: { name: local }
+    notify: [quick, hook]
+  - name: web
+    client_id: 1b0c1d2e-3f40-4152-6374-8596a7b8c9d0
+    store: { name: local }
+    pickup: { type: command, program: /usr/local/bin/switched, run_timeout: 5m, interval: 1m }
+"#;
+        let policy = crate::policy::Policy::parse(
+            std::path::Path::new("/etc/cds-rotator/policy.yaml"),
+            text,
+        )
+        .unwrap();
+        // 40 × 30s + verify_timeout 2m + 10m.
+        assert_eq!(policy.pass_budget(), chrono::Duration::minutes(32));
+        // Plus web's pickup run (5m), the hook's timeout (20m) and the notifier slack.
+        assert_eq!(
+            crate::app::pass_limit(&policy),
+            chrono::Duration::minutes(57) + chrono::Duration::seconds(2)
+        );
+    }
+
+    #[test]
     fn schedules_need_seconds_and_fire_on_time() {
         let cron = parse_schedule("0 0 3 * * *").unwrap();
         let after = Utc.with_ymd_and_hms(2026, 1, 1, 4, 0, 0).unwrap();
