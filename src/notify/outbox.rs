@@ -98,6 +98,7 @@ impl Outbox {
                 // (never sent out of order).
                 if let Some(before) = before
                     && before.await.is_err()
+                    && stop.is_set()
                 {
                     return;
                 }
