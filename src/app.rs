@@ -333,6 +333,9 @@ async fn pass_and_follow_ups(
             reports[i].absorb(r);
         }
     }
+    // The passes handed their events to the outbox: they are delivered (or have failed)
+    // before the run reports and exits.
+    crate::notify::outbox().flush().await;
     reports
 }
 
@@ -754,24 +757,23 @@ fn waiting_line(r: &PassReport, published: Option<&StoreRecord>, job: &ClientJob
     escape_control(&line)
 }
 
-/// The longest one pass over a client of `policy` can take: every wait in a pass is
-/// bounded (the lock, requests and their retries, verify), so a batch running longer than
-/// this per round is stuck. Generous on purpose: it only feeds `/healthz`.
+/// The longest one pass over a client of `policy` can take, the hooks it may wait for
+/// included (see [`crate::daemon::pass_limit`]): a batch running longer than this per
+/// round is stuck. It only feeds `/healthz`.
 pub fn pass_limit(policy: &Policy) -> chrono::Duration {
-    let verify = policy
+    let pickup = policy
         .clients
         .iter()
-        .map(|c| c.timing.verify_timeout)
+        .map(|c| c.pickup.check_wait())
         .max()
         .unwrap_or_default();
-    let request =
-        chrono::Duration::from_std(policy.connect.request_timeout).unwrap_or(chrono::Duration::MAX);
-    // The lock wait, about forty requests with their retries, verify, and slack.
-    request
-        .checked_mul(40)
-        .and_then(|r| r.checked_add(&verify))
-        .and_then(|r| r.checked_add(&chrono::Duration::minutes(10)))
-        .unwrap_or(chrono::Duration::MAX)
+    let notifier = policy
+        .notifiers
+        .values()
+        .map(crate::policy::NotifierSpec::timeout)
+        .max()
+        .unwrap_or_default();
+    crate::daemon::pass_limit(policy.pass_budget(), pickup, notifier)
 }
 
 /// Opens the policy's audit log, if it has one.

@@ -160,6 +160,8 @@ async fn an_http_probe_keeps_the_old_secret_until_every_replica_reports_the_new_
         assert!(r.deleted.is_empty(), "{r:?}");
         assert!(r.pickup.as_ref().unwrap().overdue);
     }
+    // Events are sent in the background: wait for them.
+    cds_rotator::notify::outbox().flush().await;
     assert_eq!(events.count(EventKind::PickupTimeout), 1);
     assert!(managed(&env).contains(&old.secret_id));
 
@@ -168,6 +170,8 @@ async fn an_http_probe_keeps_the_old_secret_until_every_replica_reports_the_new_
     let r = pass(false).await;
     assert_eq!(r.deleted, vec![(old.secret_id, DeleteReason::Superseded)]);
     assert!(r.pickup.is_none());
+    // Events are sent in the background: wait for them.
+    cds_rotator::notify::outbox().flush().await;
     assert_eq!(events.count(EventKind::Retired), 1);
     assert_eq!(managed(&env), vec![env.record("app").unwrap().secret_id]);
     let said = format!("{first:?}{second:?}{r:?}");

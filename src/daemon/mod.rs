@@ -45,6 +45,42 @@ pub fn next_fire(schedule: &Cron, after: DateTime<Utc>) -> Option<DateTime<Utc>>
     schedule.find_next_occurrence(&after, false).ok()
 }
 
+/// The health budget of one pass before the hooks it may wait for: every wait in a pass
+/// is bounded (the lock, requests and their retries, verify), so a batch running longer
+/// than its budget per round is stuck. Generous on purpose: it only feeds `/healthz`.
+/// It is also the longest timeout a notifier may have (see [`pass_limit`]).
+pub fn pass_budget(
+    request_timeout: std::time::Duration,
+    verify_timeout: chrono::Duration,
+) -> chrono::Duration {
+    let request = chrono::Duration::from_std(request_timeout).unwrap_or(chrono::Duration::MAX);
+    // The lock wait, about forty requests with their retries, verify, and slack.
+    request
+        .checked_mul(40)
+        .and_then(|r| r.checked_add(&verify_timeout))
+        .and_then(|r| r.checked_add(&chrono::Duration::minutes(10)))
+        .unwrap_or(chrono::Duration::MAX)
+}
+
+/// The health budget of one pass, hooks included: [`pass_budget`], plus one run of the
+/// longest pickup check (a pass waits for its client's check: a command's run, an HTTP
+/// probe's requests), plus the longest notifier timeout: a pass hands its events to the
+/// outbox and goes on, but waits for room while the outbox is full, until some send ends
+/// (within its notifier's timeout). Validation keeps every notifier timeout within the
+/// [`pass_budget`], so a notifier at most doubles how long a stuck loop goes unseen.
+pub fn pass_limit(
+    budget: chrono::Duration,
+    pickup_check: std::time::Duration,
+    notifier: std::time::Duration,
+) -> chrono::Duration {
+    let hooks = pickup_check
+        .checked_add(notifier)
+        .and_then(|d| d.checked_add(crate::notify::TIMEOUT_SLACK))
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .unwrap_or(chrono::Duration::MAX);
+    budget.checked_add(&hooks).unwrap_or(chrono::Duration::MAX)
+}
+
 /// One client as the daemon schedules it.
 struct Slot {
     job: Arc<ClientJob>,
@@ -348,6 +384,8 @@ pub async fn run(
                 {
                     error!(error = %e, "a pass ended abnormally while stopping");
                 }
+                // Events still under way get the stop's grace, then are counted failed.
+                crate::notify::outbox().flush().await;
                 if let Some(l) = leadership.take() {
                     l.release().await;
                 }
@@ -566,6 +604,43 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    #[test]
+    fn the_health_budget_counts_the_longest_pickup_check_and_notifier_timeout() {
+        let text = r#"connect:
+  url: https://uswe.datahub.connect.aveva.com
+  tenant_id: 8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f
+  credentials:
+    client_id: 2b1f0e9d-8c7b-4a6f-9e5d-4c3b2a1f0e9d
+    client_secret_file: /etc/cds-rotator/secret
+stores:
+  local: { type: file, dir: /var/lib/cds-rotator/secrets }
+notifiers:
+  quick: { type: webhook, url: "https://hooks.example.com/cds", timeout: 5s }
+  hook: { type: command, program: /usr/local/bin/on-cds-rotate, timeout: 20m }
+clients:
+  - name: app
+    client_id: 0b0c1d2e-3f40-4152-6374-8596a7b8c9d0
+    store: { name: local }
+    notify: [quick, hook]
+  - name: web
+    client_id: 1b0c1d2e-3f40-4152-6374-8596a7b8c9d0
+    store: { name: local }
+    pickup: { type: command, program: /usr/local/bin/switched, run_timeout: 5m, interval: 1m }
+"#;
+        let policy = crate::policy::Policy::parse(
+            std::path::Path::new("/etc/cds-rotator/policy.yaml"),
+            text,
+        )
+        .unwrap();
+        // 40 × 30s + verify_timeout 2m + 10m.
+        assert_eq!(policy.pass_budget(), chrono::Duration::minutes(32));
+        // Plus web's pickup run (5m), the hook's timeout (20m) and the notifier slack.
+        assert_eq!(
+            crate::app::pass_limit(&policy),
+            chrono::Duration::minutes(57) + chrono::Duration::seconds(2)
+        );
+    }
 
     #[test]
     fn schedules_need_seconds_and_fire_on_time() {

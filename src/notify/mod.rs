@@ -7,6 +7,7 @@
 pub mod command;
 pub mod http;
 pub mod log;
+pub mod outbox;
 pub mod slack;
 pub mod teams;
 pub mod webhook;
@@ -21,6 +22,7 @@ use serde::Serialize;
 
 use crate::connect::SecretId;
 use crate::secret::Fingerprint;
+pub use outbox::outbox;
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -306,49 +308,108 @@ impl Notifier for OnlyKinds {
 
 /// How long past a notifier's own timeout the caller still waits for it to finish
 /// (a command notifier kills its program at the timeout, then reports).
-const TIMEOUT_SLACK: Duration = Duration::from_secs(2);
+pub const TIMEOUT_SLACK: Duration = Duration::from_secs(2);
 
 /// How long notifications under way may still take once a stop is asked for (SIGTERM
 /// must end the process within 10 s).
-const STOP_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// Sends `event` to every notifier that wants it, concurrently, each bounded by its
-/// timeout, and by [`STOP_GRACE`] once `stop` is triggered. A failure is logged and
-/// counted in [`stats`]; it is never an error.
+/// timeout, and by [`STOP_GRACE`] once `stop` is triggered, and waits for them. A failure
+/// (an abandoned send too) is logged and counted in the metrics; it is never an error.
+/// A pass does not call this: it hands its events to the [`outbox()`].
 pub async fn dispatch(notifiers: &[Arc<dyn Notifier>], event: &Event, stop: &crate::stop::Stop) {
-    let sends = notifiers
+    let wanted: Vec<Arc<dyn Notifier>> = notifiers
         .iter()
         .filter(|n| n.wants(event.kind))
-        .map(|n| async move {
-            let limit = n.timeout() + TIMEOUT_SLACK;
-            let result = match tokio::time::timeout(limit, n.notify(event)).await {
-                Ok(r) => r,
-                Err(_) => Err(NotifyError {
-                    notifier: n.name().to_owned(),
-                    detail: format!("no answer within {}s (timeout)", limit.as_secs()),
-                }),
-            };
-            crate::metrics::get().count_notification(n.name(), result.is_ok());
-            if let Err(e) = result {
-                tracing::warn!(
-                    step = "announce",
-                    notifier = n.name(),
-                    event = %event.kind,
-                    error = %crate::text::escape_control(&e.to_string()),
-                    "notification failed"
-                );
-            }
-        });
-    let all = futures::future::join_all(sends);
-    tokio::pin!(all);
+        .cloned()
+        .collect();
+    let unsent = Unsent::new(&wanted, event.kind);
+    let deadline = std::sync::OnceLock::new();
     tokio::select! {
-        _ = &mut all => return,
-        () = stop.wait() => {}
+        () = send_each(&wanted, event, &unsent) => {}
+        () = stop_deadline(stop, &deadline) => {}
     }
-    if tokio::time::timeout(STOP_GRACE, all).await.is_err() {
+}
+
+/// Resolves [`STOP_GRACE`] after `stop` is first seen triggered here.
+async fn stop_deadline(stop: &crate::stop::Stop, at: &std::sync::OnceLock<tokio::time::Instant>) {
+    stop.wait().await;
+    let at = *at.get_or_init(|| tokio::time::Instant::now() + STOP_GRACE);
+    tokio::time::sleep_until(at).await;
+}
+
+/// Sends `event` to each of `notifiers` concurrently, each bounded by its timeout (plus
+/// [`TIMEOUT_SLACK`]), and tells `unsent` how each ended.
+async fn send_each(notifiers: &[Arc<dyn Notifier>], event: &Event, unsent: &Unsent) {
+    let sends = notifiers.iter().map(|n| async move {
+        let limit = n.timeout() + TIMEOUT_SLACK;
+        let result = match tokio::time::timeout(limit, n.notify(event)).await {
+            Ok(r) => r,
+            Err(_) => Err(NotifyError {
+                notifier: n.name().to_owned(),
+                detail: format!("no answer within {}s (timeout)", limit.as_secs()),
+            }),
+        };
+        unsent.ended(n.name(), result.is_ok());
+        if let Err(e) = result {
+            tracing::warn!(
+                step = "announce",
+                notifier = n.name(),
+                event = %event.kind,
+                error = %crate::text::escape_control(&e.to_string()),
+                "notification failed"
+            );
+        }
+    });
+    futures::future::join_all(sends).await;
+}
+
+/// The notifiers an event is still to reach: counted in the metrics as each ends, and
+/// the ones left when it is dropped (abandoned at a stop) as failed.
+struct Unsent {
+    names: std::sync::Mutex<Vec<String>>,
+    kind: EventKind,
+}
+
+impl Unsent {
+    fn new(notifiers: &[Arc<dyn Notifier>], kind: EventKind) -> Self {
+        Unsent {
+            names: std::sync::Mutex::new(notifiers.iter().map(|n| n.name().to_owned()).collect()),
+            kind,
+        }
+    }
+
+    /// The send to `name` ended, well or not.
+    fn ended(&self, name: &str, ok: bool) {
+        let mut names = self
+            .names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(i) = names.iter().position(|n| n == name) {
+            names.swap_remove(i);
+            crate::metrics::get().count_notification(name, ok);
+        }
+    }
+}
+
+impl Drop for Unsent {
+    fn drop(&mut self) {
+        let names = std::mem::take(
+            self.names
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if names.is_empty() {
+            return;
+        }
+        for name in &names {
+            crate::metrics::get().count_notification(name, false);
+        }
         tracing::warn!(
             step = "announce",
-            event = %event.kind,
+            event = %self.kind,
+            notifiers = ?names,
             "stopping: notifications still under way were abandoned"
         );
     }

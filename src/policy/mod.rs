@@ -304,6 +304,16 @@ impl fmt::Display for PolicyError {
     }
 }
 
+/// [`Policy::pass_budget`] of these settings and clients.
+fn pass_budget(connect: &ConnectSettings, clients: &[ClientPolicy]) -> Duration {
+    let verify = clients
+        .iter()
+        .map(|c| c.timing.verify_timeout)
+        .max()
+        .unwrap_or_default();
+    crate::daemon::pass_budget(connect.request_timeout, verify)
+}
+
 /// The default location of the policy.
 pub const DEFAULT_PATH: &str = "/etc/cds-rotator/policy.yaml";
 
@@ -327,6 +337,12 @@ pub fn default_lock_dir() -> PathBuf {
 }
 
 impl Policy {
+    /// The health budget of one pass over a client of this policy before its hooks (see
+    /// [`crate::daemon::pass_budget`]); no notifier timeout may be longer.
+    pub fn pass_budget(&self) -> chrono::Duration {
+        pass_budget(&self.connect, &self.clients)
+    }
+
     /// Reads and validates the policy at `path`. The policy, the credential files it
     /// names and the directories they sit in must be ones only this user or root can
     /// change (the rule of store and lock directories), and so must every file store's
@@ -693,6 +709,9 @@ impl Validator {
             clients.push(c);
         }
         self.ack_files(&acks, &written, connect.as_ref());
+        if let Some(conn) = &connect {
+            self.notifier_timeouts(&notifiers, &notifier_at, pass_budget(conn, &clients));
+        }
         Some(Policy {
             path: path.to_owned(),
             connect: connect?,

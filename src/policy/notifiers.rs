@@ -35,6 +35,19 @@ pub enum NotifierSpec {
     Command(Program),
 }
 
+impl NotifierSpec {
+    /// How long one notification may take, retries included (the log's is a bound that
+    /// it never comes near).
+    pub fn timeout(&self) -> Duration {
+        match self {
+            NotifierSpec::Log => HTTP_TIMEOUT,
+            NotifierSpec::Webhook(w) => w.timeout,
+            NotifierSpec::Slack(c) | NotifierSpec::Teams(c) => c.timeout,
+            NotifierSpec::Command(p) => p.timeout,
+        }
+    }
+}
+
 /// Where a notifier's secret (a URL, an HMAC key) is read from when it is built.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ValueSource {
@@ -375,6 +388,33 @@ impl Validator {
         }
     }
 
+    /// Refuses a notifier timeout longer than `budget`, the health budget of one pass
+    /// ([`super::Policy::pass_budget`]): a pass may wait for a notifier (while the
+    /// outbox is full), and `/healthz` allows a pass its budget plus that wait, so a
+    /// longer timeout would let a stuck loop go unseen for longer than the budget.
+    pub(super) fn notifier_timeouts(
+        &mut self,
+        notifiers: &BTreeMap<String, NotifierSpec>,
+        at: &BTreeMap<String, Location>,
+        budget: chrono::Duration,
+    ) {
+        for (name, spec) in notifiers {
+            let timeout =
+                chrono::Duration::from_std(spec.timeout()).unwrap_or(chrono::Duration::MAX);
+            if timeout <= budget {
+                continue;
+            }
+            self.problem(
+                at.get(name).copied().unwrap_or(Location::UNKNOWN),
+                format!(
+                    "notifier `{name}`: timeout ({}) is longer than one pass may take ({}: 40 × connect.request_timeout + the longest verify_timeout + 10m), which /healthz allows a pass; lower the timeout (events are sent in the background: a slow hook holds no rotation), or raise connect.request_timeout",
+                    super::duration::format(timeout),
+                    super::duration::format(budget),
+                ),
+            );
+        }
+    }
+
     fn notifier_timeout(
         &mut self,
         at: Location,
@@ -709,6 +749,37 @@ clients:
             );
             assert!(!err.contains("sEcReT"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_notifier_timeout_longer_than_a_pass_may_take_is_refused_at_its_entry() {
+        // The default budget: 40 × 30s + verify_timeout 2m + 10m.
+        let err = parse(&policy(
+            "  slow: { type: command, program: /bin/true, timeout: 1h }",
+            "",
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "/etc/cds-rotator/policy.yaml:11:9: notifier `slow`: timeout (1h) is longer than one pass may take (32m: 40 × connect.request_timeout + the longest verify_timeout + 10m), which /healthz allows a pass; lower the timeout (events are sent in the background: a slow hook holds no rotation), or raise connect.request_timeout"
+        );
+        parse(&policy(
+            "  slow: { type: command, program: /bin/true, timeout: 30m }",
+            "",
+        ))
+        .unwrap();
+        // A longer request timeout makes a longer budget.
+        let longer = policy(
+            "  slow: { type: command, program: /bin/true, timeout: 1h }",
+            "",
+        )
+        .replace(
+            "    client_secret_file: /etc/cds-rotator/secret\n",
+            "    client_secret_file: /etc/cds-rotator/secret\n  request_timeout: 2m\n",
+        );
+        let p = parse(&longer).unwrap();
+        assert_eq!(p.notifiers["slow"].timeout(), Duration::from_secs(3600));
+        assert!(crate::app::pass_limit(&p) > chrono::Duration::hours(2));
     }
 
     #[test]

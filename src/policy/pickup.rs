@@ -135,6 +135,16 @@ pub enum PickupSpec {
 }
 
 impl PickupSpec {
+    /// The longest one check may take (a pass waits for it): a command's run timeout, an
+    /// HTTP probe's request timeout (its URLs are asked at once); nothing for the others.
+    pub fn check_wait(&self) -> std::time::Duration {
+        match self {
+            PickupSpec::Grace | PickupSpec::AckFile(_) => std::time::Duration::ZERO,
+            PickupSpec::HttpProbe(_) => crate::pickup::http_probe::REQUEST_TIMEOUT,
+            PickupSpec::Command(c) => c.program.timeout,
+        }
+    }
+
     /// How long after grace the check may stay unconfirmed before `pickup_timeout`
     /// (`None` for `grace`, which is confirmed when grace ends).
     pub fn timeout(&self) -> Option<Duration> {

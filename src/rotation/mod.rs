@@ -703,7 +703,10 @@ impl Reconciler {
                 run_id: self.run_id.clone(),
                 at: self.clock.now(),
             };
-            crate::notify::dispatch(&notifiers, &event, &self.stop).await;
+            let key = format!("{}/", event.tenant_id);
+            crate::notify::outbox()
+                .send(&key, &notifiers, event, &self.stop)
+                .await;
         }
         let again = |job: &ClientJob| plus(self.clock.now(), job.timing.retry_interval);
         Some(
@@ -1675,7 +1678,9 @@ impl Reconciler {
         report
     }
 
-    /// Sends an event to the client's notifiers. Failures are logged, never fatal.
+    /// Hands an event for the client's notifiers to the outbox, which sends it in the
+    /// background after the client's earlier events: no step waits for a notifier.
+    /// Failures are logged and counted, never fatal.
     async fn announce(&self, job: &ClientJob, kind: EventKind, fill: impl FnOnce(&mut Event)) {
         if job.notifiers.is_empty() {
             return;
@@ -1695,7 +1700,10 @@ impl Reconciler {
             at: self.clock.now(),
         };
         fill(&mut event);
-        crate::notify::dispatch(&job.notifiers, &event, &self.stop).await;
+        let key = format!("{}/{}", job.client.tenant_id, job.client.client_id);
+        crate::notify::outbox()
+            .send(&key, &job.notifiers, event, &self.stop)
+            .await;
     }
 }
 

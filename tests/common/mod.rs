@@ -58,9 +58,9 @@ pub async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
-/// One pass of `wired`'s clients.
+/// One pass of `wired`'s clients, its events delivered (as `--run-now` does).
 pub async fn pass_of(wired: &Wired, force: bool) -> Vec<PassReport> {
-    wired
+    let reports = wired
         .reconciler
         .run_all(
             &wired.jobs,
@@ -70,7 +70,9 @@ pub async fn pass_of(wired: &Wired, force: bool) -> Vec<PassReport> {
                 ..PassOptions::default()
             },
         )
-        .await
+        .await;
+    cds_rotator::notify::outbox().flush().await;
+    reports
 }
 use cds_rotator::store::StoreRecord;
 
