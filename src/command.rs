@@ -30,9 +30,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use zeroize::{Zeroize, Zeroizing};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
+use zeroize::{Zeroize, Zeroizing};
 
 /// How much of each of stdout and stderr is kept (the rest is read and dropped).
 pub const OUTPUT_CAP: usize = 4096;
