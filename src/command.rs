@@ -205,7 +205,8 @@ fn scrub(raw: &[u8], also: &[&SecretString]) -> Zeroizing<Vec<u8>> {
     }
     for v in &values {
         if let Some(k) = (4..v.len()).rev().find(|&k| out.ends_with(&v[..k])) {
-            out.truncate(out.len() - k);
+            let keep = out.len() - k;
+            out.truncate(keep);
             out.extend_from_slice(b"[redacted]");
         }
     }
