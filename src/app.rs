@@ -10,19 +10,20 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::clock::{Clock, SystemClock};
 use crate::connect::http::{CredentialSource, HttpConnect, HttpConnectConfig, RetryPolicy};
-use crate::connect::{ClientRef, ConnectApi, ConnectError};
+use crate::connect::{ConnectApi, ConnectError};
+use crate::domain::{ClientRef, Current, StoreRecord};
 use crate::notify::{Notifier, OnlyKinds};
 use crate::pickup::Pickup;
 use crate::policy::{Policy, SecretSource, StoreSpec};
 use crate::rotation::{ClientJob, PassOptions, PassReport, PickupWaiting, Reconciler, decide};
 use crate::stop::Stop;
+use crate::store::SecretStore;
 use crate::store::aws::AwsTarget;
 use crate::store::aws_secrets_manager::SecretsManagerStore;
 use crate::store::azure_key_vault::AzureKeyVaultStore;
 use crate::store::file::{Access, FileStore};
 use crate::store::kms_file::KmsFileStore;
 use crate::store::vault::VaultStore;
-use crate::store::{Current, SecretStore, StoreRecord};
 use crate::text::escape_control;
 use crate::writes::Writes;
 

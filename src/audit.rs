@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::connect::SecretId;
+use crate::domain::SecretId;
 use crate::lock::DirProblem;
 
 /// What was written.

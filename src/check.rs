@@ -20,7 +20,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::connect::{ClientKind, ClientRef, ConnectApi};
+use crate::connect::ConnectApi;
+use crate::domain::{ClientKind, ClientRef};
 use crate::lock::{ClientLock, DirProblem, LockError};
 use crate::policy::{Policy, SecretSource, StoreSpec};
 use crate::rotation::ClientJob;

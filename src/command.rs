@@ -177,12 +177,12 @@ pub fn hold(holder: &str, value: &SecretString) {
 }
 
 /// Whether a value with this fingerprint is held.
-pub fn holds(fingerprint: &crate::secret::Fingerprint) -> bool {
+pub fn holds(fingerprint: &crate::domain::Fingerprint) -> bool {
     let held = HELD
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     held.iter()
-        .any(|(_, v)| crate::secret::Fingerprint::of(v) == *fingerprint)
+        .any(|(_, v)| crate::domain::Fingerprint::of(v) == *fingerprint)
 }
 
 /// `raw` with every held value and every value in `also` replaced by `[redacted]`, and

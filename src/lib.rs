@@ -15,6 +15,7 @@ pub mod connect;
 pub mod coordination;
 pub mod daemon;
 pub mod demo;
+pub mod domain;
 pub mod emulator;
 pub mod lock;
 pub mod logging;

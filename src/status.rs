@@ -7,7 +7,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::connect::{ClientSecret, MAX_SECRETS_PER_CLIENT, SecretId};
+use crate::connect::{ClientSecret, MAX_SECRETS_PER_CLIENT};
+use crate::domain::SecretId;
 use crate::rotation::last_result::LastResult;
 use crate::rotation::marker::Marker;
 use crate::rotation::{ClientJob, PassReport, next_window};

@@ -7,9 +7,10 @@ mod moto;
 
 use common::proxy::{Fault, FaultProxy};
 
+use cds_rotator::domain::Current;
 use cds_rotator::store::aws_secrets_manager::SecretsManagerStore;
 use cds_rotator::store::kms_file::KmsFileStore;
-use cds_rotator::store::{Current, SecretStore, StoreError};
+use cds_rotator::store::{SecretStore, StoreError};
 use secrecy::SecretString;
 
 /// The client and tenant of `conformance::record`.

@@ -8,8 +8,9 @@ mod conformance;
 
 use std::sync::Arc;
 
+use cds_rotator::domain::Current;
 use cds_rotator::store::azure_key_vault::AzureKeyVaultStore;
-use cds_rotator::store::{Current, SecretStore, StoreError};
+use cds_rotator::store::{SecretStore, StoreError};
 use secrecy::SecretString;
 
 fn store(fake: &azure::FakeVault) -> AzureKeyVaultStore {

@@ -810,13 +810,13 @@ async fn a_vault_write_whose_request_was_lost_is_not_sent_again_without_the_leas
     let store =
         cds_rotator::store::vault::VaultStore::new("bao", spec, Duration::from_secs(5)).unwrap();
     let value = "Fenced-Vault-Value-0123456789";
-    let record = cds_rotator::store::StoreRecord {
+    let record = cds_rotator::domain::StoreRecord {
         client_id: common::APP.to_owned(),
         tenant_id: common::TENANT.to_owned(),
         secret_id: 2,
         expiration: chrono::Utc::now() + chrono::Duration::days(30),
         published_at: chrono::Utc::now(),
-        fingerprint: cds_rotator::secret::Fingerprint::of(&secrecy::SecretString::from(value)),
+        fingerprint: cds_rotator::domain::Fingerprint::of(&secrecy::SecretString::from(value)),
     };
     // The lease holds for the check before the publish and the first write; then it is
     // gone.
@@ -875,13 +875,13 @@ async fn a_secrets_manager_publish_sends_no_attempt_the_lease_does_not_cover() {
         moto.sdk_config(),
     );
     let value = "Fenced-Aws-Value-0123456789";
-    let record = cds_rotator::store::StoreRecord {
+    let record = cds_rotator::domain::StoreRecord {
         client_id: common::APP.to_owned(),
         tenant_id: common::TENANT.to_owned(),
         secret_id: 2,
         expiration: chrono::Utc::now() + chrono::Duration::days(30),
         published_at: chrono::Utc::now(),
-        fingerprint: cds_rotator::secret::Fingerprint::of(&secrecy::SecretString::from(value)),
+        fingerprint: cds_rotator::domain::Fingerprint::of(&secrecy::SecretString::from(value)),
     };
     // The lease covers the check before the publish, then no SDK attempt.
     let writes = cds_rotator::writes::Writes::new(
@@ -937,13 +937,13 @@ async fn a_key_vault_publish_sends_no_try_the_lease_does_not_cover() {
         false,
     );
     let value = "Fenced-Azure-Value-0123456789";
-    let record = cds_rotator::store::StoreRecord {
+    let record = cds_rotator::domain::StoreRecord {
         client_id: common::APP.to_owned(),
         tenant_id: common::TENANT.to_owned(),
         secret_id: 2,
         expiration: chrono::Utc::now() + chrono::Duration::days(30),
         published_at: chrono::Utc::now(),
-        fingerprint: cds_rotator::secret::Fingerprint::of(&secrecy::SecretString::from(value)),
+        fingerprint: cds_rotator::domain::Fingerprint::of(&secrecy::SecretString::from(value)),
     };
     // The lease covers the check before the publish, then no try of the pipeline.
     let writes = cds_rotator::writes::Writes::new(

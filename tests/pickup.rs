@@ -12,7 +12,8 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use cds_rotator::clock::{Clock, ManualClock};
-use cds_rotator::notify::{Event, EventKind, Notifier, NotifyError};
+use cds_rotator::domain::{Event, EventKind};
+use cds_rotator::notify::{Notifier, NotifyError};
 use cds_rotator::rotation::{ClientJob, DeleteReason, PassOptions, PassReport};
 use common::{ADMIN_SECRET, APP, APP_SEEDED_SECRET, Env, TENANT, assert_no_secret, text};
 

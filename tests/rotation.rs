@@ -3,12 +3,12 @@
 mod common;
 
 use cds_rotator::clock::{Clock, ManualClock};
+use cds_rotator::domain::{Current, Fingerprint, StoreRecord};
 use cds_rotator::emulator::Fault;
 use cds_rotator::emulator::IdPolicy;
 use cds_rotator::rotation::marker::Marker;
 use cds_rotator::rotation::{ClientJob, DeleteReason, PassOptions, Step};
-use cds_rotator::secret::Fingerprint;
-use cds_rotator::store::{Current, SecretStore, StoreError, StoreRecord};
+use cds_rotator::store::{SecretStore, StoreError};
 use common::{APP, Env, HYBRID, ID_POLICIES, pass_of};
 use secrecy::SecretString;
 

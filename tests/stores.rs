@@ -8,11 +8,12 @@ mod conformance;
 use std::path::Path;
 use std::time::Duration;
 
+use cds_rotator::domain::Current;
 use cds_rotator::policy::SecretSource;
 use cds_rotator::policy::vault::{RoleId, VaultAuth, VaultSpec};
 use cds_rotator::store::file::FileStore;
 use cds_rotator::store::vault::VaultStore;
-use cds_rotator::store::{Current, SecretStore, StoreError};
+use cds_rotator::store::{SecretStore, StoreError};
 use secrecy::SecretString;
 use serde_json::json;
 

@@ -35,9 +35,9 @@ use crate::text::untrusted;
 use crate::writes::Writes;
 
 use super::{
-    ClientRef, ClientSecret, ConnectApi, ConnectError, CreatedSecret, ErrorBody, NewSecret,
-    SecretId, Unusable,
+    ClientSecret, ConnectApi, ConnectError, CreatedSecret, ErrorBody, NewSecret, Unusable,
 };
+use crate::domain::{ClientRef, SecretId};
 
 /// Page size for lists (the API's default and our request).
 const PAGE: usize = 100;
@@ -1319,7 +1319,7 @@ mod tests {
         use std::sync::Arc;
 
         use super::*;
-        use crate::connect::ClientKind;
+        use crate::domain::ClientKind;
         use crate::emulator::{Emulator, Fault, FaultBody, Seed};
 
         const TENANT: &str = "8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f";

@@ -13,53 +13,11 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::{ClientRef, SecretId};
 use crate::writes::Writes;
-
-/// The id CDS gives a secret: an integer, auto-incremented per client.
-pub type SecretId = i32;
 
 /// CDS holds at most this many secrets per client.
 pub const MAX_SECRETS_PER_CLIENT: usize = 10;
-
-/// The kinds of client that have secrets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientKind {
-    /// Server-to-server clients (`ClientCredentialClients`).
-    ClientCredentials,
-    /// Browser login plus server side (`HybridClients`).
-    Hybrid,
-}
-
-impl ClientKind {
-    /// The collection segment of the API path for this kind.
-    pub fn path_segment(self) -> &'static str {
-        match self {
-            ClientKind::ClientCredentials => "ClientCredentialClients",
-            ClientKind::Hybrid => "HybridClients",
-        }
-    }
-}
-
-impl fmt::Display for ClientKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ClientKind::ClientCredentials => "client_credentials",
-            ClientKind::Hybrid => "hybrid",
-        })
-    }
-}
-
-/// One CDS client whose secrets are managed.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ClientRef {
-    /// The tenant (GUID).
-    pub tenant_id: String,
-    /// The client (GUID).
-    pub client_id: String,
-    /// Which collection the client lives in.
-    pub kind: ClientKind,
-}
 
 /// A secret as CDS lists it (never with its value).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

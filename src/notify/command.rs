@@ -10,8 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::SecondsFormat;
 
-use super::{Event, Notifier, NotifyError};
+use super::{Notifier, NotifyError};
 use crate::command::{Program, run};
+use crate::domain::Event;
 
 /// Runs a program per event.
 #[derive(Debug)]

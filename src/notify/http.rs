@@ -355,7 +355,7 @@ pub struct HttpNotifier {
     timeout: Duration,
     retries: u32,
     sender: HttpSender,
-    body: fn(&super::Event) -> Vec<u8>,
+    body: fn(&crate::domain::Event) -> Vec<u8>,
 }
 
 impl HttpNotifier {
@@ -367,7 +367,7 @@ impl HttpNotifier {
         key: Option<SecretString>,
         (timeout, retries): (Duration, u32),
         sender: HttpSender,
-        body: fn(&super::Event) -> Vec<u8>,
+        body: fn(&crate::domain::Event) -> Vec<u8>,
     ) -> Self {
         HttpNotifier {
             name: name.into(),
@@ -391,7 +391,7 @@ impl super::Notifier for HttpNotifier {
         self.timeout
     }
 
-    async fn notify(&self, event: &super::Event) -> Result<(), super::NotifyError> {
+    async fn notify(&self, event: &crate::domain::Event) -> Result<(), super::NotifyError> {
         self.sender
             .post(Delivery {
                 notifier: &self.name,

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use chrono::SecondsFormat;
 
-use super::{Event, Notifier, NotifyError};
+use super::{Notifier, NotifyError};
+use crate::domain::Event;
 
 static JSON: AtomicBool = AtomicBool::new(false);
 
@@ -97,7 +98,7 @@ impl Notifier for LogNotifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::EventKind;
+    use crate::domain::EventKind;
 
     #[test]
     fn a_json_event_keeps_ids_as_an_array_and_times_as_rfc3339() {

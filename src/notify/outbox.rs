@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 
-use super::{Event, Notifier, Unsent};
+use super::{Notifier, Unsent};
+use crate::domain::Event;
 use crate::stop::Stop;
 
 /// How many events may be under way (queued or being sent) at once.
@@ -137,7 +138,8 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::notify::{EventKind, NotifyError};
+    use crate::domain::EventKind;
+    use crate::notify::NotifyError;
 
     /// Records what it was sent; events of the `slow` kind wait for a permit of `gate`
     /// first (none: forever).

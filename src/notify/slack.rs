@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::Event;
+use crate::domain::Event;
 
 /// The body: [`payload`] as JSON text.
 pub fn body(event: &Event) -> Vec<u8> {

@@ -20,8 +20,8 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::{Pickup, PickupCheck, confirms, mismatch};
+use crate::domain::StoreRecord;
 use crate::policy::AckFileSpec;
-use crate::store::StoreRecord;
 
 /// The most of the file that is read (a fingerprint is 16 characters).
 pub const SIZE_CAP: u64 = 4096;
@@ -165,7 +165,7 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
-    use crate::secret::Fingerprint;
+    use crate::domain::Fingerprint;
 
     fn record() -> StoreRecord {
         StoreRecord {

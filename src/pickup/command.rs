@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use chrono::Duration;
 
 use super::{ClientInfo, Pickup, PickupCheck};
+use crate::domain::StoreRecord;
 use crate::policy::CommandSpec;
-use crate::store::StoreRecord;
 use crate::text::untrusted;
 
 /// Runs the policy's program.

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::Duration;
 
 use super::{Pickup, PickupCheck, confirms, mismatch};
+use crate::domain::StoreRecord;
 use crate::policy::HttpProbeSpec;
-use crate::store::StoreRecord;
 use crate::text::untrusted;
 
 /// The most of an answer that is read.
@@ -163,7 +163,7 @@ mod tests {
             secret_id: 1,
             expiration: chrono::Utc::now(),
             published_at: chrono::Utc::now(),
-            fingerprint: crate::secret::Fingerprint::of_bytes(b"v"),
+            fingerprint: crate::domain::Fingerprint::of_bytes(b"v"),
         };
         match probe.check(&record).await {
             Pickup::Pending(why) => {

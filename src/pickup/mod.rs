@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use chrono::Duration;
 use tokio::sync::Notify;
 
+use crate::domain::StoreRecord;
 use crate::policy::PickupSpec;
-use crate::store::StoreRecord;
 
 /// What a pickup check found.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use std::path::{Component, Path, PathBuf};
 use chrono::Duration;
 use serde_saphyr::{Location, Spanned};
 
-use crate::connect::ClientKind;
+use crate::domain::ClientKind;
 pub use pickup::{AckFileSpec, CommandSpec, HttpProbeSpec, PickupSpec};
 use raw::{RawClient, RawPolicy, RawStore, RawTiming};
 
@@ -165,7 +165,7 @@ pub struct ClientPolicy {
     /// Notifier names.
     pub notify: Vec<String>,
     /// The event kinds its notifiers get (all when `None`).
-    pub notify_on: Option<Vec<crate::notify::EventKind>>,
+    pub notify_on: Option<Vec<crate::domain::EventKind>>,
     /// When and how long.
     pub timing: Timing,
     /// Whether secrets the rotator did not create may be retired.

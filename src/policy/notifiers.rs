@@ -18,7 +18,7 @@ use serde_saphyr::{Location, Spanned};
 use super::raw::{Key, Shape};
 use super::{Validator, is_env_name, resolve};
 use crate::command::Program;
-use crate::notify::EventKind;
+use crate::domain::EventKind;
 
 /// A notifier as the policy declares it.
 #[derive(Clone, Debug, PartialEq, Eq)]

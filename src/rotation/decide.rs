@@ -6,9 +6,10 @@ use std::fmt;
 use chrono::{DateTime, Duration, Utc};
 
 use super::marker::Marker;
-use crate::connect::{ClientSecret, MAX_SECRETS_PER_CLIENT, SecretId};
+use crate::connect::{ClientSecret, MAX_SECRETS_PER_CLIENT};
+use crate::domain::{SecretId, StoreRecord};
 use crate::policy::Timing;
-use crate::store::{LateWrite, StoreRecord};
+use crate::store::LateWrite;
 
 /// Why a secret is to be deleted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -417,7 +418,7 @@ mod tests {
     use chrono::{Duration, TimeZone};
 
     use super::*;
-    use crate::secret::Fingerprint;
+    use crate::domain::Fingerprint;
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 6, 1, 3, 0, 0).unwrap()

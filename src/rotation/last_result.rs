@@ -39,7 +39,7 @@ pub struct LastResult {
     pub message: Option<String>,
     /// The secret it published, if it rotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotated: Option<crate::connect::SecretId>,
+    pub rotated: Option<crate::domain::SecretId>,
 }
 
 /// `<lock_dir>/<tenant>.<client>.last.json`.

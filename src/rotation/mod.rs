@@ -26,16 +26,15 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::audit::{Action, Outcome};
 use crate::clock::Clock;
 use crate::connect::{
-    ClientRef, ClientSecret, ConnectApi, ConnectError, CreatedSecret, MAX_SECRETS_PER_CLIENT,
-    NewSecret, SecretId,
+    ClientSecret, ConnectApi, ConnectError, CreatedSecret, MAX_SECRETS_PER_CLIENT, NewSecret,
 };
+use crate::domain::{ClientRef, Current, Event, EventKind, Fingerprint, SecretId, StoreRecord};
 use crate::lock::{ClientLock, LockError};
-use crate::notify::{Event, EventKind, Notifier};
+use crate::notify::Notifier;
 use crate::pickup::{Pickup, PickupCheck};
 use crate::policy::Timing;
-use crate::secret::Fingerprint;
 use crate::stop::Stop;
-use crate::store::{Current, SecretStore, StoreError, StoreRecord};
+use crate::store::{SecretStore, StoreError};
 use crate::writes::Writes;
 pub use decide::{DeleteReason, Plan, RotateReason, Window, decide};
 use marker::Marker;

@@ -21,9 +21,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use zeroize::Zeroizing;
 
-use super::{StoreError, StoreRecord};
-use crate::connect::SecretId;
-use crate::secret::Fingerprint;
+use super::StoreError;
+use crate::domain::{Fingerprint, SecretId, StoreRecord};
 use crate::text::untrusted;
 
 /// Where an AWS store sends its requests.

@@ -24,7 +24,8 @@ use tokio::sync::OnceCell;
 use zeroize::Zeroizing;
 
 use super::aws::{self, AwsTarget, Failure, Parsed, SdkSource};
-use super::{Current, LateWrite, SecretStore, StoreError, StoreRecord};
+use super::{LateWrite, SecretStore, StoreError};
+use crate::domain::{Current, StoreRecord};
 
 /// How many times a put whose answer was lost is put again (each one an SDK call with
 /// its own attempts) before the publish is reported in doubt.

@@ -34,8 +34,8 @@ use futures::TryStreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::{Current, LateWrite, SecretStore, StoreError, StoreRecord};
-use crate::secret::Fingerprint;
+use super::{LateWrite, SecretStore, StoreError};
+use crate::domain::{Current, Fingerprint, StoreRecord};
 use crate::text::untrusted;
 
 /// The RBAC mistake behind most 403s, and what to do about it.

@@ -33,9 +33,9 @@ use rustix::io::Errno;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::{Current, SecretStore, StoreError, StoreRecord};
+use super::{SecretStore, StoreError};
+use crate::domain::{Current, Fingerprint, StoreRecord};
 use crate::lock::DirProblem;
-use crate::secret::Fingerprint;
 
 /// Who may read what a file store writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,7 +26,8 @@ use zeroize::Zeroizing;
 
 use super::aws::{self, AwsTarget, Failure, Parsed, SdkSource};
 use super::file::FileStore;
-use super::{Current, SecretStore, StoreError, StoreRecord};
+use super::{SecretStore, StoreError};
+use crate::domain::{Current, StoreRecord};
 
 /// The encryption context of one stored secret: the client it belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,10 +23,10 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
-use super::{Current, SecretStore, StoreError, StoreRecord};
+use super::{SecretStore, StoreError};
+use crate::domain::{Current, Fingerprint, StoreRecord};
 use crate::policy::SecretSource;
 use crate::policy::vault::{RoleId, VaultAuth, VaultSpec};
-use crate::secret::Fingerprint;
 use crate::text::untrusted;
 
 /// Answers larger than this are refused.

@@ -74,7 +74,7 @@ pub async fn pass_of(wired: &Wired, force: bool) -> Vec<PassReport> {
     cds_rotator::notify::outbox().flush().await;
     reports
 }
-use cds_rotator::store::StoreRecord;
+use cds_rotator::domain::StoreRecord;
 
 pub const TENANT: &str = "8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f";
 pub const ADMIN: &str = "2b1f0e9d-8c7b-4a6f-9e5d-4c3b2a1f0e9d";

@@ -4,8 +4,8 @@
 
 use std::future::Future;
 
-use cds_rotator::secret::Fingerprint;
-use cds_rotator::store::{Current, SecretStore, StoreRecord};
+use cds_rotator::domain::{Current, Fingerprint, StoreRecord};
+use cds_rotator::store::SecretStore;
 use chrono::{DurationRound, TimeDelta, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
