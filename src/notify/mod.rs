@@ -22,6 +22,8 @@ use serde::Serialize;
 use crate::domain::{Event, EventKind};
 pub use outbox::outbox;
 
+// The event types are values in `domain`; how they read (summary, JSON, chat facts) is
+// said here, next to the notifiers that send them.
 impl EventKind {
     /// What happened, in words, for summaries and message titles.
     fn phrase(self) -> &'static str {
