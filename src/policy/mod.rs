@@ -17,13 +17,13 @@ pub mod vault;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
 use chrono::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use crate::connect::ClientKind;
+use crate::domain::service_url::{ServiceUrl, UrlProblem};
 pub use pickup::{AckFileSpec, CommandSpec, HttpProbeSpec, PickupSpec};
 use raw::{RawClient, RawPolicy, RawStore, RawTiming};
 
@@ -1287,28 +1287,26 @@ impl Validator {
         if self.placeholder(at, text, key, "a URL like https://etcd-0:2379") {
             return None;
         }
-        let Ok(url) = reqwest::Url::parse(text) else {
-            self.problem(
-                at,
-                format!(
-                    "{key}: `{}` is not a URL; write one like https://etcd-0:2379",
-                    crate::text::untrusted(text)
-                ),
-            );
-            return None;
-        };
-        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        match url.scheme() {
-            "https" => Some(text.to_owned()),
-            "http" if is_loopback(&host) => Some(text.to_owned()),
-            "http" => {
+        match ServiceUrl::parse(text) {
+            Ok(url) => Some(url.as_str().to_owned()),
+            Err(UrlProblem::NotAUrl | UrlProblem::NoHost) => {
+                self.problem(
+                    at,
+                    format!(
+                        "{key}: `{}` is not a URL; write one like https://etcd-0:2379",
+                        crate::text::untrusted(text)
+                    ),
+                );
+                None
+            }
+            Err(UrlProblem::PlainHttp { .. }) => {
                 self.problem(
                     at,
                     format!("{key}: `{text}` uses plain http to a non-loopback host; use https"),
                 );
                 None
             }
-            other => {
+            Err(UrlProblem::Scheme(other)) => {
                 self.problem(
                     at,
                     format!("{key}: scheme `{other}` is not supported; use https"),
@@ -1536,32 +1534,31 @@ impl Validator {
             return None;
         }
         let text = raw.value.trim().trim_end_matches('/');
-        let Ok(url) = reqwest::Url::parse(text) else {
-            self.problem(
-                at,
-                format!("connect.url `{text}` is not a URL; use {PRIMARY_URL}"),
-            );
-            return None;
-        };
-        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        match url.scheme() {
-            "https" => {}
-            "http" if is_loopback(&host) => {}
-            "http" => {
+        let url = match ServiceUrl::parse(text) {
+            Ok(url) => url,
+            Err(UrlProblem::NotAUrl | UrlProblem::NoHost) => {
+                self.problem(
+                    at,
+                    format!("connect.url `{text}` is not a URL; use {PRIMARY_URL}"),
+                );
+                return None;
+            }
+            Err(UrlProblem::PlainHttp { .. }) => {
                 self.problem(
                     at,
                     format!("connect.url `{text}` uses plain http to a non-loopback host; the secrets would travel unencrypted: use https"),
                 );
                 return None;
             }
-            other => {
+            Err(UrlProblem::Scheme(other)) => {
                 self.problem(
                     at,
                     format!("connect.url scheme `{other}` is not supported; use https"),
                 );
                 return None;
             }
-        }
+        };
+        let host = url.host();
         if let Some(region) = ["euno.", "auea.", "jpea."]
             .iter()
             .find(|r| host.starts_with(*r) && host.ends_with(".connect.aveva.com"))
@@ -1575,7 +1572,7 @@ impl Validator {
             );
             return None;
         }
-        if url.query().is_some() || url.fragment().is_some() {
+        if url.url().query().is_some() || url.url().fragment().is_some() {
             self.problem(at, "connect.url must not have a query or fragment");
             return None;
         }
@@ -2083,13 +2080,13 @@ fn is_safe_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
+/// What is wrong with a store's URL, after its key: the [`UrlProblem`] wording, except
+/// that plain http names no host and says what it would cost.
+fn store_url_problem(problem: UrlProblem) -> String {
+    match problem {
+        UrlProblem::PlainHttp { .. } => "uses plain http to a non-loopback host; the secrets would travel unencrypted: use https".to_owned(),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]
