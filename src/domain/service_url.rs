@@ -91,6 +91,13 @@ impl ServiceUrl {
     }
 }
 
+/// Compares the text (tests and callers that hold the text they wrote).
+impl PartialEq<&str> for ServiceUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.text == *other
+    }
+}
+
 impl fmt::Debug for ServiceUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ServiceUrl({}://{})", self.url.scheme(), self.host())

@@ -23,7 +23,8 @@ use chrono::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use crate::connect::ClientKind;
-use crate::domain::service_url::{ServiceUrl, UrlProblem};
+pub use crate::domain::service_url::ServiceUrl;
+use crate::domain::service_url::UrlProblem;
 pub use pickup::{AckFileSpec, CommandSpec, HttpProbeSpec, PickupSpec};
 use raw::{RawClient, RawPolicy, RawStore, RawTiming};
 
@@ -54,7 +55,7 @@ pub enum SecretSource {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectSettings {
     /// Base URL, without a trailing slash.
-    pub url: String,
+    pub url: ServiceUrl,
     /// The tenant (GUID).
     pub tenant_id: String,
     /// The rotator's own client id.
@@ -216,7 +217,7 @@ pub struct CoordinationSpec {
     /// etcd, or a Kubernetes Lease.
     pub kind: CoordinationKind,
     /// etcd URLs without a trailing `/` (https, or http to loopback only).
-    pub endpoints: Vec<String>,
+    pub endpoints: Vec<ServiceUrl>,
     /// The prefix of the leader key (`<key_prefix>/leader`), without a trailing `/`.
     pub key_prefix: String,
     /// How long the lease outlives the last renewal.
@@ -243,7 +244,7 @@ pub enum CoordinationKind {
         /// Its name.
         name: String,
         /// The API server; `None`: the in-cluster service.
-        api_url: Option<String>,
+        api_url: Option<ServiceUrl>,
         /// The bearer token file; `None`: the pod's service account token.
         token_file: Option<PathBuf>,
     },
@@ -1281,14 +1282,14 @@ impl Validator {
     }
 
     /// A service URL: https, or http to loopback only; without a trailing `/`.
-    fn endpoint_url(&mut self, raw: &Spanned<String>, key: &str) -> Option<String> {
+    fn endpoint_url(&mut self, raw: &Spanned<String>, key: &str) -> Option<ServiceUrl> {
         let at = raw.referenced;
         let text = raw.value.trim().trim_end_matches('/');
         if self.placeholder(at, text, key, "a URL like https://etcd-0:2379") {
             return None;
         }
         match ServiceUrl::parse(text) {
-            Ok(url) => Some(url.as_str().to_owned()),
+            Ok(url) => Some(url),
             Err(UrlProblem::NotAUrl | UrlProblem::NoHost) => {
                 self.problem(
                     at,
@@ -1528,7 +1529,7 @@ impl Validator {
         }
     }
 
-    fn url(&mut self, raw: &Spanned<String>) -> Option<String> {
+    fn url(&mut self, raw: &Spanned<String>) -> Option<ServiceUrl> {
         let at = raw.referenced;
         if self.placeholder(at, &raw.value, "connect.url", PRIMARY_URL) {
             return None;
@@ -1576,7 +1577,7 @@ impl Validator {
             self.problem(at, "connect.url must not have a query or fragment");
             return None;
         }
-        Some(text.to_owned())
+        Some(url)
     }
 
     fn duration(&mut self, raw: &Option<Spanned<String>>, key: &str) -> Option<Option<Duration>> {
