@@ -86,7 +86,7 @@ pub fn connect_with(
         }
     };
     let http = HttpConnect::new(HttpConnectConfig {
-        base_url: c.url.as_str().to_owned(),
+        base_url: c.url.clone(),
         client_id: c.client_id.clone(),
         credential,
         request_timeout: c.request_timeout,

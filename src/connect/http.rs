@@ -216,7 +216,7 @@ impl Default for RetryPolicy {
 #[derive(Clone, Debug)]
 pub struct HttpConnectConfig {
     /// Base URL, e.g. `https://uswe.datahub.connect.aveva.com`.
-    pub base_url: String,
+    pub base_url: ServiceUrl,
     /// The rotator's own client id.
     pub client_id: String,
     /// The rotator's own client secret.
@@ -376,7 +376,7 @@ enum Idempotence {
 impl HttpConnect {
     /// A client for `config`; builds the HTTP client but sends nothing.
     pub fn new(config: HttpConnectConfig) -> Result<Self, ConnectError> {
-        let loopback_http = is_loopback_http(&config.base_url);
+        let loopback_http = config.base_url.is_loopback_http();
         let http = crate::http::client_builder(config.request_timeout)
             .https_only(!loopback_http)
             // Plain HTTP to the emulator on loopback never needs the system's roots:
@@ -389,7 +389,7 @@ impl HttpConnect {
             })?;
         Ok(HttpConnect {
             http,
-            base: config.base_url.trim_end_matches('/').to_owned(),
+            base: config.base_url.as_str().trim_end_matches('/').to_owned(),
             client_id: config.client_id,
             credential: config.credential,
             retry: config.retry,
@@ -1007,12 +1007,6 @@ fn user_agent() -> String {
     format!("cds-rotator/{}", env!("CARGO_PKG_VERSION"))
 }
 
-/// Whether `url` is plain http to loopback (the emulator): a valid [`ServiceUrl`] that
-/// is not https.
-fn is_loopback_http(url: &str) -> bool {
-    ServiceUrl::parse(url).is_ok_and(|u| u.is_loopback_http())
-}
-
 /// Where a JSON answer broke, without quoting any of it.
 fn json_error_place(e: &serde_json::Error) -> String {
     let what = match e.classify() {
@@ -1058,7 +1052,7 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let c = HttpConnect::new(HttpConnectConfig {
-            base_url: "http://127.0.0.1:1".into(),
+            base_url: ServiceUrl::parse("http://127.0.0.1:1").unwrap(),
             client_id: "c".into(),
             credential: CredentialSource::Value(SecretString::from("x")),
             request_timeout: Duration::from_secs(1),
@@ -1158,7 +1152,7 @@ mod tests {
             .local_addr()
             .unwrap();
         let c = HttpConnect::new(HttpConnectConfig {
-            base_url: format!("http://{dead}"),
+            base_url: ServiceUrl::parse(&format!("http://{dead}")).unwrap(),
             client_id: "c".into(),
             credential: CredentialSource::Value(SecretString::from("Not-Shown-0123456789")),
             request_timeout: Duration::from_secs(5),
@@ -1270,7 +1264,7 @@ clients:
         ) -> Arc<HttpConnect> {
             Arc::new(
                 HttpConnect::new(HttpConnectConfig {
-                    base_url,
+                    base_url: ServiceUrl::parse(&base_url).unwrap(),
                     client_id: ADMIN.into(),
                     credential,
                     request_timeout: Duration::from_secs(60),
