@@ -130,7 +130,8 @@ pub async fn run(
                 "token",
                 format!(
                     "client {} gets a token at {}",
-                    policy.connect.client_id, policy.connect.url
+                    policy.connect.client_id,
+                    policy.connect.url.as_str()
                 ),
             ));
             true

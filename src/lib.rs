@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod demo;
 pub mod domain;
 pub mod emulator;
+pub mod http;
 pub mod lock;
 pub mod logging;
 pub mod memory;

@@ -20,9 +20,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
-use rand::Rng;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER, USER_AGENT};
+use chrono::SecondsFormat;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use reqwest::{Method, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -30,6 +29,8 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::domain::service_url::ServiceUrl;
+use crate::http::{Overflow, ReadError};
 use crate::stop::Stop;
 use crate::text::untrusted;
 use crate::writes::Writes;
@@ -215,7 +216,7 @@ impl Default for RetryPolicy {
 #[derive(Clone, Debug)]
 pub struct HttpConnectConfig {
     /// Base URL, e.g. `https://uswe.datahub.connect.aveva.com`.
-    pub base_url: String,
+    pub base_url: ServiceUrl,
     /// The rotator's own client id.
     pub client_id: String,
     /// The rotator's own client secret.
@@ -363,15 +364,6 @@ impl BodyError {
     }
 }
 
-/// What to do with a body longer than the cap.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Overflow {
-    /// Refuse it: the answer is needed whole.
-    Refuse,
-    /// Keep the start (error bodies: a cut one reads as no body).
-    Cut,
-}
-
 /// Is the request safe to repeat when its outcome is unknown?
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Idempotence {
@@ -384,10 +376,8 @@ enum Idempotence {
 impl HttpConnect {
     /// A client for `config`; builds the HTTP client but sends nothing.
     pub fn new(config: HttpConnectConfig) -> Result<Self, ConnectError> {
-        let loopback_http = is_loopback_http(&config.base_url);
-        let http = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+        let loopback_http = config.base_url.is_loopback_http();
+        let http = crate::http::client_builder(config.request_timeout)
             .https_only(!loopback_http)
             // Plain HTTP to the emulator on loopback never needs the system's roots:
             // reading them costs more than the rest of start-up.
@@ -399,7 +389,7 @@ impl HttpConnect {
             })?;
         Ok(HttpConnect {
             http,
-            base: config.base_url.trim_end_matches('/').to_owned(),
+            base: config.base_url.as_str().trim_end_matches('/').to_owned(),
             client_id: config.client_id,
             credential: config.credential,
             retry: config.retry,
@@ -698,7 +688,7 @@ impl HttpConnect {
                 Attempt::Answer(resp) => {
                     let status = resp.status();
                     debug!(%operation, status = status.as_u16(), attempt, "answer");
-                    let retry_after = retry_after(resp.headers());
+                    let retry_after = crate::http::retry_after(resp.headers());
                     match status.as_u16() {
                         // Throttled: not carried out, safe to send again, even a create.
                         429 => Some(retry_after.unwrap_or_else(|| self.backoff(attempt))),
@@ -807,18 +797,11 @@ impl HttpConnect {
                 None => 0,
             };
             let mut body = Vec::with_capacity(room.min(cap));
-            while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
-                let room = cap - body.len();
-                if chunk.len() > room {
-                    if overflow == Overflow::Refuse {
-                        return Err(BodyError::TooLarge { cap });
-                    }
-                    body.extend_from_slice(&chunk[..room]);
-                    break;
-                }
-                body.extend_from_slice(&chunk);
+            match crate::http::read_capped(&mut resp, &mut body, cap, overflow).await {
+                Ok(()) => Ok(body),
+                Err(ReadError::TooLarge) => Err(BodyError::TooLarge { cap }),
+                Err(ReadError::Transport(e)) => Err(BodyError::Transport(e)),
             }
-            Ok(body)
         };
         tokio::select! {
             read = read => read,
@@ -838,13 +821,7 @@ impl HttpConnect {
 
     /// Exponential backoff with full jitter.
     fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .retry
-            .base_delay
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(self.retry.max_delay);
-        let millis = exp.as_millis().max(1) as u64;
-        Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
+        crate::http::backoff(self.retry.base_delay, self.retry.max_delay, attempt)
     }
 }
 
@@ -1030,29 +1007,6 @@ fn user_agent() -> String {
     format!("cds-rotator/{}", env!("CARGO_PKG_VERSION"))
 }
 
-fn is_loopback_http(url: &str) -> bool {
-    reqwest::Url::parse(url).is_ok_and(|u| {
-        let host = u.host_str().unwrap_or_default();
-        u.scheme() == "http"
-            && (host == "localhost"
-                || host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback()))
-    })
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(v).ok()?.to_utc();
-    Some((at - Utc::now()).to_std().unwrap_or_default())
-}
-
 /// Where a JSON answer broke, without quoting any of it.
 fn json_error_place(e: &serde_json::Error) -> String {
     let what = match e.classify() {
@@ -1074,38 +1028,7 @@ fn fmt_op(body: &ErrorBody) -> String {
 /// A transport error naming where it went (`scheme://host:port`: no path, query or user
 /// info), escaped (parts of it come from outside).
 fn transport_detail(e: &reqwest::Error) -> String {
-    describe_transport_error(e, "CDS")
-}
-
-/// A reqwest transport error as one line naming where it went (`scheme://host:port`, or
-/// `service` when the URL is unknown) and its causes, escaped. Shared by every HTTP
-/// client of the crate (CDS, Vault).
-pub(crate) fn describe_transport_error(e: &reqwest::Error, service: &str) -> String {
-    let to = e
-        .url()
-        .and_then(origin)
-        .unwrap_or_else(|| service.to_owned());
-    let mut detail = if e.is_timeout() {
-        format!("request to {to} timed out")
-    } else if e.is_connect() {
-        format!("connecting to {to} failed")
-    } else {
-        format!("request to {to} failed")
-    };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        detail = format!("{detail}: {s}");
-        source = s.source();
-    }
-    untrusted(&detail)
-}
-
-/// `scheme://host:port` of a URL: what a connection goes to, without anything that could
-/// carry a credential (user info, path, query).
-fn origin(u: &reqwest::Url) -> Option<String> {
-    let host = u.host_str()?;
-    let port = u.port_or_known_default()?;
-    Some(format!("{}://{host}:{port}", u.scheme()))
+    crate::http::describe_transport_error(e, "CDS")
 }
 
 /// A URL without user info, query or fragment.
@@ -1127,21 +1050,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, "3".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert(
-            RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO));
-    }
-
-    #[test]
     fn backoff_grows_and_is_capped() {
         let c = HttpConnect::new(HttpConnectConfig {
-            base_url: "http://127.0.0.1:1".into(),
+            base_url: ServiceUrl::parse("http://127.0.0.1:1").unwrap(),
             client_id: "c".into(),
             credential: CredentialSource::Value(SecretString::from("x")),
             request_timeout: Duration::from_secs(1),
@@ -1227,16 +1138,7 @@ mod tests {
     }
 
     #[test]
-    fn origins_keep_scheme_host_and_port_only() {
-        let origin_of = |url: &str| origin(&reqwest::Url::parse(url).unwrap());
-        assert_eq!(
-            origin_of("https://user:pw@uswe.datahub.connect.aveva.com/api/v1?token=t").as_deref(),
-            Some("https://uswe.datahub.connect.aveva.com:443")
-        );
-        assert_eq!(
-            origin_of("http://[::1]:8080/x").as_deref(),
-            Some("http://[::1]:8080")
-        );
+    fn shown_urls_keep_no_user_info_query_or_fragment() {
         assert_eq!(
             without_query("https://u:p@host/base?token=t#f"),
             "https://host/base"
@@ -1250,7 +1152,7 @@ mod tests {
             .local_addr()
             .unwrap();
         let c = HttpConnect::new(HttpConnectConfig {
-            base_url: format!("http://{dead}"),
+            base_url: ServiceUrl::parse(&format!("http://{dead}")).unwrap(),
             client_id: "c".into(),
             credential: CredentialSource::Value(SecretString::from("Not-Shown-0123456789")),
             request_timeout: Duration::from_secs(5),
@@ -1362,7 +1264,7 @@ clients:
         ) -> Arc<HttpConnect> {
             Arc::new(
                 HttpConnect::new(HttpConnectConfig {
-                    base_url,
+                    base_url: ServiceUrl::parse(&base_url).unwrap(),
                     client_id: ADMIN.into(),
                     credential,
                     request_timeout: Duration::from_secs(60),
@@ -1539,7 +1441,7 @@ clients:
 
         fn new_secret() -> NewSecret {
             NewSecret {
-                expiration: Utc::now() + chrono::Duration::days(30),
+                expiration: chrono::Utc::now() + chrono::Duration::days(30),
                 description: "test".into(),
             }
         }

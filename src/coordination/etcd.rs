@@ -117,7 +117,11 @@ impl Elector {
         }
         Ok(Elector {
             http,
-            endpoints: spec.endpoints.clone(),
+            endpoints: spec
+                .endpoints
+                .iter()
+                .map(|e| e.as_str().to_owned())
+                .collect(),
             current: AtomicUsize::new(0),
             key: format!("{}/leader", spec.key_prefix),
             identity,

@@ -76,7 +76,7 @@ impl Elector {
                 })?,
         };
         let api = match api_url {
-            Some(u) => u.clone(),
+            Some(u) => u.as_str().to_owned(),
             None => {
                 let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
                     CoordinationError::Setup(

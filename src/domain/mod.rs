@@ -10,6 +10,7 @@ mod client;
 mod event;
 mod fingerprint;
 mod record;
+pub mod service_url;
 
 pub use client::{ClientKind, ClientRef, SecretId};
 pub use event::{Event, EventKind};

@@ -1,22 +1,23 @@
 //! The HTTP side of the `webhook`, `slack` and `teams` notifiers: one client, one
-//! retry loop, and the rule that a notifier URL is https unless its host is loopback.
+//! retry loop, and the notifier URL checked as a `ServiceUrl` (https unless its host is
+//! loopback).
 //!
 //! A notifier URL is a secret (a Slack or Teams incoming-webhook URL is its own
 //! credential; a webhook URL may carry a token in its path or query), so errors name
 //! the notifier and at most the URL's host. [`HttpNotifier`] is all three: they differ
 //! only in the body (built by `webhook`, `slack` and `teams`) and in whether it is signed.
 
-use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
-use rand::Rng;
 use reqwest::header::{CONTENT_TYPE, USER_AGENT};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 use tokio::time::Instant;
 
 use super::NotifyError;
+use crate::domain::service_url::ServiceUrl;
+use crate::http::Overflow;
 use crate::policy::notifiers::ValueSource;
 
 /// The header a signed webhook carries.
@@ -29,28 +30,11 @@ const ERROR_BODY_CAP: usize = 4096;
 const BASE_DELAY: Duration = Duration::from_millis(500);
 const MAX_DELAY: Duration = Duration::from_secs(8);
 
-/// Whether `host` (as in a URL, IPv6 in brackets) is loopback: `localhost`,
-/// 127.0.0.0/8 or ::1.
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Checks a notifier URL: http(s) with a host, https unless the host is loopback. The
-/// error says what is wrong without quoting the URL (only its host, when it has one).
-pub fn check_url(text: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(text.trim()).map_err(|_| "is not a URL".to_owned())?;
-    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-    match url.scheme() {
-        "https" | "http" if host.is_empty() => Err("has no host".to_owned()),
-        "https" => Ok(url),
-        "http" if is_loopback(&host) => Ok(url),
-        "http" => Err(format!(
-            "uses plain http to {host}, which is not a loopback host; use https"
-        )),
-        other => Err(format!("has scheme `{other}`; use https")),
-    }
+/// Checks a notifier URL (trimmed): a [`ServiceUrl`], https unless the host is
+/// loopback. The error says what is wrong without quoting the URL (only its host, when
+/// it has one).
+pub fn check_url(text: &str) -> Result<ServiceUrl, String> {
+    ServiceUrl::parse(text.trim()).map_err(|p| p.to_string())
 }
 
 /// A notifier's URL, read and checked; shown only by its host.
@@ -71,7 +55,7 @@ impl Target {
     pub fn plain(notifier: &str, url: &str) -> Result<Target, String> {
         let parsed = check_url(url).map_err(|p| format!("notifier `{notifier}`: url {p}"))?;
         Ok(Target {
-            host: parsed.host_str().unwrap_or_default().to_owned(),
+            host: parsed.host().to_owned(),
             url: SecretString::from(url.trim().to_owned()),
         })
     }
@@ -86,7 +70,7 @@ impl Target {
             )
         })?;
         Ok(Target {
-            host: parsed.host_str().unwrap_or_default().to_owned(),
+            host: parsed.host().to_owned(),
             url: value,
         })
     }
@@ -199,7 +183,7 @@ impl HttpSender {
                 Ok(resp) if resp.status().is_success() => return Ok(()),
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let retry_after = crate::connect::http::retry_after(resp.headers());
+                    let retry_after = crate::http::retry_after(resp.headers());
                     let body = error_body(resp).await;
                     let problem = if body.is_empty() {
                         format!("HTTP {status} from {}", d.target.host)
@@ -243,23 +227,14 @@ impl HttpSender {
 
 /// Exponential backoff with jitter: between half and all of 0.5 s, 1 s, 2 s, … 8 s.
 fn backoff(attempt: u32) -> Duration {
-    let exp = BASE_DELAY
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .min(MAX_DELAY);
-    let millis = exp.as_millis().max(1) as u64;
-    Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
+    crate::http::backoff(BASE_DELAY, MAX_DELAY, attempt)
 }
 
 /// The start of an error answer, escaped and clipped.
 async fn error_body(mut resp: reqwest::Response) -> String {
     let mut kept = Vec::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        let room = ERROR_BODY_CAP.saturating_sub(kept.len());
-        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if room == 0 {
-            break;
-        }
-    }
+    // A failed read keeps what came before it.
+    let _ = crate::http::read_capped(&mut resp, &mut kept, ERROR_BODY_CAP, Overflow::Cut).await;
     crate::text::untrusted(String::from_utf8_lossy(&kept).trim())
 }
 

@@ -9,6 +9,7 @@ use chrono::Duration;
 
 use super::{Pickup, PickupCheck, confirms, mismatch};
 use crate::domain::StoreRecord;
+use crate::http::{Overflow, ReadError};
 use crate::policy::HttpProbeSpec;
 use crate::text::untrusted;
 
@@ -54,18 +55,13 @@ impl HttpProbe {
             return Err(format!("{shown}: answered HTTP {}", status.as_u16()));
         }
         let mut body = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > BODY_CAP {
-                        return Err(format!("{shown}: answer larger than {BODY_CAP} bytes"));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(format!("{shown}: answer cut short ({})", cause(e)));
-                }
+        match crate::http::read_capped(&mut resp, &mut body, BODY_CAP, Overflow::Refuse).await {
+            Ok(()) => {}
+            Err(ReadError::TooLarge) => {
+                return Err(format!("{shown}: answer larger than {BODY_CAP} bytes"));
+            }
+            Err(ReadError::Transport(e)) => {
+                return Err(format!("{shown}: answer cut short ({})", cause(e)));
             }
         }
         let text = String::from_utf8_lossy(&body);

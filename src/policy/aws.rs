@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 use serde_saphyr::Location;
 
-use super::{ClientPolicy, ConnectSettings, FileSlot, StoreSpec, Validator, is_loopback, resolve};
+use super::{
+    ClientPolicy, ConnectSettings, FileSlot, StoreSpec, Validator, resolve, store_url_problem,
+};
+use crate::domain::service_url::{ServiceUrl, UrlProblem};
 
 /// A secret-name rule: `Err` says what the name must be.
 pub(super) type NameRule = fn(&str) -> Result<(), String>;
@@ -154,25 +157,18 @@ impl Validator {
             return;
         };
         let text = clean_url(raw);
-        let Ok(url) = reqwest::Url::parse(&text) else {
-            self.problem(
-                at,
-                format!("store `{store}`: endpoint_url `{text}` is not a URL; remove it to use AWS's endpoint for the region"),
-            );
-            return;
+        let problem = match ServiceUrl::parse(&text) {
+            Err(UrlProblem::NotAUrl) => {
+                self.problem(
+                    at,
+                    format!("store `{store}`: endpoint_url `{text}` is not a URL; remove it to use AWS's endpoint for the region"),
+                );
+                return;
+            }
+            Err(p) => Some(store_url_problem(p)),
+            Ok(url) => (url.url().query().is_some() || url.url().fragment().is_some())
+                .then(|| "must not have a query or fragment".to_owned()),
         };
-        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        let problem = match url.scheme() {
-            "https" | "http" if host.is_empty() => Some("has no host".to_owned()),
-            "https" => None,
-            "http" if is_loopback(&host) => None,
-            "http" => Some("uses plain http to a non-loopback host; the secrets would travel unencrypted: use https".to_owned()),
-            other => Some(format!("has scheme `{other}`; use https")),
-        }
-        .or_else(|| {
-            (url.query().is_some() || url.fragment().is_some())
-                .then(|| "must not have a query or fragment".to_owned())
-        });
         if let Some(p) = problem {
             self.problem(at, format!("store `{store}`: endpoint_url `{text}` {p}"));
         }

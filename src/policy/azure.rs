@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde_saphyr::Location;
 
-use super::{ClientPolicy, FileSlot, StoreSpec, Validator, is_loopback};
+use super::{ClientPolicy, FileSlot, StoreSpec, Validator, store_url_problem};
+use crate::domain::service_url::{ServiceUrl, UrlProblem};
 
 /// Key Vault's rule: 1-127 characters of letters, digits and dashes.
 pub(super) fn secret_name(name: &str) -> Result<(), String> {
@@ -33,26 +34,18 @@ impl Validator {
         vault_url: String,
     ) -> StoreSpec {
         let text = vault_url.trim().trim_end_matches('/').to_owned();
-        let problem = match reqwest::Url::parse(&text) {
-            Err(_) => Some(
+        let problem = match ServiceUrl::parse(&text) {
+            Err(UrlProblem::NotAUrl) => Some(
                 "is not a URL; use the vault's URL, like https://myvault.vault.azure.net"
                     .to_owned(),
             ),
+            Err(p) => Some(store_url_problem(p)),
             Ok(url) => {
-                let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-                match url.scheme() {
-                    "https" | "http" if host.is_empty() => Some("has no host".to_owned()),
-                    "https" => None,
-                    "http" if is_loopback(&host) => None,
-                    "http" => Some("uses plain http to a non-loopback host; the secrets would travel unencrypted: use https".to_owned()),
-                    other => Some(format!("has scheme `{other}`; use https")),
-                }
-                .or_else(|| {
-                    (url.path() != "/" && !url.path().is_empty()
-                        || url.query().is_some()
-                        || url.fragment().is_some())
-                    .then(|| "must be the vault's base URL, without a path, query or fragment, like https://myvault.vault.azure.net".to_owned())
-                })
+                let url = url.url();
+                (url.path() != "/" && !url.path().is_empty()
+                    || url.query().is_some()
+                    || url.fragment().is_some())
+                .then(|| "must be the vault's base URL, without a path, query or fragment, like https://myvault.vault.azure.net".to_owned())
             }
         };
         if let Some(p) = problem {

@@ -17,13 +17,14 @@ pub mod vault;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
 use chrono::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use crate::domain::ClientKind;
+pub use crate::domain::service_url::ServiceUrl;
+use crate::domain::service_url::UrlProblem;
 pub use pickup::{AckFileSpec, CommandSpec, HttpProbeSpec, PickupSpec};
 use raw::{RawClient, RawPolicy, RawStore, RawTiming};
 
@@ -54,7 +55,7 @@ pub enum SecretSource {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectSettings {
     /// Base URL, without a trailing slash.
-    pub url: String,
+    pub url: ServiceUrl,
     /// The tenant (GUID).
     pub tenant_id: String,
     /// The rotator's own client id.
@@ -216,7 +217,7 @@ pub struct CoordinationSpec {
     /// etcd, or a Kubernetes Lease.
     pub kind: CoordinationKind,
     /// etcd URLs without a trailing `/` (https, or http to loopback only).
-    pub endpoints: Vec<String>,
+    pub endpoints: Vec<ServiceUrl>,
     /// The prefix of the leader key (`<key_prefix>/leader`), without a trailing `/`.
     pub key_prefix: String,
     /// How long the lease outlives the last renewal.
@@ -243,7 +244,7 @@ pub enum CoordinationKind {
         /// Its name.
         name: String,
         /// The API server; `None`: the in-cluster service.
-        api_url: Option<String>,
+        api_url: Option<ServiceUrl>,
         /// The bearer token file; `None`: the pod's service account token.
         token_file: Option<PathBuf>,
     },
@@ -1281,34 +1282,32 @@ impl Validator {
     }
 
     /// A service URL: https, or http to loopback only; without a trailing `/`.
-    fn endpoint_url(&mut self, raw: &Spanned<String>, key: &str) -> Option<String> {
+    fn endpoint_url(&mut self, raw: &Spanned<String>, key: &str) -> Option<ServiceUrl> {
         let at = raw.referenced;
         let text = raw.value.trim().trim_end_matches('/');
         if self.placeholder(at, text, key, "a URL like https://etcd-0:2379") {
             return None;
         }
-        let Ok(url) = reqwest::Url::parse(text) else {
-            self.problem(
-                at,
-                format!(
-                    "{key}: `{}` is not a URL; write one like https://etcd-0:2379",
-                    crate::text::untrusted(text)
-                ),
-            );
-            return None;
-        };
-        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        match url.scheme() {
-            "https" => Some(text.to_owned()),
-            "http" if is_loopback(&host) => Some(text.to_owned()),
-            "http" => {
+        match ServiceUrl::parse(text) {
+            Ok(url) => Some(url),
+            Err(UrlProblem::NotAUrl | UrlProblem::NoHost) => {
+                self.problem(
+                    at,
+                    format!(
+                        "{key}: `{}` is not a URL; write one like https://etcd-0:2379",
+                        crate::text::untrusted(text)
+                    ),
+                );
+                None
+            }
+            Err(UrlProblem::PlainHttp { .. }) => {
                 self.problem(
                     at,
                     format!("{key}: `{text}` uses plain http to a non-loopback host; use https"),
                 );
                 None
             }
-            other => {
+            Err(UrlProblem::Scheme(other)) => {
                 self.problem(
                     at,
                     format!("{key}: scheme `{other}` is not supported; use https"),
@@ -1530,38 +1529,37 @@ impl Validator {
         }
     }
 
-    fn url(&mut self, raw: &Spanned<String>) -> Option<String> {
+    fn url(&mut self, raw: &Spanned<String>) -> Option<ServiceUrl> {
         let at = raw.referenced;
         if self.placeholder(at, &raw.value, "connect.url", PRIMARY_URL) {
             return None;
         }
         let text = raw.value.trim().trim_end_matches('/');
-        let Ok(url) = reqwest::Url::parse(text) else {
-            self.problem(
-                at,
-                format!("connect.url `{text}` is not a URL; use {PRIMARY_URL}"),
-            );
-            return None;
-        };
-        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        match url.scheme() {
-            "https" => {}
-            "http" if is_loopback(&host) => {}
-            "http" => {
+        let url = match ServiceUrl::parse(text) {
+            Ok(url) => url,
+            Err(UrlProblem::NotAUrl | UrlProblem::NoHost) => {
+                self.problem(
+                    at,
+                    format!("connect.url `{text}` is not a URL; use {PRIMARY_URL}"),
+                );
+                return None;
+            }
+            Err(UrlProblem::PlainHttp { .. }) => {
                 self.problem(
                     at,
                     format!("connect.url `{text}` uses plain http to a non-loopback host; the secrets would travel unencrypted: use https"),
                 );
                 return None;
             }
-            other => {
+            Err(UrlProblem::Scheme(other)) => {
                 self.problem(
                     at,
                     format!("connect.url scheme `{other}` is not supported; use https"),
                 );
                 return None;
             }
-        }
+        };
+        let host = url.host();
         if let Some(region) = ["euno.", "auea.", "jpea."]
             .iter()
             .find(|r| host.starts_with(*r) && host.ends_with(".connect.aveva.com"))
@@ -1575,11 +1573,11 @@ impl Validator {
             );
             return None;
         }
-        if url.query().is_some() || url.fragment().is_some() {
+        if url.url().query().is_some() || url.url().fragment().is_some() {
             self.problem(at, "connect.url must not have a query or fragment");
             return None;
         }
-        Some(text.to_owned())
+        Some(url)
     }
 
     fn duration(&mut self, raw: &Option<Spanned<String>>, key: &str) -> Option<Option<Duration>> {
@@ -2083,13 +2081,13 @@ fn is_safe_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
+/// What is wrong with a store's URL, after its key: the [`UrlProblem`] wording, except
+/// that plain http names no host and says what it would cost.
+fn store_url_problem(problem: UrlProblem) -> String {
+    match problem {
+        UrlProblem::PlainHttp { .. } => "uses plain http to a non-loopback host; the secrets would travel unencrypted: use https".to_owned(),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use super::raw::{Key, Shape};
 use super::{Validator, is_env_name, resolve};
 use crate::command::Program;
 use crate::domain::EventKind;
+use crate::domain::service_url::ServiceUrl;
 
 /// A notifier as the policy declares it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -266,7 +267,7 @@ impl Validator {
             R::Webhook(w) => {
                 let url = match (w.url, w.url_env, w.url_file) {
                     (Some(url), None, None) => {
-                        if let Err(p) = crate::notify::http::check_url(&url) {
+                        if let Err(p) = ServiceUrl::parse(url.trim()) {
                             self.problem(at, format!("notifier `{name}`: url {p}"));
                         }
                         Some(UrlSource::Plain(url.trim().to_owned()))

@@ -14,8 +14,9 @@ use serde_saphyr::Location;
 
 use super::{
     ClientPolicy, ConnectSettings, SecretSource, StoreSpec, Validator, is_env_name, is_file_path,
-    is_loopback, resolve,
+    resolve,
 };
+use crate::domain::service_url::{ServiceUrl, UrlProblem};
 
 /// Where a Kubernetes pod's service-account token is mounted.
 pub const KUBERNETES_JWT: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
@@ -171,32 +172,31 @@ impl Validator {
 
     fn vault_address(&mut self, at: Location, name: &str, text: &str) -> Option<String> {
         let text = text.trim().trim_end_matches('/');
-        let Ok(url) = reqwest::Url::parse(text) else {
-            self.problem(
-                at,
-                format!("store `{name}`: address `{text}` is not a URL; use e.g. https://vault.example.com:8200"),
-            );
-            return None;
-        };
-        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        match url.scheme() {
-            "https" => {}
-            "http" if is_loopback(&host) => {}
-            "http" => {
+        let url = match ServiceUrl::parse(text) {
+            Ok(url) => url,
+            Err(UrlProblem::NotAUrl | UrlProblem::NoHost) => {
+                self.problem(
+                    at,
+                    format!("store `{name}`: address `{text}` is not a URL; use e.g. https://vault.example.com:8200"),
+                );
+                return None;
+            }
+            Err(UrlProblem::PlainHttp { .. }) => {
                 self.problem(
                     at,
                     format!("store `{name}`: address `{text}` uses plain http to a non-loopback host; the secrets would travel unencrypted: use https"),
                 );
                 return None;
             }
-            other => {
+            Err(UrlProblem::Scheme(other)) => {
                 self.problem(
                     at,
                     format!("store `{name}`: address scheme `{other}` is not supported; use https"),
                 );
                 return None;
             }
-        }
+        };
+        let url = url.url();
         if url.path() != "/" && !url.path().is_empty()
             || url.query().is_some()
             || url.fragment().is_some()

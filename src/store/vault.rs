@@ -25,6 +25,7 @@ use zeroize::Zeroizing;
 
 use super::{SecretStore, StoreError};
 use crate::domain::{Current, Fingerprint, StoreRecord};
+use crate::http::{Overflow, ReadError};
 use crate::policy::SecretSource;
 use crate::policy::vault::{RoleId, VaultAuth, VaultSpec};
 use crate::text::untrusted;
@@ -129,9 +130,7 @@ impl VaultStore {
         request_timeout: Duration,
     ) -> Result<Self, StoreError> {
         let name = name.into();
-        let http = reqwest::Client::builder()
-            .timeout(request_timeout)
-            .connect_timeout(request_timeout.min(Duration::from_secs(10)))
+        let http = crate::http::client_builder(request_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| StoreError::Io {
@@ -884,24 +883,17 @@ impl SecretStore for VaultStore {
 async fn read_capped(mut resp: reqwest::Response) -> Result<Answer, NoAnswer> {
     let status = resp.status();
     let mut body = Zeroizing::new(Vec::new());
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_ANSWER {
-                    return Err(NoAnswer::Lost(format!(
-                        "Vault's answer (HTTP {status}) is larger than {} KiB",
-                        MAX_ANSWER / 1024
-                    )));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(Answer { status, body }),
-            Err(e) => return Err(NoAnswer::Lost(transport_detail(&e))),
-        }
+    match crate::http::read_capped(&mut resp, &mut body, MAX_ANSWER, Overflow::Refuse).await {
+        Ok(()) => Ok(Answer { status, body }),
+        Err(ReadError::TooLarge) => Err(NoAnswer::Lost(format!(
+            "Vault's answer (HTTP {status}) is larger than {} KiB",
+            MAX_ANSWER / 1024
+        ))),
+        Err(ReadError::Transport(e)) => Err(NoAnswer::Lost(transport_detail(&e))),
     }
 }
 
 /// A transport error naming where it went (`scheme://host:port`), escaped.
 fn transport_detail(e: &reqwest::Error) -> String {
-    crate::connect::http::describe_transport_error(e, "Vault")
+    crate::http::describe_transport_error(e, "Vault")
 }
