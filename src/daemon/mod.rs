@@ -28,11 +28,11 @@ use tracing::{error, info, warn};
 use crate::rotation::{ClientJob, PassOptions, PassReport, Reconciler};
 
 /// The health budget of one pass, hooks included: the policy's pass budget
-/// ([`crate::policy::Policy::pass_budget`]), plus one run of the
-/// longest pickup check (a pass waits for its client's check: a command's run, an HTTP
-/// probe's requests), plus the longest notifier timeout: a pass hands its events to the
-/// outbox and goes on, but waits for room while the outbox is full, until some send ends
-/// (within its notifier's timeout). Validation keeps every notifier timeout within the
+/// ([`crate::policy::Policy::pass_budget`]), plus one run of the longest pickup check (a
+/// pass waits for its client's check: a command's run, an HTTP probe's requests), plus
+/// the longest notifier timeout: a pass hands its events to the outbox and goes on, but
+/// waits for room while the outbox is full, until some send ends (within its notifier's
+/// timeout). Validation keeps every notifier timeout within the
 /// pass budget, so a notifier at most doubles how long a stuck loop goes unseen.
 pub fn pass_limit(
     budget: chrono::Duration,
