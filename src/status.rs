@@ -11,7 +11,7 @@ use crate::connect::{ClientSecret, MAX_SECRETS_PER_CLIENT};
 use crate::domain::SecretId;
 use crate::rotation::last_result::LastResult;
 use crate::rotation::marker::Marker;
-use crate::rotation::{ClientJob, PassReport, next_window};
+use crate::rotation::{ClientJob, PassReport};
 use crate::text::escape_control;
 
 /// A client as `status` and `plan` show it.
@@ -227,7 +227,7 @@ pub fn view(job: &ClientJob, r: &PassReport, now: DateTime<Utc>) -> ClientView {
         }
     }
 
-    let next_window = next_window(&job.timing.schedule, now);
+    let next_window = job.timing.schedule.next_after(now);
     let rotation = match plan {
         Some(p) if p.rotate.is_some() => RotationView {
             due: true,
@@ -355,10 +355,9 @@ pub fn recent_writes_text(v: &ClientView) -> String {
 
 /// The first window at or after `t`.
 fn next_window_from(job: &ClientJob, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    next_window(
-        &job.timing.schedule,
-        t.checked_sub_signed(chrono::Duration::seconds(1))?,
-    )
+    job.timing
+        .schedule
+        .next_after(t.checked_sub_signed(chrono::Duration::seconds(1))?)
 }
 
 /// Whether `status` and `plan` exit 1: some client needs attention (its store's secret

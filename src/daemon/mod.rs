@@ -18,56 +18,22 @@
 pub mod server;
 pub mod watch;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use croner::Cron;
-use croner::parser::{CronParser, Seconds};
 use tracing::{error, info, warn};
 
 use crate::rotation::{ClientJob, PassOptions, PassReport, Reconciler};
 
-/// Parses a cron expression with seconds (`sec min hour day month weekday`).
-pub fn parse_schedule(expr: &str) -> Result<Cron, String> {
-    CronParser::builder()
-        .seconds(Seconds::Required)
-        .build()
-        .parse(expr.trim())
-        .map_err(|e| {
-            format!("`{expr}` is not a cron expression with seconds (e.g. \"0 0 3 * * *\" for 03:00 daily): {e}")
-        })
-}
-
-/// The first time `schedule` fires after `after`.
-pub fn next_fire(schedule: &Cron, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    schedule.find_next_occurrence(&after, false).ok()
-}
-
-/// The health budget of one pass before the hooks it may wait for: every wait in a pass
-/// is bounded (the lock, requests and their retries, verify), so a batch running longer
-/// than its budget per round is stuck. Generous on purpose: it only feeds `/healthz`.
-/// It is also the longest timeout a notifier may have (see [`pass_limit`]).
-pub fn pass_budget(
-    request_timeout: std::time::Duration,
-    verify_timeout: chrono::Duration,
-) -> chrono::Duration {
-    let request = chrono::Duration::from_std(request_timeout).unwrap_or(chrono::Duration::MAX);
-    // The lock wait, about forty requests with their retries, verify, and slack.
-    request
-        .checked_mul(40)
-        .and_then(|r| r.checked_add(&verify_timeout))
-        .and_then(|r| r.checked_add(&chrono::Duration::minutes(10)))
-        .unwrap_or(chrono::Duration::MAX)
-}
-
-/// The health budget of one pass, hooks included: [`pass_budget`], plus one run of the
-/// longest pickup check (a pass waits for its client's check: a command's run, an HTTP
-/// probe's requests), plus the longest notifier timeout: a pass hands its events to the
-/// outbox and goes on, but waits for room while the outbox is full, until some send ends
-/// (within its notifier's timeout). Validation keeps every notifier timeout within the
-/// [`pass_budget`], so a notifier at most doubles how long a stuck loop goes unseen.
+/// The health budget of one pass, hooks included: the policy's pass budget
+/// ([`crate::policy::Policy::pass_budget`]), plus one run of the longest pickup check (a
+/// pass waits for its client's check: a command's run, an HTTP probe's requests), plus
+/// the longest notifier timeout: a pass hands its events to the outbox and goes on, but
+/// waits for room while the outbox is full, until some send ends (within its notifier's
+/// timeout). Validation keeps every notifier timeout within the
+/// pass budget, so a notifier at most doubles how long a stuck loop goes unseen.
 pub fn pass_limit(
     budget: chrono::Duration,
     pickup_check: std::time::Duration,
@@ -84,9 +50,6 @@ pub fn pass_limit(
 /// One client as the daemon schedules it.
 struct Slot {
     job: Arc<ClientJob>,
-    /// Shared by every slot with the same expression: a parsed schedule is about 5 KB,
-    /// and most policies give all their clients one schedule.
-    schedule: Arc<Cron>,
     /// When the schedule fires next.
     next_fire: Option<DateTime<Utc>>,
     /// When the last pass asked to be looked at again.
@@ -153,20 +116,11 @@ impl Clients {
         jobs: Vec<Arc<ClientJob>>,
         old: Option<&Clients>,
         wake: &tokio::sync::mpsc::UnboundedSender<String>,
-    ) -> Result<Clients, String> {
+    ) -> Clients {
         let now = Utc::now();
         let mut slots = Vec::with_capacity(jobs.len());
-        let mut parsed: HashMap<String, Arc<Cron>> = HashMap::new();
         for job in jobs {
-            let expr = &job.timing.schedule;
-            let schedule = match parsed.get(expr) {
-                Some(cron) => Arc::clone(cron),
-                None => {
-                    let cron = Arc::new(parse_schedule(expr)?);
-                    parsed.insert(expr.clone(), Arc::clone(&cron));
-                    cron
-                }
-            };
+            let schedule = &job.timing.schedule;
             let before = old.and_then(|o| o.get(&job.name)).filter(|s| {
                 s.job.client.client_id == job.client.client_id
                     && s.job.client.tenant_id == job.client.tenant_id
@@ -176,18 +130,16 @@ impl Clients {
                     next_fire: if b.job.timing.schedule == job.timing.schedule {
                         b.next_fire
                     } else {
-                        next_fire(&schedule, now)
+                        schedule.next_after(now)
                     },
                     follow_up: b.follow_up,
                     retry_in_window: b.retry_in_window,
                     pickup_pending: b.pickup_pending,
                     job,
-                    schedule,
                 },
                 None => Slot {
-                    next_fire: next_fire(&schedule, now),
+                    next_fire: schedule.next_after(now),
                     job,
-                    schedule,
                     follow_up: None,
                     retry_in_window: false,
                     pickup_pending: false,
@@ -211,10 +163,10 @@ impl Clients {
                 }));
             }
         }
-        Ok(Clients {
+        Clients {
             slots,
             _watchers: AbortOnDrop(watchers),
-        })
+        }
     }
 
     fn get(&self, name: &str) -> Option<&Slot> {
@@ -260,7 +212,7 @@ pub async fn run(
         h.set_role(if l.is_leader() { "leader" } else { "standby" });
     }
     let (wake_tx, mut wake_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let mut clients = Clients::new(jobs, None, &wake_tx)?;
+    let mut clients = Clients::new(jobs, None, &wake_tx);
     track_series(&clients);
     info!(clients = clients.slots.len(), "daemon started");
     let systemd = crate::systemd::Notifier::from_env();
@@ -409,7 +361,7 @@ pub async fn run(
                     warn!(reason = %why, "reloading is not set up; keeping the policy");
                     continue;
                 };
-                match reloader().and_then(|l| Ok((Clients::new(l.jobs.clone(), Some(&clients), &wake_tx)?, l))) {
+                match reloader().map(|l| (Clients::new(l.jobs.clone(), Some(&clients), &wake_tx), l)) {
                     Ok((new, l)) => {
                         let (added, removed) = diff(&clients, &new);
                         for name in &added {
@@ -505,7 +457,7 @@ pub async fn run(
                 for slot in &mut clients.slots {
                     let name = &slot.job.name;
                     if slot.next_fire.is_some_and(|t| t <= now) {
-                        slot.next_fire = next_fire(&slot.schedule, now);
+                        slot.next_fire = slot.job.timing.schedule.next_after(now);
                         due.insert(name.clone(), true);
                     }
                     if slot.follow_up.is_some_and(|t| t <= now) {
@@ -601,10 +553,6 @@ fn log_report(report: &PassReport) {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
-
-    use super::*;
-
     #[test]
     fn the_health_budget_counts_the_longest_pickup_check_and_notifier_timeout() {
         let text = r#"connect:
@@ -640,17 +588,5 @@ clients:
             crate::app::pass_limit(&policy),
             chrono::Duration::minutes(57) + chrono::Duration::seconds(2)
         );
-    }
-
-    #[test]
-    fn schedules_need_seconds_and_fire_on_time() {
-        let cron = parse_schedule("0 0 3 * * *").unwrap();
-        let after = Utc.with_ymd_and_hms(2026, 1, 1, 4, 0, 0).unwrap();
-        assert_eq!(
-            next_fire(&cron, after),
-            Some(Utc.with_ymd_and_hms(2026, 1, 2, 3, 0, 0).unwrap())
-        );
-        assert!(parse_schedule("0 3 * * *").is_err());
-        assert!(parse_schedule("every day").is_err());
     }
 }

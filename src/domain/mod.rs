@@ -1,5 +1,6 @@
 //! The value types every layer shares: which client and secret a thing is about, what a
-//! store holds about its value, a value's fingerprint, and the events the rotator sends.
+//! store holds about its value, a value's fingerprint, the events the rotator sends, and
+//! a client's schedule.
 //!
 //! A leaf: it imports nothing from the rest of the crate (only std, external crates and
 //! itself), so two behaviour modules that share a type never import each other.
@@ -10,12 +11,14 @@ mod client;
 mod event;
 mod fingerprint;
 mod record;
+mod schedule;
 pub mod service_url;
 
 pub use client::{ClientKind, ClientRef, SecretId};
 pub use event::{Event, EventKind};
 pub use fingerprint::Fingerprint;
 pub use record::{Current, StoreRecord};
+pub use schedule::{DEFAULT_SCHEDULE, InvalidSchedule, Schedule};
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,7 @@ use std::path::{Component, Path, PathBuf};
 use chrono::Duration;
 use serde_saphyr::{Location, Spanned};
 
-use crate::domain::ClientKind;
+use crate::domain::{ClientKind, Schedule};
 pub use crate::domain::service_url::ServiceUrl;
 use crate::domain::service_url::UrlProblem;
 pub use pickup::{AckFileSpec, CommandSpec, HttpProbeSpec, PickupSpec};
@@ -116,8 +116,8 @@ pub use notifiers::NotifierSpec;
 /// The timing of one client's rotations.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timing {
-    /// Cron expression with seconds.
-    pub schedule: String,
+    /// When the rotation window opens: a cron expression with seconds, parsed once.
+    pub schedule: Schedule,
     /// Lifetime of a new secret (its expiration = creation + lifetime).
     pub lifetime: Duration,
     /// Rotate when the current secret expires within this.
@@ -138,7 +138,7 @@ impl Default for Timing {
     /// The built-in defaults, as documented in README.md.
     fn default() -> Self {
         Timing {
-            schedule: "0 0 3 * * *".to_owned(),
+            schedule: Schedule::default(),
             lifetime: Duration::days(90),
             rotate_before: Duration::days(30),
             grace: Duration::hours(24),
@@ -312,7 +312,14 @@ fn pass_budget(connect: &ConnectSettings, clients: &[ClientPolicy]) -> Duration 
         .map(|c| c.timing.verify_timeout)
         .max()
         .unwrap_or_default();
-    crate::daemon::pass_budget(connect.request_timeout, verify)
+    let request =
+        chrono::Duration::from_std(connect.request_timeout).unwrap_or(chrono::Duration::MAX);
+    // The lock wait, about forty requests with their retries, verify, and slack.
+    request
+        .checked_mul(40)
+        .and_then(|r| r.checked_add(&verify))
+        .and_then(|r| r.checked_add(&chrono::Duration::minutes(10)))
+        .unwrap_or(chrono::Duration::MAX)
 }
 
 /// The default location of the policy.
@@ -338,8 +345,11 @@ pub fn default_lock_dir() -> PathBuf {
 }
 
 impl Policy {
-    /// The health budget of one pass over a client of this policy before its hooks (see
-    /// [`crate::daemon::pass_budget`]); no notifier timeout may be longer.
+    /// The health budget of one pass over a client of this policy before the hooks it
+    /// may wait for: every wait in a pass is bounded (the lock, requests and their
+    /// retries, verify), so a batch running longer than its budget per round is stuck.
+    /// Generous on purpose: it only feeds `/healthz` (the daemon adds the hooks to it).
+    /// No notifier timeout may be longer.
     pub fn pass_budget(&self) -> chrono::Duration {
         pass_budget(&self.connect, &self.clients)
     }
@@ -438,6 +448,7 @@ impl Policy {
             credential_variables: BTreeMap::new(),
             offline,
             resolved_at_run_time: Vec::new(),
+            schedules: std::collections::HashMap::new(),
         };
         let parent = path
             .parent()
@@ -489,6 +500,9 @@ struct Validator {
     offline: bool,
     /// What was left to run time (said by `validate`).
     resolved_at_run_time: Vec<String>,
+    /// The schedules parsed during this load, by trimmed expression: every client with
+    /// one expression shares one parsed copy (about 5 KB each).
+    schedules: std::collections::HashMap<String, Schedule>,
 }
 
 impl Validator {
@@ -1599,6 +1613,17 @@ impl Validator {
     /// A broken rule is reported once, where it is broken: at the first of its keys this
     /// section sets. A client does not repeat a rule that `defaults:` already breaks, and
     /// no rule is judged on a value that was refused (its problem is already reported).
+    /// `expr` parsed, or the copy already parsed during this load.
+    fn schedule(&mut self, expr: &str) -> Result<Schedule, crate::domain::InvalidSchedule> {
+        if let Some(known) = self.schedules.get(expr.trim()) {
+            return Ok(known.clone());
+        }
+        let parsed = Schedule::parse(expr)?;
+        self.schedules
+            .insert(parsed.as_str().to_owned(), parsed.clone());
+        Ok(parsed)
+    }
+
     fn timing(
         &mut self,
         raw: &RawTiming,
@@ -1632,8 +1657,8 @@ impl Validator {
                 }
                 base.schedule.clone()
             }
-            Some(s) => match crate::daemon::parse_schedule(&s.value) {
-                Ok(_) => s.value.trim().to_owned(),
+            Some(s) => match self.schedule(&s.value) {
+                Ok(schedule) => schedule,
                 Err(e) => {
                     self.problem(s.referenced, format!("schedule: {e}"));
                     refused.insert("schedule");

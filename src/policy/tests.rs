@@ -1468,3 +1468,30 @@ fn an_unreadable_policy_names_the_fd_limit_when_the_process_is_out_of_descriptor
         "pass --config PATH or set CDS_ROTATOR_CONFIG"
     );
 }
+
+#[test]
+fn clients_with_one_schedule_share_one_parsed_copy() {
+    let text = VALID
+        .replace(
+            "    retire_unmanaged: false\n",
+            "    retire_unmanaged: false\n    schedule: \" 0 30 4 * * * \"\n",
+        )
+        .replace(
+            "    grace: 2h\n",
+            "    grace: 2h\n    schedule: \"0 0 3 * * *\"\n",
+        )
+        + "  - name: third\n    client_id: 2c0c1d2e-3f40-4152-6374-8596a7b8c9d0\n    store: { name: local }\n"
+        + "  - name: fourth\n    client_id: 3c0c1d2e-3f40-4152-6374-8596a7b8c9d0\n    store: { name: local }\n    schedule: \"0 30 4 * * *\"\n";
+    let p = parse(&text).unwrap();
+    let [a, b, c, d] = [0, 1, 2, 3].map(|i| &p.clients[i].timing.schedule);
+    assert_eq!(a.as_str(), "0 30 4 * * *");
+    assert!(
+        a.shares_with(d),
+        "one expression in two clients is parsed once"
+    );
+    // `defaults:` says "0 0 3 * * *": a client that inherits it and one that writes it
+    // again share that copy too.
+    assert_eq!(b.as_str(), "0 0 3 * * *");
+    assert!(b.shares_with(c));
+    assert!(!a.shares_with(b));
+}

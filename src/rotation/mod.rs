@@ -312,12 +312,6 @@ fn at(step: Step) -> impl Fn(StepError) -> Failed {
     move |source| Failed { step, source }
 }
 
-/// The first scheduled time of `schedule` after `now` (validated with the policy).
-pub fn next_window(schedule: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let cron = crate::daemon::parse_schedule(schedule).ok()?;
-    crate::daemon::next_fire(&cron, now)
-}
-
 /// A time as logs and messages write it: RFC 3339, seconds, UTC.
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -786,7 +780,7 @@ impl Reconciler {
             Window::Open
         } else {
             Window::Closed {
-                next: next_window(&job.timing.schedule, now),
+                next: job.timing.schedule.next_after(now),
             }
         };
         let plan = decide(
