@@ -22,9 +22,9 @@ use std::path::{Component, Path, PathBuf};
 use chrono::Duration;
 use serde_saphyr::{Location, Spanned};
 
-use crate::domain::{ClientKind, Schedule};
 pub use crate::domain::service_url::ServiceUrl;
 use crate::domain::service_url::UrlProblem;
+use crate::domain::{ClientKind, Schedule};
 pub use pickup::{AckFileSpec, CommandSpec, HttpProbeSpec, PickupSpec};
 use raw::{RawClient, RawPolicy, RawStore, RawTiming};
 
