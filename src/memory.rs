@@ -7,12 +7,7 @@
 //! batch of passes the freed pages are handed back. Elsewhere (musl) both calls do
 //! nothing.
 //!
-//! The other half of an idle daemon's resident set is its own code: parsing the policy,
-//! the start pass and its HTTP and TLS stacks touch megabytes of the executable that
-//! nothing runs again until the next pass, hours later. After a batch the daemon asks the
-//! kernel to reclaim those pages (`MADV_PAGEOUT`, Linux 5.4+); they are clean copies of
-//! the file, read back on the next fault, and a page another process maps too is left
-//! alone by the kernel. Not here: what is allocated (that is every other module).
+//! Not here: what is allocated (that is every other module).
 #![allow(unsafe_code)]
 
 /// Caps malloc at two arenas. Call once, before the runtime starts its threads.
@@ -35,57 +30,6 @@ pub fn release_freed() {
     }
 }
 
-/// Asks the kernel to reclaim the resident pages of this executable's read-only mappings
-/// (its code and constants), which an idle daemon does not touch until its next pass.
-/// Best effort: a kernel without `MADV_PAGEOUT` answers EINVAL and nothing changes. Only
-/// those mappings are named, never a writable one, the heap or a stack: no secret lives
-/// in them, so none can reach swap this way, and a page-out never changes what a page
-/// holds.
-pub fn page_out_code() {
-    #[cfg(target_os = "linux")]
-    {
-        let (Ok(exe), Ok(maps)) = (
-            std::fs::read_link("/proc/self/exe"),
-            std::fs::read_to_string("/proc/self/maps"),
-        ) else {
-            return;
-        };
-        for (start, end) in mappings_of(&maps, &exe.to_string_lossy()) {
-            // SAFETY: [start, end) is a whole mapping of this process, page aligned as
-            // /proc/self/maps gives it; MADV_PAGEOUT only reclaims, the contents stay
-            // as they were (clean file pages are read back on the next access).
-            unsafe {
-                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT);
-            }
-        }
-    }
-}
-
-/// The address ranges of the read-only mappings of the file `path` in /proc/self/maps
-/// text `maps`.
-#[cfg(target_os = "linux")]
-fn mappings_of(maps: &str, path: &str) -> Vec<(usize, usize)> {
-    maps.lines()
-        // The path is the line's last field, after padding; it may hold spaces.
-        .filter(|line| {
-            line.strip_suffix(path)
-                .is_some_and(|head| head.ends_with(' '))
-        })
-        .filter_map(|line| {
-            let mut fields = line.split_ascii_whitespace();
-            let (range, perms) = (fields.next()?, fields.next()?);
-            if perms.contains('w') {
-                return None;
-            }
-            let (a, b) = range.split_once('-')?;
-            Some((
-                usize::from_str_radix(a, 16).ok()?,
-                usize::from_str_radix(b, 16).ok()?,
-            ))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,38 +42,5 @@ mod tests {
         drop(kept);
         release_freed();
         limit_arenas();
-    }
-
-    #[test]
-    fn code_can_be_paged_out_and_runs_on() {
-        page_out_code();
-        page_out_code();
-        let back: Vec<u64> = (1..=3).collect();
-        assert_eq!(back.iter().sum::<u64>(), 6);
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn only_the_executables_own_mappings_are_named() {
-        let maps = "\
-55d0c0000000-55d0c0310000 r--p 00000000 fe:00 1234      /usr/bin/cds-rotator
-55d0c0311000-55d0c0eab000 r-xp 00310000 fe:00 1234      /usr/bin/cds-rotator
-55d0c0eab000-55d0c0f31000 rw-p 00ea9000 fe:00 1234      /usr/bin/cds-rotator
-55d0c0f00000-55d0c0f40000 rw-p 00000000 00:00 0         [heap]
-7f0000000000-7f0000001000 r-xp 00000000 fe:00 99        /usr/bin/cds-rotator-old
-7f0000002000-7f0000003000 r-xp 00000000 fe:00 98        /opt/x/usr/bin/cds-rotator
-7f0000004000-7f0000005000 r-xp 00000000 fe:00 97        /srv/with space/cds-rotator
-";
-        assert_eq!(
-            mappings_of(maps, "/usr/bin/cds-rotator"),
-            vec![
-                (0x55d0c0000000, 0x55d0c0310000),
-                (0x55d0c0311000, 0x55d0c0eab000)
-            ]
-        );
-        assert_eq!(
-            mappings_of(maps, "/srv/with space/cds-rotator"),
-            vec![(0x7f0000004000, 0x7f0000005000)]
-        );
     }
 }

@@ -443,7 +443,6 @@ pub async fn run(
                     Err(e) => error!(error = %e, "a batch of passes ended abnormally"),
                 }
                 crate::memory::release_freed();
-                crate::memory::page_out_code();
                 let status = next_status(&clients.slots);
                 if ready {
                     systemd.status(&status);
