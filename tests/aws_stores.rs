@@ -440,20 +440,13 @@ fn wired_through(
     proxy: &FaultProxy,
 ) -> cds_rotator::app::Wired {
     use std::sync::Arc;
-    let path = env.write_policy("", "");
-    let text = common::read(&path)
-        .replace(
-            "notifiers:",
-            &format!(
-                "  aws: {{ type: aws_secrets_manager, region: eu-west-1, endpoint_url: \"{}\" }}\nnotifiers:",
-                proxy.url
-            ),
-        )
-        .replace(
-            "store: { name: local, secret: app }",
-            "store: { name: aws, secret: cds/app }",
-        );
-    std::fs::write(&path, text).unwrap();
+    let path = env.write_policy_on_store(
+        &format!(
+            "aws: {{ type: aws_secrets_manager, region: eu-west-1, endpoint_url: \"{}\" }}",
+            proxy.url
+        ),
+        "{ name: aws, secret: cds/app }",
+    );
     let policy = cds_rotator::policy::Policy::load(&path).expect("policy");
     let mut stores = cds_rotator::app::build_stores(&policy).unwrap();
     let mut target = moto.target();

@@ -247,17 +247,10 @@ fn wired_into_key_vault(
     fake: &azure::FakeVault,
     url: &str,
 ) -> cds_rotator::app::Wired {
-    let path = env.write_policy("", "");
-    let policy_text = common::read(&path)
-        .replace(
-            "notifiers:",
-            &format!("  kv: {{ type: azure_key_vault, vault_url: {url} }}\nnotifiers:"),
-        )
-        .replace(
-            "store: { name: local, secret: app }",
-            "store: { name: kv, secret: cds-app }",
-        );
-    std::fs::write(&path, policy_text).unwrap();
+    let path = env.write_policy_on_store(
+        &format!("kv: {{ type: azure_key_vault, vault_url: {url} }}"),
+        "{ name: kv, secret: cds-app }",
+    );
     let policy = cds_rotator::policy::Policy::load(&path).expect("policy");
     let mut stores = cds_rotator::app::build_stores(&policy).unwrap();
     let store = AzureKeyVaultStore::with_credential(
@@ -324,20 +317,10 @@ async fn a_set_whose_answer_is_lost_keeps_the_new_secret_in_doubt_and_its_late_l
 async fn a_pass_rotates_a_client_into_key_vault_and_a_second_changes_nothing() {
     let fake = azure::FakeVault::start().await;
     let env = common::Env::start().await;
-    let path = env.write_policy("", "");
-    let policy_text = common::read(&path)
-        .replace(
-            "notifiers:",
-            &format!(
-                "  kv: {{ type: azure_key_vault, vault_url: {} }}\nnotifiers:",
-                fake.url
-            ),
-        )
-        .replace(
-            "store: { name: local, secret: app }",
-            "store: { name: kv, secret: cds-app }",
-        );
-    std::fs::write(&path, policy_text).unwrap();
+    let path = env.write_policy_on_store(
+        &format!("kv: {{ type: azure_key_vault, vault_url: {} }}", fake.url),
+        "{ name: kv, secret: cds-app }",
+    );
     let policy = cds_rotator::policy::Policy::load(&path).expect("policy");
     let mut stores = cds_rotator::app::build_stores(&policy).unwrap();
     stores.insert("kv".to_owned(), Arc::new(store(&fake)));

@@ -200,6 +200,21 @@ impl Env {
         std::fs::write(path, text).unwrap();
     }
 
+    /// Writes the policy of [`Env::write_policy`] with one more store, `declared` (its
+    /// line under `stores:`, like `kv: { type: azure_key_vault, … }`), and the app client
+    /// publishing to `app_store` (like `{ name: kv, secret: cds-app }`).
+    pub fn write_policy_on_store(&self, declared: &str, app_store: &str) -> PathBuf {
+        let path = self.write_policy("", "");
+        let text = read(&path)
+            .replace("notifiers:", &format!("  {declared}\nnotifiers:"))
+            .replace(
+                "store: { name: local, secret: app }",
+                &format!("store: {app_store}"),
+            );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     /// Like [`Env::write_policy`], against another CDS URL.
     pub fn write_policy_at(&self, url: &str, defaults_extra: &str, client_extra: &str) -> PathBuf {
         let text = format!(
