@@ -14,6 +14,9 @@ export CDS_ROTATOR_TEST_BIN
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== module cycles"
+# No top-level module imports one that imports it back (docs/ARCHITECTURE.md).
+python3 scripts/module-cycles.py
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== systemd units"

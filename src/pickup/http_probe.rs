@@ -17,7 +17,7 @@ use crate::text::untrusted;
 pub const BODY_CAP: usize = 16 * 1024;
 
 /// How long one request may take.
-pub const REQUEST_TIMEOUT: StdDuration = StdDuration::from_secs(10);
+pub const REQUEST_TIMEOUT: StdDuration = HttpProbeSpec::REQUEST_TIMEOUT;
 
 /// Probes every replica's URL.
 pub struct HttpProbe {

@@ -140,7 +140,7 @@ impl PickupSpec {
     pub fn check_wait(&self) -> std::time::Duration {
         match self {
             PickupSpec::Grace | PickupSpec::AckFile(_) => std::time::Duration::ZERO,
-            PickupSpec::HttpProbe(_) => crate::pickup::http_probe::REQUEST_TIMEOUT,
+            PickupSpec::HttpProbe(_) => HttpProbeSpec::REQUEST_TIMEOUT,
             PickupSpec::Command(c) => c.program.timeout,
         }
     }
@@ -168,6 +168,11 @@ pub struct HttpProbeSpec {
     pub interval: Duration,
     /// See [`PickupSpec::timeout`].
     pub timeout: Duration,
+}
+
+impl HttpProbeSpec {
+    /// How long one probe request may take (a pass waits for it).
+    pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 }
 
 /// `type: ack_file`.
