@@ -13,6 +13,8 @@
 //! one (`WatchdogSec=`).
 //! Under `coordination:` only the leader starts passes; a standby waits for the lease
 //! (one more wake-up: a change of leadership), and a new leader passes over every client.
+//! A reload keeps what the daemon already told (an unmanaged secret expiring, a
+//! `pickup_timeout`): the new policy's reconciler does not tell it again.
 //! Not here: when each client is due (that is `scheduler`), what a pass does (that is
 //! `rotation`), the election (that is `coordination`).
 
@@ -244,6 +246,9 @@ struct Daemon {
     ready: bool,
     /// Where watched pickup checks send their client's name.
     wake_tx: UnboundedSender<String>,
+    /// The reconciler the running batch runs on (a reload may replace `reconciler`
+    /// meanwhile).
+    running_on: Option<Arc<Reconciler>>,
 }
 
 impl Daemon {
@@ -284,6 +289,7 @@ impl Daemon {
             systemd,
             ready: false,
             wake_tx,
+            running_on: None,
         };
         if !daemon.scheduler.has_due() {
             // No first pass to wait for.
@@ -324,6 +330,7 @@ impl Daemon {
             );
         }
         let reconciler = Arc::clone(&self.reconciler);
+        self.running_on = Some(Arc::clone(&reconciler));
         let concurrency = self.max_concurrency;
         tokio::spawn(async move {
             let reports = reconciler.run_each(jobs, concurrency).await;
@@ -333,6 +340,13 @@ impl Daemon {
 
     /// The running batch ended: logs its reports and feeds them to the scheduler.
     fn batch_finished(&mut self, result: Result<Batch, tokio::task::JoinError>) {
+        // A batch that ran on the reconciler of a policy since reloaded: what it told
+        // stays told.
+        if let Some(ran_on) = self.running_on.take()
+            && !Arc::ptr_eq(&ran_on, &self.reconciler)
+        {
+            self.reconciler.remember_told_by(&ran_on);
+        }
         let now = self.reconciler.now();
         match result {
             Ok(reports) => {
@@ -400,6 +414,8 @@ impl Daemon {
         };
         match reloader() {
             Ok(l) => {
+                // What the running reconciler already told stays told.
+                l.reconciler.remember_told_by(&self.reconciler);
                 let clients = Clients::new(l.jobs, &self.wake_tx);
                 let changed = self
                     .scheduler
@@ -546,6 +562,140 @@ clients:
         assert_eq!(
             crate::app::pass_limit(&policy),
             chrono::Duration::minutes(57) + chrono::Duration::seconds(2)
+        );
+    }
+
+    const TENANT: &str = "8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f";
+    const ADMIN: &str = "2b1f0e9d-8c7b-4a6f-9e5d-4c3b2a1f0e9d";
+    const ADMIN_SECRET: &str = "admin-Seed-Secret-Value-0123456789abcdef";
+    const APP: &str = "0b0c1d2e-3f40-4152-6374-8596a7b8c9d0";
+
+    /// How many `expiring_unmanaged` events the command notifier wrote to `events`.
+    fn expiring_told(events: &std::path::Path) -> usize {
+        std::fs::read_to_string(events)
+            .unwrap_or_default()
+            .matches("\"expiring_unmanaged\"")
+            .count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reload_does_not_tell_again_what_was_told() {
+        use crate::emulator::{Emulator, Seed};
+        let seed = format!(
+            r#"tenant_id: {TENANT}
+region: primary
+id_policy: increasing
+clients:
+  - id: {ADMIN}
+    name: admin
+    kind: client_credentials
+    roles: [tenant_administrator]
+    secrets:
+      - value: "{ADMIN_SECRET}"
+        description: "admin, made by hand"
+        expiration: 2099-01-01T00:00:00Z
+        expires: true
+  - id: {APP}
+    name: app
+    kind: client_credentials
+"#
+        );
+        let emulator = Emulator::start(([127, 0, 0, 1], 0).into(), Seed::from_yaml(&seed).unwrap())
+            .await
+            .unwrap();
+        // A hand-made secret that expires within rotate_before: told once per process.
+        emulator.add_secret(
+            TENANT,
+            APP,
+            "hand-made-expiring-value-0123456789",
+            Some("made by hand"),
+            Some(chrono::Utc::now() + chrono::Duration::days(5)),
+            Some(true),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin-secret"), ADMIN_SECRET).unwrap();
+        let events = dir.path().join("events");
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                r#"connect:
+  url: {url}
+  tenant_id: {TENANT}
+  credentials:
+    client_id: {ADMIN}
+    client_secret_file: {cred}
+  request_timeout: 2s
+lock_dir: {locks}
+stores:
+  local: {{ type: file, dir: {secrets} }}
+notifiers:
+  seen: {{ type: command, program: /bin/sh, args: ["-c", "cat >> {events}; echo >> {events}"] }}
+defaults:
+  schedule: "* * * * * *"
+  grace: 0s
+  verify_timeout: 5s
+clients:
+  - name: app
+    client_id: {APP}
+    kind: client_credentials
+    store: {{ name: local, secret: app }}
+    notify: [seen]
+"#,
+                url = emulator.url(),
+                cred = dir.path().join("admin-secret").display(),
+                locks = dir.path().join("locks").display(),
+                secrets = dir.path().join("secrets").display(),
+                events = events.display(),
+            ),
+        )
+        .unwrap();
+        let policy = crate::policy::Policy::load(&path).unwrap();
+        let stop = crate::stop::Stop::new();
+        let connect = crate::app::connect_from(&policy, &stop).unwrap();
+        let wired = crate::app::wire(&policy, connect, &[], stop.clone()).unwrap();
+        let (reload, reloads) = tokio::sync::mpsc::unbounded_channel();
+        let hooks = super::Hooks {
+            reloads: Some(reloads),
+            reloader: Some(crate::app::reloader(path.clone(), stop, &policy, None)),
+            ..super::Hooks::default()
+        };
+        let (quit, quitting) = tokio::sync::oneshot::channel::<()>();
+        let daemon = tokio::spawn(super::run(
+            crate::app::loaded(&policy, wired),
+            hooks,
+            async move {
+                let _ = quitting.await;
+            },
+        ));
+        let lock_dir = policy.lock_dir.clone();
+        let last_pass = || crate::rotation::last_result::read(&lock_dir, TENANT, APP).map(|r| r.at);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        while expiring_told(&events) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no expiring_unmanaged told"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let reloaded_at = chrono::Utc::now();
+        reload.send("a test".to_owned()).unwrap();
+        // Passes every second: wait for two that started after the reload, on its
+        // reconciler, and for what they sent to be delivered.
+        while last_pass().is_none_or(|at| at < reloaded_at + chrono::Duration::seconds(3)) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no pass after the reload"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let _ = quit.send(());
+        daemon.await.unwrap().unwrap();
+        assert_eq!(
+            expiring_told(&events),
+            1,
+            "{}",
+            std::fs::read_to_string(&events).unwrap()
         );
     }
 }
