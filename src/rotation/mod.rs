@@ -556,6 +556,33 @@ impl Reconciler {
         self.clock.now()
     }
 
+    /// Takes over what `earlier` already told (unmanaged secrets reported as expiring,
+    /// the `pickup_timeout` of each published secret), so that the reconciler of a
+    /// reloaded policy does not tell it again.
+    pub fn remember_told_by(&self, earlier: &Reconciler) {
+        let told = earlier
+            .told_expiring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        self.told_expiring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(told);
+        let sent = earlier
+            .pickup_timeouts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut mine = self
+            .pickup_timeouts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (client, fingerprint) in sent {
+            mine.entry(client).or_insert(fingerprint);
+        }
+    }
+
     /// The write handle of the pass on this task (bound when the pass started), or one
     /// bound now outside a pass.
     fn writes(&self) -> Writes {
