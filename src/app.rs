@@ -493,3 +493,77 @@ pub fn reloader(
         Ok(loaded(&policy, wired))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"connect:
+  url: https://uswe.datahub.connect.aveva.com
+  tenant_id: 8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f
+  credentials:
+    client_id: 2b1f0e9d-8c7b-4a6f-9e5d-4c3b2a1f0e9d
+    client_secret_file: /etc/cds-rotator/secret
+stores:
+  local: { type: file, dir: /var/lib/cds-rotator/secrets }
+clients:
+  - name: app
+    client_id: 0b0c1d2e-3f40-4152-6374-8596a7b8c9d0
+    store: { name: local }
+  - name: web
+    client_id: 1b0c1d2e-3f40-4152-6374-8596a7b8c9d0
+    store: { name: local }
+"#;
+
+    fn policy() -> Policy {
+        Policy::parse(std::path::Path::new("/etc/cds-rotator/policy.yaml"), POLICY).unwrap()
+    }
+
+    #[test]
+    fn every_client_is_wired_by_default_and_only_those_asked_for_otherwise() {
+        let wired = wire(&policy(), Options::default()).unwrap();
+        let names: Vec<&str> = wired.jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["app", "web"]);
+        assert!(wired.leadership.is_none());
+        let only = Options {
+            only: vec!["web".to_owned()],
+            ..Options::default()
+        };
+        let wired = wire(&policy(), only).unwrap();
+        assert_eq!(wired.jobs.len(), 1);
+        assert_eq!(wired.jobs[0].name, "web");
+    }
+
+    #[test]
+    fn an_unknown_client_is_refused_with_the_policy_and_its_clients() {
+        let only = Options {
+            only: vec!["nosuch".to_owned()],
+            ..Options::default()
+        };
+        let Err(err) = wire(&policy(), only) else {
+            panic!("wired an unknown client");
+        };
+        assert_eq!(
+            err.to_string(),
+            "--client nosuch: no such client in /etc/cds-rotator/policy.yaml (clients: app, web)"
+        );
+    }
+
+    #[test]
+    fn the_stores_hook_sees_the_built_stores_before_the_jobs_take_them() {
+        let seen = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counted = std::rc::Rc::clone(&seen);
+        let options = Options {
+            stores: Some(Box::new(move |stores: &mut Stores| {
+                counted.set(stores.len());
+                stores.clear();
+            })),
+            ..Options::default()
+        };
+        let Err(err) = wire(&policy(), options) else {
+            panic!("wired without a store");
+        };
+        assert_eq!(seen.get(), 1);
+        assert_eq!(err.to_string(), "client app: store local is not declared");
+    }
+}

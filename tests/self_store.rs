@@ -4,7 +4,6 @@
 mod bao;
 mod common;
 
-
 use cds_rotator::app;
 use cds_rotator::policy::Policy;
 use cds_rotator::rotation::DeleteReason;

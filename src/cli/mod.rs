@@ -183,3 +183,39 @@ pub fn load(
 fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_and_policy_problems_exit_2_and_failures_1() {
+        assert_eq!(CliError::from(UsageError::NoListen).exit_code(), EXIT_USAGE);
+        assert_eq!(
+            CliError::ServedAddress("p: cannot read the policy".into()).exit_code(),
+            EXIT_USAGE
+        );
+        let dir = demo::DemoError::NotEmpty { dir: "/d".into() };
+        assert_eq!(CliError::from(dir).exit_code(), EXIT_USAGE);
+        assert_eq!(
+            CliError::from(demo::DemoError::NoAdministrator).exit_code(),
+            EXIT_CLIENT_FAILED
+        );
+        assert_eq!(
+            CliError::NoLease(Duration::from_secs(30)).exit_code(),
+            EXIT_CLIENT_FAILED
+        );
+        assert_eq!(
+            CliError::Daemon("stopped".into()).exit_code(),
+            EXIT_CLIENT_FAILED
+        );
+    }
+
+    #[test]
+    fn a_lease_not_taken_says_how_long_it_waited_and_what_to_do() {
+        assert_eq!(
+            CliError::NoLease(Duration::from_secs(30)).to_string(),
+            "did not get the coordination lease within 30s (another cds-rotator leads, or etcd is unreachable); nothing was changed: run again later, or stop the leader"
+        );
+    }
+}
