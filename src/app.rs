@@ -1,21 +1,26 @@
-//! The commands of the binary, built from a validated policy: wiring of the concrete
-//! CDS client, stores and notifiers into rotation jobs, and the human-readable output of
-//! `--run-now`, `plan` and `status`. `main.rs` parses arguments and calls in here.
+//! The composition root: [`wire`] builds everything a validated policy asks for — the
+//! stores, the CDS client, the write handle with its fence and audit log, the notifiers,
+//! the pickup checks, the reconciler and one job per client — for the binary, the demo
+//! and the tests alike. [`Options`] holds what callers legitimately vary: the clients,
+//! the clock, the stop, how writes are fenced, and a hook over the built stores (a test
+//! puts a proxy in front of one). [`reloader`] builds it all again for the daemon.
+//!
+//! Not here: arguments and what a command prints (the binary's `cli/`), how a store,
+//! notifier or pickup check works (their own modules), scheduling (`daemon`).
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-
+use crate::audit::{AuditError, AuditLog};
 use crate::clock::{Clock, SystemClock};
 use crate::connect::http::{CredentialSource, HttpConnect, HttpConnectConfig, RetryPolicy};
 use crate::connect::{ConnectApi, ConnectError};
-use crate::domain::{ClientRef, Current, StoreRecord};
+use crate::coordination::{CoordinationError, Fence, Leadership};
+use crate::domain::ClientRef;
 use crate::notify::{Notifier, OnlyKinds};
-use crate::pickup::Pickup;
 use crate::policy::{Policy, SecretSource, StoreSpec};
-use crate::rotation::{ClientJob, PassOptions, PassReport, PickupWaiting, Reconciler, decide};
+use crate::rotation::{ClientJob, Reconciler};
 use crate::stop::Stop;
 use crate::store::SecretStore;
 use crate::store::aws::AwsTarget;
@@ -24,26 +29,7 @@ use crate::store::azure_key_vault::AzureKeyVaultStore;
 use crate::store::file::{Access, FileStore};
 use crate::store::kms_file::KmsFileStore;
 use crate::store::vault::VaultStore;
-use crate::text::escape_control;
 use crate::writes::Writes;
-
-/// Exit code: every client is fine.
-pub const EXIT_OK: u8 = 0;
-/// Exit code: at least one client failed.
-pub const EXIT_CLIENT_FAILED: u8 = 1;
-/// Exit code: bad usage or a bad policy.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code: `--run-now --wait` ended with old secrets still waiting for pickup.
-pub const EXIT_PICKUP_PENDING: u8 = 3;
-/// Exit code: `--revoke-old` rotated, but secrets it may not delete still get tokens.
-pub const EXIT_LEFT_VALID: u8 = 4;
-
-/// How many follow-up passes `--run-now` runs over a client whose follow-up is due at
-/// once (grace 0s, an ack already written), so that one run does a whole rotation.
-const RUN_NOW_FOLLOW_UPS: usize = 3;
-
-/// How often `--run-now --wait` says what it is waiting for, at most.
-const WAIT_PROGRESS: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The pieces a policy wires together.
 pub struct Wired {
@@ -53,22 +39,235 @@ pub struct Wired {
     pub jobs: Vec<Arc<ClientJob>>,
     /// How many clients at once.
     pub max_concurrency: usize,
+    /// The CDS client the reconciler uses (`check` asks it for a token).
+    pub connect: Arc<dyn ConnectApi>,
+    /// The election among rotators of the policy's `coordination:`, set up and not yet
+    /// campaigning: with [`Writing::Elect`] only, and then its fence guards every write.
+    pub leadership: Option<Leadership>,
 }
 
 /// The policy's stores by name, built once and shared by the CDS client (a credential in
 /// a store) and the jobs.
 pub type Stores = BTreeMap<String, Arc<dyn SecretStore>>;
 
-/// Builds the CDS client from the policy's `connect:` section with its own stores; its
-/// waits end on `stop`. [`connect_with`] shares the stores the jobs use.
-pub fn connect_from(policy: &Policy, stop: &Stop) -> Result<Arc<dyn ConnectApi>, ConnectError> {
-    let stores = build_stores(policy).map_err(ConnectError::Credential)?;
-    connect_with(policy, &stores, stop)
+/// Runs over the built stores before anything uses them: wraps or replaces one (a test
+/// puts a fault proxy or a fake's client in front of it).
+pub type StoresHook = Box<dyn FnOnce(&mut Stores)>;
+
+/// What guards the writes of the wired pieces.
+pub enum Writing {
+    /// Neither a fence nor the audit log: `plan`, `status` and `check`, which never
+    /// write, the demo and tests.
+    Unfenced,
+    /// A process that writes (the daemon, `--run-now`): the election of the policy's
+    /// `coordination:` is set up (in [`Wired::leadership`]) and its fence asked before
+    /// every attempt; every write is recorded in the policy's audit log.
+    Elect,
+    /// Like [`Writing::Elect`] with a fence set up already: a reload keeps the lease of
+    /// the start (and a test brings its own).
+    Fenced(Option<Arc<dyn Fence>>),
+}
+
+/// What a caller of [`wire`] varies; the default is every client, on the system clock,
+/// unfenced, with the stores as the policy declares them.
+pub struct Options {
+    /// The clients to wire, by name (all when empty).
+    pub only: Vec<String>,
+    /// Where the passes read the time (tests move a manual clock).
+    pub clock: Arc<dyn Clock>,
+    /// Passes and the CDS client's waits end at the next step boundary once triggered.
+    pub stop: Stop,
+    /// What guards the writes.
+    pub writing: Writing,
+    /// Runs over the built stores before the CDS client and the jobs take them.
+    pub stores: Option<StoresHook>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            only: Vec::new(),
+            clock: Arc::new(SystemClock),
+            stop: Stop::new(),
+            writing: Writing::Unfenced,
+            stores: None,
+        }
+    }
+}
+
+/// Why a policy could not be wired: the binary shows it as a usage error (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// A store could not be built.
+    #[error("{0}")]
+    Store(String),
+    /// The CDS client could not be built (its credential source included).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The coordination election could not be set up.
+    #[error(transparent)]
+    Coordination(#[from] CoordinationError),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// `--client` named a client the policy does not have.
+    #[error("--client {name}: no such client in {} (clients: {})", path.display(), clients.join(", "))]
+    UnknownClient {
+        /// The name asked for.
+        name: String,
+        /// The policy file.
+        path: PathBuf,
+        /// The policy's clients, in order.
+        clients: Vec<String>,
+    },
+    /// A notifier could not be built.
+    #[error("{0}")]
+    Notifier(String),
+    /// A client names a store the policy does not declare.
+    #[error("client {client}: store {store} is not declared")]
+    UndeclaredStore {
+        /// The client's name.
+        client: String,
+        /// The store it names.
+        store: String,
+    },
+}
+
+/// Builds everything `policy` asks for, as `options` say: the one way the binary, the
+/// demo and the tests put the pieces together.
+pub fn wire(policy: &Policy, options: Options) -> Result<Wired, WireError> {
+    let Options {
+        only,
+        clock,
+        stop,
+        writing,
+        stores: hook,
+    } = options;
+    // One instance of each store, shared by the jobs and a credential held in a store.
+    let mut stores = build_stores(policy).map_err(WireError::Store)?;
+    if let Some(hook) = hook {
+        hook(&mut stores);
+    }
+    let connect = connect_with(policy, &stores, &stop)?;
+    let (writes, leadership) = write_handle(policy, writing)?;
+    for name in &only {
+        if policy.client(name).is_none() {
+            return Err(WireError::UnknownClient {
+                name: name.clone(),
+                path: policy.path.clone(),
+                clients: policy.clients.iter().map(|c| c.name.clone()).collect(),
+            });
+        }
+    }
+    let jobs = jobs(policy, &stores, &only)?;
+    let reconciler = Reconciler::new(
+        Arc::clone(&connect),
+        clock,
+        policy.connect.client_id.clone(),
+        policy.lock_dir.clone(),
+        stop,
+        writes,
+    );
+    Ok(Wired {
+        reconciler: Arc::new(reconciler),
+        jobs,
+        max_concurrency: policy.connect.max_concurrency,
+        connect,
+        leadership,
+    })
+}
+
+/// The write handle `writing` asks for, with the election it set up: the fence before
+/// every attempt, the policy's audit log (opened here), and the policy's request timeout
+/// as the longest single request.
+fn write_handle(
+    policy: &Policy,
+    writing: Writing,
+) -> Result<(Writes, Option<Leadership>), WireError> {
+    let (fence, leadership) = match writing {
+        Writing::Unfenced => return Ok((Writes::unfenced(), None)),
+        Writing::Fenced(fence) => (fence, None),
+        Writing::Elect => match &policy.coordination {
+            Some(spec) => {
+                let leadership = Leadership::new(spec, crate::coordination::identity())?;
+                (Some(leadership.fence()), Some(leadership))
+            }
+            None => (None, None),
+        },
+    };
+    let audit = match &policy.daemon.audit_log {
+        Some(path) => Some(Arc::new(AuditLog::open(path, &policy.connect.client_id)?)),
+        None => None,
+    };
+    let writes = Writes::new(fence, audit, policy.connect.request_timeout);
+    Ok((writes, leadership))
+}
+
+/// One job per client named in `only` (all when empty), in policy order, each with its
+/// store, its notifiers and its pickup check.
+fn jobs(
+    policy: &Policy,
+    stores: &Stores,
+    only: &[String],
+) -> Result<Vec<Arc<ClientJob>>, WireError> {
+    let sender = crate::notify::http::HttpSender::new();
+    let mut notifiers: BTreeMap<&str, Arc<dyn Notifier>> = BTreeMap::new();
+    for (name, spec) in &policy.notifiers {
+        let notifier =
+            crate::notify::from_spec(name, spec, &sender).map_err(WireError::Notifier)?;
+        notifiers.insert(name, notifier);
+    }
+    let mut jobs = Vec::new();
+    for c in &policy.clients {
+        if !only.is_empty() && !only.contains(&c.name) {
+            continue;
+        }
+        let store =
+            stores
+                .get(c.store.as_str())
+                .cloned()
+                .ok_or_else(|| WireError::UndeclaredStore {
+                    client: c.name.clone(),
+                    store: c.store.clone(),
+                })?;
+        let pickup = crate::pickup::from_spec(
+            &c.pickup,
+            crate::pickup::ClientInfo {
+                name: c.name.clone(),
+                store_location: store.location(&c.secret),
+                store: store.clone(),
+                store_key: c.secret.clone(),
+            },
+        );
+        jobs.push(Arc::new(ClientJob {
+            name: c.name.clone(),
+            client: ClientRef {
+                tenant_id: policy.connect.tenant_id.clone(),
+                client_id: c.client_id.clone(),
+                kind: c.kind,
+            },
+            store,
+            store_key: c.secret.clone(),
+            notifiers: c
+                .notify
+                .iter()
+                .filter_map(|n| notifiers.get(n.as_str()).cloned())
+                .map(|n| match &c.notify_on {
+                    Some(kinds) => Arc::new(OnlyKinds::new(n, kinds.clone())) as Arc<dyn Notifier>,
+                    None => n,
+                })
+                .collect(),
+            pickup,
+            timing: c.timing.clone(),
+            retire_unmanaged: c.retire_unmanaged,
+        }));
+    }
+    Ok(jobs)
 }
 
 /// Builds the CDS client from the policy's `connect:` section, reading a credential held
 /// in a store through `stores`; its waits end on `stop`.
-pub fn connect_with(
+fn connect_with(
     policy: &Policy,
     stores: &Stores,
     stop: &Stop,
@@ -98,7 +297,7 @@ pub fn connect_with(
 }
 
 /// Builds every store the policy declares.
-pub fn build_stores(policy: &Policy) -> Result<Stores, String> {
+fn build_stores(policy: &Policy) -> Result<Stores, String> {
     let mut stores = Stores::new();
     for (name, spec) in &policy.stores {
         let store: Arc<dyn SecretStore> = match spec {
@@ -164,600 +363,6 @@ pub fn build_stores(policy: &Policy) -> Result<Stores, String> {
     Ok(stores)
 }
 
-/// Wires the clients named in `only` (all when empty) into jobs, on the system clock;
-/// passes stop at the next step boundary when `stop` is triggered.
-pub fn wire(
-    policy: &Policy,
-    connect: Arc<dyn ConnectApi>,
-    only: &[String],
-    stop: Stop,
-) -> Result<Wired, String> {
-    wire_with_clock(policy, connect, only, Arc::new(SystemClock), stop)
-}
-
-/// Like [`wire`], reading the time from `clock` (tests move it by hand).
-pub fn wire_with_clock(
-    policy: &Policy,
-    connect: Arc<dyn ConnectApi>,
-    only: &[String],
-    clock: Arc<dyn Clock>,
-    stop: Stop,
-) -> Result<Wired, String> {
-    let stores = build_stores(policy)?;
-    wire_with_stores(policy, connect, &stores, only, clock, stop)
-}
-
-/// Like [`wire_with_clock`], with stores already built (shared with [`connect_with`]).
-/// No coordination and no audit log: the processes that write use [`wire_writing`].
-pub fn wire_with_stores(
-    policy: &Policy,
-    connect: Arc<dyn ConnectApi>,
-    stores: &Stores,
-    only: &[String],
-    clock: Arc<dyn Clock>,
-    stop: Stop,
-) -> Result<Wired, String> {
-    wire_writing(
-        policy,
-        connect,
-        stores,
-        only,
-        clock,
-        stop,
-        Writes::unfenced(),
-    )
-}
-
-/// Like [`wire_with_stores`], every write going through `writes` (see [`writes_for`]).
-pub fn wire_writing(
-    policy: &Policy,
-    connect: Arc<dyn ConnectApi>,
-    stores: &Stores,
-    only: &[String],
-    clock: Arc<dyn Clock>,
-    stop: Stop,
-    writes: Writes,
-) -> Result<Wired, String> {
-    for name in only {
-        if policy.client(name).is_none() {
-            let names: Vec<&str> = policy.clients.iter().map(|c| c.name.as_str()).collect();
-            return Err(format!(
-                "--client {name}: no such client in {} (clients: {})",
-                policy.path.display(),
-                names.join(", ")
-            ));
-        }
-    }
-    let sender = crate::notify::http::HttpSender::new();
-    let mut notifiers: BTreeMap<&str, Arc<dyn Notifier>> = BTreeMap::new();
-    for (name, spec) in &policy.notifiers {
-        notifiers.insert(name, crate::notify::from_spec(name, spec, &sender)?);
-    }
-    let mut jobs = Vec::new();
-    for c in &policy.clients {
-        if !only.is_empty() && !only.contains(&c.name) {
-            continue;
-        }
-        let store = stores
-            .get(c.store.as_str())
-            .cloned()
-            .ok_or_else(|| format!("client {}: store {} is not declared", c.name, c.store))?;
-        let pickup = crate::pickup::from_spec(
-            &c.pickup,
-            crate::pickup::ClientInfo {
-                name: c.name.clone(),
-                store_location: store.location(&c.secret),
-                store: store.clone(),
-                store_key: c.secret.clone(),
-            },
-        );
-        jobs.push(Arc::new(ClientJob {
-            name: c.name.clone(),
-            client: ClientRef {
-                tenant_id: policy.connect.tenant_id.clone(),
-                client_id: c.client_id.clone(),
-                kind: c.kind,
-            },
-            store,
-            store_key: c.secret.clone(),
-            notifiers: c
-                .notify
-                .iter()
-                .filter_map(|n| notifiers.get(n.as_str()).cloned())
-                .map(|n| match &c.notify_on {
-                    Some(kinds) => Arc::new(OnlyKinds::new(n, kinds.clone())) as Arc<dyn Notifier>,
-                    None => n,
-                })
-                .collect(),
-            pickup,
-            timing: c.timing.clone(),
-            retire_unmanaged: c.retire_unmanaged,
-        }));
-    }
-    let reconciler = Reconciler::new(
-        connect,
-        clock,
-        policy.connect.client_id.clone(),
-        policy.lock_dir.clone(),
-        stop,
-        writes,
-    );
-    Ok(Wired {
-        reconciler: Arc::new(reconciler),
-        jobs,
-        max_concurrency: policy.connect.max_concurrency,
-    })
-}
-
-/// Runs one pass over each of `jobs`, then follow-up passes over those whose pass
-/// changed something and asked to be looked at again already (a rotation with grace 0s
-/// whose pickup is confirmed retires the old secret in the same run). Bounded.
-async fn pass_and_follow_ups(
-    wired: &Wired,
-    jobs: &[Arc<ClientJob>],
-    options: PassOptions,
-) -> Vec<PassReport> {
-    let mut reports = wired
-        .reconciler
-        .run_all(jobs, wired.max_concurrency, options)
-        .await;
-    let mut changed: Vec<bool> = reports.iter().map(PassReport::changed_anything).collect();
-    for _ in 0..RUN_NOW_FOLLOW_UPS {
-        let now = wired.reconciler.now();
-        let due: Vec<usize> = (0..reports.len())
-            .filter(|&i| {
-                let r = &reports[i];
-                changed[i]
-                    && r.error.is_none()
-                    && r.stopped.is_none()
-                    && r.next_check.is_some_and(|t| t <= now)
-                    && may_retire(&jobs[i], r)
-            })
-            .collect();
-        if due.is_empty() {
-            break;
-        }
-        let again: Vec<Arc<ClientJob>> = due.iter().map(|&i| Arc::clone(&jobs[i])).collect();
-        // Never forced again (nor an emergency again): the follow-up only finishes what
-        // the first pass started.
-        let follow = PassOptions {
-            force: false,
-            revoke_old: false,
-            ..options
-        };
-        let later = wired
-            .reconciler
-            .run_all(&again, wired.max_concurrency, follow)
-            .await;
-        for (&i, r) in due.iter().zip(later) {
-            changed[i] = r.changed_anything();
-            reports[i].absorb(r);
-        }
-    }
-    // The passes handed their events to the outbox: they are delivered (or have failed)
-    // before the run reports and exits.
-    crate::notify::outbox().flush().await;
-    reports
-}
-
-/// Whether the pass left secrets that a later pass may retire: observed, not deleted,
-/// not the one the store now holds, and managed (or `retire_unmanaged`).
-fn may_retire(job: &ClientJob, r: &PassReport) -> bool {
-    // The secret the store holds after the pass.
-    let current = match (&r.rotated, &r.record) {
-        (Some(rot), _) => Some(rot.secret_id),
-        (None, rec) => rec.as_ref().map(|rec| rec.secret_id),
-    };
-    r.secrets.iter().any(|s| {
-        current != Some(s.id)
-            && !r.deleted.iter().any(|(id, _)| *id == s.id)
-            && (job.retire_unmanaged
-                || crate::rotation::marker::Marker::parse(s.description.as_deref()).is_some())
-    })
-}
-
-/// Runs one pass over the wired clients and prints a line per client.
-pub async fn run_once(wired: &Wired, options: PassOptions, out: &mut dyn Write) -> u8 {
-    let reports = pass_and_follow_ups(wired, &wired.jobs, options).await;
-    let mut code = EXIT_OK;
-    for r in &reports {
-        if r.error.is_some() {
-            code = EXIT_CLIENT_FAILED;
-        }
-        let _ = writeln!(out, "{}", summary(r));
-        if let Some(line) = left_valid_line(r) {
-            let _ = writeln!(out, "{line}");
-            if code == EXIT_OK {
-                code = EXIT_LEFT_VALID;
-            }
-        }
-    }
-    code
-}
-
-/// After `--revoke-old`, what still gets tokens and how to revoke it, on its own line.
-pub fn left_valid_line(r: &PassReport) -> Option<String> {
-    if r.left_valid.is_empty() {
-        return None;
-    }
-    let secrets: Vec<String> = r
-        .left_valid
-        .iter()
-        .map(|s| {
-            let exp = s.expires_at().map_or_else(
-                || "never expires".to_owned(),
-                |e| format!("expires {}", ts(e)),
-            );
-            let desc = s
-                .description
-                .as_deref()
-                .map(|d| format!(", \"{}\"", crate::text::untrusted(d)))
-                .unwrap_or_default();
-            format!("secret {} ({exp}{desc})", s.id)
-        })
-        .collect();
-    Some(escape_control(&format!(
-        "{}: NOT REVOKED, STILL VALID: {}; {}",
-        r.client,
-        secrets.join(", "),
-        crate::rotation::revoke_advice(&r.client)
-    )))
-}
-
-fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// One line saying what a pass did.
-pub fn summary(r: &PassReport) -> String {
-    let mut parts = Vec::new();
-    for (id, why) in &r.deleted {
-        parts.push(format!("deleted secret {id} ({why})"));
-    }
-    if let Some(rot) = &r.rotated {
-        parts.push(format!(
-            "rotated: new secret {} (fingerprint {}, expires {}) published to {}",
-            rot.secret_id,
-            rot.fingerprint,
-            ts(rot.expiration),
-            rot.location
-        ));
-    }
-    if let Some(e) = &r.error {
-        parts.push(format!("FAILED: {e}"));
-    }
-    if let Some(why) = &r.stopped {
-        parts.push(format!("stopped: {why}"));
-    }
-    if let Some(w) = &r.pickup {
-        let kept: Vec<String> = r
-            .plan
-            .iter()
-            .flat_map(|p| p.retire.iter().map(ToString::to_string))
-            .collect();
-        parts.push(format!("old secret(s) {} kept: {w}", kept.join(", ")));
-    }
-    if parts.is_empty() {
-        let current = r
-            .record
-            .as_ref()
-            .map(|rec| format!("current secret {}", rec.secret_id))
-            .unwrap_or_else(|| "no current secret".to_owned());
-        parts.push(format!("up to date ({current})"));
-    }
-    // Error text can quote CDS or a store: no control character reaches a terminal.
-    escape_control(&format!("{}: {}", r.client, parts.join("; ")))
-}
-
-/// What a dry-run pass would do, one line per client.
-pub fn plan_line(r: &PassReport) -> String {
-    let Some(plan) = &r.plan else {
-        return match &r.error {
-            Some(e) => escape_control(&format!("{}: cannot plan: {e}", r.client)),
-            None => format!("{}: cannot plan", r.client),
-        };
-    };
-    let mut steps = Vec::new();
-    for (id, why) in &plan.clean_up {
-        steps.push(format!("delete secret {id} ({why})"));
-    }
-    for id in &plan.retire {
-        match &r.pickup {
-            Some(w) => steps.push(format!("keep secret {id} (superseded, grace over; {w})")),
-            None => steps.push(format!("retire secret {id} (superseded, grace over)")),
-        }
-    }
-    if r.record.is_none() && (r.unrecorded || !plan.possibly_in_use.is_empty()) {
-        let ids: Vec<String> = plan.possibly_in_use.iter().map(|i| i.to_string()).collect();
-        steps.push(format!(
-            "WARNING: the store has no record{}; keep managed secret(s) [{}] until grace after the next publish",
-            if r.unrecorded { " of the value it holds" } else { "" },
-            ids.join(", ")
-        ));
-    }
-    match (&plan.rotate, plan.full) {
-        (Some(reason), false) => steps.push(format!("rotate ({reason})")),
-        (Some(reason), true) => steps.push(format!(
-            "rotate ({reason}) — BLOCKED: the client has no room for another secret"
-        )),
-        (None, _) => {}
-    }
-    if steps.is_empty() {
-        steps.push("nothing to do".to_owned());
-    }
-    // The report's: the plan's, or sooner when a pending pickup is asked again.
-    let next = r
-        .next_check
-        .or(plan.next_check)
-        .map(|t| format!(" (next check {})", ts(t)))
-        .unwrap_or_default();
-    escape_control(&format!("{}: {}{next}", r.client, steps.join("; ")))
-}
-
-/// Whether old secrets of the client still wait: for the pickup check, or for their
-/// grace period to end (`--run-now --wait` waits for both; not for a current secret that
-/// does not work, which is not a wait with an end).
-fn still_waiting(r: &PassReport) -> bool {
-    r.error.is_none()
-        && r.stopped.is_none()
-        && (r.pickup.is_some()
-            || r.plan
-                .as_ref()
-                .is_some_and(|p| !p.retire_later.0.is_empty() && p.retire_later.1.is_some()))
-}
-
-/// `--run-now --wait [DURATION]`: like [`run_once`], then passes over the clients whose
-/// old secrets still wait, at their follow-up times (and at once when a watched pickup
-/// check sees a change), until none waits. Without `limit` it gives up once every
-/// waiting check is past its timeout; with it, after `limit`. Says what it waits for at
-/// most every 30 s. Exits [`EXIT_PICKUP_PENDING`] when it gave up still waiting.
-pub async fn run_wait(
-    wired: &Wired,
-    options: PassOptions,
-    limit: Option<std::time::Duration>,
-    stop: &Stop,
-    out: &mut dyn Write,
-) -> u8 {
-    let started = tokio::time::Instant::now();
-    let give_up_at = limit.map(|l| started + l);
-    // Watching starts before the first pass, so that no write after it is missed.
-    for job in &wired.jobs {
-        let _ = job.pickup.watch();
-    }
-    let mut reports = pass_and_follow_ups(wired, &wired.jobs, options).await;
-    let mut failed = false;
-    let mut left_valid = false;
-    for r in &reports {
-        failed |= r.error.is_some();
-        let _ = writeln!(out, "{}", summary(r));
-        if let Some(line) = left_valid_line(r) {
-            let _ = writeln!(out, "{line}");
-            left_valid = true;
-        }
-    }
-    // What this run published, per client, until its pickup is confirmed: a rotation
-    // whose old secret is kept (unmanaged) or superseded only now leaves nothing
-    // waiting in its own pass, yet --wait is for the consumers to take the new one.
-    let mut published: Vec<Option<StoreRecord>> = Vec::with_capacity(reports.len());
-    for (job, r) in wired.jobs.iter().zip(&reports) {
-        published.push(published_now(job, r).await);
-    }
-    for i in 0..reports.len() {
-        settle_published(
-            &wired.jobs[i],
-            &mut reports[i],
-            &mut published[i],
-            wired,
-            out,
-        )
-        .await;
-    }
-    let mut said = tokio::time::Instant::now();
-    loop {
-        let waiting: Vec<usize> = (0..reports.len())
-            .filter(|&i| still_waiting(&reports[i]) || published[i].is_some())
-            .collect();
-        if waiting.is_empty() || stop.is_set() {
-            break;
-        }
-        let now = wired.reconciler.now();
-        let all_overdue = waiting
-            .iter()
-            .all(|&i| reports[i].pickup.as_ref().is_some_and(|w| w.overdue));
-        let timed_out = match give_up_at {
-            Some(at) => tokio::time::Instant::now() >= at,
-            None => all_overdue,
-        };
-        if timed_out {
-            for &i in &waiting {
-                let _ = writeln!(
-                    out,
-                    "{}: gave up waiting: {}",
-                    reports[i].client,
-                    waiting_line(&reports[i], published[i].as_ref(), &wired.jobs[i])
-                );
-            }
-            return if failed {
-                EXIT_CLIENT_FAILED
-            } else {
-                EXIT_PICKUP_PENDING
-            };
-        }
-        if said.elapsed() >= WAIT_PROGRESS {
-            for &i in &waiting {
-                let _ = writeln!(
-                    out,
-                    "{}: still {}",
-                    reports[i].client,
-                    waiting_line(&reports[i], published[i].as_ref(), &wired.jobs[i])
-                );
-            }
-            said = tokio::time::Instant::now();
-        }
-        // Sleep until the earliest follow-up, a watched change, the limit or a stop.
-        let next = waiting
-            .iter()
-            .filter_map(|&i| reports[i].next_check)
-            .min()
-            .map(|t| (t - now).to_std().unwrap_or_default());
-        let mut sleep = next.unwrap_or(WAIT_PROGRESS).min(WAIT_PROGRESS);
-        if let Some(at) = give_up_at {
-            sleep = sleep.min(at.saturating_duration_since(tokio::time::Instant::now()));
-        }
-        let watched: Vec<(usize, Arc<tokio::sync::Notify>)> = waiting
-            .iter()
-            .filter_map(|&i| wired.jobs[i].pickup.watch().map(|w| (i, w)))
-            .collect();
-        let changed = async {
-            if watched.is_empty() {
-                std::future::pending::<()>().await;
-            }
-            futures::future::select_all(watched.iter().map(|(_, w)| Box::pin(w.notified()))).await;
-        };
-        let woken = tokio::select! {
-            () = tokio::time::sleep(sleep) => false,
-            () = changed => true,
-            () = stop.wait() => break,
-        };
-        let now = wired.reconciler.now();
-        let due: Vec<usize> = waiting
-            .into_iter()
-            .filter(|&i| {
-                reports[i].next_check.is_some_and(|t| t <= now)
-                    || (woken && watched.iter().any(|(w, _)| *w == i))
-            })
-            .collect();
-        if due.is_empty() {
-            continue;
-        }
-        let jobs: Vec<Arc<ClientJob>> = due.iter().map(|&i| Arc::clone(&wired.jobs[i])).collect();
-        let again = PassOptions {
-            force: false,
-            revoke_old: false,
-            ..options
-        };
-        let later = pass_and_follow_ups(wired, &jobs, again).await;
-        for (&i, r) in due.iter().zip(later) {
-            failed |= r.error.is_some();
-            if r.changed_anything() || r.error.is_some() {
-                let _ = writeln!(out, "{}", summary(&r));
-            }
-            reports[i] = r;
-            settle_published(
-                &wired.jobs[i],
-                &mut reports[i],
-                &mut published[i],
-                wired,
-                out,
-            )
-            .await;
-        }
-    }
-    match (failed, left_valid) {
-        (true, _) => EXIT_CLIENT_FAILED,
-        (false, true) => EXIT_LEFT_VALID,
-        (false, false) => EXIT_OK,
-    }
-}
-
-/// The store's record of the secret `r`'s pass published, if it did and the store
-/// still holds it as current.
-async fn published_now(job: &ClientJob, r: &PassReport) -> Option<StoreRecord> {
-    let rotated = r.rotated.as_ref()?;
-    if r.error.is_some() || r.stopped.is_some() {
-        return None;
-    }
-    match job.store.read_current(&job.store_key).await {
-        Ok(Current::Published(record)) if record.secret_id == rotated.secret_id => Some(record),
-        _ => None,
-    }
-}
-
-/// For a client whose `published` secret still waits for its pickup, after a pass that
-/// left `r`: given up when the pass failed or the store holds another secret; left to
-/// the pass while the pass itself waits (for grace or pickup before retiring); else
-/// asked here once the grace period is over (until then, a follow-up at its end). A
-/// pending check is reported in `r` as the pass reports one.
-async fn settle_published(
-    job: &ClientJob,
-    r: &mut PassReport,
-    published: &mut Option<StoreRecord>,
-    wired: &Wired,
-    out: &mut dyn Write,
-) {
-    let Some(record) = published.as_ref() else {
-        return;
-    };
-    // The pass that rotated observed the record before it; later ones observe it.
-    let current = r
-        .rotated
-        .as_ref()
-        .map(|n| n.secret_id)
-        .or(r.record.as_ref().map(|c| c.secret_id))
-        .is_none_or(|id| id == record.secret_id);
-    if r.error.is_some() || r.stopped.is_some() || !current {
-        *published = None;
-        return;
-    }
-    if still_waiting(r) {
-        return;
-    }
-    let now = wired.reconciler.now();
-    let grace_end = record.published_at.checked_add_signed(job.timing.grace);
-    if let Some(end) = grace_end.filter(|end| *end > now) {
-        r.next_check = Some(r.next_check.map_or(end, |n| n.min(end)));
-        return;
-    }
-    let why = match job.pickup.check(record).await {
-        Pickup::Confirmed => {
-            let _ = writeln!(
-                out,
-                "{}: pickup of secret {} (fingerprint {}) confirmed",
-                r.client, record.secret_id, record.fingerprint
-            );
-            *published = None;
-            return;
-        }
-        Pickup::Pending(why) => why,
-    };
-    let wait = decide::pickup_wait(
-        record,
-        job.timing.grace,
-        job.pickup.timeout(),
-        job.pickup.interval(),
-        now,
-    );
-    if let Some(again) = wait.next_check {
-        r.next_check = Some(r.next_check.map_or(again, |n| n.min(again)));
-    }
-    r.pickup = Some(PickupWaiting {
-        reason: why,
-        deadline: wait.deadline,
-        overdue: wait.overdue,
-    });
-}
-
-/// What a client's old secrets (or the secret this run `published`) wait for, in one
-/// line.
-fn waiting_line(r: &PassReport, published: Option<&StoreRecord>, job: &ClientJob) -> String {
-    let published_grace = published.and_then(|p| {
-        let end = p.published_at.checked_add_signed(job.timing.grace)?;
-        Some((p.secret_id, end))
-    });
-    let line = match (&r.pickup, r.plan.as_ref().and_then(|p| p.retire_later.1)) {
-        (Some(w), _) => w.to_string(),
-        (None, Some(end)) => format!("waiting for the grace period to end at {}", ts(end)),
-        (None, None) => match published_grace {
-            Some((id, end)) => format!(
-                "waiting for the grace period of secret {id} to end at {}, then for its pickup",
-                ts(end)
-            ),
-            None => "waiting".to_owned(),
-        },
-    };
-    escape_control(&line)
-}
-
 /// The longest one pass over a client of `policy` can take, the hooks it may wait for
 /// included (see [`crate::daemon::pass_limit`]): a batch running longer than this per
 /// round is stuck. It only feeds `/healthz`.
@@ -777,31 +382,9 @@ pub fn pass_limit(policy: &Policy) -> chrono::Duration {
     crate::daemon::pass_limit(policy.pass_budget(), pickup, notifier)
 }
 
-/// Opens the policy's audit log, if it has one.
-pub fn open_audit(policy: &Policy) -> Result<Option<Arc<crate::audit::AuditLog>>, String> {
-    match &policy.daemon.audit_log {
-        Some(path) => crate::audit::AuditLog::open(path, &policy.connect.client_id)
-            .map(|log| Some(Arc::new(log)))
-            .map_err(|e| e.to_string()),
-        None => Ok(None),
-    }
-}
-
-/// The write handle of a process that writes for `policy`: `fence` (the coordination
-/// lease, if any) before every attempt, the policy's audit log (opened here), and the
-/// policy's request timeout as the longest single request.
-pub fn writes_for(
-    policy: &Policy,
-    fence: Option<Arc<dyn crate::coordination::Fence>>,
-) -> Result<Writes, String> {
-    Ok(Writes::new(
-        fence,
-        open_audit(policy)?,
-        policy.connect.request_timeout,
-    ))
-}
-
 /// What the daemon runs for `policy`, from its wired pieces.
+/// The CDS client and a leadership in `wired` are left behind: the daemon takes the
+/// leadership out first.
 pub fn loaded(policy: &Policy, wired: Wired) -> crate::daemon::Loaded {
     crate::daemon::Loaded {
         reconciler: wired.reconciler,
@@ -897,19 +480,90 @@ pub fn reloader(
                 "daemon.listen changed: the health and metrics server keeps its address until cds-rotator restarts"
             );
         }
-        let stores = build_stores(&policy)?;
-        let connect = connect_with(&policy, &stores, &stop).map_err(|e| e.to_string())?;
-        let writes = writes_for(&policy, fence.clone())?;
-        let wired = wire_writing(
+        let wired = wire(
             &policy,
-            connect,
-            &stores,
-            &[],
-            Arc::new(SystemClock),
-            stop.clone(),
-            writes,
-        )?;
+            Options {
+                stop: stop.clone(),
+                writing: Writing::Fenced(fence.clone()),
+                ..Options::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
         clients = policy.clients.iter().map(|c| c.client_id.clone()).collect();
         Ok(loaded(&policy, wired))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"connect:
+  url: https://uswe.datahub.connect.aveva.com
+  tenant_id: 8c6f1f3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f
+  credentials:
+    client_id: 2b1f0e9d-8c7b-4a6f-9e5d-4c3b2a1f0e9d
+    client_secret_file: /etc/cds-rotator/secret
+stores:
+  local: { type: file, dir: /var/lib/cds-rotator/secrets }
+clients:
+  - name: app
+    client_id: 0b0c1d2e-3f40-4152-6374-8596a7b8c9d0
+    store: { name: local }
+  - name: web
+    client_id: 1b0c1d2e-3f40-4152-6374-8596a7b8c9d0
+    store: { name: local }
+"#;
+
+    fn policy() -> Policy {
+        Policy::parse(std::path::Path::new("/etc/cds-rotator/policy.yaml"), POLICY).unwrap()
+    }
+
+    #[test]
+    fn every_client_is_wired_by_default_and_only_those_asked_for_otherwise() {
+        let wired = wire(&policy(), Options::default()).unwrap();
+        let names: Vec<&str> = wired.jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["app", "web"]);
+        assert!(wired.leadership.is_none());
+        let only = Options {
+            only: vec!["web".to_owned()],
+            ..Options::default()
+        };
+        let wired = wire(&policy(), only).unwrap();
+        assert_eq!(wired.jobs.len(), 1);
+        assert_eq!(wired.jobs[0].name, "web");
+    }
+
+    #[test]
+    fn an_unknown_client_is_refused_with_the_policy_and_its_clients() {
+        let only = Options {
+            only: vec!["nosuch".to_owned()],
+            ..Options::default()
+        };
+        let Err(err) = wire(&policy(), only) else {
+            panic!("wired an unknown client");
+        };
+        assert_eq!(
+            err.to_string(),
+            "--client nosuch: no such client in /etc/cds-rotator/policy.yaml (clients: app, web)"
+        );
+    }
+
+    #[test]
+    fn the_stores_hook_sees_the_built_stores_before_the_jobs_take_them() {
+        let seen = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counted = std::rc::Rc::clone(&seen);
+        let options = Options {
+            stores: Some(Box::new(move |stores: &mut Stores| {
+                counted.set(stores.len());
+                stores.clear();
+            })),
+            ..Options::default()
+        };
+        let Err(err) = wire(&policy(), options) else {
+            panic!("wired without a store");
+        };
+        assert_eq!(seen.get(), 1);
+        assert_eq!(err.to_string(), "client app: store local is not declared");
+    }
 }

@@ -14,7 +14,6 @@ pub mod command;
 pub mod connect;
 pub mod coordination;
 pub mod daemon;
-pub mod demo;
 pub mod domain;
 pub mod emulator;
 pub mod http;

@@ -448,22 +448,17 @@ fn wired_through(
         "{ name: aws, secret: cds/app }",
     );
     let policy = cds_rotator::policy::Policy::load(&path).expect("policy");
-    let mut stores = cds_rotator::app::build_stores(&policy).unwrap();
     let mut target = moto.target();
     target.endpoint_url = Some(proxy.url.clone());
     let store = SecretsManagerStore::with_sdk_config("aws", target, None, moto.sdk_config());
-    stores.insert("aws".to_owned(), Arc::new(store));
-    let stop = cds_rotator::stop::Stop::new();
-    let connect = cds_rotator::app::connect_with(&policy, &stores, &stop).unwrap();
-    cds_rotator::app::wire_with_stores(
-        &policy,
-        connect,
-        &stores,
-        &["app".to_owned()],
-        Arc::new(cds_rotator::clock::SystemClock),
-        stop,
-    )
-    .unwrap()
+    let options = cds_rotator::app::Options {
+        only: vec!["app".to_owned()],
+        stores: Some(Box::new(move |stores| {
+            stores.insert("aws".to_owned(), Arc::new(store));
+        })),
+        ..cds_rotator::app::Options::default()
+    };
+    cds_rotator::app::wire(&policy, options).unwrap()
 }
 
 /// What `AWSCURRENT` of `cds/app` holds; the test fails unless it gets a CDS token.

@@ -252,7 +252,6 @@ fn wired_into_key_vault(
         "{ name: kv, secret: cds-app }",
     );
     let policy = cds_rotator::policy::Policy::load(&path).expect("policy");
-    let mut stores = cds_rotator::app::build_stores(&policy).unwrap();
     let store = AzureKeyVaultStore::with_credential(
         "kv",
         url.to_owned(),
@@ -260,18 +259,14 @@ fn wired_into_key_vault(
         fake.http_client(),
         false,
     );
-    stores.insert("kv".to_owned(), Arc::new(store));
-    let stop = cds_rotator::stop::Stop::new();
-    let connect = cds_rotator::app::connect_with(&policy, &stores, &stop).unwrap();
-    cds_rotator::app::wire_with_stores(
-        &policy,
-        connect,
-        &stores,
-        &["app".to_owned()],
-        Arc::new(cds_rotator::clock::SystemClock),
-        stop,
-    )
-    .unwrap()
+    let options = cds_rotator::app::Options {
+        only: vec!["app".to_owned()],
+        stores: Some(Box::new(move |stores| {
+            stores.insert("kv".to_owned(), Arc::new(store));
+        })),
+        ..cds_rotator::app::Options::default()
+    };
+    cds_rotator::app::wire(&policy, options).unwrap()
 }
 
 /// A set delayed in the network (the fault proxy holds it, the rotator hears nothing, a
@@ -322,19 +317,15 @@ async fn a_pass_rotates_a_client_into_key_vault_and_a_second_changes_nothing() {
         "{ name: kv, secret: cds-app }",
     );
     let policy = cds_rotator::policy::Policy::load(&path).expect("policy");
-    let mut stores = cds_rotator::app::build_stores(&policy).unwrap();
-    stores.insert("kv".to_owned(), Arc::new(store(&fake)));
-    let stop = cds_rotator::stop::Stop::new();
-    let connect = cds_rotator::app::connect_with(&policy, &stores, &stop).unwrap();
-    let wired = cds_rotator::app::wire_with_stores(
-        &policy,
-        connect,
-        &stores,
-        &["app".to_owned()],
-        Arc::new(cds_rotator::clock::SystemClock),
-        stop,
-    )
-    .unwrap();
+    let store = store(&fake);
+    let options = cds_rotator::app::Options {
+        only: vec!["app".to_owned()],
+        stores: Some(Box::new(move |stores| {
+            stores.insert("kv".to_owned(), Arc::new(store));
+        })),
+        ..cds_rotator::app::Options::default()
+    };
+    let wired = cds_rotator::app::wire(&policy, options).unwrap();
     let reports = common::pass_of(&wired, false).await;
     let rotated = reports[0].rotated.as_ref().expect("rotated");
     let held = fake.current("cds-app").expect("published to Key Vault");

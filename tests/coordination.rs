@@ -776,24 +776,13 @@ impl cds_rotator::coordination::Fence for AllowFirst {
 fn fenced(env: &Env, allowed: usize) -> cds_rotator::app::Wired {
     env.write_policy("", "");
     let policy = cds_rotator::policy::Policy::load(&env.policy_path()).unwrap();
-    let stop = cds_rotator::stop::Stop::new();
-    let stores = cds_rotator::app::build_stores(&policy).unwrap();
-    let connect = cds_rotator::app::connect_with(&policy, &stores, &stop).unwrap();
-    let writes = cds_rotator::writes::Writes::new(
-        Some(std::sync::Arc::new(AllowFirst(allowed.into()))),
-        None,
-        Duration::from_secs(1),
-    );
-    cds_rotator::app::wire_writing(
-        &policy,
-        connect,
-        &stores,
-        &["app".to_owned()],
-        std::sync::Arc::new(cds_rotator::clock::SystemClock),
-        stop,
-        writes,
-    )
-    .unwrap()
+    let fence = std::sync::Arc::new(AllowFirst(allowed.into()));
+    let options = cds_rotator::app::Options {
+        only: vec!["app".to_owned()],
+        writing: cds_rotator::app::Writing::Fenced(Some(fence)),
+        ..cds_rotator::app::Options::default()
+    };
+    cds_rotator::app::wire(&policy, options).unwrap()
 }
 
 #[tokio::test]

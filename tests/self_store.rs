@@ -4,8 +4,6 @@
 mod bao;
 mod common;
 
-use std::sync::Arc;
-
 use cds_rotator::app;
 use cds_rotator::policy::Policy;
 use cds_rotator::rotation::DeleteReason;
@@ -53,18 +51,7 @@ clients:
 
     // One set of stores shared by the CDS client and the jobs, as in the binary.
     let policy = Policy::load(&env.policy_path()).expect("policy");
-    let stop = cds_rotator::stop::Stop::new();
-    let stores = app::build_stores(&policy).expect("stores");
-    let connect = app::connect_with(&policy, &stores, &stop).expect("connect");
-    let wired = app::wire_with_stores(
-        &policy,
-        connect,
-        &stores,
-        &[],
-        Arc::new(cds_rotator::clock::SystemClock),
-        stop,
-    )
-    .expect("wire");
+    let wired = app::wire(&policy, app::Options::default()).expect("wire");
 
     let reports = common::pass_of(&wired, false).await;
     assert!(reports[0].rotated.is_some(), "{:?}", reports[0].error);

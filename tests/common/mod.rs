@@ -262,19 +262,24 @@ clients:
 
     pub fn wired(&self, only: &[&str]) -> Wired {
         let policy = Policy::load(&self.policy_path()).expect("policy");
-        let stop = cds_rotator::stop::Stop::new();
-        let connect = app::connect_from(&policy, &stop).expect("connect");
         let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
-        app::wire(&policy, connect, &only, stop).expect("wire")
+        let options = app::Options {
+            only,
+            ..app::Options::default()
+        };
+        app::wire(&policy, options).expect("wire")
     }
 
     /// The pieces wired on a clock the test moves by hand.
     pub fn wired_at(&self, only: &[&str], clock: &ManualClock) -> Wired {
         let policy = Policy::load(&self.policy_path()).expect("policy");
-        let stop = cds_rotator::stop::Stop::new();
-        let connect = app::connect_from(&policy, &stop).expect("connect");
         let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
-        app::wire_with_clock(&policy, connect, &only, Arc::new(clock.clone()), stop).expect("wire")
+        let options = app::Options {
+            only,
+            clock: Arc::new(clock.clone()),
+            ..app::Options::default()
+        };
+        app::wire(&policy, options).expect("wire")
     }
 
     /// Adds `n` hand-made (unmanaged) secrets to `client`, expiring in 400 days.

@@ -3,41 +3,137 @@
 //! credential into a directory, and runs two passes through the same code as
 //! `--run-now`: the first rotates every client, the second shows that nothing is left
 //! to do. It ends with the commands that go on from those files.
+//!
+//! Not here: the emulator (`cds_rotator::emulator`), the passes (`cli::run_now`).
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::app::{self, EXIT_CLIENT_FAILED, EXIT_OK};
-use crate::emulator::{Emulator, Seed, write_private};
-use crate::policy::Policy;
-use crate::rotation::PassOptions;
+use cds_rotator::app::{self, Options, WireError};
+use cds_rotator::emulator::{Emulator, Seed, write_private};
+use cds_rotator::policy::{Policy, PolicyError};
+use cds_rotator::rotation::PassOptions;
+
+use super::run_now::run_once;
+use super::{CliError, EXIT_CLIENT_FAILED, EXIT_OK};
+
+/// Why the demo did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// `--dir` cannot be read.
+    #[error("{}: {error}", dir.display())]
+    UnreadableDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// `--dir` holds files, without `--force`.
+    #[error(
+        "{} is not empty: the demo would overwrite policy.yaml, seed.yaml, admin-secret and secrets/ there (perhaps a running daemon's); choose a new or empty directory, or add --force to overwrite",
+        dir.display()
+    )]
+    NotEmpty {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The built-in seed has no administrator to rotate with.
+    #[error("the demo seed has no administrator")]
+    NoAdministrator,
+    /// The directory could not be made.
+    #[error("creating {}: {error}", dir.display())]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The directory's absolute path could not be found.
+    #[error("{}: {error}", dir.display())]
+    Resolve {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A file of the demo could not be written.
+    #[error("writing {}: {error}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The emulator did not start.
+    #[error("starting the emulator: {0}")]
+    Emulator(std::io::Error),
+    /// The policy the demo wrote is not valid.
+    #[error(transparent)]
+    Policy(PolicyError),
+    /// The policy the demo wrote could not be wired.
+    #[error(transparent)]
+    Wire(WireError),
+}
+
+impl DemoError {
+    /// Whether `--dir` was refused (a usage error) rather than the demo failing.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            DemoError::UnreadableDir { .. } | DemoError::NotEmpty { .. }
+        )
+    }
+}
+
+/// `cds-rotator demo [--dir DIR [--force]]`: runs the demo in `dir` (kept afterwards),
+/// else in a temporary directory removed after, and prints what happened.
+pub async fn run(dir: Option<PathBuf>, force: bool) -> Result<u8, CliError> {
+    if let Some(d) = &dir {
+        may_write_into(d, force)?;
+    }
+    let kept = dir.is_some();
+    let tmp;
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("cds-rotator-demo-")
+                .tempdir()
+                .map_err(CliError::TempDir)?;
+            tmp.path().to_owned()
+        }
+    };
+    Ok(demo(&dir, kept, &mut std::io::stdout()).await?)
+}
 
 /// Refuses a `dir` that holds anything, unless `force`: the demo writes a policy, a
 /// seed, an admin secret and a store there, and those could be a running daemon's.
-pub fn may_write_into(dir: &Path, force: bool) -> Result<(), String> {
+pub fn may_write_into(dir: &Path, force: bool) -> Result<(), DemoError> {
     if force {
         return Ok(());
     }
     let mut entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("{}: {e}", dir.display())),
+        Err(error) => {
+            return Err(DemoError::UnreadableDir {
+                dir: dir.to_owned(),
+                error,
+            });
+        }
     };
     if entries.next().is_none() {
         return Ok(());
     }
-    Err(format!(
-        "{} is not empty: the demo would overwrite policy.yaml, seed.yaml, admin-secret and secrets/ there (perhaps a running daemon's); choose a new or empty directory, or add --force to overwrite",
-        dir.display()
-    ))
+    Err(DemoError::NotEmpty {
+        dir: dir.to_owned(),
+    })
 }
 
 /// Runs the demo in `dir` (kept afterwards) and prints what happened to `out`.
-pub async fn run(dir: &Path, kept: bool, out: &mut dyn Write) -> Result<u8, String> {
+async fn demo(dir: &Path, kept: bool, out: &mut dyn Write) -> Result<u8, DemoError> {
     let seed = Seed::demo();
-    let (admin_id, admin_secret) = seed
-        .admin_credentials()
-        .ok_or("the demo seed has no administrator")?;
+    let (admin_id, admin_secret) = seed.admin_credentials().ok_or(DemoError::NoAdministrator)?;
     let tenant_id = seed.tenant_id.clone();
     let clients: Vec<(String, String, String)> = seed
         .clients
@@ -45,21 +141,25 @@ pub async fn run(dir: &Path, kept: bool, out: &mut dyn Write) -> Result<u8, Stri
         .filter(|c| c.id != admin_id)
         .map(|c| (c.name.clone(), c.id.clone(), c.kind_name().to_owned()))
         .collect();
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|error| DemoError::CreateDir {
+        dir: dir.to_owned(),
+        error,
+    })?;
     // Absolute: the policy's paths resolve against its own directory, and the printed
     // commands work from anywhere.
-    let dir = &std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = &std::fs::canonicalize(dir).map_err(|error| DemoError::Resolve {
+        dir: dir.to_owned(),
+        error,
+    })?;
     // The seed holds every secret value: a restarted emulator needs them.
     let seed_path = dir.join("seed.yaml");
-    write_private(&seed_path, seed.to_yaml().as_bytes())
-        .map_err(|e| format!("writing {}: {e}", seed_path.display()))?;
+    write_private(&seed_path, seed.to_yaml().as_bytes()).map_err(writing(&seed_path))?;
     let emulator = Emulator::start(([127, 0, 0, 1], 0).into(), seed)
         .await
-        .map_err(|e| format!("starting the emulator: {e}"))?;
+        .map_err(DemoError::Emulator)?;
 
     let credential = dir.join("admin-secret");
-    write_private(&credential, admin_secret.as_bytes())
-        .map_err(|e| format!("writing {}: {e}", credential.display()))?;
+    write_private(&credential, admin_secret.as_bytes()).map_err(writing(&credential))?;
     drop(admin_secret);
 
     let mut policy = format!(
@@ -81,12 +181,9 @@ pub async fn run(dir: &Path, kept: bool, out: &mut dyn Write) -> Result<u8, Stri
         ));
     }
     let policy_path = dir.join("policy.yaml");
-    std::fs::write(&policy_path, &policy)
-        .map_err(|e| format!("writing {}: {e}", policy_path.display()))?;
-    let policy = Policy::load(&policy_path).map_err(|e| e.to_string())?;
-    let stop = crate::stop::Stop::new();
-    let connect = app::connect_from(&policy, &stop).map_err(|e| e.to_string())?;
-    let wired = app::wire(&policy, connect, &[], stop)?;
+    std::fs::write(&policy_path, &policy).map_err(writing(&policy_path))?;
+    let policy = Policy::load(&policy_path).map_err(DemoError::Policy)?;
+    let wired = app::wire(&policy, Options::default()).map_err(DemoError::Wire)?;
 
     let _ = writeln!(
         out,
@@ -99,9 +196,9 @@ pub async fn run(dir: &Path, kept: bool, out: &mut dyn Write) -> Result<u8, Stri
         out,
         "first pass (every client is due: no secret published yet):"
     );
-    let first = app::run_once(&wired, PassOptions::default(), out).await;
+    let first = run_once(&wired, PassOptions::default(), out).await;
     let _ = writeln!(out, "\nsecond pass (right after: nothing is due):");
-    let second = app::run_once(&wired, PassOptions::default(), out).await;
+    let second = run_once(&wired, PassOptions::default(), out).await;
     let _ = writeln!(out, "\nsecrets in CDS now:");
     for (name, id, _) in &clients {
         let ids: Vec<String> = emulator
@@ -140,6 +237,14 @@ pub async fn run(dir: &Path, kept: bool, out: &mut dyn Write) -> Result<u8, Stri
     } else {
         EXIT_CLIENT_FAILED
     })
+}
+
+/// The error of writing the file at `path`.
+fn writing(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
+    move |error| DemoError::Write {
+        path: path.to_owned(),
+        error,
+    }
 }
 
 /// What is left in `dir` and the commands that go on from it.
