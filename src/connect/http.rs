@@ -684,47 +684,9 @@ impl HttpConnect {
                 },
             );
             let last = attempt >= self.retry.max_attempts;
-            let wait = match &outcome {
-                Attempt::Answer(resp) => {
-                    let status = resp.status();
-                    debug!(%operation, status = status.as_u16(), attempt, "answer");
-                    let retry_after = crate::http::retry_after(resp.headers());
-                    match status.as_u16() {
-                        // Throttled: not carried out, safe to send again, even a create.
-                        429 => Some(retry_after.unwrap_or_else(|| self.backoff(attempt))),
-                        503 if idempotence == Idempotence::Repeatable => {
-                            Some(retry_after.unwrap_or_else(|| self.backoff(attempt)))
-                        }
-                        408 | 500 | 502 | 504 if idempotence == Idempotence::Repeatable => {
-                            Some(self.backoff(attempt))
-                        }
-                        // A create answered 5xx may have been carried out: it goes back
-                        // to the caller as an unknown outcome, after the wait CDS asked
-                        // for, or at once when stopping (the next pass resolves it).
-                        500..=599 if idempotence == Idempotence::Once => {
-                            if let Some(wait) =
-                                retry_after.filter(|w| *w <= self.retry.max_retry_after)
-                                && !self.stop.sleep(wait).await
-                            {
-                                debug!(%operation, "stopping: not waiting out Retry-After");
-                            }
-                            None
-                        }
-                        _ => None,
-                    }
-                }
-                Attempt::Failed(e) => {
-                    let certainly_not_sent = e.is_connect();
-                    if idempotence == Idempotence::Repeatable || certainly_not_sent {
-                        Some(self.backoff(attempt))
-                    } else {
-                        return Err(ConnectError::OutcomeUnknown {
-                            operation: operation.to_owned(),
-                            detail: transport_detail(e),
-                        });
-                    }
-                }
-            };
+            let wait = self
+                .retry_wait(operation, idempotence, attempt, &outcome)
+                .await?;
             match (wait, outcome) {
                 (Some(wait), outcome) if !last && wait <= self.retry.max_retry_after => {
                     let why = match &outcome {
@@ -765,6 +727,58 @@ impl HttpConnect {
                 }
             }
         }
+    }
+
+    /// How long to wait before sending again after this attempt, `None` when its
+    /// outcome goes back to the caller as it is; an error when it is final already (a
+    /// create whose request may have been carried out).
+    async fn retry_wait(
+        &self,
+        operation: &str,
+        idempotence: Idempotence,
+        attempt: u32,
+        outcome: &Attempt,
+    ) -> Result<Option<Duration>, ConnectError> {
+        Ok(match outcome {
+            Attempt::Answer(resp) => {
+                let status = resp.status();
+                debug!(%operation, status = status.as_u16(), attempt, "answer");
+                let retry_after = crate::http::retry_after(resp.headers());
+                match status.as_u16() {
+                    // Throttled: not carried out, safe to send again, even a create.
+                    429 => Some(retry_after.unwrap_or_else(|| self.backoff(attempt))),
+                    503 if idempotence == Idempotence::Repeatable => {
+                        Some(retry_after.unwrap_or_else(|| self.backoff(attempt)))
+                    }
+                    408 | 500 | 502 | 504 if idempotence == Idempotence::Repeatable => {
+                        Some(self.backoff(attempt))
+                    }
+                    // A create answered 5xx may have been carried out: it goes back
+                    // to the caller as an unknown outcome, after the wait CDS asked
+                    // for, or at once when stopping (the next pass resolves it).
+                    500..=599 if idempotence == Idempotence::Once => {
+                        if let Some(wait) = retry_after.filter(|w| *w <= self.retry.max_retry_after)
+                            && !self.stop.sleep(wait).await
+                        {
+                            debug!(%operation, "stopping: not waiting out Retry-After");
+                        }
+                        None
+                    }
+                    _ => None,
+                }
+            }
+            Attempt::Failed(e) => {
+                let certainly_not_sent = e.is_connect();
+                if idempotence == Idempotence::Repeatable || certainly_not_sent {
+                    Some(self.backoff(attempt))
+                } else {
+                    return Err(ConnectError::OutcomeUnknown {
+                        operation: operation.to_owned(),
+                        detail: transport_detail(e),
+                    });
+                }
+            }
+        })
     }
 
     /// Resolves [`STOP_GRACE`] after the stop, or after `sent_at` for a request sent

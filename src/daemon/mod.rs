@@ -652,8 +652,11 @@ clients:
         .unwrap();
         let policy = crate::policy::Policy::load(&path).unwrap();
         let stop = crate::stop::Stop::new();
-        let connect = crate::app::connect_from(&policy, &stop).unwrap();
-        let wired = crate::app::wire(&policy, connect, &[], stop.clone()).unwrap();
+        let options = crate::app::Options {
+            stop: stop.clone(),
+            ..crate::app::Options::default()
+        };
+        let wired = crate::app::wire(&policy, options).unwrap();
         let (reload, reloads) = tokio::sync::mpsc::unbounded_channel();
         let hooks = super::Hooks {
             reloads: Some(reloads),
