@@ -10,6 +10,7 @@
 pub mod decide;
 pub mod last_result;
 pub mod marker;
+pub mod new_secret;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -38,25 +38,13 @@ use crate::store::{SecretStore, StoreError};
 use crate::writes::Writes;
 pub use decide::{DeleteReason, Plan, RotateReason, Window, decide};
 use marker::Marker;
+use new_secret::{Created, Facts, Publish, Published, Undo, Verified};
 
 /// How long a pass waits for another rotator to release a client.
 const LOCK_WAIT: StdDuration = StdDuration::from_secs(30);
 
 /// How many times a create is attempted when its answer is lost.
 const CREATE_ATTEMPTS: u32 = 3;
-
-/// How long a publish under way may still take once a stop came (the rest of the
-/// 10 seconds a stop may take is for undoing and reporting).
-const PUBLISH_STOP_GRACE: StdDuration = StdDuration::from_secs(5);
-
-/// How often verify asks again while CDS does not accept a new secret yet. Fixed and
-/// short, so a pass ends soon after the secret has propagated: a doubling backoff
-/// overshot the propagation delay by up to 2×, with the client's slot held all along.
-const VERIFY_POLL: StdDuration = StdDuration::from_millis(250);
-
-/// The longest wait between verify's tries after throttling or a server error (the
-/// CDS client already honoured `Retry-After` and backed off within each request).
-const VERIFY_BACKOFF_MAX: StdDuration = StdDuration::from_secs(15);
 
 tokio::task_local! {
     /// The concurrency slot of the pass running on this task (see [`Reconciler::run_each`]).
@@ -1185,52 +1173,87 @@ impl Reconciler {
     }
 
     /// create, verify, publish, announce. Any failure after the create deletes the new
-    /// secret again, so the store and CDS stay as they were.
+    /// secret again while nobody can hold it ([`Created`], [`Verified`]), so the store
+    /// and CDS stay as they were; one that may be held ([`new_secret::InDoubt`]) is kept.
     async fn rotate(&self, job: &ClientJob, emergency: bool) -> Result<Rotated, Failed> {
         let started = std::time::Instant::now();
         let created = self.create(job).await.map_err(at(Step::Create))?;
-        let id = created.secret.id;
-        let expiration = created
-            .secret
-            .expiration
-            .unwrap_or_else(|| self.clock.now());
-        let fingerprint = Fingerprint::of(&created.value);
+        let created = Created::new(created, self.clock.now());
+        let Facts {
+            id,
+            fingerprint,
+            expiration,
+        } = created.facts().clone();
         // Programs that read the store must not get it into our log (nor the one before).
-        crate::command::hold(&format!("client {}", job.name), &created.value);
+        crate::command::hold(&format!("client {}", job.name), created.value());
         timed(Step::Create, started);
         info!(step = "create", secret_id = id, expiration = %rfc3339(expiration), fingerprint = %fingerprint, "created");
 
-        // verify
+        let verified = self.verify(job, created).await?;
+        let published = self.publish(job, verified).await?;
+        let location = job.store.location(&job.store_key);
+        info!(step = "publish", secret_id = id, fingerprint = %fingerprint, store = %location, "published");
+
+        let rotated = Rotated {
+            secret_id: published.facts().id,
+            fingerprint,
+            expiration,
+            location,
+        };
+        self.announce(job, EventKind::Rotated, |e| {
+            e.secret_ids = vec![id];
+            e.fingerprint = Some(rotated.fingerprint.clone());
+            e.expiration = Some(expiration);
+            e.store_location = Some(rotated.location.clone());
+            e.reason = emergency.then(|| "emergency".to_owned());
+        })
+        .await;
+        Ok(rotated)
+    }
+
+    /// verify: a token with the new secret, within `verify_timeout`; on failure (or a
+    /// stop) the new secret is deleted again.
+    async fn verify(&self, job: &ClientJob, created: Created) -> Result<Verified, Failed> {
         let waited = job.timing.verify_timeout.to_std().unwrap_or_default();
         let started = std::time::Instant::now();
-        if let Err(last) = self
-            .verify(&job.client.client_id, &created.value, waited)
-            .await
-        {
-            let cleanup = self.undo_create(job, id, Step::Verify).await;
-            let source = if self.stopping() {
-                StepError::Stopped {
-                    secret_id: id,
-                    cleanup,
-                }
-            } else {
-                StepError::Verify {
-                    secret_id: id,
-                    waited: waited.as_secs(),
-                    last,
-                    cleanup,
-                }
-            };
-            return Err(at(Step::Verify)(source));
-        }
-        timed(Step::Verify, started);
-        info!(
-            step = "verify",
-            secret_id = id,
-            "the new secret gets tokens"
-        );
+        let verified = created
+            .verify(&*self.connect, &job.client.client_id, waited, &self.stop)
+            .await;
+        let (created, last) = match verified {
+            Ok(verified) => {
+                timed(Step::Verify, started);
+                info!(
+                    step = "verify",
+                    secret_id = verified.facts().id,
+                    "the new secret gets tokens"
+                );
+                return Ok(verified);
+            }
+            Err(failed) => failed,
+        };
+        let secret_id = created.facts().id;
+        let cleanup = self.undo_create(job, created.undo(), Step::Verify).await;
+        let source = if self.stopping() {
+            StepError::Stopped { secret_id, cleanup }
+        } else {
+            StepError::Verify {
+                secret_id,
+                waited: waited.as_secs(),
+                last,
+                cleanup,
+            }
+        };
+        Err(at(Step::Verify)(source))
+    }
 
-        // publish, only while the lease surely holds
+    /// publish, only while the lease surely holds. A refused publish deletes the new
+    /// secret again; one in doubt or given up at a stop keeps it.
+    async fn publish(&self, job: &ClientJob, verified: Verified) -> Result<Published, Failed> {
+        let Facts {
+            id,
+            fingerprint,
+            expiration,
+        } = verified.facts().clone();
         if let Err(StepError::LeaseLost) = self.fenced() {
             return Err(at(Step::Publish)(StepError::LeaseLostUndone {
                 secret_id: id,
@@ -1249,91 +1272,61 @@ impl Reconciler {
         // passes that wait to talk to CDS; only the steps that talk to CDS again take a
         // slot again (undoing the create, the self-check, revoking).
         release_slot();
-        // A publish under way when a stop comes gets PUBLISH_STOP_GRACE to end; one
-        // still settling a lost answer then is given up: its write is in doubt, and the
-        // new secret is kept like any other in doubt.
-        let given_up = async {
-            self.stop.wait().await;
-            tokio::time::sleep(PUBLISH_STOP_GRACE).await;
-        };
         let writes = self.writes();
-        let published = tokio::select! {
-            biased;
-            published = job.store.publish_through(&writes, &job.store_key, &created.value, &record) => Some(published),
-            () = given_up => None,
-        };
-        let Some(published) = published else {
-            timed(Step::Publish, started);
-            let location = job.store.location(&job.store_key);
-            self.audit(job, Action::Publish, Step::Publish, |e| {
-                e.secret_id = Some(id);
-                e.store = Some(location.clone());
-                e.fingerprint = Some(fingerprint.to_string());
-                e.result = Outcome::Unknown;
-                e.error = Some("given up at a stop before its answer came".to_owned());
-            });
-            return Err(at(Step::Publish)(StepError::PublishStopped {
-                secret_id: id,
-                location,
-            }));
-        };
+        let published = verified
+            .publish(&*job.store, &writes, &job.store_key, &record, &self.stop)
+            .await;
         timed(Step::Publish, started);
         self.audit(job, Action::Publish, Step::Publish, |e| {
             e.secret_id = Some(id);
             e.store = Some(job.store.location(&job.store_key));
             e.fingerprint = Some(fingerprint.to_string());
-            if let Err(err) = &published {
-                e.result = if matches!(err, StoreError::OutcomeUnknown { .. }) {
-                    Outcome::Unknown
-                } else {
-                    Outcome::Failed
-                };
-                e.error = Some(crate::text::untrusted(&err.to_string()));
+            match &published {
+                Publish::Published(_) => {}
+                Publish::GivenUp(_) => {
+                    e.result = Outcome::Unknown;
+                    e.error = Some("given up at a stop before its answer came".to_owned());
+                }
+                Publish::InDoubt(_, err) => {
+                    e.result = Outcome::Unknown;
+                    e.error = Some(crate::text::untrusted(&err.to_string()));
+                }
+                Publish::Failed(_, err) => {
+                    e.result = Outcome::Failed;
+                    e.error = Some(crate::text::untrusted(&err.to_string()));
+                }
             }
         });
-        if let Err(source) = published {
-            if matches!(source, StoreError::OutcomeUnknown { .. }) {
-                // Consumers may hold it: keep it. The next pass reads what the store
-                // holds; a secret it does not hold is an orphan or superseded then.
-                return Err(at(Step::Publish)(StepError::PublishInDoubt {
+        match published {
+            Publish::Published(published) => Ok(published),
+            Publish::GivenUp(kept) => Err(at(Step::Publish)(StepError::PublishStopped {
+                secret_id: kept.facts().id,
+                location: job.store.location(&job.store_key),
+            })),
+            // Consumers may hold it: keep it. The next pass reads what the store holds;
+            // a secret it does not hold is an orphan or superseded then.
+            Publish::InDoubt(kept, source) => Err(at(Step::Publish)(StepError::PublishInDoubt {
+                secret_id: kept.facts().id,
+                source,
+            })),
+            Publish::Failed(verified, source) => {
+                // Refused by the lease (before or during the publish, with nothing
+                // written): no delete may be sent either; the leader deletes it as an
+                // orphan.
+                if matches!(source, StoreError::LeaseLost { .. }) || self.fenced().is_err() {
+                    return Err(at(Step::Publish)(StepError::LeaseLostUndone {
+                        secret_id: verified.facts().id,
+                    }));
+                }
+                retake_slot().await;
+                let cleanup = self.undo_create(job, verified.undo(), Step::Publish).await;
+                Err(at(Step::Publish)(StepError::Publish {
                     secret_id: id,
                     source,
-                }));
+                    cleanup,
+                }))
             }
-            // Refused by the lease (before or during the publish, with nothing written):
-            // no delete may be sent either; the leader deletes it as an orphan.
-            if matches!(source, StoreError::LeaseLost { .. }) || self.fenced().is_err() {
-                return Err(at(Step::Publish)(StepError::LeaseLostUndone {
-                    secret_id: id,
-                }));
-            }
-            retake_slot().await;
-            let cleanup = self.undo_create(job, id, Step::Publish).await;
-            return Err(at(Step::Publish)(StepError::Publish {
-                secret_id: id,
-                source,
-                cleanup,
-            }));
         }
-        drop(created);
-        let location = job.store.location(&job.store_key);
-        info!(step = "publish", secret_id = id, fingerprint = %fingerprint, store = %location, "published");
-
-        let rotated = Rotated {
-            secret_id: id,
-            fingerprint,
-            expiration,
-            location,
-        };
-        self.announce(job, EventKind::Rotated, |e| {
-            e.secret_ids = vec![id];
-            e.fingerprint = Some(rotated.fingerprint.clone());
-            e.expiration = Some(expiration);
-            e.store_location = Some(rotated.location.clone());
-            e.reason = emergency.then(|| "emergency".to_owned());
-        })
-        .await;
-        Ok(rotated)
     }
 
     /// Creates a secret. When the answer is lost, the secrets are listed and our own
@@ -1419,44 +1412,10 @@ impl Reconciler {
         }
     }
 
-    /// Tries to get a token with a new secret until it works or `timeout` passes (CDS
-    /// may take a moment to accept a new secret): every [`VERIFY_POLL`] while the secret
-    /// is refused, backing off (doubling) while CDS throttles or fails.
-    async fn verify(
-        &self,
-        client_id: &str,
-        value: &SecretString,
-        timeout: StdDuration,
-    ) -> Result<(), ConnectError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut backoff = VERIFY_POLL;
-        loop {
-            let e = match self.connect.verify_secret(client_id, value).await {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            let wait = match e {
-                ConnectError::Unauthenticated { .. } => VERIFY_POLL,
-                _ => {
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(VERIFY_BACKOFF_MAX);
-                    wait
-                }
-            };
-            // Stopping: give up waiting; the caller deletes the new secret.
-            if !retry_verify(&e)
-                || self.stopping()
-                || tokio::time::Instant::now() + wait >= deadline
-            {
-                return Err(e);
-            }
-            info!(step = "verify", error = %e, wait_ms = wait.as_millis() as u64, "not accepted yet; trying again");
-            self.stop.sleep(wait).await;
-        }
-    }
-
-    /// Deletes a secret the failed pass created; says what is left if that fails too.
-    async fn undo_create(&self, job: &ClientJob, id: SecretId, step: Step) -> String {
+    /// Deletes a secret the failed pass created (only a [`Created`] or [`Verified`] one
+    /// gives the [`Undo`]); says what is left if that fails too.
+    async fn undo_create(&self, job: &ClientJob, undo: Undo, step: Step) -> String {
+        let id = undo.id();
         let result = self
             .connect
             .delete_secret(&self.writes(), &job.client, id)
@@ -1703,15 +1662,6 @@ impl Reconciler {
 /// Records how long a step that started at `started` took.
 fn timed(step: Step, started: std::time::Instant) {
     crate::metrics::get().observe_step(&step.to_string(), started.elapsed());
-}
-
-/// Whether a failed token request with a new secret is worth trying again.
-fn retry_verify(e: &ConnectError) -> bool {
-    match e {
-        ConnectError::Unauthenticated { .. } | ConnectError::Transport { .. } => true,
-        ConnectError::Api { status, .. } => *status == 429 || *status >= 500,
-        _ => false,
-    }
 }
 
 /// What would unblock a client at 10 secrets, from what the pass saw: only advice that
