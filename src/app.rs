@@ -351,8 +351,7 @@ fn may_retire(job: &ClientJob, r: &PassReport) -> bool {
     r.secrets.iter().any(|s| {
         current != Some(s.id)
             && !r.deleted.iter().any(|(id, _)| *id == s.id)
-            && (job.retire_unmanaged
-                || crate::rotation::marker::Marker::parse(s.description.as_deref()).is_some())
+            && (job.retire_unmanaged || crate::rotation::decide::is_managed(s))
     })
 }
 

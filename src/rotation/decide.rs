@@ -1,5 +1,12 @@
-//! The decision of one pass: a pure function from what was observed and the clock to a
-//! [`Plan`]. No I/O here, so every rule can be tested directly.
+//! The decision of one pass: pure functions from what was observed and the clock to a
+//! [`Plan`] and what follows from it: the managed/unmanaged split ([`managed`]), the
+//! rotation window, clean-up, retire and its pickup gating ([`Plan::after_pickup`]),
+//! making room ([`Room`]), the revoke rule ([`revoke`]), the "record missing" warning
+//! ([`record_missing`]) and the next check ([`earliest`]). No I/O here, so every rule
+//! can be tested directly, and `plan`, `status` and the pass decide alike.
+//!
+//! Not here: asking CDS, the store or the pickup check (the reconciler observes and
+//! acts), and the wording of messages.
 
 use std::fmt;
 
@@ -7,6 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::marker::Marker;
 use crate::connect::{ClientSecret, MAX_SECRETS_PER_CLIENT};
+use crate::domain::Schedule;
 use crate::domain::{SecretId, StoreRecord};
 use crate::policy::Timing;
 use crate::store::LateWrite;
@@ -105,6 +113,20 @@ pub enum Window {
     },
 }
 
+impl Window {
+    /// The window of a pass: open when it runs `in_window`, else closed until the
+    /// schedule's next time after `now`.
+    pub fn of(in_window: bool, schedule: &Schedule, now: DateTime<Utc>) -> Window {
+        if in_window {
+            Window::Open
+        } else {
+            Window::Closed {
+                next: schedule.next_after(now),
+            }
+        }
+    }
+}
+
 /// What one pass over one client will do, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -133,8 +155,14 @@ pub struct Plan {
     pub rotate: Option<RotateReason>,
     /// A rotation that is due but waits for the rotation window at the given time.
     pub deferred: Option<(RotateReason, DateTime<Utc>)>,
-    /// A rotation is due but the client would still hold the maximum after clean-up.
+    /// A rotation is due but the client would still hold the maximum after clean-up
+    /// (and after `retire`, if the pickup check has not answered yet: see [`Room`]).
     pub full: bool,
+    /// Whether a due rotation has room for its new secret: what make_room follows.
+    pub room: Room,
+    /// The pickup check did not confirm the current secret: `retire` waits, and frees
+    /// no room in this pass (see [`Plan::after_pickup`]).
+    pub retire_held: bool,
     /// When a later pass has something to do (a grace period ends, an orphan ripens,
     /// the rotation falls due); `None` when only the schedule matters.
     pub next_check: Option<DateTime<Utc>>,
@@ -144,6 +172,67 @@ impl Plan {
     /// Whether the plan changes nothing.
     pub fn is_noop(&self) -> bool {
         self.clean_up.is_empty() && self.retire.is_empty() && self.rotate.is_none()
+    }
+
+    /// The plan once the pickup check answered about the current secret (pickup gating):
+    /// unconfirmed, `retire` waits for a later pass, so a rotation that needed the room
+    /// it frees is full now. `plan`, `status` and the pass all go through here, so what
+    /// they say about room is what make_room does.
+    pub fn after_pickup(mut self, confirmed: bool) -> Plan {
+        self.retire_held = !confirmed && !self.retire.is_empty();
+        if self.room == Room::OnceRetired {
+            self.room = if confirmed { Room::Free } else { Room::Full };
+        }
+        self.full = self.room == Room::Full;
+        self
+    }
+
+    /// The superseded secrets this pass deletes now: none while the pickup check holds
+    /// them.
+    pub fn retire_now(&self) -> &[SecretId] {
+        if self.retire_held { &[] } else { &self.retire }
+    }
+
+    /// Whether make_room lets the rotation go on: only with room for certain (a retire
+    /// the pickup check was not asked about frees nothing).
+    pub fn has_room(&self) -> bool {
+        self.room == Room::Free
+    }
+
+    /// The secrets of `secrets` (as observed) that are left once the pass did what the
+    /// plan says: cleaned up, and retired unless the pickup check holds them.
+    pub fn remaining<'a>(&self, secrets: &'a [ClientSecret]) -> Vec<&'a ClientSecret> {
+        secrets
+            .iter()
+            .filter(|s| !self.clean_up.iter().any(|(id, _)| *id == s.id))
+            .filter(|s| !self.retire_now().contains(&s.id))
+            .collect()
+    }
+}
+
+/// Whether a due rotation has room for its new secret (I5: never past
+/// [`MAX_SECRETS_PER_CLIENT`]). Clean-up always happens before make_room (or the pass
+/// ends); `retire` only once the pickup check confirms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Room {
+    /// No rotation is due, or the new secret fits once `clean_up` is done.
+    Free,
+    /// It fits only once `retire` is done too: known after the pickup check answers
+    /// ([`Plan::after_pickup`]).
+    OnceRetired,
+    /// It does not fit: the rotation fails at make_room with the client's listing.
+    Full,
+}
+
+/// The room a rotation has: `secrets` observed, `clean_up` and `retire` planned.
+fn room(rotate: bool, secrets: usize, clean_up: usize, retire: usize) -> Room {
+    let after_clean_up = secrets.saturating_sub(clean_up);
+    if !rotate || after_clean_up < MAX_SECRETS_PER_CLIENT {
+        Room::Free
+    } else if after_clean_up.saturating_sub(retire) < MAX_SECRETS_PER_CLIENT {
+        Room::OnceRetired
+    } else {
+        Room::Full
     }
 }
 
@@ -204,9 +293,7 @@ pub fn decide(
     let current_works = current.is_some_and(|c| !c.is_expired(now));
     let mut next_check: Option<DateTime<Utc>> = None;
     let mut later = |at: Option<DateTime<Utc>>| {
-        if let Some(at) = at.filter(|at| *at > now) {
-            next_check = Some(next_check.map_or(at, |n| n.min(at)));
-        }
+        next_check = earliest(next_check, at.filter(|at| *at > now));
     };
     // Old secrets may go once consumers had `grace` to switch to the current one.
     let grace_end = record.and_then(|r| plus(r.published_at, timing.grace));
@@ -223,7 +310,7 @@ pub fn decide(
         if Some(s.id) == current_id {
             continue; // I3: the current secret is never deleted.
         }
-        match (Marker::parse(s.description.as_deref()), record) {
+        match (managed(s), record) {
             (Some(_), _) if s.is_expired(now) => clean_up.push((s.id, DeleteReason::Expired)),
             // No record: nothing proves that nobody holds this value.
             (Some(_), None) => possibly_in_use.push(s.id),
@@ -339,8 +426,12 @@ pub fn decide(
         }
     }
 
-    let remaining = secrets.len().saturating_sub(clean_up.len() + retire.len());
-    let full = rotate.is_some() && remaining >= MAX_SECRETS_PER_CLIENT;
+    let room = room(
+        rotate.is_some(),
+        secrets.len(),
+        clean_up.len(),
+        retire.len(),
+    );
     Plan {
         clean_up,
         retire,
@@ -351,7 +442,9 @@ pub fn decide(
         expiring_unmanaged,
         rotate,
         deferred,
-        full,
+        full: room == Room::Full,
+        room,
+        retire_held: false,
         next_check,
     }
 }
@@ -403,12 +496,72 @@ pub fn pickup_wait(
     }
 }
 
+/// The managed/unmanaged split, the one every part of the rotator uses: a secret the
+/// rotator created carries its marker (when it was created, by which run); any other
+/// is unmanaged (`None`).
+pub fn managed(s: &ClientSecret) -> Option<Marker> {
+    Marker::parse(s.description.as_deref())
+}
+
+/// Whether the rotator created `s` (see [`managed`]).
+pub fn is_managed(s: &ClientSecret) -> bool {
+    managed(s).is_some()
+}
+
+/// Whether the store lost track of what consumers hold: it has no record, and either
+/// holds a value without one (`unrecorded`) or managed secrets may be in use.
+pub fn record_missing(record: Option<&StoreRecord>, unrecorded: bool, plan: &Plan) -> bool {
+    record.is_none() && (unrecorded || !plan.possibly_in_use.is_empty())
+}
+
+/// The next check: the earlier of the one set so far and `at` (either may be none).
+pub fn earliest(
+    next_check: Option<DateTime<Utc>>,
+    at: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    match (next_check, at) {
+        (Some(n), Some(at)) => Some(n.min(at)),
+        (n, at) => n.or(at),
+    }
+}
+
+/// What an emergency rotation (`--revoke-old`) does with a secret other than the new one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Revoke<'a> {
+    /// The policy lets the rotator delete it: it goes now.
+    Delete(SecretId),
+    /// Unmanaged with `retire_unmanaged: false`, and unexpired: it still gets tokens.
+    LeaveValid(&'a ClientSecret),
+}
+
+/// The revoke rule: for each of `secrets` (listed after the publish) but `current`, in
+/// their order, whether it is deleted now or left valid (an expired unmanaged one is
+/// neither: it no longer works and is not the rotator's).
+pub fn revoke(
+    secrets: &[ClientSecret],
+    current: SecretId,
+    retire_unmanaged: bool,
+    now: DateTime<Utc>,
+) -> Vec<Revoke<'_>> {
+    secrets
+        .iter()
+        .filter(|s| s.id != current)
+        .filter_map(|s| {
+            if is_managed(s) || retire_unmanaged {
+                Some(Revoke::Delete(s.id))
+            } else {
+                (!s.is_expired(now)).then_some(Revoke::LeaveValid(s))
+            }
+        })
+        .collect()
+}
+
 /// Whether `s` is the secret the store's record names: the same id and, for a managed
 /// secret, created no later than the record was published (an id that CDS handed out
 /// again after the recorded secret was deleted belongs to a newer secret).
 fn is_recorded_secret(s: &ClientSecret, r: &StoreRecord) -> bool {
     s.id == r.secret_id
-        && Marker::parse(s.description.as_deref()).is_none_or(|m| {
+        && managed(s).is_none_or(|m| {
             plus(r.published_at, CLOCK_SKEW_MARGIN).is_none_or(|published| m.created <= published)
         })
 }
@@ -1304,5 +1457,169 @@ mod tests {
         assert_eq!(w.next_check, Some(later + PICKUP_FALLBACK));
         let w = pickup_wait(&r, Duration::MAX, Some(Duration::MAX), None, now());
         assert!(!w.overdue && w.deadline.is_none());
+    }
+
+    /// Ten secrets: the current one expiring in 20 days (a rotation is due) and nine
+    /// superseded ones past their grace.
+    fn ten_with_nine_to_retire() -> (Vec<ClientSecret>, StoreRecord) {
+        let published = now() - Duration::days(70);
+        let mut s = vec![managed(1, published, now() + Duration::days(20))];
+        s.extend(
+            (2..=10).map(|i| managed(i, now() - Duration::days(100), now() + Duration::days(20))),
+        );
+        (s, record(1, published))
+    }
+
+    #[test]
+    fn at_ten_secrets_a_rotation_has_room_only_once_the_pickup_confirms_the_retire() {
+        let (s, r) = ten_with_nine_to_retire();
+        let plan = decide(
+            &s,
+            Some(&r),
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
+        assert_eq!(plan.retire.len(), 9);
+        assert!(plan.rotate.is_some());
+        assert_eq!(plan.room, Room::OnceRetired);
+        assert!(
+            !plan.has_room(),
+            "a retire nobody asked about frees nothing"
+        );
+
+        // What `plan` shows and what make_room does are the same decision.
+        let held = plan.clone().after_pickup(false);
+        assert_eq!(held.room, Room::Full);
+        assert!(held.full && !held.has_room());
+        assert!(held.retire_now().is_empty());
+        assert_eq!(
+            held.retire.len(),
+            9,
+            "still listed: they are kept for pickup"
+        );
+        assert_eq!(held.remaining(&s).len(), 10);
+
+        let confirmed = plan.after_pickup(true);
+        assert_eq!(confirmed.room, Room::Free);
+        assert!(!confirmed.full && confirmed.has_room());
+        assert_eq!(confirmed.retire_now().len(), 9);
+        assert_eq!(confirmed.remaining(&s).len(), 1);
+    }
+
+    #[test]
+    fn the_pickup_answer_changes_nothing_when_the_room_does_not_depend_on_it() {
+        let s = [managed(
+            1,
+            now() - Duration::days(70),
+            now() + Duration::days(20),
+        )];
+        let plan = decide(
+            &s,
+            Some(&record(1, now() - Duration::days(70))),
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
+        assert_eq!(plan.room, Room::Free);
+        assert_eq!(
+            plan.clone().after_pickup(false),
+            Plan {
+                retire_held: false,
+                ..plan
+            }
+        );
+        let mut s: Vec<_> = (1..=10)
+            .map(|i| unmanaged(i, now() + Duration::days(5)))
+            .collect();
+        s[0] = managed(1, now() - Duration::days(70), now() + Duration::days(20));
+        let plan = decide(
+            &s,
+            Some(&record(1, now() - Duration::days(70))),
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
+        assert_eq!(plan.room, Room::Full);
+        assert!(plan.after_pickup(true).full);
+    }
+
+    #[test]
+    fn an_emergency_rotation_deletes_what_the_policy_lets_it_and_leaves_the_rest_valid() {
+        let s = [
+            managed(1, now() - Duration::days(70), now() + Duration::days(20)),
+            unmanaged(2, now() + Duration::days(5)),
+            unmanaged(3, now() - Duration::days(1)),
+            managed(4, now(), now() + Duration::days(90)),
+        ];
+        assert_eq!(
+            revoke(&s, 4, false, now()),
+            vec![Revoke::Delete(1), Revoke::LeaveValid(&s[1])]
+        );
+        assert_eq!(
+            revoke(&s, 4, true, now()),
+            vec![Revoke::Delete(1), Revoke::Delete(2), Revoke::Delete(3)]
+        );
+    }
+
+    #[test]
+    fn the_record_is_missing_only_without_one_and_with_something_consumers_may_hold() {
+        let s = [managed(
+            1,
+            now() - Duration::days(1),
+            now() + Duration::days(80),
+        )];
+        let plan = decide(
+            &s,
+            None,
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
+        assert!(record_missing(None, false, &plan));
+        let r = record(1, now() - Duration::days(1));
+        assert!(!record_missing(Some(&r), true, &plan));
+        let none = decide(
+            &[],
+            None,
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
+        assert!(!record_missing(None, false, &none));
+        assert!(record_missing(None, true, &none));
+    }
+
+    #[test]
+    fn the_next_check_is_the_earliest_of_what_asks_for_one() {
+        let (a, b) = (now(), now() + Duration::hours(1));
+        assert_eq!(earliest(None, None), None);
+        assert_eq!(earliest(Some(b), None), Some(b));
+        assert_eq!(earliest(None, Some(a)), Some(a));
+        assert_eq!(earliest(Some(b), Some(a)), Some(a));
+        assert_eq!(earliest(Some(a), Some(b)), Some(a));
+    }
+
+    #[test]
+    fn only_a_secret_with_the_rotators_marker_is_managed() {
+        let m = managed(1, now(), now() + Duration::days(90));
+        assert_eq!(super::managed(&m).map(|m| m.created), Some(now()));
+        assert!(is_managed(&m));
+        assert!(!is_managed(&unmanaged(2, now())));
     }
 }
