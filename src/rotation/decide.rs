@@ -289,31 +289,114 @@ pub fn decide(
     now: DateTime<Utc>,
 ) -> Plan {
     let current = record.and_then(|r| secrets.iter().find(|s| is_recorded_secret(s, r)));
-    let current_id = current.map(|c| c.id);
     let current_works = current.is_some_and(|c| !c.is_expired(now));
-    let mut next_check: Option<DateTime<Utc>> = None;
-    let mut later = |at: Option<DateTime<Utc>>| {
-        next_check = earliest(next_check, at.filter(|at| *at > now));
-    };
+    let mut later = Later { now, at: None };
+    let sorted = sort(
+        secrets,
+        record,
+        current.map(|c| c.id),
+        timing,
+        late_write,
+        retire_unmanaged,
+        now,
+        &mut later,
+    );
     // Old secrets may go once consumers had `grace` to switch to the current one.
     let grace_end = record.and_then(|r| plus(r.published_at, timing.grace));
     let grace_over = current_works && grace_end.is_some_and(|end| end <= now);
+    // Only while the current secret works: retiring the others then would leave none.
+    let superseded = sorted.superseded;
+    let (retire, retire_later) = match (superseded.is_empty(), current_works, grace_over) {
+        (false, true, true) => (superseded, (Vec::new(), None)),
+        (false, true, false) => {
+            later.at(grace_end);
+            (Vec::new(), (superseded, grace_end))
+        }
+        _ => (Vec::new(), (superseded, None)),
+    };
+    let mut rotate = if force {
+        Some(RotateReason::Forced)
+    } else {
+        due(record, current, timing, now, &mut later)
+    };
+    // Outside the window only what cannot wait happens now.
+    let deferred = match (&rotate, window) {
+        (Some(reason), Window::Closed { next: Some(next) })
+            if can_wait(reason, current, next, timing) =>
+        {
+            rotate.take().map(|r| (r, next))
+        }
+        _ => None,
+    };
+    let room = room(
+        rotate.is_some(),
+        secrets.len(),
+        sorted.clean_up.len(),
+        retire.len(),
+    );
+    Plan {
+        clean_up: sorted.clean_up,
+        retire,
+        retire_later,
+        orphans_later: sorted.orphans_later,
+        in_doubt: sorted.in_doubt,
+        possibly_in_use: sorted.possibly_in_use,
+        expiring_unmanaged: sorted.expiring_unmanaged,
+        rotate,
+        deferred,
+        full: room == Room::Full,
+        room,
+        retire_held: false,
+        next_check: later.at,
+    }
+}
 
-    let mut clean_up = Vec::new();
-    let mut superseded = Vec::new();
-    let mut possibly_in_use = Vec::new();
-    let mut orphans_later = Vec::new();
-    let mut in_doubt = Vec::new();
-    let mut expiring_unmanaged = Vec::new();
+/// When a later pass has something to do: the earliest time after `now` asked for.
+struct Later {
+    now: DateTime<Utc>,
+    at: Option<DateTime<Utc>>,
+}
+
+impl Later {
+    /// Asks for a pass at `at`, if that is after now.
+    fn at(&mut self, at: Option<DateTime<Utc>>) {
+        self.at = earliest(self.at, at.filter(|at| *at > self.now));
+    }
+}
+
+/// The secrets other than the current one, by what becomes of them.
+#[derive(Default)]
+struct Sorted {
+    clean_up: Vec<(SecretId, DeleteReason)>,
+    superseded: Vec<SecretId>,
+    possibly_in_use: Vec<SecretId>,
+    orphans_later: Vec<SecretId>,
+    in_doubt: Vec<SecretId>,
+    expiring_unmanaged: Vec<SecretId>,
+}
+
+/// Sorts every secret but the current one (`current_id`, never deleted: I3).
+#[allow(clippy::too_many_arguments)]
+fn sort(
+    secrets: &[ClientSecret],
+    record: Option<&StoreRecord>,
+    current_id: Option<SecretId>,
+    timing: &Timing,
+    late_write: LateWrite,
+    retire_unmanaged: bool,
+    now: DateTime<Utc>,
+    later: &mut Later,
+) -> Sorted {
+    let mut out = Sorted::default();
     let warn_from = plus(now, timing.rotate_before);
     for s in secrets {
         if Some(s.id) == current_id {
             continue; // I3: the current secret is never deleted.
         }
         match (managed(s), record) {
-            (Some(_), _) if s.is_expired(now) => clean_up.push((s.id, DeleteReason::Expired)),
+            (Some(_), _) if s.is_expired(now) => out.clean_up.push((s.id, DeleteReason::Expired)),
             // No record: nothing proves that nobody holds this value.
-            (Some(_), None) => possibly_in_use.push(s.id),
+            (Some(_), None) => out.possibly_in_use.push(s.id),
             (Some(m), Some(r))
                 if plus(r.published_at, CLOCK_SKEW_MARGIN)
                     .is_some_and(|published| m.created > published) =>
@@ -328,15 +411,15 @@ pub fn decide(
                         .zip(end)
                         .map(|(a, b)| a.max(b)),
                     Landing::Unbounded => {
-                        in_doubt.push(s.id);
+                        out.in_doubt.push(s.id);
                         continue;
                     }
                 };
                 if ripe.is_some_and(|ripe| ripe <= now) {
-                    clean_up.push((s.id, DeleteReason::Orphan));
+                    out.clean_up.push((s.id, DeleteReason::Orphan));
                 } else {
-                    orphans_later.push(s.id);
-                    later(ripe);
+                    out.orphans_later.push(s.id);
+                    later.at(ripe);
                 }
             }
             // Created after the publish by its marker, but within the clock-skew margin:
@@ -344,108 +427,83 @@ pub fn decide(
             // retired as superseded only once a late write of it can no longer land.
             (Some(m), Some(r)) if m.created > r.published_at => {
                 match late_write_ends(&m, timing, late_write) {
-                    Landing::Over => superseded.push(s.id),
+                    Landing::Over => out.superseded.push(s.id),
                     Landing::Until(end) if end.is_some_and(|end| end <= now) => {
-                        superseded.push(s.id);
+                        out.superseded.push(s.id);
                     }
                     Landing::Until(end) => {
-                        in_doubt.push(s.id);
-                        later(end);
+                        out.in_doubt.push(s.id);
+                        later.at(end);
                     }
-                    Landing::Unbounded => in_doubt.push(s.id),
+                    Landing::Unbounded => out.in_doubt.push(s.id),
                 }
             }
             // Created before the current secret was published: superseded.
-            (Some(_), Some(_)) => superseded.push(s.id),
+            (Some(_), Some(_)) => out.superseded.push(s.id),
             // Unmanaged: no marker, so no age. With retire_unmanaged the rotator owns the
             // client: every other secret goes once the current one is past its grace.
-            (None, Some(_)) if retire_unmanaged => superseded.push(s.id),
+            (None, Some(_)) if retire_unmanaged => out.superseded.push(s.id),
             (None, _) => {
                 if s.expires_at()
                     .is_none_or(|at| warn_from.is_none_or(|w| at <= w))
                 {
-                    expiring_unmanaged.push(s.id);
+                    out.expiring_unmanaged.push(s.id);
                 }
             }
         }
     }
-    // Only while the current secret works: retiring the others then would leave none.
-    let (retire, retire_later) = match (superseded.is_empty(), current_works, grace_over) {
-        (false, true, true) => (superseded, (Vec::new(), None)),
-        (false, true, false) => {
-            later(grace_end);
-            (Vec::new(), (superseded, grace_end))
-        }
-        _ => (Vec::new(), (superseded, None)),
-    };
+    out
+}
 
-    let mut rotate = if force {
-        Some(RotateReason::Forced)
-    } else {
-        match (record, current) {
-            (None, _) => Some(RotateReason::NoRecord),
-            (Some(r), None) => Some(RotateReason::CurrentMissing(r.secret_id)),
-            (Some(r), Some(c)) => match c.expires_at() {
-                None => Some(RotateReason::CurrentNeverExpires(c.id)),
-                Some(at) if at <= now => Some(RotateReason::CurrentExpired(c.id)),
-                Some(at) => {
-                    let due = at.checked_sub_signed(timing.rotate_before);
-                    if due.is_none_or(|due| due <= now) {
-                        Some(RotateReason::ExpiresSoon(at))
-                    } else {
-                        later(due);
-                        match timing.max_age.map(|age| (age, plus(r.published_at, age))) {
-                            Some((age, Some(due))) if due <= now => {
-                                Some(RotateReason::TooOld(r.published_at, age))
-                            }
-                            Some((_, due)) => {
-                                later(due);
-                                None
-                            }
-                            None => None,
-                        }
-                    }
-                }
-            },
-        }
+/// Whether, and why, a rotation is due (not forced): from the store's record and the
+/// secret it names (`current`, if CDS still lists it).
+fn due(
+    record: Option<&StoreRecord>,
+    current: Option<&ClientSecret>,
+    timing: &Timing,
+    now: DateTime<Utc>,
+    later: &mut Later,
+) -> Option<RotateReason> {
+    let (r, c) = match (record, current) {
+        (None, _) => return Some(RotateReason::NoRecord),
+        (Some(r), None) => return Some(RotateReason::CurrentMissing(r.secret_id)),
+        (Some(r), Some(c)) => (r, c),
     };
-
-    // Outside the window only what cannot wait happens now.
-    let mut deferred = None;
-    if let (Some(reason), Window::Closed { next: Some(next) }) = (&rotate, window) {
-        let expires = current.and_then(ClientSecret::expires_at);
-        let safe_until = plus(next, timing.verify_timeout);
-        let can_wait = match reason {
-            RotateReason::ExpiresSoon(_) | RotateReason::TooOld(..) => {
-                matches!((expires, safe_until), (Some(e), Some(s)) if e > s)
-            }
-            _ => false,
-        };
-        if can_wait {
-            deferred = rotate.take().map(|r| (r, next));
-        }
+    let at = match c.expires_at() {
+        None => return Some(RotateReason::CurrentNeverExpires(c.id)),
+        Some(at) if at <= now => return Some(RotateReason::CurrentExpired(c.id)),
+        Some(at) => at,
+    };
+    let due = at.checked_sub_signed(timing.rotate_before);
+    if due.is_none_or(|due| due <= now) {
+        return Some(RotateReason::ExpiresSoon(at));
     }
+    later.at(due);
+    match timing.max_age.map(|age| (age, plus(r.published_at, age))) {
+        Some((age, Some(due))) if due <= now => Some(RotateReason::TooOld(r.published_at, age)),
+        Some((_, due)) => {
+            later.at(due);
+            None
+        }
+        None => None,
+    }
+}
 
-    let room = room(
-        rotate.is_some(),
-        secrets.len(),
-        clean_up.len(),
-        retire.len(),
-    );
-    Plan {
-        clean_up,
-        retire,
-        retire_later,
-        orphans_later,
-        in_doubt,
-        possibly_in_use,
-        expiring_unmanaged,
-        rotate,
-        deferred,
-        full: room == Room::Full,
-        room,
-        retire_held: false,
-        next_check,
+/// Whether a rotation due for `reason` can wait for the window at `next`: only one
+/// that is due by age, while the current secret outlives `next` + `verify_timeout`.
+fn can_wait(
+    reason: &RotateReason,
+    current: Option<&ClientSecret>,
+    next: DateTime<Utc>,
+    timing: &Timing,
+) -> bool {
+    let expires = current.and_then(ClientSecret::expires_at);
+    let safe_until = plus(next, timing.verify_timeout);
+    match reason {
+        RotateReason::ExpiresSoon(_) | RotateReason::TooOld(..) => {
+            matches!((expires, safe_until), (Some(e), Some(s)) if e > s)
+        }
+        _ => false,
     }
 }
 
