@@ -8,6 +8,7 @@
 //! reconciler sees only the [`ConnectApi`], [`SecretStore`] and [`Notifier`] traits).
 
 pub mod decide;
+pub mod error_policy;
 pub mod last_result;
 pub mod marker;
 pub mod new_secret;
@@ -37,6 +38,7 @@ use crate::stop::Stop;
 use crate::store::{SecretStore, StoreError};
 use crate::writes::Writes;
 pub use decide::{DeleteReason, Plan, RotateReason, Window, decide};
+use error_policy::{OnError, Refused, error_policy};
 use marker::Marker;
 use new_secret::{Created, Facts, Publish, Published, Undo, Verified};
 
@@ -267,25 +269,6 @@ pub enum StepError {
         /// What happened to the new secret if deleting it failed.
         cleanup: String,
     },
-}
-
-impl StepError {
-    /// Whether this is the pass giving way to a stop, with nothing left to clean up.
-    fn is_stop(&self) -> bool {
-        match self {
-            StepError::Interrupted => true,
-            StepError::Stopped { cleanup, .. } => cleanup.is_empty(),
-            // A request cut short or abandoned because of the stop: nothing was changed
-            // that the next pass does not finish (a create in doubt is found by its
-            // marker and cleaned up as an orphan).
-            StepError::Connect(
-                ConnectError::Stopped { .. }
-                | ConnectError::Transport { .. }
-                | ConnectError::OutcomeUnknown { .. },
-            ) => true,
-            _ => false,
-        }
-    }
 }
 
 /// A step that failed, before it is tied to its client.
@@ -1352,7 +1335,8 @@ impl Reconciler {
                 // Refused by the lease (before or during the publish, with nothing
                 // written): no delete may be sent either; the leader deletes it as an
                 // orphan.
-                if matches!(source, StoreError::LeaseLost { .. }) || self.fenced().is_err() {
+                let refused = error_policy::refused_publish(&source, self.fenced().is_ok());
+                if refused == Refused::LeaveToLeader {
                     return Err(at(Step::Publish)(StepError::LeaseLostUndone {
                         secret_id: verified.facts().id,
                     }));
@@ -1525,12 +1509,10 @@ impl Reconciler {
         if report.error.is_none() && report.stopped.is_none() {
             m.set_last_success(&job.name, self.clock.now().timestamp());
         }
-        let rotation_failed = report.error.as_ref().is_some_and(|e| {
-            matches!(
-                e.step,
-                Step::MakeRoom | Step::Create | Step::Verify | Step::Publish | Step::SelfCheck
-            )
-        });
+        let rotation_failed = report
+            .error
+            .as_ref()
+            .is_some_and(|e| error_policy::is_rotation_failure(e.step));
         if report.rotated.is_some() || rotation_failed {
             m.count_rotation(&job.name, !rotation_failed);
         }
@@ -1610,10 +1592,11 @@ impl Reconciler {
     ) -> PassReport {
         // A stop is not a failure: nobody is paged for a restart. It stays a failure only
         // when undoing an unpublished secret failed too.
-        if let Some(err) = report
+        let on_error = report
             .error
-            .take_if(|e| self.stopping() && e.source.is_stop())
-        {
+            .as_ref()
+            .map(|e| error_policy(&e.source, self.stopping(), &job.timing));
+        if let Some(err) = report.error.take_if(|_| on_error == Some(OnError::GaveWay)) {
             info!(step = %err.step, "{}", err.source);
             report.stopped = Some(format!("step {}: {}", err.step, err.source));
         }
@@ -1662,8 +1645,10 @@ impl Reconciler {
             let detail = err.to_string();
             self.announce(job, EventKind::RotationFailed, |e| e.detail = Some(detail))
                 .await;
-            let again = plus(self.clock.now(), job.timing.retry_interval);
-            report.next_check = decide::earliest(report.next_check, again);
+            if let Some(OnError::Failed { retry_after }) = on_error {
+                let again = plus(self.clock.now(), retry_after);
+                report.next_check = decide::earliest(report.next_check, again);
+            }
         }
         report
     }
