@@ -4,6 +4,13 @@
 //! `announce`. Nothing that correctness depends on is kept in memory between passes: a
 //! pass that dies anywhere is finished or cleaned up by the next one.
 //!
+//! A pass reads as the design's steps: observe, then [`decide`] (pure: every rule,
+//! including pickup gating and making room, so `plan` and `status` take the same
+//! observe and decide and say what the pass then does), then act on the plan. The new
+//! secret's life is a type ([`new_secret`]: `Created → Verified → Published | InDoubt`),
+//! so only one that nobody holds can be deleted again; [`error_policy`] says what a
+//! failure means. The [`PassReport`] is written by the steps, never read back by them.
+//!
 //! Not here: when passes run (that is `daemon`), and how CDS or a store is reached (the
 //! reconciler sees only the [`ConnectApi`], [`SecretStore`] and [`Notifier`] traits).
 
