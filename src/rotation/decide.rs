@@ -1680,4 +1680,16 @@ mod tests {
         assert!(is_managed(&m));
         assert!(!is_managed(&unmanaged(2, now())));
     }
+
+    #[test]
+    fn a_pass_outside_its_window_waits_for_the_schedules_next_time() {
+        let schedule = Timing::default().schedule;
+        assert_eq!(Window::of(true, &schedule, now()), Window::Open);
+        assert_eq!(
+            Window::of(false, &schedule, now()),
+            Window::Closed {
+                next: schedule.next_after(now())
+            }
+        );
+    }
 }

@@ -33,9 +33,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::audit::{Action, Outcome};
 use crate::clock::Clock;
-use crate::connect::{
-    ClientSecret, ConnectApi, ConnectError, CreatedSecret, MAX_SECRETS_PER_CLIENT, NewSecret,
-};
+use crate::connect::{ClientSecret, ConnectApi, ConnectError, MAX_SECRETS_PER_CLIENT, NewSecret};
 use crate::domain::{ClientRef, Current, Event, EventKind, Fingerprint, SecretId, StoreRecord};
 use crate::lock::{ClientLock, LockError};
 use crate::notify::Notifier;
@@ -694,7 +692,11 @@ impl Reconciler {
                 .send(&key, &notifiers, event, &self.stop)
                 .await;
         }
-        let again = |job: &ClientJob| plus(self.clock.now(), job.timing.retry_interval);
+        let again =
+            |job: &ClientJob, error: &StepError| match error_policy(error, false, &job.timing) {
+                OnError::Failed { retry_after } => plus(self.clock.now(), retry_after),
+                OnError::GaveWay => None,
+            };
         Some(
             jobs.iter()
                 .map(|(job, options)| {
@@ -706,15 +708,16 @@ impl Reconciler {
                             &job.client.client_id,
                         );
                     }
+                    let source = StepError::NoToken {
+                        detail: detail.clone(),
+                    };
+                    report.next_check = again(job, &source);
                     report.error = Some(RotationError {
                         client: job.name.clone(),
                         client_id: job.client.client_id.clone(),
                         step: Step::Observe,
-                        source: StepError::NoToken {
-                            detail: detail.clone(),
-                        },
+                        source,
                     });
-                    report.next_check = again(job);
                     Some(report)
                 })
                 .collect(),
@@ -1207,7 +1210,6 @@ impl Reconciler {
     async fn rotate(&self, job: &ClientJob, emergency: bool) -> Result<Rotated, Failed> {
         let started = std::time::Instant::now();
         let created = self.create(job).await.map_err(at(Step::Create))?;
-        let created = Created::new(created, self.clock.now());
         let Facts {
             id,
             fingerprint,
@@ -1362,7 +1364,7 @@ impl Reconciler {
     /// Creates a secret. When the answer is lost, the secrets are listed and our own
     /// attempt is recognised by its run id: its value is unknown, so it is deleted and
     /// the create is tried again — never blindly re-posted.
-    async fn create(&self, job: &ClientJob) -> Result<CreatedSecret, StepError> {
+    async fn create(&self, job: &ClientJob) -> Result<Created, StepError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -1400,7 +1402,7 @@ impl Reconciler {
                 },
             );
             match result {
-                Ok(created) => return Ok(created),
+                Ok(created) => return Ok(Created::new(created, self.clock.now())),
                 Err(ConnectError::OutcomeUnknown { operation, detail })
                     if attempt < CREATE_ATTEMPTS =>
                 {
@@ -1772,7 +1774,7 @@ mod tests {
     use secrecy::SecretString;
 
     use crate::clock::ManualClock;
-    use crate::connect::NewSecret;
+    use crate::connect::CreatedSecret;
     use crate::domain::ClientKind;
     use crate::store::file::FileStore;
 
