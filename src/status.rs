@@ -142,7 +142,7 @@ fn secret_view(s: &ClientSecret) -> SecretView {
     SecretView {
         id: s.id,
         expiration: s.expires_at().map(ts),
-        created: Marker::parse(s.description.as_deref()).map(|m| ts(m.created)),
+        created: crate::rotation::decide::managed(s).map(|m: Marker| ts(m.created)),
     }
 }
 

@@ -1,5 +1,12 @@
-//! The decision of one pass: a pure function from what was observed and the clock to a
-//! [`Plan`]. No I/O here, so every rule can be tested directly.
+//! The decision of one pass: pure functions from what was observed and the clock to a
+//! [`Plan`] and what follows from it: the managed/unmanaged split ([`managed`]), the
+//! rotation window, clean-up, retire and its pickup gating ([`Plan::after_pickup`]),
+//! making room ([`Room`]), the revoke rule ([`revoke`]), the "record missing" warning
+//! ([`record_missing`]) and the next check ([`earliest`]). No I/O here, so every rule
+//! can be tested directly, and `plan`, `status` and the pass decide alike.
+//!
+//! Not here: asking CDS, the store or the pickup check (the reconciler observes and
+//! acts), and the wording of messages.
 
 use std::fmt;
 
@@ -7,6 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::marker::Marker;
 use crate::connect::{ClientSecret, MAX_SECRETS_PER_CLIENT};
+use crate::domain::Schedule;
 use crate::domain::{SecretId, StoreRecord};
 use crate::policy::Timing;
 use crate::store::LateWrite;
@@ -105,6 +113,20 @@ pub enum Window {
     },
 }
 
+impl Window {
+    /// The window of a pass: open when it runs `in_window`, else closed until the
+    /// schedule's next time after `now`.
+    pub fn of(in_window: bool, schedule: &Schedule, now: DateTime<Utc>) -> Window {
+        if in_window {
+            Window::Open
+        } else {
+            Window::Closed {
+                next: schedule.next_after(now),
+            }
+        }
+    }
+}
+
 /// What one pass over one client will do, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -133,8 +155,14 @@ pub struct Plan {
     pub rotate: Option<RotateReason>,
     /// A rotation that is due but waits for the rotation window at the given time.
     pub deferred: Option<(RotateReason, DateTime<Utc>)>,
-    /// A rotation is due but the client would still hold the maximum after clean-up.
+    /// A rotation is due but the client would still hold the maximum after clean-up
+    /// (and after `retire`, if the pickup check has not answered yet: see [`Room`]).
     pub full: bool,
+    /// Whether a due rotation has room for its new secret: what make_room follows.
+    pub room: Room,
+    /// The pickup check did not confirm the current secret: `retire` waits, and frees
+    /// no room in this pass (see [`Plan::after_pickup`]).
+    pub retire_held: bool,
     /// When a later pass has something to do (a grace period ends, an orphan ripens,
     /// the rotation falls due); `None` when only the schedule matters.
     pub next_check: Option<DateTime<Utc>>,
@@ -144,6 +172,67 @@ impl Plan {
     /// Whether the plan changes nothing.
     pub fn is_noop(&self) -> bool {
         self.clean_up.is_empty() && self.retire.is_empty() && self.rotate.is_none()
+    }
+
+    /// The plan once the pickup check answered about the current secret (pickup gating):
+    /// unconfirmed, `retire` waits for a later pass, so a rotation that needed the room
+    /// it frees is full now. `plan`, `status` and the pass all go through here, so what
+    /// they say about room is what make_room does.
+    pub fn after_pickup(mut self, confirmed: bool) -> Plan {
+        self.retire_held = !confirmed && !self.retire.is_empty();
+        if self.room == Room::OnceRetired {
+            self.room = if confirmed { Room::Free } else { Room::Full };
+        }
+        self.full = self.room == Room::Full;
+        self
+    }
+
+    /// The superseded secrets this pass deletes now: none while the pickup check holds
+    /// them.
+    pub fn retire_now(&self) -> &[SecretId] {
+        if self.retire_held { &[] } else { &self.retire }
+    }
+
+    /// Whether make_room lets the rotation go on: only with room for certain (a retire
+    /// the pickup check was not asked about frees nothing).
+    pub fn has_room(&self) -> bool {
+        self.room == Room::Free
+    }
+
+    /// The secrets of `secrets` (as observed) that are left once the pass did what the
+    /// plan says: cleaned up, and retired unless the pickup check holds them.
+    pub fn remaining<'a>(&self, secrets: &'a [ClientSecret]) -> Vec<&'a ClientSecret> {
+        secrets
+            .iter()
+            .filter(|s| !self.clean_up.iter().any(|(id, _)| *id == s.id))
+            .filter(|s| !self.retire_now().contains(&s.id))
+            .collect()
+    }
+}
+
+/// Whether a due rotation has room for its new secret (I5: never past
+/// [`MAX_SECRETS_PER_CLIENT`]). Clean-up always happens before make_room (or the pass
+/// ends); `retire` only once the pickup check confirms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Room {
+    /// No rotation is due, or the new secret fits once `clean_up` is done.
+    Free,
+    /// It fits only once `retire` is done too: known after the pickup check answers
+    /// ([`Plan::after_pickup`]).
+    OnceRetired,
+    /// It does not fit: the rotation fails at make_room with the client's listing.
+    Full,
+}
+
+/// The room a rotation has: `secrets` observed, `clean_up` and `retire` planned.
+fn room(rotate: bool, secrets: usize, clean_up: usize, retire: usize) -> Room {
+    let after_clean_up = secrets.saturating_sub(clean_up);
+    if !rotate || after_clean_up < MAX_SECRETS_PER_CLIENT {
+        Room::Free
+    } else if after_clean_up.saturating_sub(retire) < MAX_SECRETS_PER_CLIENT {
+        Room::OnceRetired
+    } else {
+        Room::Full
     }
 }
 
@@ -200,33 +289,114 @@ pub fn decide(
     now: DateTime<Utc>,
 ) -> Plan {
     let current = record.and_then(|r| secrets.iter().find(|s| is_recorded_secret(s, r)));
-    let current_id = current.map(|c| c.id);
     let current_works = current.is_some_and(|c| !c.is_expired(now));
-    let mut next_check: Option<DateTime<Utc>> = None;
-    let mut later = |at: Option<DateTime<Utc>>| {
-        if let Some(at) = at.filter(|at| *at > now) {
-            next_check = Some(next_check.map_or(at, |n| n.min(at)));
-        }
-    };
+    let mut later = Later { now, at: None };
+    let sorted = sort(
+        secrets,
+        record,
+        current.map(|c| c.id),
+        timing,
+        late_write,
+        retire_unmanaged,
+        now,
+        &mut later,
+    );
     // Old secrets may go once consumers had `grace` to switch to the current one.
     let grace_end = record.and_then(|r| plus(r.published_at, timing.grace));
     let grace_over = current_works && grace_end.is_some_and(|end| end <= now);
+    // Only while the current secret works: retiring the others then would leave none.
+    let superseded = sorted.superseded;
+    let (retire, retire_later) = match (superseded.is_empty(), current_works, grace_over) {
+        (false, true, true) => (superseded, (Vec::new(), None)),
+        (false, true, false) => {
+            later.at(grace_end);
+            (Vec::new(), (superseded, grace_end))
+        }
+        _ => (Vec::new(), (superseded, None)),
+    };
+    let mut rotate = if force {
+        Some(RotateReason::Forced)
+    } else {
+        due(record, current, timing, now, &mut later)
+    };
+    // Outside the window only what cannot wait happens now.
+    let deferred = match (&rotate, window) {
+        (Some(reason), Window::Closed { next: Some(next) })
+            if can_wait(reason, current, next, timing) =>
+        {
+            rotate.take().map(|r| (r, next))
+        }
+        _ => None,
+    };
+    let room = room(
+        rotate.is_some(),
+        secrets.len(),
+        sorted.clean_up.len(),
+        retire.len(),
+    );
+    Plan {
+        clean_up: sorted.clean_up,
+        retire,
+        retire_later,
+        orphans_later: sorted.orphans_later,
+        in_doubt: sorted.in_doubt,
+        possibly_in_use: sorted.possibly_in_use,
+        expiring_unmanaged: sorted.expiring_unmanaged,
+        rotate,
+        deferred,
+        full: room == Room::Full,
+        room,
+        retire_held: false,
+        next_check: later.at,
+    }
+}
 
-    let mut clean_up = Vec::new();
-    let mut superseded = Vec::new();
-    let mut possibly_in_use = Vec::new();
-    let mut orphans_later = Vec::new();
-    let mut in_doubt = Vec::new();
-    let mut expiring_unmanaged = Vec::new();
+/// When a later pass has something to do: the earliest time after `now` asked for.
+struct Later {
+    now: DateTime<Utc>,
+    at: Option<DateTime<Utc>>,
+}
+
+impl Later {
+    /// Asks for a pass at `at`, if that is after now.
+    fn at(&mut self, at: Option<DateTime<Utc>>) {
+        self.at = earliest(self.at, at.filter(|at| *at > self.now));
+    }
+}
+
+/// The secrets other than the current one, by what becomes of them.
+#[derive(Default)]
+struct Sorted {
+    clean_up: Vec<(SecretId, DeleteReason)>,
+    superseded: Vec<SecretId>,
+    possibly_in_use: Vec<SecretId>,
+    orphans_later: Vec<SecretId>,
+    in_doubt: Vec<SecretId>,
+    expiring_unmanaged: Vec<SecretId>,
+}
+
+/// Sorts every secret but the current one (`current_id`, never deleted: I3).
+#[allow(clippy::too_many_arguments)]
+fn sort(
+    secrets: &[ClientSecret],
+    record: Option<&StoreRecord>,
+    current_id: Option<SecretId>,
+    timing: &Timing,
+    late_write: LateWrite,
+    retire_unmanaged: bool,
+    now: DateTime<Utc>,
+    later: &mut Later,
+) -> Sorted {
+    let mut out = Sorted::default();
     let warn_from = plus(now, timing.rotate_before);
     for s in secrets {
         if Some(s.id) == current_id {
             continue; // I3: the current secret is never deleted.
         }
-        match (Marker::parse(s.description.as_deref()), record) {
-            (Some(_), _) if s.is_expired(now) => clean_up.push((s.id, DeleteReason::Expired)),
+        match (managed(s), record) {
+            (Some(_), _) if s.is_expired(now) => out.clean_up.push((s.id, DeleteReason::Expired)),
             // No record: nothing proves that nobody holds this value.
-            (Some(_), None) => possibly_in_use.push(s.id),
+            (Some(_), None) => out.possibly_in_use.push(s.id),
             (Some(m), Some(r))
                 if plus(r.published_at, CLOCK_SKEW_MARGIN)
                     .is_some_and(|published| m.created > published) =>
@@ -241,15 +411,15 @@ pub fn decide(
                         .zip(end)
                         .map(|(a, b)| a.max(b)),
                     Landing::Unbounded => {
-                        in_doubt.push(s.id);
+                        out.in_doubt.push(s.id);
                         continue;
                     }
                 };
                 if ripe.is_some_and(|ripe| ripe <= now) {
-                    clean_up.push((s.id, DeleteReason::Orphan));
+                    out.clean_up.push((s.id, DeleteReason::Orphan));
                 } else {
-                    orphans_later.push(s.id);
-                    later(ripe);
+                    out.orphans_later.push(s.id);
+                    later.at(ripe);
                 }
             }
             // Created after the publish by its marker, but within the clock-skew margin:
@@ -257,102 +427,83 @@ pub fn decide(
             // retired as superseded only once a late write of it can no longer land.
             (Some(m), Some(r)) if m.created > r.published_at => {
                 match late_write_ends(&m, timing, late_write) {
-                    Landing::Over => superseded.push(s.id),
+                    Landing::Over => out.superseded.push(s.id),
                     Landing::Until(end) if end.is_some_and(|end| end <= now) => {
-                        superseded.push(s.id);
+                        out.superseded.push(s.id);
                     }
                     Landing::Until(end) => {
-                        in_doubt.push(s.id);
-                        later(end);
+                        out.in_doubt.push(s.id);
+                        later.at(end);
                     }
-                    Landing::Unbounded => in_doubt.push(s.id),
+                    Landing::Unbounded => out.in_doubt.push(s.id),
                 }
             }
             // Created before the current secret was published: superseded.
-            (Some(_), Some(_)) => superseded.push(s.id),
+            (Some(_), Some(_)) => out.superseded.push(s.id),
             // Unmanaged: no marker, so no age. With retire_unmanaged the rotator owns the
             // client: every other secret goes once the current one is past its grace.
-            (None, Some(_)) if retire_unmanaged => superseded.push(s.id),
+            (None, Some(_)) if retire_unmanaged => out.superseded.push(s.id),
             (None, _) => {
                 if s.expires_at()
                     .is_none_or(|at| warn_from.is_none_or(|w| at <= w))
                 {
-                    expiring_unmanaged.push(s.id);
+                    out.expiring_unmanaged.push(s.id);
                 }
             }
         }
     }
-    // Only while the current secret works: retiring the others then would leave none.
-    let (retire, retire_later) = match (superseded.is_empty(), current_works, grace_over) {
-        (false, true, true) => (superseded, (Vec::new(), None)),
-        (false, true, false) => {
-            later(grace_end);
-            (Vec::new(), (superseded, grace_end))
-        }
-        _ => (Vec::new(), (superseded, None)),
-    };
+    out
+}
 
-    let mut rotate = if force {
-        Some(RotateReason::Forced)
-    } else {
-        match (record, current) {
-            (None, _) => Some(RotateReason::NoRecord),
-            (Some(r), None) => Some(RotateReason::CurrentMissing(r.secret_id)),
-            (Some(r), Some(c)) => match c.expires_at() {
-                None => Some(RotateReason::CurrentNeverExpires(c.id)),
-                Some(at) if at <= now => Some(RotateReason::CurrentExpired(c.id)),
-                Some(at) => {
-                    let due = at.checked_sub_signed(timing.rotate_before);
-                    if due.is_none_or(|due| due <= now) {
-                        Some(RotateReason::ExpiresSoon(at))
-                    } else {
-                        later(due);
-                        match timing.max_age.map(|age| (age, plus(r.published_at, age))) {
-                            Some((age, Some(due))) if due <= now => {
-                                Some(RotateReason::TooOld(r.published_at, age))
-                            }
-                            Some((_, due)) => {
-                                later(due);
-                                None
-                            }
-                            None => None,
-                        }
-                    }
-                }
-            },
-        }
+/// Whether, and why, a rotation is due (not forced): from the store's record and the
+/// secret it names (`current`, if CDS still lists it).
+fn due(
+    record: Option<&StoreRecord>,
+    current: Option<&ClientSecret>,
+    timing: &Timing,
+    now: DateTime<Utc>,
+    later: &mut Later,
+) -> Option<RotateReason> {
+    let (r, c) = match (record, current) {
+        (None, _) => return Some(RotateReason::NoRecord),
+        (Some(r), None) => return Some(RotateReason::CurrentMissing(r.secret_id)),
+        (Some(r), Some(c)) => (r, c),
     };
-
-    // Outside the window only what cannot wait happens now.
-    let mut deferred = None;
-    if let (Some(reason), Window::Closed { next: Some(next) }) = (&rotate, window) {
-        let expires = current.and_then(ClientSecret::expires_at);
-        let safe_until = plus(next, timing.verify_timeout);
-        let can_wait = match reason {
-            RotateReason::ExpiresSoon(_) | RotateReason::TooOld(..) => {
-                matches!((expires, safe_until), (Some(e), Some(s)) if e > s)
-            }
-            _ => false,
-        };
-        if can_wait {
-            deferred = rotate.take().map(|r| (r, next));
-        }
+    let at = match c.expires_at() {
+        None => return Some(RotateReason::CurrentNeverExpires(c.id)),
+        Some(at) if at <= now => return Some(RotateReason::CurrentExpired(c.id)),
+        Some(at) => at,
+    };
+    let due = at.checked_sub_signed(timing.rotate_before);
+    if due.is_none_or(|due| due <= now) {
+        return Some(RotateReason::ExpiresSoon(at));
     }
+    later.at(due);
+    match timing.max_age.map(|age| (age, plus(r.published_at, age))) {
+        Some((age, Some(due))) if due <= now => Some(RotateReason::TooOld(r.published_at, age)),
+        Some((_, due)) => {
+            later.at(due);
+            None
+        }
+        None => None,
+    }
+}
 
-    let remaining = secrets.len().saturating_sub(clean_up.len() + retire.len());
-    let full = rotate.is_some() && remaining >= MAX_SECRETS_PER_CLIENT;
-    Plan {
-        clean_up,
-        retire,
-        retire_later,
-        orphans_later,
-        in_doubt,
-        possibly_in_use,
-        expiring_unmanaged,
-        rotate,
-        deferred,
-        full,
-        next_check,
+/// Whether a rotation due for `reason` can wait for the window at `next`: only one
+/// that is due by age, while the current secret outlives `next` + `verify_timeout`.
+fn can_wait(
+    reason: &RotateReason,
+    current: Option<&ClientSecret>,
+    next: DateTime<Utc>,
+    timing: &Timing,
+) -> bool {
+    let expires = current.and_then(ClientSecret::expires_at);
+    let safe_until = plus(next, timing.verify_timeout);
+    match reason {
+        RotateReason::ExpiresSoon(_) | RotateReason::TooOld(..) => {
+            matches!((expires, safe_until), (Some(e), Some(s)) if e > s)
+        }
+        _ => false,
     }
 }
 
@@ -403,12 +554,72 @@ pub fn pickup_wait(
     }
 }
 
+/// The managed/unmanaged split, the one every part of the rotator uses: a secret the
+/// rotator created carries its marker (when it was created, by which run); any other
+/// is unmanaged (`None`).
+pub fn managed(s: &ClientSecret) -> Option<Marker> {
+    Marker::parse(s.description.as_deref())
+}
+
+/// Whether the rotator created `s` (see [`managed`]).
+pub fn is_managed(s: &ClientSecret) -> bool {
+    managed(s).is_some()
+}
+
+/// Whether the store lost track of what consumers hold: it has no record, and either
+/// holds a value without one (`unrecorded`) or managed secrets may be in use.
+pub fn record_missing(record: Option<&StoreRecord>, unrecorded: bool, plan: &Plan) -> bool {
+    record.is_none() && (unrecorded || !plan.possibly_in_use.is_empty())
+}
+
+/// The next check: the earlier of the one set so far and `at` (either may be none).
+pub fn earliest(
+    next_check: Option<DateTime<Utc>>,
+    at: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    match (next_check, at) {
+        (Some(n), Some(at)) => Some(n.min(at)),
+        (n, at) => n.or(at),
+    }
+}
+
+/// What an emergency rotation (`--revoke-old`) does with a secret other than the new one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Revoke<'a> {
+    /// The policy lets the rotator delete it: it goes now.
+    Delete(SecretId),
+    /// Unmanaged with `retire_unmanaged: false`, and unexpired: it still gets tokens.
+    LeaveValid(&'a ClientSecret),
+}
+
+/// The revoke rule: for each of `secrets` (listed after the publish) but `current`, in
+/// their order, whether it is deleted now or left valid (an expired unmanaged one is
+/// neither: it no longer works and is not the rotator's).
+pub fn revoke(
+    secrets: &[ClientSecret],
+    current: SecretId,
+    retire_unmanaged: bool,
+    now: DateTime<Utc>,
+) -> Vec<Revoke<'_>> {
+    secrets
+        .iter()
+        .filter(|s| s.id != current)
+        .filter_map(|s| {
+            if is_managed(s) || retire_unmanaged {
+                Some(Revoke::Delete(s.id))
+            } else {
+                (!s.is_expired(now)).then_some(Revoke::LeaveValid(s))
+            }
+        })
+        .collect()
+}
+
 /// Whether `s` is the secret the store's record names: the same id and, for a managed
 /// secret, created no later than the record was published (an id that CDS handed out
 /// again after the recorded secret was deleted belongs to a newer secret).
 fn is_recorded_secret(s: &ClientSecret, r: &StoreRecord) -> bool {
     s.id == r.secret_id
-        && Marker::parse(s.description.as_deref()).is_none_or(|m| {
+        && managed(s).is_none_or(|m| {
             plus(r.published_at, CLOCK_SKEW_MARGIN).is_none_or(|published| m.created <= published)
         })
 }
@@ -1304,5 +1515,181 @@ mod tests {
         assert_eq!(w.next_check, Some(later + PICKUP_FALLBACK));
         let w = pickup_wait(&r, Duration::MAX, Some(Duration::MAX), None, now());
         assert!(!w.overdue && w.deadline.is_none());
+    }
+
+    /// Ten secrets: the current one expiring in 20 days (a rotation is due) and nine
+    /// superseded ones past their grace.
+    fn ten_with_nine_to_retire() -> (Vec<ClientSecret>, StoreRecord) {
+        let published = now() - Duration::days(70);
+        let mut s = vec![managed(1, published, now() + Duration::days(20))];
+        s.extend(
+            (2..=10).map(|i| managed(i, now() - Duration::days(100), now() + Duration::days(20))),
+        );
+        (s, record(1, published))
+    }
+
+    #[test]
+    fn at_ten_secrets_a_rotation_has_room_only_once_the_pickup_confirms_the_retire() {
+        let (s, r) = ten_with_nine_to_retire();
+        let plan = decide(
+            &s,
+            Some(&r),
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
+        assert_eq!(plan.retire.len(), 9);
+        assert!(plan.rotate.is_some());
+        assert_eq!(plan.room, Room::OnceRetired);
+        assert!(
+            !plan.has_room(),
+            "a retire nobody asked about frees nothing"
+        );
+
+        // What `plan` shows and what make_room does are the same decision.
+        let held = plan.clone().after_pickup(false);
+        assert_eq!(held.room, Room::Full);
+        assert!(held.full && !held.has_room());
+        assert!(held.retire_now().is_empty());
+        assert_eq!(
+            held.retire.len(),
+            9,
+            "still listed: they are kept for pickup"
+        );
+        assert_eq!(held.remaining(&s).len(), 10);
+
+        let confirmed = plan.after_pickup(true);
+        assert_eq!(confirmed.room, Room::Free);
+        assert!(!confirmed.full && confirmed.has_room());
+        assert_eq!(confirmed.retire_now().len(), 9);
+        assert_eq!(confirmed.remaining(&s).len(), 1);
+    }
+
+    #[test]
+    fn the_pickup_answer_changes_nothing_when_the_room_does_not_depend_on_it() {
+        let s = [managed(
+            1,
+            now() - Duration::days(70),
+            now() + Duration::days(20),
+        )];
+        let plan = decide(
+            &s,
+            Some(&record(1, now() - Duration::days(70))),
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
+        assert_eq!(plan.room, Room::Free);
+        assert_eq!(
+            plan.clone().after_pickup(false),
+            Plan {
+                retire_held: false,
+                ..plan
+            }
+        );
+        let mut s: Vec<_> = (1..=10)
+            .map(|i| unmanaged(i, now() + Duration::days(5)))
+            .collect();
+        s[0] = managed(1, now() - Duration::days(70), now() + Duration::days(20));
+        let plan = decide(
+            &s,
+            Some(&record(1, now() - Duration::days(70))),
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
+        assert_eq!(plan.room, Room::Full);
+        assert!(plan.after_pickup(true).full);
+    }
+
+    #[test]
+    fn an_emergency_rotation_deletes_what_the_policy_lets_it_and_leaves_the_rest_valid() {
+        let s = [
+            managed(1, now() - Duration::days(70), now() + Duration::days(20)),
+            unmanaged(2, now() + Duration::days(5)),
+            unmanaged(3, now() - Duration::days(1)),
+            managed(4, now(), now() + Duration::days(90)),
+        ];
+        assert_eq!(
+            revoke(&s, 4, false, now()),
+            vec![Revoke::Delete(1), Revoke::LeaveValid(&s[1])]
+        );
+        assert_eq!(
+            revoke(&s, 4, true, now()),
+            vec![Revoke::Delete(1), Revoke::Delete(2), Revoke::Delete(3)]
+        );
+    }
+
+    #[test]
+    fn the_record_is_missing_only_without_one_and_with_something_consumers_may_hold() {
+        let s = [managed(
+            1,
+            now() - Duration::days(1),
+            now() + Duration::days(80),
+        )];
+        let plan = decide(
+            &s,
+            None,
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
+        assert!(record_missing(None, false, &plan));
+        let r = record(1, now() - Duration::days(1));
+        assert!(!record_missing(Some(&r), true, &plan));
+        let none = decide(
+            &[],
+            None,
+            &timing(),
+            LateWrite::Never,
+            false,
+            false,
+            Window::Open,
+            now(),
+        );
+        assert!(!record_missing(None, false, &none));
+        assert!(record_missing(None, true, &none));
+    }
+
+    #[test]
+    fn the_next_check_is_the_earliest_of_what_asks_for_one() {
+        let (a, b) = (now(), now() + Duration::hours(1));
+        assert_eq!(earliest(None, None), None);
+        assert_eq!(earliest(Some(b), None), Some(b));
+        assert_eq!(earliest(None, Some(a)), Some(a));
+        assert_eq!(earliest(Some(b), Some(a)), Some(a));
+        assert_eq!(earliest(Some(a), Some(b)), Some(a));
+    }
+
+    #[test]
+    fn only_a_secret_with_the_rotators_marker_is_managed() {
+        let m = managed(1, now(), now() + Duration::days(90));
+        assert_eq!(super::managed(&m).map(|m| m.created), Some(now()));
+        assert!(is_managed(&m));
+        assert!(!is_managed(&unmanaged(2, now())));
+    }
+
+    #[test]
+    fn a_pass_outside_its_window_waits_for_the_schedules_next_time() {
+        let schedule = Timing::default().schedule;
+        assert_eq!(Window::of(true, &schedule, now()), Window::Open);
+        assert_eq!(
+            Window::of(false, &schedule, now()),
+            Window::Closed {
+                next: schedule.next_after(now())
+            }
+        );
     }
 }

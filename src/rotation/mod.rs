@@ -4,12 +4,21 @@
 //! `announce`. Nothing that correctness depends on is kept in memory between passes: a
 //! pass that dies anywhere is finished or cleaned up by the next one.
 //!
+//! A pass reads as the design's steps: observe, then [`decide`] (pure: every rule,
+//! including pickup gating and making room, so `plan` and `status` take the same
+//! observe and decide and say what the pass then does), then act on the plan. The new
+//! secret's life is a type ([`new_secret`]: `Created → Verified → Published | InDoubt`),
+//! so only one that nobody holds can be deleted again; [`error_policy`] says what a
+//! failure means. The [`PassReport`] is written by the steps, never read back by them.
+//!
 //! Not here: when passes run (that is `daemon`), and how CDS or a store is reached (the
 //! reconciler sees only the [`ConnectApi`], [`SecretStore`] and [`Notifier`] traits).
 
 pub mod decide;
+pub mod error_policy;
 pub mod last_result;
 pub mod marker;
+pub mod new_secret;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,15 +28,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::audit::{Action, Outcome};
 use crate::clock::Clock;
-use crate::connect::{
-    ClientSecret, ConnectApi, ConnectError, CreatedSecret, MAX_SECRETS_PER_CLIENT, NewSecret,
-};
+use crate::connect::{ClientSecret, ConnectApi, ConnectError, MAX_SECRETS_PER_CLIENT, NewSecret};
 use crate::domain::{ClientRef, Current, Event, EventKind, Fingerprint, SecretId, StoreRecord};
 use crate::lock::{ClientLock, LockError};
 use crate::notify::Notifier;
@@ -37,26 +43,15 @@ use crate::stop::Stop;
 use crate::store::{SecretStore, StoreError};
 use crate::writes::Writes;
 pub use decide::{DeleteReason, Plan, RotateReason, Window, decide};
+use error_policy::{OnError, Refused, error_policy};
 use marker::Marker;
+use new_secret::{Created, Facts, Publish, Published, Undo, Verified};
 
 /// How long a pass waits for another rotator to release a client.
 const LOCK_WAIT: StdDuration = StdDuration::from_secs(30);
 
 /// How many times a create is attempted when its answer is lost.
 const CREATE_ATTEMPTS: u32 = 3;
-
-/// How long a publish under way may still take once a stop came (the rest of the
-/// 10 seconds a stop may take is for undoing and reporting).
-const PUBLISH_STOP_GRACE: StdDuration = StdDuration::from_secs(5);
-
-/// How often verify asks again while CDS does not accept a new secret yet. Fixed and
-/// short, so a pass ends soon after the secret has propagated: a doubling backoff
-/// overshot the propagation delay by up to 2×, with the client's slot held all along.
-const VERIFY_POLL: StdDuration = StdDuration::from_millis(250);
-
-/// The longest wait between verify's tries after throttling or a server error (the
-/// CDS client already honoured `Retry-After` and backed off within each request).
-const VERIFY_BACKOFF_MAX: StdDuration = StdDuration::from_secs(15);
 
 tokio::task_local! {
     /// The concurrency slot of the pass running on this task (see [`Reconciler::run_each`]).
@@ -281,30 +276,26 @@ pub enum StepError {
     },
 }
 
-impl StepError {
-    /// Whether this is the pass giving way to a stop, with nothing left to clean up.
-    fn is_stop(&self) -> bool {
-        match self {
-            StepError::Interrupted => true,
-            StepError::Stopped { cleanup, .. } => cleanup.is_empty(),
-            // A request cut short or abandoned because of the stop: nothing was changed
-            // that the next pass does not finish (a create in doubt is found by its
-            // marker and cleaned up as an orphan).
-            StepError::Connect(
-                ConnectError::Stopped { .. }
-                | ConnectError::Transport { .. }
-                | ConnectError::OutcomeUnknown { .. },
-            ) => true,
-            _ => false,
-        }
-    }
-}
-
 /// A step that failed, before it is tied to its client.
 #[derive(Debug)]
 struct Failed {
     step: Step,
     source: StepError,
+}
+
+/// What a pass observed and decided: what every acting step reads (the report is only
+/// written).
+struct Seen {
+    /// The client's secrets as listed.
+    secrets: Vec<ClientSecret>,
+    /// The store's record, if it has one.
+    record: Option<StoreRecord>,
+    /// The store holds a value without a record (see [`Current::Unrecorded`]).
+    unrecorded: bool,
+    /// What decide made of it.
+    plan: Plan,
+    /// When it was observed.
+    now: DateTime<Utc>,
 }
 
 /// Tags a step's error with the step: `.map_err(at(Step::Observe))`.
@@ -728,7 +719,11 @@ impl Reconciler {
                 .send(&key, &notifiers, event, &self.stop)
                 .await;
         }
-        let again = |job: &ClientJob| plus(self.clock.now(), job.timing.retry_interval);
+        let again =
+            |job: &ClientJob, error: &StepError| match error_policy(error, false, &job.timing) {
+                OnError::Failed { retry_after } => plus(self.clock.now(), retry_after),
+                OnError::GaveWay => None,
+            };
         Some(
             jobs.iter()
                 .map(|(job, options)| {
@@ -740,15 +735,16 @@ impl Reconciler {
                             &job.client.client_id,
                         );
                     }
+                    let source = StepError::NoToken {
+                        detail: detail.clone(),
+                    };
+                    report.next_check = again(job, &source);
                     report.error = Some(RotationError {
                         client: job.name.clone(),
                         client_id: job.client.client_id.clone(),
                         step: Step::Observe,
-                        source: StepError::NoToken {
-                            detail: detail.clone(),
-                        },
+                        source,
                     });
-                    report.next_check = again(job);
                     Some(report)
                 })
                 .collect(),
@@ -783,7 +779,9 @@ impl Reconciler {
     }
 
     /// The steps of design.md, in order. A stop asked for between steps ends the pass
-    /// with `report.stopped` set; a failed step ends it with its error.
+    /// with `report.stopped` set; a failed step ends it with its error. `plan` and
+    /// `status` (a dry run) take the same observe and decide, then only ask the pickup
+    /// check; nothing below [`Reconciler::act`] knows about dry runs.
     async fn steps(
         &self,
         job: &ClientJob,
@@ -798,18 +796,36 @@ impl Reconciler {
         } else {
             Some(self.lock(job).await.map_err(at(Step::Lock))?)
         };
+        let seen = self
+            .observe_and_decide(job, options)
+            .await
+            .map_err(at(Step::Observe))?;
+        report.secrets = seen.secrets.clone();
+        report.record = seen.record.clone();
+        report.unrecorded = seen.unrecorded;
+        report.plan = Some(seen.plan.clone());
+        report.next_check = seen.plan.next_check;
+        if options.dry_run {
+            // Reads only: what the pickup check says now, for `plan` and `status`.
+            let plan = self.gate_pickup(job, &seen, report, false).await;
+            report.plan = Some(plan);
+            return Ok(());
+        }
+        self.act(job, options, &seen, report).await
+    }
+
+    /// observe, then decide: everything a pass acts on, read once.
+    async fn observe_and_decide(
+        &self,
+        job: &ClientJob,
+        options: PassOptions,
+    ) -> Result<Seen, StepError> {
         let started = std::time::Instant::now();
-        let (secrets, current) = self.observe(job).await.map_err(at(Step::Observe))?;
+        let (secrets, current) = self.observe(job).await?;
         timed(Step::Observe, started);
         let unrecorded = current == Current::Unrecorded;
         let now = self.clock.now();
-        let window = if options.in_window {
-            Window::Open
-        } else {
-            Window::Closed {
-                next: job.timing.schedule.next_after(now),
-            }
-        };
+        let window = Window::of(options.in_window, &job.timing.schedule, now);
         let plan = decide(
             &secrets,
             current.record(),
@@ -837,21 +853,27 @@ impl Reconciler {
             retire = plan.retire.len(),
             "observed"
         );
-        report.secrets = secrets;
-        report.record = current.into_record();
-        report.unrecorded = unrecorded;
-        report.plan = Some(plan.clone());
-        report.next_check = plan.next_check;
-        if options.dry_run {
-            // Reads only: what the pickup check says now, for `plan` and `status`.
-            if !plan.retire.is_empty() {
-                self.pickup_confirmed(job, now, report, false).await;
-            }
-            return Ok(());
-        }
-        self.alert(job, &plan, report).await;
+        Ok(Seen {
+            secrets,
+            record: current.into_record(),
+            unrecorded,
+            plan,
+            now,
+        })
+    }
+
+    /// The acting steps, following what was decided: alert, clean up, retire, make room,
+    /// then create, verify, publish, announce (and the self-check, the revoke).
+    async fn act(
+        &self,
+        job: &ClientJob,
+        options: PassOptions,
+        seen: &Seen,
+        report: &mut PassReport,
+    ) -> Result<(), Failed> {
+        self.alert(job, seen).await;
         let started = std::time::Instant::now();
-        self.clean_up(job, &plan, report)
+        self.clean_up(job, &seen.plan, report)
             .await
             .map_err(at(Step::CleanUp))?;
         timed(Step::CleanUp, started);
@@ -859,10 +881,12 @@ impl Reconciler {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        self.retire(job, &plan, now, report)
+        let plan = self
+            .retire(job, seen, report)
             .await
             .map_err(at(Step::Retire))?;
         timed(Step::Retire, started);
+        report.plan = Some(plan.clone());
         let Some(reason) = plan.rotate.clone() else {
             return Ok(());
         };
@@ -870,14 +894,13 @@ impl Reconciler {
             return Ok(());
         }
         info!(step = "decide", reason = %reason, "rotation due");
-        self.make_room(job, &plan, report)
+        self.make_room(job, seen, &plan)
             .map_err(at(Step::MakeRoom))?;
         let rotated = self.rotate(job, options.revoke_old).await?;
+        let new_id = rotated.secret_id;
         // Look again when the superseded secret's grace ends (or earlier, if an orphan
         // ripens first).
-        if let Some(grace_end) = plus(now, job.timing.grace) {
-            report.next_check = Some(report.next_check.map_or(grace_end, |n| n.min(grace_end)));
-        }
+        report.next_check = decide::earliest(report.next_check, plus(seen.now, job.timing.grace));
         report.rotated = Some(rotated);
         if job.client.client_id == self.own_client_id {
             // The rotator's own credential: switch to the new secret and prove it with a
@@ -891,46 +914,51 @@ impl Reconciler {
         }
         if options.revoke_old {
             retake_slot().await;
-            self.revoke(job, report).await.map_err(at(Step::Retire))?;
+            self.revoke(job, new_id, report)
+                .await
+                .map_err(at(Step::Retire))?;
         }
         Ok(())
     }
 
-    /// The end of an emergency rotation: every secret but the one just published that
-    /// the policy lets the rotator delete (managed ones; unmanaged ones with
-    /// `retire_unmanaged`) goes now. Listed afresh: the pass's first listing predates
-    /// the new secret. A stop does not skip it (each delete still gets the HTTP client's
-    /// stop grace): the leaked value should not outlive the rotation.
-    async fn revoke(&self, job: &ClientJob, report: &mut PassReport) -> Result<(), StepError> {
-        let Some(current) = report.rotated.as_ref().map(|r| r.secret_id) else {
-            return Ok(());
-        };
+    /// The end of an emergency rotation: every secret but the one just published
+    /// (`current`) that the policy lets the rotator delete goes now ([`decide::revoke`]).
+    /// Listed afresh: the pass's first listing predates the new secret. A stop does not
+    /// skip it (each delete still gets the HTTP client's stop grace): the leaked value
+    /// should not outlive the rotation.
+    async fn revoke(
+        &self,
+        job: &ClientJob,
+        current: SecretId,
+        report: &mut PassReport,
+    ) -> Result<(), StepError> {
         let secrets = self.connect.list_secrets(&job.client).await?;
         let mut revoked = Vec::new();
+        let mut left_valid = Vec::new();
         let mut result = Ok(());
         let now = self.clock.now();
-        for s in secrets.iter().filter(|s| s.id != current) {
-            let managed = Marker::parse(s.description.as_deref()).is_some();
-            if !managed && !job.retire_unmanaged {
-                if !s.is_expired(now) {
-                    report.left_valid.push(s.clone());
+        for what in decide::revoke(&secrets, current, job.retire_unmanaged, now) {
+            let id = match what {
+                decide::Revoke::LeaveValid(s) => {
+                    left_valid.push(s.clone());
+                    continue;
                 }
-                continue;
-            }
+                decide::Revoke::Delete(id) => id,
+            };
             if let Err(e) = self
-                .delete(job, s.id, Step::Retire, DeleteReason::Revoked)
+                .delete(job, id, Step::Retire, DeleteReason::Revoked)
                 .await
             {
                 result = Err(e);
                 break;
             }
-            report.deleted.push((s.id, DeleteReason::Revoked));
-            revoked.push(s.id);
+            report.deleted.push((id, DeleteReason::Revoked));
+            revoked.push(id);
         }
         // What still gets tokens is said as plainly as what was revoked: the leaked value
         // may be among it.
-        let left = (!report.left_valid.is_empty()).then(|| {
-            let kept: Vec<&ClientSecret> = report.left_valid.iter().collect();
+        let left = (!left_valid.is_empty()).then(|| {
+            let kept: Vec<&ClientSecret> = left_valid.iter().collect();
             format!(
                 "still valid, not revoked: {}; {}",
                 listing(&kept),
@@ -938,8 +966,9 @@ impl Reconciler {
             )
         });
         if let Some(left) = &left {
-            warn!(step = "retire", secret_ids = ?report.left_valid.iter().map(|s| s.id).collect::<Vec<_>>(), "{left}");
+            warn!(step = "retire", secret_ids = ?left_valid.iter().map(|s| s.id).collect::<Vec<_>>(), "{left}");
         }
+        report.left_valid.extend(left_valid);
         if !revoked.is_empty() || left.is_some() {
             self.announce(job, EventKind::Retired, |e| {
                 e.secret_ids = revoked;
@@ -993,18 +1022,19 @@ impl Reconciler {
     }
 
     /// Warns about what consumers may be broken by, or what the rotator cannot prove.
-    async fn alert(&self, job: &ClientJob, plan: &Plan, report: &PassReport) {
+    async fn alert(&self, job: &ClientJob, seen: &Seen) {
+        let plan = &seen.plan;
         if let Some(reason) = plan.rotate.as_ref().filter(|r| r.current_invalid()) {
             warn!(step = "observe", reason = %reason, "the store's current secret does not work in CDS; rotating now");
             self.announce(job, EventKind::StoreCurrentInvalid, |e| {
-                e.secret_ids = report.record.iter().map(|r| r.secret_id).collect();
+                e.secret_ids = seen.record.iter().map(|r| r.secret_id).collect();
                 e.detail = Some(reason.to_string());
             })
             .await;
         }
-        if report.record.is_none() && (report.unrecorded || !plan.possibly_in_use.is_empty()) {
+        if decide::record_missing(seen.record.as_ref(), seen.unrecorded, plan) {
             let location = job.store.location(&job.store_key);
-            let detail = record_missing(&location, report.unrecorded, &plan.possibly_in_use);
+            let detail = record_missing(&location, seen.unrecorded, &plan.possibly_in_use);
             warn!(step = "observe", store = %location, kept = ?plan.possibly_in_use, "{detail}");
             self.announce(job, EventKind::StoreRecordMissing, |e| {
                 e.secret_ids = plan.possibly_in_use.clone();
@@ -1013,21 +1043,20 @@ impl Reconciler {
             })
             .await;
         }
-        self.alert_expiring_unmanaged(job, plan, report).await;
+        self.alert_expiring_unmanaged(job, seen).await;
     }
 
     /// Tells, once per process, about secrets the rotator does not manage that expire
     /// within `rotate_before` or never.
-    async fn alert_expiring_unmanaged(&self, job: &ClientJob, plan: &Plan, report: &PassReport) {
+    async fn alert_expiring_unmanaged(&self, job: &ClientJob, seen: &Seen) {
         let fresh: Vec<&ClientSecret> = {
             let mut told = self
                 .told_expiring
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            report
-                .secrets
+            seen.secrets
                 .iter()
-                .filter(|s| plan.expiring_unmanaged.contains(&s.id))
+                .filter(|s| seen.plan.expiring_unmanaged.contains(&s.id))
                 .filter(|s| told.insert((job.client.client_id.clone(), s.id)))
                 .collect()
         };
@@ -1089,22 +1118,17 @@ impl Reconciler {
     }
 
     /// retire: superseded secrets past their grace, once the pickup check confirms.
+    /// Gives back the plan as the pickup check left it ([`Plan::after_pickup`]).
     async fn retire(
         &self,
         job: &ClientJob,
-        plan: &Plan,
-        now: DateTime<Utc>,
+        seen: &Seen,
         report: &mut PassReport,
-    ) -> Result<(), StepError> {
-        if plan.retire.is_empty() || report.record.is_none() {
-            return Ok(());
-        }
-        if !self.pickup_confirmed(job, now, report, true).await {
-            return Ok(());
-        }
+    ) -> Result<Plan, StepError> {
+        let plan = self.gate_pickup(job, seen, report, true).await;
         let mut retired = Vec::new();
         let mut result = Ok(());
-        for &id in &plan.retire {
+        for &id in plan.retire_now() {
             if self.stop_here(report, "while retiring old secrets") {
                 break;
             }
@@ -1122,40 +1146,44 @@ impl Reconciler {
             self.announce(job, EventKind::Retired, |e| e.secret_ids = retired)
                 .await;
         }
-        result
+        result.map(|()| plan)
     }
 
-    /// Asks the pickup check about the current record. While it is pending: records why
-    /// in the report, asks for a follow-up (decide::pickup_wait) and, past the timeout,
-    /// sends `pickup_timeout` once per published secret (when `announce`).
-    async fn pickup_confirmed(
+    /// Pickup gating: when the plan retires secrets, asks the pickup check about the
+    /// current record and gives back the plan as its answer leaves it. While it is
+    /// pending: records why in the report, asks for a follow-up (decide::pickup_wait)
+    /// and, past the timeout, sends `pickup_timeout` once per published secret (when
+    /// `announce`).
+    async fn gate_pickup(
         &self,
         job: &ClientJob,
-        now: DateTime<Utc>,
+        seen: &Seen,
         report: &mut PassReport,
         announce: bool,
-    ) -> bool {
-        let Some(current) = report.record.clone() else {
-            return false;
+    ) -> Plan {
+        let plan = seen.plan.clone();
+        if plan.retire.is_empty() {
+            return plan;
+        }
+        let Some(current) = &seen.record else {
+            return plan.after_pickup(false);
         };
-        let why = match job.pickup.check(&current).await {
-            Pickup::Confirmed => return true,
+        let why = match job.pickup.check(current).await {
+            Pickup::Confirmed => return plan.after_pickup(true),
             Pickup::Pending(why) => why,
         };
         let wait = decide::pickup_wait(
-            &current,
+            current,
             job.timing.grace,
             job.pickup.timeout(),
             job.pickup.interval(),
-            now,
+            seen.now,
         );
         info!(step = "retire", waiting_for = %why, next_check = wait.next_check.map(rfc3339), overdue = wait.overdue, "pickup not confirmed yet; old secrets kept");
-        if let Some(again) = wait.next_check {
-            report.next_check = Some(report.next_check.map_or(again, |n| n.min(again)));
-        }
-        if wait.overdue && announce && self.first_pickup_timeout(job, &current) {
+        report.next_check = decide::earliest(report.next_check, wait.next_check);
+        if wait.overdue && announce && self.first_pickup_timeout(job, current) {
             let kept: Vec<SecretId> = std::iter::once(current.secret_id)
-                .chain(report.plan.iter().flat_map(|p| p.retire.iter().copied()))
+                .chain(plan.retire.iter().copied())
                 .collect();
             warn!(step = "retire", fingerprint = %current.fingerprint, kept = ?kept, waiting_for = %why, "pickup not confirmed within the timeout after grace; both secrets are kept and the check goes on");
             self.announce(job, EventKind::PickupTimeout, |e| {
@@ -1172,7 +1200,7 @@ impl Reconciler {
             deadline: wait.deadline,
             overdue: wait.overdue,
         });
-        false
+        plan.after_pickup(false)
     }
 
     /// Whether no `pickup_timeout` was sent yet for `current` (and marks it sent).
@@ -1189,75 +1217,101 @@ impl Reconciler {
         true
     }
 
-    /// make_room: CDS holds at most 10 secrets; never go past it (I5).
-    fn make_room(
-        &self,
-        job: &ClientJob,
-        plan: &Plan,
-        report: &PassReport,
-    ) -> Result<(), StepError> {
-        let remaining: Vec<&ClientSecret> = report
-            .secrets
-            .iter()
-            .filter(|s| !report.deleted.iter().any(|(id, _)| *id == s.id))
-            .collect();
-        if remaining.len() >= MAX_SECRETS_PER_CLIENT {
-            return Err(StepError::Full {
-                count: remaining.len(),
-                listing: listing(&remaining),
-                hint: full_hint(job, plan, report, &remaining),
-            });
+    /// make_room: CDS holds at most 10 secrets; never go past it (I5). Follows the
+    /// plan's room decision ([`Plan::has_room`]), the one `plan` and `status` show.
+    fn make_room(&self, job: &ClientJob, seen: &Seen, plan: &Plan) -> Result<(), StepError> {
+        if plan.has_room() {
+            return Ok(());
         }
-        Ok(())
+        let remaining = plan.remaining(&seen.secrets);
+        Err(StepError::Full {
+            count: remaining.len(),
+            listing: listing(&remaining),
+            hint: full_hint(job, plan, seen.record.as_ref(), &remaining),
+        })
     }
 
     /// create, verify, publish, announce. Any failure after the create deletes the new
-    /// secret again, so the store and CDS stay as they were.
+    /// secret again while nobody can hold it ([`Created`], [`Verified`]), so the store
+    /// and CDS stay as they were; one that may be held ([`new_secret::InDoubt`]) is kept.
     async fn rotate(&self, job: &ClientJob, emergency: bool) -> Result<Rotated, Failed> {
         let started = std::time::Instant::now();
         let created = self.create(job).await.map_err(at(Step::Create))?;
-        let id = created.secret.id;
-        let expiration = created
-            .secret
-            .expiration
-            .unwrap_or_else(|| self.clock.now());
-        let fingerprint = Fingerprint::of(&created.value);
+        let Facts {
+            id,
+            fingerprint,
+            expiration,
+        } = created.facts().clone();
         // Programs that read the store must not get it into our log (nor the one before).
-        crate::command::hold(&format!("client {}", job.name), &created.value);
+        crate::command::hold(&format!("client {}", job.name), created.value());
         timed(Step::Create, started);
         info!(step = "create", secret_id = id, expiration = %rfc3339(expiration), fingerprint = %fingerprint, "created");
 
-        // verify
+        let verified = self.verify(job, created).await?;
+        let published = self.publish(job, verified).await?;
+        let location = job.store.location(&job.store_key);
+        info!(step = "publish", secret_id = id, fingerprint = %fingerprint, store = %location, "published");
+
+        let rotated = Rotated {
+            secret_id: published.facts().id,
+            fingerprint,
+            expiration,
+            location,
+        };
+        self.announce(job, EventKind::Rotated, |e| {
+            e.secret_ids = vec![id];
+            e.fingerprint = Some(rotated.fingerprint.clone());
+            e.expiration = Some(expiration);
+            e.store_location = Some(rotated.location.clone());
+            e.reason = emergency.then(|| "emergency".to_owned());
+        })
+        .await;
+        Ok(rotated)
+    }
+
+    /// verify: a token with the new secret, within `verify_timeout`; on failure (or a
+    /// stop) the new secret is deleted again.
+    async fn verify(&self, job: &ClientJob, created: Created) -> Result<Verified, Failed> {
         let waited = job.timing.verify_timeout.to_std().unwrap_or_default();
         let started = std::time::Instant::now();
-        if let Err(last) = self
-            .verify(&job.client.client_id, &created.value, waited)
-            .await
-        {
-            let cleanup = self.undo_create(job, id, Step::Verify).await;
-            let source = if self.stopping() {
-                StepError::Stopped {
-                    secret_id: id,
-                    cleanup,
-                }
-            } else {
-                StepError::Verify {
-                    secret_id: id,
-                    waited: waited.as_secs(),
-                    last,
-                    cleanup,
-                }
-            };
-            return Err(at(Step::Verify)(source));
-        }
-        timed(Step::Verify, started);
-        info!(
-            step = "verify",
-            secret_id = id,
-            "the new secret gets tokens"
-        );
+        let verified = created
+            .verify(&*self.connect, &job.client.client_id, waited, &self.stop)
+            .await;
+        let (created, last) = match verified {
+            Ok(verified) => {
+                timed(Step::Verify, started);
+                info!(
+                    step = "verify",
+                    secret_id = verified.facts().id,
+                    "the new secret gets tokens"
+                );
+                return Ok(verified);
+            }
+            Err(failed) => failed,
+        };
+        let secret_id = created.facts().id;
+        let cleanup = self.undo_create(job, created.undo(), Step::Verify).await;
+        let source = if self.stopping() {
+            StepError::Stopped { secret_id, cleanup }
+        } else {
+            StepError::Verify {
+                secret_id,
+                waited: waited.as_secs(),
+                last,
+                cleanup,
+            }
+        };
+        Err(at(Step::Verify)(source))
+    }
 
-        // publish, only while the lease surely holds
+    /// publish, only while the lease surely holds. A refused publish deletes the new
+    /// secret again; one in doubt or given up at a stop keeps it.
+    async fn publish(&self, job: &ClientJob, verified: Verified) -> Result<Published, Failed> {
+        let Facts {
+            id,
+            fingerprint,
+            expiration,
+        } = verified.facts().clone();
         if let Err(StepError::LeaseLost) = self.fenced() {
             return Err(at(Step::Publish)(StepError::LeaseLostUndone {
                 secret_id: id,
@@ -1276,97 +1330,68 @@ impl Reconciler {
         // passes that wait to talk to CDS; only the steps that talk to CDS again take a
         // slot again (undoing the create, the self-check, revoking).
         release_slot();
-        // A publish under way when a stop comes gets PUBLISH_STOP_GRACE to end; one
-        // still settling a lost answer then is given up: its write is in doubt, and the
-        // new secret is kept like any other in doubt.
-        let given_up = async {
-            self.stop.wait().await;
-            tokio::time::sleep(PUBLISH_STOP_GRACE).await;
-        };
         let writes = self.writes();
-        let published = tokio::select! {
-            biased;
-            published = job.store.publish_through(&writes, &job.store_key, &created.value, &record) => Some(published),
-            () = given_up => None,
-        };
-        let Some(published) = published else {
-            timed(Step::Publish, started);
-            let location = job.store.location(&job.store_key);
-            self.audit(job, Action::Publish, Step::Publish, |e| {
-                e.secret_id = Some(id);
-                e.store = Some(location.clone());
-                e.fingerprint = Some(fingerprint.to_string());
-                e.result = Outcome::Unknown;
-                e.error = Some("given up at a stop before its answer came".to_owned());
-            });
-            return Err(at(Step::Publish)(StepError::PublishStopped {
-                secret_id: id,
-                location,
-            }));
-        };
+        let published = verified
+            .publish(&*job.store, &writes, &job.store_key, &record, &self.stop)
+            .await;
         timed(Step::Publish, started);
         self.audit(job, Action::Publish, Step::Publish, |e| {
             e.secret_id = Some(id);
             e.store = Some(job.store.location(&job.store_key));
             e.fingerprint = Some(fingerprint.to_string());
-            if let Err(err) = &published {
-                e.result = if matches!(err, StoreError::OutcomeUnknown { .. }) {
-                    Outcome::Unknown
-                } else {
-                    Outcome::Failed
-                };
-                e.error = Some(crate::text::untrusted(&err.to_string()));
+            match &published {
+                Publish::Published(_) => {}
+                Publish::GivenUp(_) => {
+                    e.result = Outcome::Unknown;
+                    e.error = Some("given up at a stop before its answer came".to_owned());
+                }
+                Publish::InDoubt(_, err) => {
+                    e.result = Outcome::Unknown;
+                    e.error = Some(crate::text::untrusted(&err.to_string()));
+                }
+                Publish::Failed(_, err) => {
+                    e.result = Outcome::Failed;
+                    e.error = Some(crate::text::untrusted(&err.to_string()));
+                }
             }
         });
-        if let Err(source) = published {
-            if matches!(source, StoreError::OutcomeUnknown { .. }) {
-                // Consumers may hold it: keep it. The next pass reads what the store
-                // holds; a secret it does not hold is an orphan or superseded then.
-                return Err(at(Step::Publish)(StepError::PublishInDoubt {
+        match published {
+            Publish::Published(published) => Ok(published),
+            Publish::GivenUp(kept) => Err(at(Step::Publish)(StepError::PublishStopped {
+                secret_id: kept.facts().id,
+                location: job.store.location(&job.store_key),
+            })),
+            // Consumers may hold it: keep it. The next pass reads what the store holds;
+            // a secret it does not hold is an orphan or superseded then.
+            Publish::InDoubt(kept, source) => Err(at(Step::Publish)(StepError::PublishInDoubt {
+                secret_id: kept.facts().id,
+                source,
+            })),
+            Publish::Failed(verified, source) => {
+                // Refused by the lease (before or during the publish, with nothing
+                // written): no delete may be sent either; the leader deletes it as an
+                // orphan.
+                let refused = error_policy::refused_publish(&source, self.fenced().is_ok());
+                if refused == Refused::LeaveToLeader {
+                    return Err(at(Step::Publish)(StepError::LeaseLostUndone {
+                        secret_id: verified.facts().id,
+                    }));
+                }
+                retake_slot().await;
+                let cleanup = self.undo_create(job, verified.undo(), Step::Publish).await;
+                Err(at(Step::Publish)(StepError::Publish {
                     secret_id: id,
                     source,
-                }));
+                    cleanup,
+                }))
             }
-            // Refused by the lease (before or during the publish, with nothing written):
-            // no delete may be sent either; the leader deletes it as an orphan.
-            if matches!(source, StoreError::LeaseLost { .. }) || self.fenced().is_err() {
-                return Err(at(Step::Publish)(StepError::LeaseLostUndone {
-                    secret_id: id,
-                }));
-            }
-            retake_slot().await;
-            let cleanup = self.undo_create(job, id, Step::Publish).await;
-            return Err(at(Step::Publish)(StepError::Publish {
-                secret_id: id,
-                source,
-                cleanup,
-            }));
         }
-        drop(created);
-        let location = job.store.location(&job.store_key);
-        info!(step = "publish", secret_id = id, fingerprint = %fingerprint, store = %location, "published");
-
-        let rotated = Rotated {
-            secret_id: id,
-            fingerprint,
-            expiration,
-            location,
-        };
-        self.announce(job, EventKind::Rotated, |e| {
-            e.secret_ids = vec![id];
-            e.fingerprint = Some(rotated.fingerprint.clone());
-            e.expiration = Some(expiration);
-            e.store_location = Some(rotated.location.clone());
-            e.reason = emergency.then(|| "emergency".to_owned());
-        })
-        .await;
-        Ok(rotated)
     }
 
     /// Creates a secret. When the answer is lost, the secrets are listed and our own
     /// attempt is recognised by its run id: its value is unknown, so it is deleted and
     /// the create is tried again — never blindly re-posted.
-    async fn create(&self, job: &ClientJob) -> Result<CreatedSecret, StepError> {
+    async fn create(&self, job: &ClientJob) -> Result<Created, StepError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -1404,7 +1429,7 @@ impl Reconciler {
                 },
             );
             match result {
-                Ok(created) => return Ok(created),
+                Ok(created) => return Ok(Created::new(created, self.clock.now())),
                 Err(ConnectError::OutcomeUnknown { operation, detail })
                     if attempt < CREATE_ATTEMPTS =>
                 {
@@ -1446,44 +1471,10 @@ impl Reconciler {
         }
     }
 
-    /// Tries to get a token with a new secret until it works or `timeout` passes (CDS
-    /// may take a moment to accept a new secret): every [`VERIFY_POLL`] while the secret
-    /// is refused, backing off (doubling) while CDS throttles or fails.
-    async fn verify(
-        &self,
-        client_id: &str,
-        value: &SecretString,
-        timeout: StdDuration,
-    ) -> Result<(), ConnectError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut backoff = VERIFY_POLL;
-        loop {
-            let e = match self.connect.verify_secret(client_id, value).await {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            let wait = match e {
-                ConnectError::Unauthenticated { .. } => VERIFY_POLL,
-                _ => {
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(VERIFY_BACKOFF_MAX);
-                    wait
-                }
-            };
-            // Stopping: give up waiting; the caller deletes the new secret.
-            if !retry_verify(&e)
-                || self.stopping()
-                || tokio::time::Instant::now() + wait >= deadline
-            {
-                return Err(e);
-            }
-            info!(step = "verify", error = %e, wait_ms = wait.as_millis() as u64, "not accepted yet; trying again");
-            self.stop.sleep(wait).await;
-        }
-    }
-
-    /// Deletes a secret the failed pass created; says what is left if that fails too.
-    async fn undo_create(&self, job: &ClientJob, id: SecretId, step: Step) -> String {
+    /// Deletes a secret the failed pass created (only a [`Created`] or [`Verified`] one
+    /// gives the [`Undo`]); says what is left if that fails too.
+    async fn undo_create(&self, job: &ClientJob, undo: Undo, step: Step) -> String {
+        let id = undo.id();
         let result = self
             .connect
             .delete_secret(&self.writes(), &job.client, id)
@@ -1554,12 +1545,10 @@ impl Reconciler {
         if report.error.is_none() && report.stopped.is_none() {
             m.set_last_success(&job.name, self.clock.now().timestamp());
         }
-        let rotation_failed = report.error.as_ref().is_some_and(|e| {
-            matches!(
-                e.step,
-                Step::MakeRoom | Step::Create | Step::Verify | Step::Publish | Step::SelfCheck
-            )
-        });
+        let rotation_failed = report
+            .error
+            .as_ref()
+            .is_some_and(|e| error_policy::is_rotation_failure(e.step));
         if report.rotated.is_some() || rotation_failed {
             m.count_rotation(&job.name, !rotation_failed);
         }
@@ -1569,7 +1558,7 @@ impl Reconciler {
                 .iter()
                 .filter(|s| !report.deleted.iter().any(|(id, _)| *id == s.id));
             let (managed, unmanaged) = left.fold((0, 0), |(m, u), s| {
-                if Marker::parse(s.description.as_deref()).is_some() {
+                if decide::is_managed(s) {
                     (m + 1, u)
                 } else {
                     (m, u + 1)
@@ -1639,10 +1628,11 @@ impl Reconciler {
     ) -> PassReport {
         // A stop is not a failure: nobody is paged for a restart. It stays a failure only
         // when undoing an unpublished secret failed too.
-        if let Some(err) = report
+        let on_error = report
             .error
-            .take_if(|e| self.stopping() && e.source.is_stop())
-        {
+            .as_ref()
+            .map(|e| error_policy(&e.source, self.stopping(), &job.timing));
+        if let Some(err) = report.error.take_if(|_| on_error == Some(OnError::GaveWay)) {
             info!(step = %err.step, "{}", err.source);
             report.stopped = Some(format!("step {}: {}", err.step, err.source));
         }
@@ -1691,8 +1681,9 @@ impl Reconciler {
             let detail = err.to_string();
             self.announce(job, EventKind::RotationFailed, |e| e.detail = Some(detail))
                 .await;
-            if let Some(again) = plus(self.clock.now(), job.timing.retry_interval) {
-                report.next_check = Some(report.next_check.map_or(again, |n| n.min(again)));
+            if let Some(OnError::Failed { retry_after }) = on_error {
+                let again = plus(self.clock.now(), retry_after);
+                report.next_check = decide::earliest(report.next_check, again);
             }
         }
         report
@@ -1732,21 +1723,12 @@ fn timed(step: Step, started: std::time::Instant) {
     crate::metrics::get().observe_step(&step.to_string(), started.elapsed());
 }
 
-/// Whether a failed token request with a new secret is worth trying again.
-fn retry_verify(e: &ConnectError) -> bool {
-    match e {
-        ConnectError::Unauthenticated { .. } | ConnectError::Transport { .. } => true,
-        ConnectError::Api { status, .. } => *status == 429 || *status >= 500,
-        _ => false,
-    }
-}
-
 /// What would unblock a client at 10 secrets, from what the pass saw: only advice that
 /// helps (retire_unmanaged does nothing while no secret of the rotator's is current).
 fn full_hint(
     job: &ClientJob,
     plan: &Plan,
-    report: &PassReport,
+    record: Option<&StoreRecord>,
     remaining: &[&ClientSecret],
 ) -> String {
     let mut hints = Vec::new();
@@ -1759,20 +1741,17 @@ fn full_hint(
             rfc3339(*end)
         ));
     }
-    let unmanaged = remaining
-        .iter()
-        .filter(|s| Marker::parse(s.description.as_deref()).is_none())
-        .count();
+    let unmanaged = remaining.iter().filter(|s| !decide::is_managed(s)).count();
     let current_works = plan
         .rotate
         .as_ref()
         .is_none_or(|why| !why.current_invalid());
-    if report.record.is_some() && current_works && unmanaged > 0 && !job.retire_unmanaged {
+    if record.is_some() && current_works && unmanaged > 0 && !job.retire_unmanaged {
         hints.push(format!(
             "set retire_unmanaged: true to let the rotator retire the {unmanaged} secret(s) it did not create once the current one is past its grace"
         ));
     }
-    if report.record.is_none() && !plan.possibly_in_use.is_empty() {
+    if record.is_none() && !plan.possibly_in_use.is_empty() {
         hints.push(
             "restore the store's record (then superseded secrets can be retired), or delete secrets you know are unused".to_owned(),
         );
@@ -1793,7 +1772,7 @@ fn listing(secrets: &[&ClientSecret]) -> String {
     secrets
         .iter()
         .map(|s| {
-            let owner = if Marker::parse(s.description.as_deref()).is_some() {
+            let owner = if decide::is_managed(s) {
                 "managed"
             } else {
                 "unmanaged"
@@ -1816,6 +1795,190 @@ fn listing(secrets: &[&ClientSecret]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use async_trait::async_trait;
+    use chrono::TimeZone;
+    use secrecy::SecretString;
+
+    use crate::clock::ManualClock;
+    use crate::connect::CreatedSecret;
+    use crate::domain::ClientKind;
+    use crate::store::file::FileStore;
+
+    /// CDS as a list in memory: what a pass lists, creates and deletes.
+    struct Cds {
+        secrets: Mutex<Vec<ClientSecret>>,
+        creates: AtomicU64,
+    }
+
+    #[async_trait]
+    impl ConnectApi for Cds {
+        async fn list_secrets(&self, _: &ClientRef) -> Result<Vec<ClientSecret>, ConnectError> {
+            Ok(self.secrets.lock().unwrap().clone())
+        }
+        async fn create_secret(
+            &self,
+            _: &Writes,
+            _: &ClientRef,
+            new: &NewSecret,
+        ) -> Result<CreatedSecret, ConnectError> {
+            self.creates.fetch_add(1, Ordering::Relaxed);
+            let secret = ClientSecret {
+                id: 11,
+                description: Some(new.description.clone()),
+                expiration: Some(new.expiration),
+                expires: Some(true),
+            };
+            self.secrets.lock().unwrap().push(secret.clone());
+            Ok(CreatedSecret {
+                secret,
+                value: SecretString::from("new value".to_owned()),
+            })
+        }
+        async fn delete_secret(
+            &self,
+            _: &Writes,
+            _: &ClientRef,
+            id: SecretId,
+        ) -> Result<(), ConnectError> {
+            self.secrets.lock().unwrap().retain(|s| s.id != id);
+            Ok(())
+        }
+        async fn verify_secret(&self, _: &str, _: &SecretString) -> Result<(), ConnectError> {
+            Ok(())
+        }
+        async fn check_credential(&self) -> Result<(), ConnectError> {
+            Ok(())
+        }
+        async fn client_exists(&self, _: &ClientRef) -> Result<bool, ConnectError> {
+            Ok(true)
+        }
+    }
+
+    /// A pickup check that always says the same.
+    struct Says(bool);
+
+    #[async_trait]
+    impl PickupCheck for Says {
+        async fn check(&self, _: &StoreRecord) -> Pickup {
+            if self.0 {
+                Pickup::Confirmed
+            } else {
+                Pickup::Pending("the app still reports the old fingerprint".to_owned())
+            }
+        }
+    }
+
+    /// Ten secrets: the store's current one (published 70 days ago, expiring in 20, so
+    /// a rotation is due) and nine superseded ones past their grace, which only a
+    /// confirmed pickup retires.
+    async fn ten_secrets(
+        pickup: bool,
+        dir: &std::path::Path,
+    ) -> (Arc<Reconciler>, Arc<Cds>, Arc<ClientJob>) {
+        let now = Utc.with_ymd_and_hms(2026, 6, 1, 3, 0, 0).unwrap();
+        let managed = |id, created| ClientSecret {
+            id,
+            description: Some(
+                Marker {
+                    created,
+                    run: format!("r.{id}"),
+                }
+                .description(),
+            ),
+            expiration: Some(now + chrono::Duration::days(20)),
+            expires: Some(true),
+        };
+        let published = now - chrono::Duration::days(70);
+        let mut secrets = vec![managed(1, published - chrono::Duration::minutes(1))];
+        secrets.extend((2..=10).map(|id| managed(id, now - chrono::Duration::days(100))));
+        let cds = Arc::new(Cds {
+            secrets: Mutex::new(secrets),
+            creates: AtomicU64::new(0),
+        });
+        let client = ClientRef {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            kind: ClientKind::ClientCredentials,
+        };
+        let store = Arc::new(FileStore::new("files", dir.join("store")));
+        std::fs::create_dir_all(dir.join("store")).unwrap();
+        std::fs::create_dir_all(dir.join("locks")).unwrap();
+        let record = StoreRecord {
+            client_id: "c".into(),
+            tenant_id: "t".into(),
+            secret_id: 1,
+            expiration: now + chrono::Duration::days(20),
+            published_at: published,
+            fingerprint: Fingerprint::of_bytes(b"old value"),
+        };
+        store
+            .publish("app", &SecretString::from("old value".to_owned()), &record)
+            .await
+            .unwrap();
+        let job = Arc::new(ClientJob {
+            name: "app".into(),
+            client,
+            store,
+            store_key: "app".into(),
+            notifiers: Vec::new(),
+            pickup: Arc::new(Says(pickup)),
+            timing: Timing::default(),
+            retire_unmanaged: false,
+        });
+        let reconciler = Arc::new(Reconciler::new(
+            Arc::clone(&cds) as Arc<dyn ConnectApi>,
+            Arc::new(ManualClock::new(now)),
+            "rotator",
+            dir.join("locks"),
+            Stop::new(),
+            Writes::unfenced(),
+        ));
+        (reconciler, cds, job)
+    }
+
+    #[tokio::test]
+    async fn plan_and_the_pass_agree_at_ten_secrets_when_the_pickup_holds_the_retire() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reconciler, cds, job) = ten_secrets(false, dir.path()).await;
+        let dry_run = PassOptions {
+            dry_run: true,
+            ..PassOptions::default()
+        };
+        let planned = reconciler.pass(&job, dry_run).await;
+        let plan = planned.plan.as_ref().unwrap();
+        assert_eq!(plan.retire.len(), 9, "{plan:?}");
+        assert!(planned.pickup.is_some());
+        assert!(plan.full, "plan must say the rotation is blocked: {plan:?}");
+        let passed = reconciler.pass(&job, PassOptions::default()).await;
+        let err = passed.error.expect("the pass fails at make_room");
+        assert_eq!(err.step, Step::MakeRoom);
+        assert!(
+            matches!(err.source, StepError::Full { count: 10, .. }),
+            "{}",
+            err.source
+        );
+        assert!(passed.plan.as_ref().unwrap().full);
+        assert_eq!(cds.creates.load(Ordering::Relaxed), 0);
+        assert!(passed.deleted.is_empty());
+    }
+
+    #[tokio::test]
+    async fn plan_and_the_pass_agree_at_ten_secrets_when_the_pickup_confirms() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reconciler, cds, job) = ten_secrets(true, dir.path()).await;
+        let dry_run = PassOptions {
+            dry_run: true,
+            ..PassOptions::default()
+        };
+        let planned = reconciler.pass(&job, dry_run).await;
+        assert!(!planned.plan.as_ref().unwrap().full);
+        let passed = reconciler.pass(&job, PassOptions::default()).await;
+        assert!(passed.error.is_none(), "{:?}", passed.error);
+        assert_eq!(passed.deleted.len(), 9);
+        assert!(passed.rotated.is_some());
+        assert_eq!(cds.creates.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn a_hostile_description_cannot_forge_lines_in_the_full_listing() {

@@ -149,7 +149,7 @@ fn may_retire(job: &ClientJob, r: &PassReport) -> bool {
         current != Some(s.id)
             && !r.deleted.iter().any(|(id, _)| *id == s.id)
             && (job.retire_unmanaged
-                || cds_rotator::rotation::marker::Marker::parse(s.description.as_deref()).is_some())
+                || cds_rotator::rotation::decide::is_managed(s))
     })
 }
 
