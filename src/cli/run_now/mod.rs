@@ -148,8 +148,7 @@ fn may_retire(job: &ClientJob, r: &PassReport) -> bool {
     r.secrets.iter().any(|s| {
         current != Some(s.id)
             && !r.deleted.iter().any(|(id, _)| *id == s.id)
-            && (job.retire_unmanaged
-                || cds_rotator::rotation::decide::is_managed(s))
+            && (job.retire_unmanaged || cds_rotator::rotation::decide::is_managed(s))
     })
 }
 
