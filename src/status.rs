@@ -11,7 +11,7 @@ use crate::connect::{ClientSecret, MAX_SECRETS_PER_CLIENT};
 use crate::domain::SecretId;
 use crate::rotation::last_result::LastResult;
 use crate::rotation::marker::Marker;
-use crate::rotation::{ClientJob, PassReport};
+use crate::rotation::{ClientJob, PassReport, Plan};
 use crate::text::escape_control;
 
 /// A client as `status` and `plan` show it.
@@ -171,111 +171,11 @@ pub fn view(job: &ClientJob, r: &PassReport, now: DateTime<Utc>) -> ClientView {
             secrets.unmanaged.push(v);
         }
     }
-    let mut attention = Vec::new();
-    if r.error.is_some() {
-        attention.push("error");
-    }
-    if plan.is_some_and(|p| p.rotate.as_ref().is_some_and(|why| why.current_invalid())) {
-        attention.push("current_invalid");
-    }
-    if plan.is_some_and(|p| {
-        p.rotate
-            .as_ref()
-            .is_some_and(|why| matches!(why, crate::rotation::RotateReason::CurrentNeverExpires(_)))
-    }) {
-        attention.push("current_invalid");
-    }
-    if plan.is_some_and(|p| p.full) {
-        attention.push("full");
-    }
-    if r.record.is_none() && (r.unrecorded || plan.is_some_and(|p| !p.possibly_in_use.is_empty())) {
-        attention.push("record_missing");
-    }
-    if r.pickup.as_ref().is_some_and(|p| p.overdue) {
-        attention.push("pickup_timeout");
-    }
-    attention.dedup();
-
-    let mut planned = Vec::new();
-    if let Some(p) = plan {
-        for (id, why) in &p.clean_up {
-            planned.push(PlannedStep {
-                action: "delete",
-                secret_id: Some(*id),
-                reason: why.to_string(),
-                blocked: false,
-            });
-        }
-        for id in &p.retire {
-            planned.push(PlannedStep {
-                action: "retire",
-                secret_id: Some(*id),
-                reason: match &r.pickup {
-                    Some(w) => format!("superseded, grace over; {w}"),
-                    None => "superseded, grace over".to_owned(),
-                },
-                blocked: false,
-            });
-        }
-        if let Some(why) = &p.rotate {
-            planned.push(PlannedStep {
-                action: "rotate",
-                secret_id: None,
-                reason: why.to_string(),
-                blocked: p.full,
-            });
-        }
-    }
-
+    let attention = attention(r, plan);
+    let planned = planned_steps(r, plan);
     let next_window = job.timing.schedule.next_after(now);
-    let rotation = match plan {
-        Some(p) if p.rotate.is_some() => RotationView {
-            due: true,
-            reason: p.rotate.as_ref().map(ToString::to_string),
-            at: Some("now".to_owned()),
-        },
-        Some(p) if p.deferred.is_some() => RotationView {
-            due: true,
-            reason: p
-                .deferred
-                .as_ref()
-                .map(|(why, _)| format!("{why}; waits for the rotation window")),
-            at: p.deferred.as_ref().map(|(_, at)| ts(*at)),
-        },
-        _ => {
-            let due = current_secret
-                .and_then(ClientSecret::expires_at)
-                .and_then(|at| at.checked_sub_signed(job.timing.rotate_before))
-                .map(|due| match (job.timing.max_age, r.record.as_ref()) {
-                    (Some(age), Some(rec)) => rec
-                        .published_at
-                        .checked_add_signed(age)
-                        .map_or(due, |old| due.min(old)),
-                    _ => due,
-                });
-            // It happens at the first window once due.
-            let at = due.map(|due| next_window_from(job, due).unwrap_or(due));
-            RotationView {
-                due: false,
-                reason: due.map(|d| format!("falls due at {}", ts(d))),
-                at: at.map(ts),
-            }
-        }
-    };
-
-    let state = if r.error.is_some() {
-        "error"
-    } else if !attention.is_empty() {
-        "attention"
-    } else if plan.is_some_and(|p| p.rotate.is_some()) {
-        "rotation_due"
-    } else if plan.is_some_and(|p| p.deferred.is_some()) {
-        "waiting_for_window"
-    } else if r.pickup.is_some() {
-        "waiting_for_pickup"
-    } else {
-        "ok"
-    };
+    let rotation = rotation_view(job, r, plan, current_secret);
+    let state = state(r, plan, &attention);
     ClientView {
         client: r.client.clone(),
         client_id: job.client.client_id.clone(),
@@ -308,6 +208,135 @@ pub fn view(job: &ClientJob, r: &PassReport, now: DateTime<Utc>) -> ClientView {
         last_result: r.last.clone(),
         error: r.error.as_ref().map(|e| e.source.to_string()),
         recent_writes: Vec::new(),
+    }
+}
+
+/// What in a client's view needs someone to look (its `attention` list).
+fn attention(r: &PassReport, plan: Option<&Plan>) -> Vec<&'static str> {
+    let mut attention = Vec::new();
+    if r.error.is_some() {
+        attention.push("error");
+    }
+    if plan.is_some_and(|p| p.rotate.as_ref().is_some_and(|why| why.current_invalid())) {
+        attention.push("current_invalid");
+    }
+    if plan.is_some_and(|p| {
+        p.rotate
+            .as_ref()
+            .is_some_and(|why| matches!(why, crate::rotation::RotateReason::CurrentNeverExpires(_)))
+    }) {
+        attention.push("current_invalid");
+    }
+    if plan.is_some_and(|p| p.full) {
+        attention.push("full");
+    }
+    let in_use_without_record = match plan {
+        Some(p) => crate::rotation::decide::record_missing(r.record.as_ref(), r.unrecorded, p),
+        // Not planned (it could not be observed): only what the store itself showed.
+        None => r.record.is_none() && r.unrecorded,
+    };
+    if in_use_without_record {
+        attention.push("record_missing");
+    }
+    if r.pickup.as_ref().is_some_and(|p| p.overdue) {
+        attention.push("pickup_timeout");
+    }
+    attention.dedup();
+    attention
+}
+
+/// The steps a pass would take now, in order.
+fn planned_steps(r: &PassReport, plan: Option<&Plan>) -> Vec<PlannedStep> {
+    let mut planned = Vec::new();
+    if let Some(p) = plan {
+        for (id, why) in &p.clean_up {
+            planned.push(PlannedStep {
+                action: "delete",
+                secret_id: Some(*id),
+                reason: why.to_string(),
+                blocked: false,
+            });
+        }
+        for id in &p.retire {
+            planned.push(PlannedStep {
+                action: "retire",
+                secret_id: Some(*id),
+                reason: match &r.pickup {
+                    Some(w) => format!("superseded, grace over; {w}"),
+                    None => "superseded, grace over".to_owned(),
+                },
+                blocked: false,
+            });
+        }
+        if let Some(why) = &p.rotate {
+            planned.push(PlannedStep {
+                action: "rotate",
+                secret_id: None,
+                reason: why.to_string(),
+                blocked: p.full,
+            });
+        }
+    }
+    planned
+}
+
+/// When the client's next rotation happens, and why.
+fn rotation_view(
+    job: &ClientJob,
+    r: &PassReport,
+    plan: Option<&Plan>,
+    current_secret: Option<&ClientSecret>,
+) -> RotationView {
+    match plan {
+        Some(p) if p.rotate.is_some() => RotationView {
+            due: true,
+            reason: p.rotate.as_ref().map(ToString::to_string),
+            at: Some("now".to_owned()),
+        },
+        Some(p) if p.deferred.is_some() => RotationView {
+            due: true,
+            reason: p
+                .deferred
+                .as_ref()
+                .map(|(why, _)| format!("{why}; waits for the rotation window")),
+            at: p.deferred.as_ref().map(|(_, at)| ts(*at)),
+        },
+        _ => {
+            let due = current_secret
+                .and_then(ClientSecret::expires_at)
+                .and_then(|at| at.checked_sub_signed(job.timing.rotate_before))
+                .map(|due| match (job.timing.max_age, r.record.as_ref()) {
+                    (Some(age), Some(rec)) => rec
+                        .published_at
+                        .checked_add_signed(age)
+                        .map_or(due, |old| due.min(old)),
+                    _ => due,
+                });
+            // It happens at the first window once due.
+            let at = due.map(|due| next_window_from(job, due).unwrap_or(due));
+            RotationView {
+                due: false,
+                reason: due.map(|d| format!("falls due at {}", ts(d))),
+                at: at.map(ts),
+            }
+        }
+    }
+}
+
+/// The one word for a client's state.
+fn state(r: &PassReport, plan: Option<&Plan>, attention: &[&str]) -> &'static str {
+    if r.error.is_some() {
+        "error"
+    } else if !attention.is_empty() {
+        "attention"
+    } else if plan.is_some_and(|p| p.rotate.is_some()) {
+        "rotation_due"
+    } else if plan.is_some_and(|p| p.deferred.is_some()) {
+        "waiting_for_window"
+    } else if r.pickup.is_some() {
+        "waiting_for_pickup"
+    } else {
+        "ok"
     }
 }
 
