@@ -17,7 +17,8 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::{CoordinationError, LeaseState};
-use crate::policy::{CoordinationSpec, ValueSource};
+use super::spec::CoordinationSpec;
+use crate::domain::ValueSource;
 
 /// Campaigns for and renews the leader key of one policy.
 pub struct Elector {

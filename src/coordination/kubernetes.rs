@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::{CoordinationError, LeaseState};
-use crate::policy::{CoordinationKind, CoordinationSpec};
+use super::spec::{CoordinationKind, CoordinationSpec};
 
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 

@@ -12,6 +12,7 @@ mod event;
 mod fingerprint;
 mod record;
 mod schedule;
+mod source;
 pub mod service_url;
 
 pub use client::{ClientKind, ClientRef, SecretId};
@@ -19,6 +20,7 @@ pub use event::{Event, EventKind};
 pub use fingerprint::Fingerprint;
 pub use record::{Current, StoreRecord};
 pub use schedule::{DEFAULT_SCHEDULE, InvalidSchedule, Schedule};
+pub use source::{SecretSource, ValueSource};
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,9 @@ use std::path::{Component, Path, PathBuf};
 use chrono::Duration;
 use serde_saphyr::{Location, Spanned};
 
+pub use crate::coordination::spec::{CoordinationKind, CoordinationSpec};
 pub use crate::domain::service_url::ServiceUrl;
+pub use crate::domain::{SecretSource, ValueSource};
 use crate::domain::service_url::UrlProblem;
 use crate::domain::{ClientKind, Schedule};
 pub use pickup::{AckFileSpec, CommandSpec, HttpProbeSpec, PickupSpec};
@@ -30,26 +32,6 @@ use raw::{RawClient, RawPolicy, RawStore, RawTiming};
 
 /// The primary-region URL, the only one that takes identity writes.
 pub const PRIMARY_URL: &str = "https://uswe.datahub.connect.aveva.com";
-
-/// Where the rotator reads its own client secret from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SecretSource {
-    /// A file holding the value alone (systemd credentials, a Kubernetes secret volume);
-    /// always absolute, `.` and `..` removed (relative paths resolve against the policy
-    /// file's directory). `client_secret_credential: NAME` is the file
-    /// `$CREDENTIALS_DIRECTORY/NAME`.
-    File(PathBuf),
-    /// The name of an environment variable (`[A-Za-z_][A-Za-z0-9_]*`).
-    Env(String),
-    /// A secret in a declared store (`client_secret_store`; only for the rotator's own
-    /// credential): the value the store's readers get.
-    Store {
-        /// The store's name in `stores:`.
-        store: String,
-        /// The secret's name in that store (checked by that store's rule).
-        secret: String,
-    },
-}
 
 /// The `connect:` section.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,54 +191,6 @@ pub struct DaemonSettings {
     /// The audit log (one JSON line per write to CDS or a store), for every process
     /// that writes (the daemon and `--run-now`); off when `None`.
     pub audit_log: Option<PathBuf>,
-}
-
-/// The `coordination:` section.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CoordinationSpec {
-    /// etcd, or a Kubernetes Lease.
-    pub kind: CoordinationKind,
-    /// etcd URLs without a trailing `/` (https, or http to loopback only).
-    pub endpoints: Vec<ServiceUrl>,
-    /// The prefix of the leader key (`<key_prefix>/leader`), without a trailing `/`.
-    pub key_prefix: String,
-    /// How long the lease outlives the last renewal.
-    pub lease_ttl: std::time::Duration,
-    /// Where the etcd user name comes from, if etcd wants one.
-    pub username: Option<ValueSource>,
-    /// Where the etcd password comes from, if etcd wants one.
-    pub password: Option<ValueSource>,
-    /// A CA file that signed etcd's certificate.
-    pub ca_file: Option<PathBuf>,
-    /// A client certificate and its key (PEM), for etcd's client certificate auth.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
-}
-
-/// Which service holds the lease.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CoordinationKind {
-    /// etcd (`endpoints`, `key_prefix`).
-    Etcd,
-    /// A `coordination.k8s.io/v1` Lease.
-    KubernetesLease {
-        /// Its namespace; `None`: the pod's.
-        namespace: Option<String>,
-        /// Its name.
-        name: String,
-        /// The API server; `None`: the in-cluster service.
-        api_url: Option<ServiceUrl>,
-        /// The bearer token file; `None`: the pod's service account token.
-        token_file: Option<PathBuf>,
-    },
-}
-
-/// Where a value that is not written in the policy comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ValueSource {
-    /// An environment variable, by name.
-    Env(String),
-    /// A file (its content, trimmed).
-    File(PathBuf),
 }
 
 /// The shortest lease_ttl when the policy sets none (at least 3 × request_timeout).
