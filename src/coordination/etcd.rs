@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::{CoordinationError, LeaseState};
 use super::spec::CoordinationSpec;
+use super::{CoordinationError, LeaseState};
 use crate::domain::ValueSource;
 
 /// Campaigns for and renews the leader key of one policy.

@@ -24,8 +24,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use spec::CoordinationSpec;
 use crate::stop::Stop;
+use spec::CoordinationSpec;
 
 /// Asks whether a write may start now.
 pub trait Fence: Send + Sync {

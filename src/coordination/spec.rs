@@ -47,4 +47,3 @@ pub enum CoordinationKind {
         token_file: Option<PathBuf>,
     },
 }
-

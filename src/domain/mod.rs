@@ -12,8 +12,8 @@ mod event;
 mod fingerprint;
 mod record;
 mod schedule;
-mod source;
 pub mod service_url;
+mod source;
 
 pub use client::{ClientKind, ClientRef, SecretId};
 pub use event::{Event, EventKind};

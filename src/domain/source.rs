@@ -34,4 +34,3 @@ pub enum ValueSource {
     /// A file (its content, trimmed).
     File(PathBuf),
 }
-

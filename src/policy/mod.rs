@@ -17,16 +17,18 @@ pub mod vault;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use chrono::Duration;
 use serde_saphyr::{Location, Spanned};
 
 pub use crate::coordination::spec::{CoordinationKind, CoordinationSpec};
 pub use crate::domain::service_url::ServiceUrl;
-pub use crate::domain::{SecretSource, ValueSource};
 use crate::domain::service_url::UrlProblem;
 use crate::domain::{ClientKind, Schedule};
+pub use crate::domain::{SecretSource, ValueSource};
+pub use crate::schema::Diagnostic;
+use crate::schema::{is_env_name, is_file_path, is_safe_name, normalize, placeholder, resolve};
 pub use pickup::{AckFileSpec, CommandSpec, HttpProbeSpec, PickupSpec};
 use raw::{RawClient, RawPolicy, RawStore, RawTiming};
 
@@ -195,17 +197,6 @@ pub struct DaemonSettings {
 
 /// The shortest lease_ttl when the policy sets none (at least 3 × request_timeout).
 const DEFAULT_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// One problem in a policy, with where it is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Diagnostic {
-    /// 1-based line (0 when unknown).
-    pub line: u64,
-    /// 1-based column (0 when unknown).
-    pub column: u64,
-    /// What is wrong and what to do.
-    pub message: String,
-}
 
 /// Why a policy was refused. Displays as one `file:line:column: message` line per problem.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -1922,34 +1913,6 @@ impl FileSlot {
     }
 }
 
-/// `p` resolved against `base` (the policy's directory) and normalized.
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    normalize(&base.join(p))
-}
-
-/// Removes `.` and folds `..` into its parent without touching the file system (`/..` is
-/// `/`; a relative path keeps its leading `..`).
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for part in p.components() {
-        match part {
-            Component::CurDir => {}
-            Component::ParentDir => match out.components().next_back() {
-                Some(Component::Normal(_)) => {
-                    out.pop();
-                }
-                Some(Component::RootDir | Component::Prefix(_)) => {}
-                Some(Component::CurDir | Component::ParentDir) | None => out.push(".."),
-            },
-            other => out.push(other.as_os_str()),
-        }
-    }
-    if out.as_os_str().is_empty() {
-        out.push(".");
-    }
-    out
-}
-
 /// Where an absolute path leads on disk, for comparing paths: the deepest ancestor that
 /// exists with its symlinks resolved, then the rest as written (normalized).
 fn physical(p: &Path) -> PathBuf {
@@ -1968,33 +1931,6 @@ fn physical(p: &Path) -> PathBuf {
             _ => return p.clone(),
         }
     }
-}
-
-/// A path that cannot be a pasted secret: absolute, or relative and starting with `./`
-/// or `../`; naming a file (not ending in `/`, `.` or `..`); without control characters.
-fn is_file_path(p: &Path) -> bool {
-    let Some(text) = p.to_str() else {
-        return false;
-    };
-    (p.is_absolute() || text.starts_with("./") || text.starts_with("../"))
-        && !text.ends_with('/')
-        && matches!(p.components().next_back(), Some(Component::Normal(_)))
-        && text.len() <= 4096
-        && !text.chars().any(char::is_control)
-}
-
-/// A template placeholder such as `<your-tenant-id>` (a value starting with `<` and
-/// ending with `>`), as it may be shown: itself when it reads like a placeholder
-/// (lowercase words), else `<…>`, so that a pasted value is never echoed.
-fn placeholder(value: &str) -> Option<&str> {
-    let v = value.trim();
-    let inner = v.strip_prefix('<')?.strip_suffix('>')?;
-    let readable = !inner.is_empty()
-        && inner.len() <= 48
-        && inner
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | ' '));
-    Some(if readable { v } else { "<…>" })
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`, at most 128 characters.
@@ -2016,28 +1952,10 @@ fn shown_credential_name(name: &str) -> &str {
     }
 }
 
-fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    name.len() <= 128
-        && chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 /// Whether the rotator reads its own credential from `c`'s store slot
 /// (`client_secret_store` naming exactly that store and secret).
 pub(super) fn reads_own_credential(conn: &ConnectSettings, c: &ClientPolicy) -> bool {
     matches!(&conn.secret, SecretSource::Store { store, secret } if *store == c.store && *secret == c.secret)
-}
-
-fn is_safe_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// What is wrong with a store's URL, after its key: the [`UrlProblem`] wording, except

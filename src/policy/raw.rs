@@ -18,7 +18,7 @@ use serde_saphyr::{
     UserMessageFormatter,
 };
 
-use super::Diagnostic;
+pub(super) use crate::schema::{Diagnostic, Key, Kinds, Shape};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -450,67 +450,6 @@ impl RawClient {
 
 // ---------------------------------------------------------------------------------------
 // The shape of the document: every section and key, for the first pass.
-
-/// What a key's value must look like before it is deserialized.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Shape {
-    /// One value (text, number or boolean); what it means is checked after parsing.
-    Value,
-    /// `true` or `false`.
-    Bool,
-    /// A whole number, not negative.
-    Count,
-    /// Anything: refused after parsing without being looked at (`client_secret`).
-    Any,
-    /// A list of single values.
-    Values,
-    /// A mapping with these keys.
-    Section(&'static [Key]),
-    /// A list of mappings, each taking the keys of all these groups (the clients).
-    Sections(&'static [&'static [Key]]),
-    /// Named entries, each a mapping with `type:` one of these and that type's keys.
-    Named(&'static Kinds),
-    /// One mapping with `type:` one of these and that type's keys (`pickup:`).
-    Typed(&'static Kinds),
-}
-
-/// One key a section takes.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Key {
-    pub name: &'static str,
-    pub shape: Shape,
-    pub required: bool,
-    /// What the value should be, for messages ("a duration like 90d").
-    pub expect: &'static str,
-}
-
-impl Key {
-    pub(super) const fn optional(name: &'static str, shape: Shape, expect: &'static str) -> Key {
-        Key {
-            name,
-            shape,
-            required: false,
-            expect,
-        }
-    }
-
-    pub(super) const fn required(name: &'static str, shape: Shape, expect: &'static str) -> Key {
-        Key {
-            name,
-            shape,
-            required: true,
-            expect,
-        }
-    }
-}
-
-/// The types of named entries (`stores:`, `notifiers:`).
-#[derive(Debug)]
-pub(super) struct Kinds {
-    /// "store" or "notifier".
-    pub what: &'static str,
-    pub types: &'static [(&'static str, &'static [Key])],
-}
 
 pub(super) const TOP: &[Key] = &[
     Key::required(
