@@ -23,7 +23,7 @@ use std::time::Duration;
 use crate::connect::ConnectApi;
 use crate::domain::{ClientKind, ClientRef};
 use crate::lock::{ClientLock, DirProblem, LockError};
-use crate::policy::{Policy, SecretSource, StoreSpec};
+use crate::policy::{Policy, SecretSource};
 use crate::rotation::ClientJob;
 use crate::text::escape_control;
 
@@ -152,15 +152,11 @@ pub async fn run(
         if !probed.insert(location.clone()) {
             continue;
         }
-        if let Some((dir, kms)) = missing_store_dir(policy, &job.name) {
-            // The KMS file store's probe makes the directory after its KMS calls.
-            let (level, kms_note) = if kms {
-                (
-                    Level::Warn,
-                    "; its KMS key is probed once the directory exists (run check again after the first pass)",
-                )
-            } else {
-                (Level::Ok, "")
+        if let Some((dir, unprobed)) = missing_store_dir(policy, &job.name) {
+            // A store whose probe needs the directory (a KMS file store's) says what waits.
+            let (level, kms_note) = match unprobed {
+                Some(note) => (Level::Warn, format!("; {note}")),
+                None => (Level::Ok, String::new()),
             };
             out.push(
                 finding(
@@ -230,16 +226,17 @@ pub async fn run(
     out
 }
 
-/// The directory of a file store (or KMS file store, `true`) that is not there yet.
-fn missing_store_dir<'a>(policy: &'a Policy, client: &str) -> Option<(&'a Path, bool)> {
+/// The directory of a store on this host that is not there yet, with what its probe
+/// leaves until it is (`Backend::unprobed_without_dir`).
+fn missing_store_dir<'a>(
+    policy: &'a Policy,
+    client: &str,
+) -> Option<(&'a Path, Option<&'static str>)> {
     let c = policy.client(client)?;
-    let (dir, kms) = match policy.stores.get(&c.store)? {
-        StoreSpec::File { dir, .. } => (dir, false),
-        StoreSpec::KmsFile { dir, .. } => (dir, true),
-        _ => return None,
-    };
+    let backend = policy.stores.get(&c.store)?.backend();
+    let dir = backend.dir()?;
     matches!(std::fs::symlink_metadata(dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-        .then_some((dir.as_path(), kms))
+        .then_some((dir, backend.unprobed_without_dir()))
 }
 
 /// The client's lock: taken and released when its file is there; otherwise the lock

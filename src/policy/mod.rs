@@ -5,14 +5,11 @@
 //! message` with what to do. Unknown keys are errors: a typo must never silently turn a
 //! safety setting off. Not here: building stores or clients from the policy (`main.rs`).
 
-mod aws;
-mod azure;
 pub mod duration;
 pub mod notifiers;
 mod pickup;
 mod raw;
 mod trust;
-pub mod vault;
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,9 +25,15 @@ use crate::domain::service_url::UrlProblem;
 use crate::domain::{ClientKind, Schedule};
 pub use crate::domain::{SecretSource, ValueSource};
 pub use crate::schema::Diagnostic;
-use crate::schema::{is_env_name, is_file_path, is_safe_name, normalize, placeholder, resolve};
+use crate::schema::{
+    Entry as TypedEntry, is_env_name, is_file_path, is_safe_name, normalize, placeholder, resolve,
+};
+pub use crate::store::StoreSpec;
+use crate::store::registry::{Claim, OwnCredential, Slot};
+/// The vault store's spec at its former path (tests name it so).
+pub use crate::store::vault::spec as vault;
 pub use pickup::{AckFileSpec, CommandSpec, HttpProbeSpec, PickupSpec};
-use raw::{RawClient, RawPolicy, RawStore, RawTiming};
+use raw::{RawClient, RawPolicy, RawTiming};
 
 /// The primary-region URL, the only one that takes identity writes.
 pub const PRIMARY_URL: &str = "https://uswe.datahub.connect.aveva.com";
@@ -50,49 +53,6 @@ pub struct ConnectSettings {
     pub max_concurrency: usize,
     /// How long one request to CDS may take.
     pub request_timeout: std::time::Duration,
-}
-
-/// A store as the policy declares it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreSpec {
-    /// Files in a directory.
-    File {
-        /// The directory: absolute, `.` and `..` removed (relative paths resolve against
-        /// the policy file's directory).
-        dir: PathBuf,
-        /// The files' mode: 0o600 (default) or 0o640.
-        mode: u32,
-        /// The files' and directory's group (a gid), when set.
-        group: Option<u32>,
-    },
-    /// A HashiCorp Vault / OpenBao KV v2 mount.
-    Vault(vault::VaultSpec),
-    /// AWS Secrets Manager (checked in `policy::aws`).
-    AwsSecretsManager {
-        /// The region (`eu-west-1`).
-        region: String,
-        /// The KMS key new secrets are encrypted with (AWS's managed key when unset).
-        kms_key_id: Option<String>,
-        /// Another endpoint (https, or http to loopback only).
-        endpoint_url: Option<String>,
-    },
-    /// Azure Key Vault secrets (checked in `policy::azure`).
-    AzureKeyVault {
-        /// The vault's URL, like `https://myvault.vault.azure.net` (https, or http to
-        /// loopback only), without a trailing `/`.
-        vault_url: String,
-    },
-    /// KMS-sealed files in a directory (checked in `policy::aws`).
-    KmsFile {
-        /// The directory, resolved like a file store's.
-        dir: PathBuf,
-        /// The KMS key that seals the files (id, ARN, alias/NAME or alias ARN).
-        key_id: String,
-        /// The key's region.
-        region: String,
-        /// Another KMS endpoint (https, or http to loopback only).
-        endpoint_url: Option<String>,
-    },
 }
 
 pub use notifiers::NotifierSpec;
@@ -489,49 +449,8 @@ impl Validator {
         let credential_store = self.credential_store_at.take();
         for (name, spec) in raw.stores {
             self.name(spec.referenced, "store", &name);
-            let store = match spec.value {
-                RawStore::File { dir, mode, group } => {
-                    self.placeholder(
-                        spec.referenced,
-                        &dir.to_string_lossy(),
-                        &format!("stores.{name}.dir"),
-                        "the directory the secrets are written to, like /var/lib/cds-rotator/secrets",
-                    );
-                    StoreSpec::File {
-                        dir: resolve(base, &dir),
-                        mode: self.file_mode(spec.referenced, &name, mode.as_ref()),
-                        group: group.and_then(|g| self.file_group(spec.referenced, &name, &g)),
-                    }
-                }
-                RawStore::Vault(raw) => self.vault_store(spec.referenced, &name, base, raw),
-                RawStore::AwsSecretsManager {
-                    region,
-                    kms_key_id,
-                    endpoint_url,
-                } => self.aws_secrets_manager_store(
-                    spec.referenced,
-                    &name,
-                    region,
-                    kms_key_id,
-                    endpoint_url,
-                ),
-                RawStore::AzureKeyVault { vault_url } => {
-                    self.azure_key_vault_store(spec.referenced, &name, vault_url)
-                }
-                RawStore::KmsFile {
-                    dir,
-                    key_id,
-                    region,
-                    endpoint_url,
-                } => self.kms_file_store(
-                    spec.referenced,
-                    &name,
-                    base,
-                    (dir, key_id),
-                    region,
-                    endpoint_url,
-                ),
-            };
+            let mut entry = TypedEntry::new(spec.referenced, &name, base, &mut self.problems);
+            let store = spec.value.parse(&mut entry);
             stores.insert(name, store);
         }
         let mut notifiers = BTreeMap::new();
@@ -571,7 +490,6 @@ impl Validator {
         let mut names = BTreeSet::new();
         let mut ids = BTreeSet::new();
         let mut written = BTreeMap::new();
-        let mut vault_written = BTreeMap::new();
         let default_pickup = raw
             .defaults
             .as_ref()
@@ -615,36 +533,8 @@ impl Validator {
                     ),
                 );
             }
-            if let Some(conn) = &connect
-                && reads_own_credential(conn, &c)
-                && conn.client_id != c.client_id
-                // File slots: `credential_file` says it, with the path.
-                && !matches!(
-                    stores.get(&c.store),
-                    Some(StoreSpec::File { .. } | StoreSpec::KmsFile { .. })
-                )
-            {
-                let (store, secret) = (&c.store, &c.secret);
-                self.problem(
-                    at,
-                    format!(
-                        "client `{}` would publish its secrets to store `{store}` secret `{secret}`, which is the rotator's own credential (connect.credentials.client_secret_store): the rotator's secret would be lost, and CDS never shows it again; give the client another secret name or store",
-                        c.name
-                    ),
-                );
-            }
-            if let Some(StoreSpec::Vault(spec)) = stores.get(&c.store) {
-                self.vault_slot(at, &c, spec, connect.as_ref(), &mut vault_written);
-            }
-            if let Some(StoreSpec::File { dir, .. }) = stores.get(&c.store) {
-                let slot = FileSlot::new(&c, dir);
-                self.shared_files(at, &slot, &mut written);
-                if let Some(conn) = &connect {
-                    self.credential_file(at, conn, &c, &slot);
-                }
-            }
             if let Some(spec) = stores.get(&c.store) {
-                self.aws_client(at, &c, spec, connect.as_ref(), &mut written);
+                self.store_rules(at, &c, spec, connect.as_ref(), &mut written);
             }
             clients.push(c);
         }
@@ -663,6 +553,68 @@ impl Validator {
             clients,
             resolved_at_run_time: std::mem::take(&mut self.resolved_at_run_time),
         })
+    }
+
+    /// The rules every store shares, over the client's [`Slot`]: two clients never
+    /// write one slot, and the rotator's own credential is published only by its own
+    /// client, which it reads from where it is published (see [`OwnCredential`]).
+    fn store_rules(
+        &mut self,
+        at: Location,
+        c: &ClientPolicy,
+        spec: &StoreSpec,
+        connect: Option<&ConnectSettings>,
+        written: &mut BTreeMap<PathBuf, FileSlot>,
+    ) {
+        let backend = spec.backend();
+        let is_self = connect.is_some_and(|conn| conn.client_id == c.client_id);
+        let reads_own = connect.is_some_and(|conn| reads_own_credential(conn, c));
+        let own = backend.own_credential();
+        match backend.slot(&c.secret) {
+            Slot::Files { dir } => {
+                let slot = FileSlot::new(c, &dir);
+                self.shared_files(at, &slot, written);
+                // A file slot says it with the path (`credential_file`).
+                if let Some(conn) = connect
+                    && (!is_self || own == OwnCredential::File)
+                {
+                    self.credential_file(at, conn, c, &slot);
+                }
+            }
+            Slot::Service { key } => {
+                if reads_own && !is_self {
+                    let (store, secret) = (&c.store, &c.secret);
+                    self.problem(
+                        at,
+                        format!(
+                            "client `{}` would publish its secrets to store `{store}` secret `{secret}`, which is the rotator's own credential (connect.credentials.client_secret_store): the rotator's secret would be lost, and CDS never shows it again; give the client another secret name or store",
+                            c.name
+                        ),
+                    );
+                }
+                let place = PathBuf::from(key);
+                if let Some(other) = written.get(&place) {
+                    let message = backend.shared(&claim(c), &other.claim());
+                    self.problem(at, message);
+                } else {
+                    written.insert(place, FileSlot::new(c, Path::new("")));
+                }
+            }
+        }
+        if let OwnCredential::Store { from } = own
+            && is_self
+            && !reads_own
+        {
+            let from =
+                from.map_or_else(|| format!("its {} store", spec.type_name()), str::to_owned);
+            self.problem(
+                at,
+                format!(
+                    "client `{}` is the rotator's own client, but the rotator does not read its credential from {from}: retiring the old secret would lock it out; set connect.credentials.client_secret_store to {{ name: {}, secret: {} }}",
+                    c.name, c.store, c.secret
+                ),
+            );
+        }
     }
 
     /// Two clients must never write the same file: the second publish would destroy the
@@ -793,17 +745,7 @@ impl Validator {
             );
             return;
         };
-        let rule = match spec {
-            StoreSpec::Vault(_) => (!vault::is_secret_path(secret)).then(|| {
-                "must be path segments of letters, digits, `-`, `_`, `.` separated by `/` (like cds/rotator), without `..`, at most 200 characters".to_owned()
-            }),
-            _ => match aws::secret_name_rule(spec) {
-                Some(checked) => checked(secret).err(),
-                None => (!is_safe_name(secret) || secret.ends_with(".json")).then(|| {
-                    "must be 1-64 letters, digits, `-`, `_`, `.`, not start with `.` nor end with `.json`".to_owned()
-                }),
-            },
-        };
+        let rule = spec.backend().secret_name_rule(secret);
         if let Some(rule) = rule {
             self.problem(
                 at,
@@ -812,57 +754,6 @@ impl Validator {
                 ),
             );
         }
-    }
-
-    /// A file store's `mode`: 0600 (default) or 0640; nothing wider, since the value is
-    /// a secret.
-    fn file_mode(&mut self, at: Location, store: &str, mode: Option<&raw::ModeText>) -> u32 {
-        let Some(mode) = mode else {
-            return 0o600;
-        };
-        let text = mode.text();
-        let digits = text.trim_start_matches("0o");
-        match u32::from_str_radix(digits, 8) {
-            Ok(m @ (0o600 | 0o640)) => m,
-            _ => {
-                self.problem(
-                    at,
-                    format!(
-                        "stores.{store}.mode `{}` is not allowed: write \"0600\" (only the rotator's user reads the files, the default) or \"0640\" (its group reads them too); nothing wider, the files hold secrets",
-                        crate::text::clip(&crate::text::escape_control(&text), 12)
-                    ),
-                );
-                0o600
-            }
-        }
-    }
-
-    /// A file store's `group`: a gid, or a name looked up in /etc/group.
-    fn file_group(&mut self, at: Location, store: &str, group: &raw::ModeText) -> Option<u32> {
-        let text = group.text();
-        if let Ok(gid) = text.parse::<u32>() {
-            return Some(gid);
-        }
-        let found = std::fs::read_to_string("/etc/group")
-            .ok()
-            .and_then(|groups| {
-                groups.lines().find_map(|line| {
-                    let mut fields = line.split(':');
-                    let name = fields.next()?;
-                    let gid = fields.nth(1)?;
-                    (name == text).then(|| gid.parse::<u32>().ok()).flatten()
-                })
-            });
-        if found.is_none() {
-            self.problem(
-                at,
-                format!(
-                    "stores.{store}.group `{}` is not a group in /etc/group: create it (groupadd), or give its numeric gid",
-                    crate::text::clip(&crate::text::escape_control(&text), 40)
-                ),
-            );
-        }
-        found
     }
 
     fn name(&mut self, at: Location, what: &str, name: &str) {
@@ -1677,28 +1568,15 @@ impl Validator {
             raw.store.value.secret.clone().unwrap_or_else(|| {
                 Spanned::new(name.clone(), raw.store.referenced, raw.store.defined)
             });
-        if let Some(StoreSpec::Vault(_)) = stores.get(&store_name.value) {
-            self.vault_secret(secret.referenced, &name, &store_name.value, &secret.value);
-        } else if let Some(spec) = stores.get(&store_name.value)
-            && let Some(checked) = aws::secret_name_rule(spec)
-        {
-            if let Err(rule) = checked(&secret.value) {
-                self.problem(
-                    secret.referenced,
-                    format!(
-                        "client `{name}`: store `{}` secret name `{}` {rule}",
-                        store_name.value, secret.value
-                    ),
-                );
+        let problem = match stores.get(&store_name.value) {
+            Some(spec) => {
+                spec.backend()
+                    .client_secret_problem(&name, &store_name.value, &secret.value)
             }
-        } else if !is_safe_name(&secret.value) || secret.value.ends_with(".json") {
-            self.problem(
-                secret.referenced,
-                format!(
-                    "client `{name}`: store secret name `{}` must be 1-64 letters, digits, `-`, `_`, `.`, not start with `.` nor end with `.json`",
-                    secret.value
-                ),
-            );
+            None => crate::store::registry::undeclared_secret_problem(&name, &secret.value),
+        };
+        if let Some(problem) = problem {
+            self.problem(secret.referenced, problem);
         }
         for n in &raw.notify {
             if !notifiers.contains_key(&n.value) {
@@ -1874,7 +1752,8 @@ fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
     }
 }
 
-/// The files a client's file-store slot writes (see `store::file`), for collision checks.
+/// A client's slot as written: the files a [`Slot::Files`] writes (its `dir`), or a
+/// [`Slot::Service`] secret (`dir` empty), for collision checks.
 #[derive(Clone)]
 struct FileSlot {
     client: String,
@@ -1910,6 +1789,23 @@ impl FileSlot {
 
     fn files(&self) -> impl Iterator<Item = PathBuf> + use<'_> {
         std::iter::once(self.value()).chain(self.records())
+    }
+
+    fn claim(&self) -> Claim {
+        Claim {
+            client: self.client.clone(),
+            store: self.store.clone(),
+            secret: self.secret.clone(),
+        }
+    }
+}
+
+/// `c` as a slot's user.
+fn claim(c: &ClientPolicy) -> Claim {
+    Claim {
+        client: c.name.clone(),
+        store: c.store.clone(),
+        secret: c.secret.clone(),
     }
 }
 
@@ -1956,15 +1852,6 @@ fn shown_credential_name(name: &str) -> &str {
 /// (`client_secret_store` naming exactly that store and secret).
 pub(super) fn reads_own_credential(conn: &ConnectSettings, c: &ClientPolicy) -> bool {
     matches!(&conn.secret, SecretSource::Store { store, secret } if *store == c.store && *secret == c.secret)
-}
-
-/// What is wrong with a store's URL, after its key: the [`UrlProblem`] wording, except
-/// that plain http names no host and says what it would cost.
-fn store_url_problem(problem: UrlProblem) -> String {
-    match problem {
-        UrlProblem::PlainHttp { .. } => "uses plain http to a non-loopback host; the secrets would travel unencrypted: use https".to_owned(),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]

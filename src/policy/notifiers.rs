@@ -583,10 +583,8 @@ fn credential_variables(
         );
     }
     for (name, spec) in stores {
-        if let super::StoreSpec::Vault(v) = spec
-            && let super::vault::VaultAuth::Token(super::SecretSource::Env(var)) = &v.auth
-        {
-            secret.insert(var.clone(), format!("store `{name}`'s Vault token"));
+        for (var, what) in spec.backend().credential_variables() {
+            secret.insert(var.to_owned(), format!("store `{name}`'s {what}"));
         }
     }
     for (name, spec) in notifiers {

@@ -10,13 +10,17 @@ pub mod aws_secrets_manager;
 pub mod azure_key_vault;
 pub mod file;
 pub mod kms_file;
+pub mod registry;
 pub mod vault;
 
 use async_trait::async_trait;
 use secrecy::SecretString;
 
+use crate::domain::service_url::UrlProblem;
 use crate::domain::{Current, StoreRecord};
 use crate::writes::Writes;
+
+pub use registry::StoreSpec;
 
 /// A failed store operation; the message names the store and the stored secret.
 #[derive(Debug, thiserror::Error)]
@@ -135,5 +139,14 @@ pub trait SecretStore: Send + Sync {
             });
         }
         writes.scope(self.publish(key, value, record)).await
+    }
+}
+
+/// What is wrong with a store's URL, after its key: the [`UrlProblem`] wording, except
+/// that plain http names no host and says what it would cost.
+pub(crate) fn url_problem(problem: UrlProblem) -> String {
+    match problem {
+        UrlProblem::PlainHttp { .. } => "uses plain http to a non-loopback host; the secrets would travel unencrypted: use https".to_owned(),
+        other => other.to_string(),
     }
 }
