@@ -153,8 +153,8 @@ pub async fn run(
             continue;
         }
         if let Some((dir, unprobed)) = missing_store_dir(policy, &job.name) {
-            // A store whose probe needs the directory (a KMS file store's) says what waits.
-            let (level, kms_note) = match unprobed {
+            // A store whose probe needs the directory says what waits until it is made.
+            let (level, note) = match unprobed {
                 Some(note) => (Level::Warn, format!("; {note}")),
                 None => (Level::Ok, String::new()),
             };
@@ -163,7 +163,7 @@ pub async fn run(
                     level,
                     format!("store of client {}", job.name),
                     format!(
-                        "{} does not exist: it would be created (0700) by the first pass, as the user that runs it{kms_note}",
+                        "{} does not exist: it would be created (0700) by the first pass, as the user that runs it{note}",
                         dir.display()
                     ),
                 )

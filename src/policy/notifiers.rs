@@ -554,7 +554,7 @@ impl super::Policy {
 }
 
 /// The variables a policy reads a credential from: the rotator's own secret
-/// (`client_secret_env`), the etcd password, Vault tokens, notifiers' URLs and keys.
+/// (`client_secret_env`), the etcd password, the stores' tokens, notifiers' URLs and keys.
 fn credential_variables(
     connect: Option<&super::ConnectSettings>,
     coordination: Option<&super::CoordinationSpec>,
