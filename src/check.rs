@@ -287,65 +287,16 @@ async fn lock(dir: &Path, job: &ClientJob) -> Finding {
     }
 }
 
-/// The pickup check, offline: an ack file's directory can be watched, a command's
-/// program can be run. Probe URLs are not fetched (the app may not run yet).
+/// The pickup check, offline ([`crate::pickup::PickupCheck::preflight`]): an ack file's
+/// directory can be watched, a command's program can be run. Probe URLs are not fetched
+/// (the app may not run yet).
 fn pickup(c: &crate::policy::ClientPolicy) -> Option<Finding> {
-    use crate::policy::PickupSpec;
+    use crate::pickup::Preflight;
     let what = format!("pickup of client {}", c.name);
-    Some(match &c.pickup {
-        PickupSpec::Grace => return None,
-        PickupSpec::HttpProbe(p) => finding(
-            Level::Ok,
-            what,
-            format!(
-                "probes {} URL(s) every {}",
-                p.urls.len(),
-                crate::policy::duration::format(p.interval)
-            ),
-        ),
-        PickupSpec::AckFile(a) => {
-            let dir = a.path.parent().unwrap_or(std::path::Path::new("/"));
-            if dir.is_dir() {
-                finding(
-                    Level::Ok,
-                    what,
-                    format!("{} is watched for the ack file", dir.display()),
-                )
-            } else {
-                finding(
-                    Level::Warn,
-                    what,
-                    format!(
-                        "{} does not exist: the ack file would be read every minute instead of watched; create the directory before cds-rotator starts",
-                        dir.display()
-                    ),
-                )
-            }
-        }
-        PickupSpec::Command(cmd) => {
-            let program = &cmd.program.program;
-            match std::fs::metadata(program) {
-                Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {
-                    finding(Level::Ok, what, format!("{} can be run", program.display()))
-                }
-                Ok(_) => finding(
-                    Level::Fail,
-                    what,
-                    format!(
-                        "{} is not an executable file; the pickup would never be confirmed",
-                        program.display()
-                    ),
-                ),
-                Err(e) => finding(
-                    Level::Fail,
-                    what,
-                    format!(
-                        "{}: {e}; the pickup would never be confirmed",
-                        program.display()
-                    ),
-                ),
-            }
-        }
+    Some(match crate::pickup::preflight(&c.pickup)? {
+        Preflight::Ok(detail) => finding(Level::Ok, what, detail),
+        Preflight::Warn(detail) => finding(Level::Warn, what, detail),
+        Preflight::Fail(detail) => finding(Level::Fail, what, detail),
     })
 }
 

@@ -57,6 +57,23 @@ pub trait PickupCheck: Send + Sync {
     fn watch(&self) -> Option<Arc<Notify>> {
         None
     }
+
+    /// What `check` can tell of the check offline, before any secret is published (as
+    /// a store's `probe`); `None`: nothing to tell.
+    fn preflight(&self) -> Option<Preflight> {
+        None
+    }
+}
+
+/// What a pickup check's preflight found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Preflight {
+    /// It can run: what it will do.
+    Ok(String),
+    /// It runs, but worse than it could: what to fix.
+    Warn(String),
+    /// It would never confirm: why.
+    Fail(String),
 }
 
 /// The default check: the grace period alone is the confirmation.
@@ -90,6 +107,17 @@ pub fn from_spec(spec: &PickupSpec, client: ClientInfo) -> Arc<dyn PickupCheck> 
         PickupSpec::HttpProbe(p) => Arc::new(http_probe::HttpProbe::new(p.clone())),
         PickupSpec::AckFile(a) => Arc::new(ack_file::AckFile::new(a.clone())),
         PickupSpec::Command(c) => Arc::new(command::CommandCheck::new(c.clone(), client)),
+    }
+}
+
+/// The preflight of the check `spec` asks for, without building it (`check` tells of
+/// every client's, wired or not): [`PickupCheck::preflight`] of that check.
+pub fn preflight(spec: &PickupSpec) -> Option<Preflight> {
+    match spec {
+        PickupSpec::Grace => None,
+        PickupSpec::HttpProbe(p) => Some(http_probe::HttpProbe::preflight_of(p)),
+        PickupSpec::AckFile(a) => Some(ack_file::AckFile::preflight_of(a)),
+        PickupSpec::Command(c) => Some(command::CommandCheck::preflight_of(c)),
     }
 }
 

@@ -214,3 +214,79 @@ impl StoreSpec {
 pub fn undeclared_secret_problem(client: &str, secret: &str) -> Option<String> {
     super::file::spec::client_secret_problem(client, secret)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::SecretSource;
+    use crate::store::vault::spec::VaultAuth;
+
+    fn specs() -> Vec<StoreSpec> {
+        vec![
+            StoreSpec::File(FileSpec {
+                dir: "/srv/s".into(),
+                mode: 0o600,
+                group: None,
+            }),
+            StoreSpec::Vault(VaultSpec {
+                address: "https://vault:8200".into(),
+                mount: "secret".into(),
+                namespace: None,
+                auth: VaultAuth::Token(SecretSource::Env("VAULT_TOKEN".into())),
+            }),
+            StoreSpec::AwsSecretsManager(SecretsManagerSpec {
+                region: "eu-west-1".into(),
+                kms_key_id: None,
+                endpoint_url: None,
+            }),
+            StoreSpec::KmsFile(KmsFileSpec {
+                dir: "/srv/k".into(),
+                key_id: "alias/cds".into(),
+                region: "eu-west-1".into(),
+                endpoint_url: None,
+            }),
+            StoreSpec::AzureKeyVault(KeyVaultSpec {
+                vault_url: "https://v.vault.azure.net".into(),
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_store_type_is_listed_once_under_its_name() {
+        let listed: Vec<&str> = RawStore::TYPES.iter().map(|(name, _)| *name).collect();
+        let named: Vec<&str> = specs().iter().map(StoreSpec::type_name).collect();
+        assert_eq!(listed, named);
+        let unique: std::collections::BTreeSet<&str> = listed.iter().copied().collect();
+        assert_eq!(unique.len(), listed.len());
+    }
+
+    #[test]
+    fn one_secret_name_in_two_services_is_two_slots() {
+        let slots: Vec<Slot> = specs().iter().map(|s| s.backend().slot("app")).collect();
+        for (i, a) in slots.iter().enumerate() {
+            for b in &slots[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(
+            slots[0],
+            Slot::Files {
+                dir: "/srv/s".into()
+            }
+        );
+    }
+
+    #[test]
+    fn only_stores_on_this_host_may_hold_the_credential_as_a_file() {
+        let own: Vec<OwnCredential> = specs()
+            .iter()
+            .map(|s| s.backend().own_credential())
+            .collect();
+        assert_eq!(own[0], OwnCredential::File);
+        assert!(
+            own[1..]
+                .iter()
+                .all(|o| matches!(o, OwnCredential::Store { .. }))
+        );
+    }
+}
