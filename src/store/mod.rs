@@ -3,7 +3,12 @@
 //! A store holds, per stored secret, the current value and a [`StoreRecord`] of
 //! metadata about it (which CDS secret it is, when it expires, its fingerprint). The
 //! reconciler reads the record to observe, and publishes value + record together.
-//! Not here: deciding when to publish (that is `rotation`).
+//!
+//! Each store type is a folder: the store in `<type>/mod.rs`, its policy entry (spec,
+//! keys, checks, secret-name rule, slot, own-credential rule, construction) in
+//! `<type>/spec.rs`; [`registry`] lists them, and `policy` asks it for each `type:`.
+//! Stores never import `policy`. Not here: deciding when to publish (that is
+//! `rotation`), or the rules across stores (`policy`).
 
 pub mod aws;
 pub mod aws_secrets_manager;
