@@ -5,7 +5,6 @@
 //! message` with what to do. Unknown keys are errors: a typo must never silently turn a
 //! safety setting off. Not here: building stores or clients from the policy (`main.rs`).
 
-pub mod duration;
 pub mod notifiers;
 mod pickup;
 mod raw;
@@ -24,7 +23,7 @@ pub use crate::domain::service_url::ServiceUrl;
 use crate::domain::service_url::UrlProblem;
 use crate::domain::{ClientKind, Schedule};
 pub use crate::domain::{SecretSource, ValueSource};
-pub use crate::schema::Diagnostic;
+pub use crate::schema::{Diagnostic, duration};
 use crate::schema::{
     Entry as TypedEntry, is_env_name, is_file_path, is_safe_name, normalize, placeholder, resolve,
 };
@@ -457,7 +456,8 @@ impl Validator {
         let mut notifier_at = BTreeMap::new();
         for (name, spec) in raw.notifiers {
             self.name(spec.referenced, "notifier", &name);
-            let notifier = self.notifier(spec.referenced, &name, base, spec.value);
+            let mut entry = TypedEntry::new(spec.referenced, &name, base, &mut self.problems);
+            let notifier = spec.value.parse(&mut entry);
             notifier_at.insert(name.clone(), spec.referenced);
             notifiers.insert(name, notifier);
         }

@@ -18,6 +18,7 @@ use serde_saphyr::{
     UserMessageFormatter,
 };
 
+pub(super) use crate::notify::registry::RawNotifier;
 pub(super) use crate::schema::{Diagnostic, Key, Kinds, Shape};
 pub(super) use crate::store::registry::RawStore;
 
@@ -119,28 +120,6 @@ pub(super) struct RawCredentials {
     /// Only to refuse it: the value is never kept.
     #[serde(default)]
     pub client_secret: Option<Spanned<IgnoredAny>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub(super) enum RawNotifier {
-    Log {},
-    /// Checked in `policy::notifiers`, like the other types.
-    Webhook(super::notifiers::RawWebhook),
-    Slack(super::notifiers::RawChat),
-    Teams(super::notifiers::RawChat),
-    Command(super::notifiers::RawCommand),
-}
-
-impl RawNotifier {
-    /// Every notifier type with its keys besides `type`.
-    pub const TYPES: &[(&str, &[Key])] = &[
-        ("log", &[]),
-        ("webhook", super::notifiers::WEBHOOK_KEYS),
-        ("slack", super::notifiers::CHAT_KEYS),
-        ("teams", super::notifiers::CHAT_KEYS),
-        ("command", super::notifiers::COMMAND_KEYS),
-    ];
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -1,11 +1,14 @@
 //! The building blocks of the policy's schema that the policy and every backend share:
 //! how a key is declared ([`Key`], [`Shape`]), how a problem is reported ([`Diagnostic`],
-//! [`Entry`]), and the rules for names and paths that many keys follow.
+//! [`Entry`]), how a backend declares its typed entry ([`Declared`]), durations, and the
+//! rules for names and paths that many keys follow.
 //!
 //! A leaf beside `domain`: it imports nothing of the crate but `domain`, so a backend can
 //! declare and check its own keys without importing `policy`, and `policy` can ask the
 //! backends for theirs. Not here: any section or key of the policy itself (`policy`,
 //! each backend's `spec`).
+
+pub mod duration;
 
 use std::path::{Component, Path, PathBuf};
 
@@ -81,6 +84,17 @@ pub struct Kinds {
     /// "store" or "notifier".
     pub what: &'static str,
     pub types: &'static [(&'static str, &'static [Key])],
+}
+
+/// A backend's entry in the policy: its keys and how its entry is checked.
+pub trait Declared: Sized {
+    /// The entry as written (serde, refusing unknown keys).
+    type Raw;
+    /// Its keys besides `type`.
+    const KEYS: &'static [Key];
+    /// Checks the entry, reporting problems at it. The spec is returned even then, so
+    /// that its clients are still checked against it (the policy is refused anyway).
+    fn parse(raw: Self::Raw, entry: &mut Entry<'_>) -> Self;
 }
 
 /// One typed entry being checked (a store under `stores:`): where it is, its name, the

@@ -130,16 +130,7 @@ pub trait Backend {
     fn build(&self, name: &str, wiring: &Wiring<'_>) -> Result<Arc<dyn SecretStore>, String>;
 }
 
-/// A backend's entry in the policy: its keys and how its entry is checked.
-pub trait Declared: Sized {
-    /// The entry as written (serde, refusing unknown keys).
-    type Raw;
-    /// Its keys besides `type`.
-    const KEYS: &'static [Key];
-    /// Checks the entry, reporting problems at it. The spec is returned even then, so
-    /// that its clients are still checked against it (the policy is refused anyway).
-    fn parse(raw: Self::Raw, entry: &mut Entry<'_>) -> Self;
-}
+pub use crate::schema::Declared;
 
 /// Declares [`StoreSpec`] and [`RawStore`] from the one list of backends.
 macro_rules! stores {
