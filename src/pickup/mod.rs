@@ -13,6 +13,8 @@
 pub mod ack_file;
 pub mod command;
 pub mod http_probe;
+pub mod registry;
+pub mod spec;
 
 use std::sync::Arc;
 
@@ -21,7 +23,7 @@ use chrono::Duration;
 use tokio::sync::Notify;
 
 use crate::domain::StoreRecord;
-use crate::policy::PickupSpec;
+use registry::PickupSpec;
 
 /// What a pickup check found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,23 +104,13 @@ pub struct ClientInfo {
 
 /// The check a policy's `pickup:` asks for.
 pub fn from_spec(spec: &PickupSpec, client: ClientInfo) -> Arc<dyn PickupCheck> {
-    match spec {
-        PickupSpec::Grace => Arc::new(GraceOnly),
-        PickupSpec::HttpProbe(p) => Arc::new(http_probe::HttpProbe::new(p.clone())),
-        PickupSpec::AckFile(a) => Arc::new(ack_file::AckFile::new(a.clone())),
-        PickupSpec::Command(c) => Arc::new(command::CommandCheck::new(c.clone(), client)),
-    }
+    spec.backend().build(client)
 }
 
 /// The preflight of the check `spec` asks for, without building it (`check` tells of
 /// every client's, wired or not): [`PickupCheck::preflight`] of that check.
 pub fn preflight(spec: &PickupSpec) -> Option<Preflight> {
-    match spec {
-        PickupSpec::Grace => None,
-        PickupSpec::HttpProbe(p) => Some(http_probe::HttpProbe::preflight_of(p)),
-        PickupSpec::AckFile(a) => Some(ack_file::AckFile::preflight_of(a)),
-        PickupSpec::Command(c) => Some(command::CommandCheck::preflight_of(c)),
-    }
+    spec.backend().preflight()
 }
 
 /// How a value someone reported may be shown: itself when it has the shape of a

@@ -512,8 +512,8 @@ impl Validator {
                     .unwrap_or_default(),
                 None => default_pickup.clone(),
             };
-            if let PickupSpec::AckFile(a) = &c.pickup {
-                acks.push((at, c.name.clone(), a.path.clone()));
+            if let Some(path) = c.pickup.backend().app_file() {
+                acks.push((at, c.name.clone(), path.to_owned()));
             }
             if !names.insert(c.name.clone()) {
                 self.problem(
@@ -1604,7 +1604,7 @@ impl Validator {
             // that the checks across clients (names, ids, files) run too.
             timing: timing.timing,
             retire_unmanaged: raw.retire_unmanaged.unwrap_or(false),
-            pickup: PickupSpec::Grace,
+            pickup: PickupSpec::default(),
         })
     }
 }

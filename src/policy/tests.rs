@@ -1245,7 +1245,7 @@ fn pickup_comes_from_the_client_else_defaults_else_grace() {
     );
     assert_eq!(
         p.client("historian-uploader").unwrap().pickup,
-        PickupSpec::Grace
+        PickupSpec::default()
     );
     let text = VALID.replace(
         "    grace: 2h\n",

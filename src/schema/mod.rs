@@ -10,6 +10,7 @@
 
 pub mod duration;
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use serde_saphyr::Location;
@@ -108,6 +109,9 @@ pub struct Entry<'a> {
     /// The policy file's directory, which relative paths resolve against.
     pub base: &'a Path,
     problems: &'a mut Vec<Diagnostic>,
+    /// The variables the policy reads a credential from, with what each holds, when
+    /// known (no program the entry declares may get one).
+    credential_variables: Option<&'a BTreeMap<String, String>>,
 }
 
 impl<'a> Entry<'a> {
@@ -123,7 +127,19 @@ impl<'a> Entry<'a> {
             name,
             base,
             problems,
+            credential_variables: None,
         }
+    }
+
+    /// The same entry, knowing the policy's credential variables.
+    pub fn with_credential_variables(mut self, variables: &'a BTreeMap<String, String>) -> Self {
+        self.credential_variables = Some(variables);
+        self
+    }
+
+    /// The policy's credential variables with what each holds (none when not known).
+    pub fn credential_variables(&self) -> impl Iterator<Item = (&'a String, &'a String)> + use<'a> {
+        self.credential_variables.into_iter().flatten()
     }
 
     /// Reports a problem with the entry.

@@ -6,12 +6,14 @@
 //! `plan` and `status`): the runner scrubs it of every held value and of the current
 //! value read from the store, and logs it at debug.
 
+pub mod spec;
+
 use async_trait::async_trait;
 use chrono::Duration;
 
+use self::spec::CommandSpec;
 use super::{ClientInfo, Pickup, PickupCheck, Preflight};
 use crate::domain::StoreRecord;
-use crate::policy::CommandSpec;
 use crate::text::untrusted;
 
 /// Runs the policy's program.

@@ -7,6 +7,8 @@
 //! crate (a directory, because an app may replace the file by a rename, and the file
 //! may not exist yet). No polling loop runs.
 
+pub mod spec;
+
 use std::fs::OpenOptions;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
@@ -19,9 +21,9 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use self::spec::AckFileSpec;
 use super::{Pickup, PickupCheck, Preflight, confirms, mismatch};
 use crate::domain::StoreRecord;
-use crate::policy::AckFileSpec;
 
 /// The most of the file that is read (a fingerprint is 16 characters).
 pub const SIZE_CAP: u64 = 4096;

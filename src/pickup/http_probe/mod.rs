@@ -2,15 +2,17 @@
 //! current fingerprint, as the whole body (trimmed) or at a JSON pointer. An unreachable
 //! replica, another status, a bad or oversized body are "not yet", never confirmed.
 
+pub mod spec;
+
 use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
 use chrono::Duration;
 
+use self::spec::HttpProbeSpec;
 use super::{Pickup, PickupCheck, Preflight, confirms, mismatch};
 use crate::domain::StoreRecord;
 use crate::http::{Overflow, ReadError};
-use crate::policy::HttpProbeSpec;
 use crate::text::untrusted;
 
 /// The most of an answer that is read.
@@ -43,7 +45,7 @@ impl HttpProbe {
         Preflight::Ok(format!(
             "probes {} URL(s) every {}",
             spec.urls.len(),
-            crate::policy::duration::format(spec.interval)
+            crate::schema::duration::format(spec.interval)
         ))
     }
 
