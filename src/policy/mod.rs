@@ -31,7 +31,7 @@ pub use crate::store::StoreSpec;
 use crate::store::registry::{Claim, OwnCredential, Slot};
 /// The vault store's spec at its former path (tests name it so).
 pub use crate::store::vault::spec as vault;
-pub use pickup::{AckFileSpec, CommandSpec, HttpProbeSpec, PickupSpec};
+pub use pickup::PickupSpec;
 use raw::{RawClient, RawPolicy, RawTiming};
 
 /// The primary-region URL, the only one that takes identity writes.

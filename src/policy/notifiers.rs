@@ -3,8 +3,7 @@
 //! are known ones.
 //!
 //! Each notifier type's keys and checks are in its folder (`notify::<type>::spec`),
-//! listed in `notify::registry`; the spec types are re-exported here for their old
-//! paths. Not here: sending (`crate::notify`).
+//! listed in `notify::registry`. Not here: sending (`crate::notify`).
 
 use std::collections::BTreeMap;
 
@@ -13,8 +12,7 @@ use serde_saphyr::{Location, Spanned};
 use super::Validator;
 use crate::domain::EventKind;
 pub use crate::notify::registry::NotifierSpec;
-pub use crate::notify::spec::{ChatSpec, ValueSource};
-pub use crate::notify::webhook::spec::{UrlSource, WebhookSpec};
+use crate::notify::spec::ValueSource;
 
 impl Validator {
     /// Refuses a notifier timeout longer than `budget`, the health budget of one pass
@@ -189,6 +187,7 @@ mod tests {
     use crate::command::Program;
     use crate::notify::command::spec::COMMAND_TIMEOUT;
     use crate::notify::spec::{HTTP_TIMEOUT, RETRIES};
+    use crate::notify::webhook::spec::{UrlSource, WebhookSpec};
 
     /// A valid policy with these notifier entries and this client line added.
     fn policy(notifiers: &str, client_extra: &str) -> String {

@@ -14,9 +14,6 @@ use serde_saphyr::{Location, Spanned};
 
 use super::raw::Key;
 use super::{ConnectSettings, FileSlot, SecretSource, Validator, physical};
-pub use crate::pickup::ack_file::spec::AckFileSpec;
-pub use crate::pickup::command::spec::CommandSpec;
-pub use crate::pickup::http_probe::spec::HttpProbeSpec;
 pub use crate::pickup::registry::{PickupSpec, RawPickup};
 use crate::schema::Entry;
 

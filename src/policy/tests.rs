@@ -1,4 +1,6 @@
 use super::*;
+use crate::pickup::ack_file::spec::AckFileSpec;
+use crate::pickup::http_probe::spec::HttpProbeSpec;
 use crate::store::file::spec::FileSpec;
 
 const VALID: &str = r#"
