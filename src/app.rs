@@ -19,16 +19,11 @@ use crate::connect::{ConnectApi, ConnectError};
 use crate::coordination::{CoordinationError, Fence, Leadership};
 use crate::domain::ClientRef;
 use crate::notify::{Notifier, OnlyKinds};
-use crate::policy::{Policy, SecretSource, StoreSpec};
+use crate::policy::{Policy, SecretSource};
 use crate::rotation::{ClientJob, Reconciler};
 use crate::stop::Stop;
 use crate::store::SecretStore;
-use crate::store::aws::AwsTarget;
-use crate::store::aws_secrets_manager::SecretsManagerStore;
-use crate::store::azure_key_vault::AzureKeyVaultStore;
-use crate::store::file::{Access, FileStore};
-use crate::store::kms_file::KmsFileStore;
-use crate::store::vault::VaultStore;
+use crate::store::registry::Wiring;
 use crate::writes::Writes;
 
 /// The pieces a policy wires together.
@@ -300,65 +295,17 @@ fn connect_with(
 fn build_stores(policy: &Policy) -> Result<Stores, String> {
     let mut stores = Stores::new();
     for (name, spec) in &policy.stores {
-        let store: Arc<dyn SecretStore> = match spec {
-            StoreSpec::File { dir, mode, group } => Arc::new(
-                FileStore::new(name.clone(), dir.clone()).with_access(Access {
-                    mode: *mode,
-                    group: *group,
-                }),
-            ),
-            StoreSpec::Vault(vault) => {
-                let keys = policy
-                    .clients
-                    .iter()
-                    .filter(|c| &c.store == name)
-                    .map(|c| c.secret.clone())
-                    .collect();
-                let store =
-                    VaultStore::new(name.clone(), vault.clone(), policy.connect.request_timeout)
-                        .map_err(|e| e.to_string())?;
-                Arc::new(store.with_probe_keys(keys))
-            }
-            StoreSpec::AwsSecretsManager {
-                region,
-                kms_key_id,
-                endpoint_url,
-            } => Arc::new(SecretsManagerStore::new(
-                name.clone(),
-                AwsTarget {
-                    region: region.clone(),
-                    endpoint_url: endpoint_url.clone(),
-                },
-                kms_key_id.clone(),
-            )),
-            StoreSpec::AzureKeyVault { vault_url } => {
-                Arc::new(AzureKeyVaultStore::new(name.clone(), vault_url.clone()))
-            }
-            StoreSpec::KmsFile {
-                dir,
-                key_id,
-                region,
-                endpoint_url,
-            } => {
-                let target = AwsTarget {
-                    region: region.clone(),
-                    endpoint_url: endpoint_url.clone(),
-                };
-                // Each secret is sealed for its client (the encryption context).
-                let store = policy.clients.iter().filter(|c| &c.store == name).fold(
-                    KmsFileStore::new(name.clone(), dir.clone(), key_id.clone(), target),
-                    |store, c| {
-                        store.for_secret(
-                            c.secret.clone(),
-                            c.client_id.clone(),
-                            policy.connect.tenant_id.clone(),
-                        )
-                    },
-                );
-                Arc::new(store)
-            }
+        let wiring = Wiring {
+            request_timeout: policy.connect.request_timeout,
+            tenant_id: &policy.connect.tenant_id,
+            publishers: policy
+                .clients
+                .iter()
+                .filter(|c| &c.store == name)
+                .map(|c| (c.secret.as_str(), c.client_id.as_str()))
+                .collect(),
         };
-        stores.insert(name.clone(), store);
+        stores.insert(name.clone(), spec.build(name, &wiring)?);
     }
     Ok(stores)
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use crate::connect::ConnectApi;
 use crate::domain::{ClientKind, ClientRef};
 use crate::lock::{ClientLock, DirProblem, LockError};
-use crate::policy::{Policy, SecretSource, StoreSpec};
+use crate::policy::{Policy, SecretSource};
 use crate::rotation::ClientJob;
 use crate::text::escape_control;
 
@@ -152,22 +152,18 @@ pub async fn run(
         if !probed.insert(location.clone()) {
             continue;
         }
-        if let Some((dir, kms)) = missing_store_dir(policy, &job.name) {
-            // The KMS file store's probe makes the directory after its KMS calls.
-            let (level, kms_note) = if kms {
-                (
-                    Level::Warn,
-                    "; its KMS key is probed once the directory exists (run check again after the first pass)",
-                )
-            } else {
-                (Level::Ok, "")
+        if let Some((dir, unprobed)) = missing_store_dir(policy, &job.name) {
+            // A store whose probe needs the directory says what waits until it is made.
+            let (level, note) = match unprobed {
+                Some(note) => (Level::Warn, format!("; {note}")),
+                None => (Level::Ok, String::new()),
             };
             out.push(
                 finding(
                     level,
                     format!("store of client {}", job.name),
                     format!(
-                        "{} does not exist: it would be created (0700) by the first pass, as the user that runs it{kms_note}",
+                        "{} does not exist: it would be created (0700) by the first pass, as the user that runs it{note}",
                         dir.display()
                     ),
                 )
@@ -230,16 +226,17 @@ pub async fn run(
     out
 }
 
-/// The directory of a file store (or KMS file store, `true`) that is not there yet.
-fn missing_store_dir<'a>(policy: &'a Policy, client: &str) -> Option<(&'a Path, bool)> {
+/// The directory of a store on this host that is not there yet, with what its probe
+/// leaves until it is (`Backend::unprobed_without_dir`).
+fn missing_store_dir<'a>(
+    policy: &'a Policy,
+    client: &str,
+) -> Option<(&'a Path, Option<&'static str>)> {
     let c = policy.client(client)?;
-    let (dir, kms) = match policy.stores.get(&c.store)? {
-        StoreSpec::File { dir, .. } => (dir, false),
-        StoreSpec::KmsFile { dir, .. } => (dir, true),
-        _ => return None,
-    };
+    let backend = policy.stores.get(&c.store)?.backend();
+    let dir = backend.dir()?;
     matches!(std::fs::symlink_metadata(dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-        .then_some((dir.as_path(), kms))
+        .then_some((dir, backend.unprobed_without_dir()))
 }
 
 /// The client's lock: taken and released when its file is there; otherwise the lock
@@ -290,65 +287,16 @@ async fn lock(dir: &Path, job: &ClientJob) -> Finding {
     }
 }
 
-/// The pickup check, offline: an ack file's directory can be watched, a command's
-/// program can be run. Probe URLs are not fetched (the app may not run yet).
+/// The pickup check, offline ([`crate::pickup::PickupCheck::preflight`]): an ack file's
+/// directory can be watched, a command's program can be run. Probe URLs are not fetched
+/// (the app may not run yet).
 fn pickup(c: &crate::policy::ClientPolicy) -> Option<Finding> {
-    use crate::policy::PickupSpec;
+    use crate::pickup::Preflight;
     let what = format!("pickup of client {}", c.name);
-    Some(match &c.pickup {
-        PickupSpec::Grace => return None,
-        PickupSpec::HttpProbe(p) => finding(
-            Level::Ok,
-            what,
-            format!(
-                "probes {} URL(s) every {}",
-                p.urls.len(),
-                crate::policy::duration::format(p.interval)
-            ),
-        ),
-        PickupSpec::AckFile(a) => {
-            let dir = a.path.parent().unwrap_or(std::path::Path::new("/"));
-            if dir.is_dir() {
-                finding(
-                    Level::Ok,
-                    what,
-                    format!("{} is watched for the ack file", dir.display()),
-                )
-            } else {
-                finding(
-                    Level::Warn,
-                    what,
-                    format!(
-                        "{} does not exist: the ack file would be read every minute instead of watched; create the directory before cds-rotator starts",
-                        dir.display()
-                    ),
-                )
-            }
-        }
-        PickupSpec::Command(cmd) => {
-            let program = &cmd.program.program;
-            match std::fs::metadata(program) {
-                Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {
-                    finding(Level::Ok, what, format!("{} can be run", program.display()))
-                }
-                Ok(_) => finding(
-                    Level::Fail,
-                    what,
-                    format!(
-                        "{} is not an executable file; the pickup would never be confirmed",
-                        program.display()
-                    ),
-                ),
-                Err(e) => finding(
-                    Level::Fail,
-                    what,
-                    format!(
-                        "{}: {e}; the pickup would never be confirmed",
-                        program.display()
-                    ),
-                ),
-            }
-        }
+    Some(match crate::pickup::preflight(&c.pickup)? {
+        Preflight::Ok(detail) => finding(Level::Ok, what, detail),
+        Preflight::Warn(detail) => finding(Level::Warn, what, detail),
+        Preflight::Fail(detail) => finding(Level::Fail, what, detail),
     })
 }
 

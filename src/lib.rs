@@ -26,6 +26,7 @@ pub mod pickup;
 pub mod policy;
 pub mod rlimit;
 pub mod rotation;
+pub mod schema;
 pub mod secret;
 pub mod status;
 pub mod stop;

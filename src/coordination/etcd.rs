@@ -16,8 +16,9 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::spec::CoordinationSpec;
 use super::{CoordinationError, LeaseState};
-use crate::policy::{CoordinationSpec, ValueSource};
+use crate::domain::ValueSource;
 
 /// Campaigns for and renews the leader key of one policy.
 pub struct Elector {

@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::spec::{CoordinationKind, CoordinationSpec};
 use super::{CoordinationError, LeaseState};
-use crate::policy::{CoordinationKind, CoordinationSpec};
 
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 

@@ -15,6 +15,7 @@
 
 pub mod etcd;
 pub mod kubernetes;
+pub mod spec;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -23,8 +24,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::policy::CoordinationSpec;
 use crate::stop::Stop;
+use spec::CoordinationSpec;
 
 /// Asks whether a write may start now.
 pub trait Fence: Send + Sync {
@@ -193,10 +194,10 @@ impl Leadership {
         let state = LeaseState::new(identity.clone(), spec.lease_ttl);
         let changes = state.role.subscribe();
         let elector = match spec.kind {
-            crate::policy::CoordinationKind::Etcd => {
+            spec::CoordinationKind::Etcd => {
                 Elector::Etcd(Arc::new(etcd::Elector::new(spec, identity)?))
             }
-            crate::policy::CoordinationKind::KubernetesLease { .. } => {
+            spec::CoordinationKind::KubernetesLease { .. } => {
                 Elector::Kubernetes(Arc::new(kubernetes::Elector::new(spec, identity)?))
             }
         };

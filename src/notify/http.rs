@@ -16,9 +16,9 @@ use sha2::Sha256;
 use tokio::time::Instant;
 
 use super::NotifyError;
+use super::spec::ValueSource;
 use crate::domain::service_url::ServiceUrl;
 use crate::http::Overflow;
-use crate::policy::notifiers::ValueSource;
 
 /// The header a signed webhook carries.
 pub const SIGNATURE_HEADER: &str = "X-CDS-Rotator-Signature";

@@ -8,7 +8,9 @@ pub mod command;
 pub mod http;
 pub mod log;
 pub mod outbox;
+pub mod registry;
 pub mod slack;
+pub mod spec;
 pub mod teams;
 pub mod webhook;
 
@@ -333,63 +335,10 @@ impl Drop for Unsent {
 /// `sender` is the one HTTP client of every HTTP notifier.
 pub fn from_spec(
     name: &str,
-    spec: &crate::policy::NotifierSpec,
+    spec: &registry::NotifierSpec,
     sender: &http::HttpSender,
 ) -> Result<Arc<dyn Notifier>, String> {
-    use crate::policy::NotifierSpec as S;
-    use crate::policy::notifiers::UrlSource;
-    Ok(match spec {
-        S::Log => Arc::new(log::LogNotifier::new(name)),
-        S::Webhook(w) => {
-            let target = match &w.url {
-                UrlSource::Plain(url) => http::Target::plain(name, url)?,
-                UrlSource::Secret(source) => http::Target::read(name, "url", source)?,
-            };
-            let key = match &w.hmac_key {
-                Some(source) => Some(source.read(name, "hmac_secret")?),
-                None => {
-                    tracing::warn!(
-                        notifier = name,
-                        "webhook requests are not signed: receivers cannot tell them from forged ones; set hmac_secret_env or hmac_secret_file"
-                    );
-                    None
-                }
-            };
-            Arc::new(http::HttpNotifier::new(
-                name,
-                target,
-                key,
-                (w.timeout, w.retries),
-                sender.clone(),
-                webhook::body,
-            ))
-        }
-        S::Slack(c) => Arc::new(http::HttpNotifier::new(
-            name,
-            http::Target::read(name, "webhook_url", &c.url)?,
-            None,
-            (c.timeout, c.retries),
-            sender.clone(),
-            slack::body,
-        )),
-        S::Teams(c) => Arc::new(http::HttpNotifier::new(
-            name,
-            http::Target::read(name, "webhook_url", &c.url)?,
-            None,
-            (c.timeout, c.retries),
-            sender.clone(),
-            teams::body,
-        )),
-        S::Command(p) => {
-            if !p.program.is_file() {
-                return Err(format!(
-                    "notifier `{name}`: program {} does not exist (or is not a file); install it or fix the path",
-                    p.program.display()
-                ));
-            }
-            Arc::new(command::CommandNotifier::new(name, p.clone()))
-        }
-    })
+    spec.build(name, sender)
 }
 
 #[cfg(test)]
@@ -473,7 +422,7 @@ pub(crate) mod tests {
     #[test]
     fn a_command_notifier_needs_its_program_at_start() {
         let sender = http::HttpSender::new();
-        let spec = crate::policy::NotifierSpec::Command(crate::command::Program {
+        let spec = super::registry::NotifierSpec::Command(crate::command::Program {
             program: "/nonexistent/on-cds-rotate".into(),
             args: vec![],
             pass_env: vec![],

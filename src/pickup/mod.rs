@@ -13,6 +13,8 @@
 pub mod ack_file;
 pub mod command;
 pub mod http_probe;
+pub mod registry;
+pub mod spec;
 
 use std::sync::Arc;
 
@@ -21,7 +23,7 @@ use chrono::Duration;
 use tokio::sync::Notify;
 
 use crate::domain::StoreRecord;
-use crate::policy::PickupSpec;
+use registry::PickupSpec;
 
 /// What a pickup check found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +59,23 @@ pub trait PickupCheck: Send + Sync {
     fn watch(&self) -> Option<Arc<Notify>> {
         None
     }
+
+    /// What `check` can tell of the check offline, before any secret is published (as
+    /// a store's `probe`); `None`: nothing to tell.
+    fn preflight(&self) -> Option<Preflight> {
+        None
+    }
+}
+
+/// What a pickup check's preflight found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Preflight {
+    /// It can run: what it will do.
+    Ok(String),
+    /// It runs, but worse than it could: what to fix.
+    Warn(String),
+    /// It would never confirm: why.
+    Fail(String),
 }
 
 /// The default check: the grace period alone is the confirmation.
@@ -85,12 +104,13 @@ pub struct ClientInfo {
 
 /// The check a policy's `pickup:` asks for.
 pub fn from_spec(spec: &PickupSpec, client: ClientInfo) -> Arc<dyn PickupCheck> {
-    match spec {
-        PickupSpec::Grace => Arc::new(GraceOnly),
-        PickupSpec::HttpProbe(p) => Arc::new(http_probe::HttpProbe::new(p.clone())),
-        PickupSpec::AckFile(a) => Arc::new(ack_file::AckFile::new(a.clone())),
-        PickupSpec::Command(c) => Arc::new(command::CommandCheck::new(c.clone(), client)),
-    }
+    spec.backend().build(client)
+}
+
+/// The preflight of the check `spec` asks for, without building it (`check` tells of
+/// every client's, wired or not): [`PickupCheck::preflight`] of that check.
+pub fn preflight(spec: &PickupSpec) -> Option<Preflight> {
+    spec.backend().preflight()
 }
 
 /// How a value someone reported may be shown: itself when it has the shape of a

@@ -5,51 +5,37 @@
 //! message` with what to do. Unknown keys are errors: a typo must never silently turn a
 //! safety setting off. Not here: building stores or clients from the policy (`main.rs`).
 
-mod aws;
-mod azure;
-pub mod duration;
 pub mod notifiers;
 mod pickup;
 mod raw;
 mod trust;
-pub mod vault;
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use chrono::Duration;
 use serde_saphyr::{Location, Spanned};
 
+pub use crate::coordination::spec::{CoordinationKind, CoordinationSpec};
 pub use crate::domain::service_url::ServiceUrl;
 use crate::domain::service_url::UrlProblem;
 use crate::domain::{ClientKind, Schedule};
-pub use pickup::{AckFileSpec, CommandSpec, HttpProbeSpec, PickupSpec};
-use raw::{RawClient, RawPolicy, RawStore, RawTiming};
+pub use crate::domain::{SecretSource, ValueSource};
+pub use crate::schema::{Diagnostic, duration};
+use crate::schema::{
+    Entry as TypedEntry, is_env_name, is_file_path, is_safe_name, normalize, placeholder, resolve,
+};
+pub use crate::store::StoreSpec;
+use crate::store::registry::{Claim, OwnCredential, Slot};
+/// The vault store's spec at its former path (tests name it so).
+pub use crate::store::vault::spec as vault;
+pub use pickup::PickupSpec;
+use raw::{RawClient, RawPolicy, RawTiming};
 
 /// The primary-region URL, the only one that takes identity writes.
 pub const PRIMARY_URL: &str = "https://uswe.datahub.connect.aveva.com";
-
-/// Where the rotator reads its own client secret from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SecretSource {
-    /// A file holding the value alone (systemd credentials, a Kubernetes secret volume);
-    /// always absolute, `.` and `..` removed (relative paths resolve against the policy
-    /// file's directory). `client_secret_credential: NAME` is the file
-    /// `$CREDENTIALS_DIRECTORY/NAME`.
-    File(PathBuf),
-    /// The name of an environment variable (`[A-Za-z_][A-Za-z0-9_]*`).
-    Env(String),
-    /// A secret in a declared store (`client_secret_store`; only for the rotator's own
-    /// credential): the value the store's readers get.
-    Store {
-        /// The store's name in `stores:`.
-        store: String,
-        /// The secret's name in that store (checked by that store's rule).
-        secret: String,
-    },
-}
 
 /// The `connect:` section.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,49 +52,6 @@ pub struct ConnectSettings {
     pub max_concurrency: usize,
     /// How long one request to CDS may take.
     pub request_timeout: std::time::Duration,
-}
-
-/// A store as the policy declares it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreSpec {
-    /// Files in a directory.
-    File {
-        /// The directory: absolute, `.` and `..` removed (relative paths resolve against
-        /// the policy file's directory).
-        dir: PathBuf,
-        /// The files' mode: 0o600 (default) or 0o640.
-        mode: u32,
-        /// The files' and directory's group (a gid), when set.
-        group: Option<u32>,
-    },
-    /// A HashiCorp Vault / OpenBao KV v2 mount.
-    Vault(vault::VaultSpec),
-    /// AWS Secrets Manager (checked in `policy::aws`).
-    AwsSecretsManager {
-        /// The region (`eu-west-1`).
-        region: String,
-        /// The KMS key new secrets are encrypted with (AWS's managed key when unset).
-        kms_key_id: Option<String>,
-        /// Another endpoint (https, or http to loopback only).
-        endpoint_url: Option<String>,
-    },
-    /// Azure Key Vault secrets (checked in `policy::azure`).
-    AzureKeyVault {
-        /// The vault's URL, like `https://myvault.vault.azure.net` (https, or http to
-        /// loopback only), without a trailing `/`.
-        vault_url: String,
-    },
-    /// KMS-sealed files in a directory (checked in `policy::aws`).
-    KmsFile {
-        /// The directory, resolved like a file store's.
-        dir: PathBuf,
-        /// The KMS key that seals the files (id, ARN, alias/NAME or alias ARN).
-        key_id: String,
-        /// The key's region.
-        region: String,
-        /// Another KMS endpoint (https, or http to loopback only).
-        endpoint_url: Option<String>,
-    },
 }
 
 pub use notifiers::NotifierSpec;
@@ -211,67 +154,8 @@ pub struct DaemonSettings {
     pub audit_log: Option<PathBuf>,
 }
 
-/// The `coordination:` section.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CoordinationSpec {
-    /// etcd, or a Kubernetes Lease.
-    pub kind: CoordinationKind,
-    /// etcd URLs without a trailing `/` (https, or http to loopback only).
-    pub endpoints: Vec<ServiceUrl>,
-    /// The prefix of the leader key (`<key_prefix>/leader`), without a trailing `/`.
-    pub key_prefix: String,
-    /// How long the lease outlives the last renewal.
-    pub lease_ttl: std::time::Duration,
-    /// Where the etcd user name comes from, if etcd wants one.
-    pub username: Option<ValueSource>,
-    /// Where the etcd password comes from, if etcd wants one.
-    pub password: Option<ValueSource>,
-    /// A CA file that signed etcd's certificate.
-    pub ca_file: Option<PathBuf>,
-    /// A client certificate and its key (PEM), for etcd's client certificate auth.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
-}
-
-/// Which service holds the lease.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CoordinationKind {
-    /// etcd (`endpoints`, `key_prefix`).
-    Etcd,
-    /// A `coordination.k8s.io/v1` Lease.
-    KubernetesLease {
-        /// Its namespace; `None`: the pod's.
-        namespace: Option<String>,
-        /// Its name.
-        name: String,
-        /// The API server; `None`: the in-cluster service.
-        api_url: Option<ServiceUrl>,
-        /// The bearer token file; `None`: the pod's service account token.
-        token_file: Option<PathBuf>,
-    },
-}
-
-/// Where a value that is not written in the policy comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ValueSource {
-    /// An environment variable, by name.
-    Env(String),
-    /// A file (its content, trimmed).
-    File(PathBuf),
-}
-
 /// The shortest lease_ttl when the policy sets none (at least 3 × request_timeout).
 const DEFAULT_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// One problem in a policy, with where it is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Diagnostic {
-    /// 1-based line (0 when unknown).
-    pub line: u64,
-    /// 1-based column (0 when unknown).
-    pub column: u64,
-    /// What is wrong and what to do.
-    pub message: String,
-}
 
 /// Why a policy was refused. Displays as one `file:line:column: message` line per problem.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -564,56 +448,16 @@ impl Validator {
         let credential_store = self.credential_store_at.take();
         for (name, spec) in raw.stores {
             self.name(spec.referenced, "store", &name);
-            let store = match spec.value {
-                RawStore::File { dir, mode, group } => {
-                    self.placeholder(
-                        spec.referenced,
-                        &dir.to_string_lossy(),
-                        &format!("stores.{name}.dir"),
-                        "the directory the secrets are written to, like /var/lib/cds-rotator/secrets",
-                    );
-                    StoreSpec::File {
-                        dir: resolve(base, &dir),
-                        mode: self.file_mode(spec.referenced, &name, mode.as_ref()),
-                        group: group.and_then(|g| self.file_group(spec.referenced, &name, &g)),
-                    }
-                }
-                RawStore::Vault(raw) => self.vault_store(spec.referenced, &name, base, raw),
-                RawStore::AwsSecretsManager {
-                    region,
-                    kms_key_id,
-                    endpoint_url,
-                } => self.aws_secrets_manager_store(
-                    spec.referenced,
-                    &name,
-                    region,
-                    kms_key_id,
-                    endpoint_url,
-                ),
-                RawStore::AzureKeyVault { vault_url } => {
-                    self.azure_key_vault_store(spec.referenced, &name, vault_url)
-                }
-                RawStore::KmsFile {
-                    dir,
-                    key_id,
-                    region,
-                    endpoint_url,
-                } => self.kms_file_store(
-                    spec.referenced,
-                    &name,
-                    base,
-                    (dir, key_id),
-                    region,
-                    endpoint_url,
-                ),
-            };
+            let mut entry = TypedEntry::new(spec.referenced, &name, base, &mut self.problems);
+            let store = spec.value.parse(&mut entry);
             stores.insert(name, store);
         }
         let mut notifiers = BTreeMap::new();
         let mut notifier_at = BTreeMap::new();
         for (name, spec) in raw.notifiers {
             self.name(spec.referenced, "notifier", &name);
-            let notifier = self.notifier(spec.referenced, &name, base, spec.value);
+            let mut entry = TypedEntry::new(spec.referenced, &name, base, &mut self.problems);
+            let notifier = spec.value.parse(&mut entry);
             notifier_at.insert(name.clone(), spec.referenced);
             notifiers.insert(name, notifier);
         }
@@ -646,7 +490,6 @@ impl Validator {
         let mut names = BTreeSet::new();
         let mut ids = BTreeSet::new();
         let mut written = BTreeMap::new();
-        let mut vault_written = BTreeMap::new();
         let default_pickup = raw
             .defaults
             .as_ref()
@@ -669,8 +512,8 @@ impl Validator {
                     .unwrap_or_default(),
                 None => default_pickup.clone(),
             };
-            if let PickupSpec::AckFile(a) = &c.pickup {
-                acks.push((at, c.name.clone(), a.path.clone()));
+            if let Some(path) = c.pickup.backend().app_file() {
+                acks.push((at, c.name.clone(), path.to_owned()));
             }
             if !names.insert(c.name.clone()) {
                 self.problem(
@@ -690,36 +533,8 @@ impl Validator {
                     ),
                 );
             }
-            if let Some(conn) = &connect
-                && reads_own_credential(conn, &c)
-                && conn.client_id != c.client_id
-                // File slots: `credential_file` says it, with the path.
-                && !matches!(
-                    stores.get(&c.store),
-                    Some(StoreSpec::File { .. } | StoreSpec::KmsFile { .. })
-                )
-            {
-                let (store, secret) = (&c.store, &c.secret);
-                self.problem(
-                    at,
-                    format!(
-                        "client `{}` would publish its secrets to store `{store}` secret `{secret}`, which is the rotator's own credential (connect.credentials.client_secret_store): the rotator's secret would be lost, and CDS never shows it again; give the client another secret name or store",
-                        c.name
-                    ),
-                );
-            }
-            if let Some(StoreSpec::Vault(spec)) = stores.get(&c.store) {
-                self.vault_slot(at, &c, spec, connect.as_ref(), &mut vault_written);
-            }
-            if let Some(StoreSpec::File { dir, .. }) = stores.get(&c.store) {
-                let slot = FileSlot::new(&c, dir);
-                self.shared_files(at, &slot, &mut written);
-                if let Some(conn) = &connect {
-                    self.credential_file(at, conn, &c, &slot);
-                }
-            }
             if let Some(spec) = stores.get(&c.store) {
-                self.aws_client(at, &c, spec, connect.as_ref(), &mut written);
+                self.store_rules(at, &c, spec, connect.as_ref(), &mut written);
             }
             clients.push(c);
         }
@@ -738,6 +553,68 @@ impl Validator {
             clients,
             resolved_at_run_time: std::mem::take(&mut self.resolved_at_run_time),
         })
+    }
+
+    /// The rules every store shares, over the client's [`Slot`]: two clients never
+    /// write one slot, and the rotator's own credential is published only by its own
+    /// client, which it reads from where it is published (see [`OwnCredential`]).
+    fn store_rules(
+        &mut self,
+        at: Location,
+        c: &ClientPolicy,
+        spec: &StoreSpec,
+        connect: Option<&ConnectSettings>,
+        written: &mut BTreeMap<PathBuf, FileSlot>,
+    ) {
+        let backend = spec.backend();
+        let is_self = connect.is_some_and(|conn| conn.client_id == c.client_id);
+        let reads_own = connect.is_some_and(|conn| reads_own_credential(conn, c));
+        let own = backend.own_credential();
+        match backend.slot(&c.secret) {
+            Slot::Files { dir } => {
+                let slot = FileSlot::new(c, &dir);
+                self.shared_files(at, &slot, written);
+                // A file slot says it with the path (`credential_file`).
+                if let Some(conn) = connect
+                    && (!is_self || own == OwnCredential::File)
+                {
+                    self.credential_file(at, conn, c, &slot);
+                }
+            }
+            Slot::Service { key } => {
+                if reads_own && !is_self {
+                    let (store, secret) = (&c.store, &c.secret);
+                    self.problem(
+                        at,
+                        format!(
+                            "client `{}` would publish its secrets to store `{store}` secret `{secret}`, which is the rotator's own credential (connect.credentials.client_secret_store): the rotator's secret would be lost, and CDS never shows it again; give the client another secret name or store",
+                            c.name
+                        ),
+                    );
+                }
+                let place = PathBuf::from(key);
+                if let Some(other) = written.get(&place) {
+                    let message = backend.shared(&claim(c), &other.claim());
+                    self.problem(at, message);
+                } else {
+                    written.insert(place, FileSlot::new(c, Path::new("")));
+                }
+            }
+        }
+        if let OwnCredential::Store { from } = own
+            && is_self
+            && !reads_own
+        {
+            let from =
+                from.map_or_else(|| format!("its {} store", spec.type_name()), str::to_owned);
+            self.problem(
+                at,
+                format!(
+                    "client `{}` is the rotator's own client, but the rotator does not read its credential from {from}: retiring the old secret would lock it out; set connect.credentials.client_secret_store to {{ name: {}, secret: {} }}",
+                    c.name, c.store, c.secret
+                ),
+            );
+        }
     }
 
     /// Two clients must never write the same file: the second publish would destroy the
@@ -868,17 +745,7 @@ impl Validator {
             );
             return;
         };
-        let rule = match spec {
-            StoreSpec::Vault(_) => (!vault::is_secret_path(secret)).then(|| {
-                "must be path segments of letters, digits, `-`, `_`, `.` separated by `/` (like cds/rotator), without `..`, at most 200 characters".to_owned()
-            }),
-            _ => match aws::secret_name_rule(spec) {
-                Some(checked) => checked(secret).err(),
-                None => (!is_safe_name(secret) || secret.ends_with(".json")).then(|| {
-                    "must be 1-64 letters, digits, `-`, `_`, `.`, not start with `.` nor end with `.json`".to_owned()
-                }),
-            },
-        };
+        let rule = spec.backend().secret_name_rule(secret);
         if let Some(rule) = rule {
             self.problem(
                 at,
@@ -887,57 +754,6 @@ impl Validator {
                 ),
             );
         }
-    }
-
-    /// A file store's `mode`: 0600 (default) or 0640; nothing wider, since the value is
-    /// a secret.
-    fn file_mode(&mut self, at: Location, store: &str, mode: Option<&raw::ModeText>) -> u32 {
-        let Some(mode) = mode else {
-            return 0o600;
-        };
-        let text = mode.text();
-        let digits = text.trim_start_matches("0o");
-        match u32::from_str_radix(digits, 8) {
-            Ok(m @ (0o600 | 0o640)) => m,
-            _ => {
-                self.problem(
-                    at,
-                    format!(
-                        "stores.{store}.mode `{}` is not allowed: write \"0600\" (only the rotator's user reads the files, the default) or \"0640\" (its group reads them too); nothing wider, the files hold secrets",
-                        crate::text::clip(&crate::text::escape_control(&text), 12)
-                    ),
-                );
-                0o600
-            }
-        }
-    }
-
-    /// A file store's `group`: a gid, or a name looked up in /etc/group.
-    fn file_group(&mut self, at: Location, store: &str, group: &raw::ModeText) -> Option<u32> {
-        let text = group.text();
-        if let Ok(gid) = text.parse::<u32>() {
-            return Some(gid);
-        }
-        let found = std::fs::read_to_string("/etc/group")
-            .ok()
-            .and_then(|groups| {
-                groups.lines().find_map(|line| {
-                    let mut fields = line.split(':');
-                    let name = fields.next()?;
-                    let gid = fields.nth(1)?;
-                    (name == text).then(|| gid.parse::<u32>().ok()).flatten()
-                })
-            });
-        if found.is_none() {
-            self.problem(
-                at,
-                format!(
-                    "stores.{store}.group `{}` is not a group in /etc/group: create it (groupadd), or give its numeric gid",
-                    crate::text::clip(&crate::text::escape_control(&text), 40)
-                ),
-            );
-        }
-        found
     }
 
     fn name(&mut self, at: Location, what: &str, name: &str) {
@@ -1752,28 +1568,15 @@ impl Validator {
             raw.store.value.secret.clone().unwrap_or_else(|| {
                 Spanned::new(name.clone(), raw.store.referenced, raw.store.defined)
             });
-        if let Some(StoreSpec::Vault(_)) = stores.get(&store_name.value) {
-            self.vault_secret(secret.referenced, &name, &store_name.value, &secret.value);
-        } else if let Some(spec) = stores.get(&store_name.value)
-            && let Some(checked) = aws::secret_name_rule(spec)
-        {
-            if let Err(rule) = checked(&secret.value) {
-                self.problem(
-                    secret.referenced,
-                    format!(
-                        "client `{name}`: store `{}` secret name `{}` {rule}",
-                        store_name.value, secret.value
-                    ),
-                );
+        let problem = match stores.get(&store_name.value) {
+            Some(spec) => {
+                spec.backend()
+                    .client_secret_problem(&name, &store_name.value, &secret.value)
             }
-        } else if !is_safe_name(&secret.value) || secret.value.ends_with(".json") {
-            self.problem(
-                secret.referenced,
-                format!(
-                    "client `{name}`: store secret name `{}` must be 1-64 letters, digits, `-`, `_`, `.`, not start with `.` nor end with `.json`",
-                    secret.value
-                ),
-            );
+            None => crate::store::registry::undeclared_secret_problem(&name, &secret.value),
+        };
+        if let Some(problem) = problem {
+            self.problem(secret.referenced, problem);
         }
         for n in &raw.notify {
             if !notifiers.contains_key(&n.value) {
@@ -1801,7 +1604,7 @@ impl Validator {
             // that the checks across clients (names, ids, files) run too.
             timing: timing.timing,
             retire_unmanaged: raw.retire_unmanaged.unwrap_or(false),
-            pickup: PickupSpec::Grace,
+            pickup: PickupSpec::default(),
         })
     }
 }
@@ -1949,7 +1752,8 @@ fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
     }
 }
 
-/// The files a client's file-store slot writes (see `store::file`), for collision checks.
+/// A client's slot as written: the files a [`Slot::Files`] writes (its `dir`), or a
+/// [`Slot::Service`] secret (`dir` empty), for collision checks.
 #[derive(Clone)]
 struct FileSlot {
     client: String,
@@ -1986,34 +1790,23 @@ impl FileSlot {
     fn files(&self) -> impl Iterator<Item = PathBuf> + use<'_> {
         std::iter::once(self.value()).chain(self.records())
     }
-}
 
-/// `p` resolved against `base` (the policy's directory) and normalized.
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    normalize(&base.join(p))
-}
-
-/// Removes `.` and folds `..` into its parent without touching the file system (`/..` is
-/// `/`; a relative path keeps its leading `..`).
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for part in p.components() {
-        match part {
-            Component::CurDir => {}
-            Component::ParentDir => match out.components().next_back() {
-                Some(Component::Normal(_)) => {
-                    out.pop();
-                }
-                Some(Component::RootDir | Component::Prefix(_)) => {}
-                Some(Component::CurDir | Component::ParentDir) | None => out.push(".."),
-            },
-            other => out.push(other.as_os_str()),
+    fn claim(&self) -> Claim {
+        Claim {
+            client: self.client.clone(),
+            store: self.store.clone(),
+            secret: self.secret.clone(),
         }
     }
-    if out.as_os_str().is_empty() {
-        out.push(".");
+}
+
+/// `c` as a slot's user.
+fn claim(c: &ClientPolicy) -> Claim {
+    Claim {
+        client: c.name.clone(),
+        store: c.store.clone(),
+        secret: c.secret.clone(),
     }
-    out
 }
 
 /// Where an absolute path leads on disk, for comparing paths: the deepest ancestor that
@@ -2036,33 +1829,6 @@ fn physical(p: &Path) -> PathBuf {
     }
 }
 
-/// A path that cannot be a pasted secret: absolute, or relative and starting with `./`
-/// or `../`; naming a file (not ending in `/`, `.` or `..`); without control characters.
-fn is_file_path(p: &Path) -> bool {
-    let Some(text) = p.to_str() else {
-        return false;
-    };
-    (p.is_absolute() || text.starts_with("./") || text.starts_with("../"))
-        && !text.ends_with('/')
-        && matches!(p.components().next_back(), Some(Component::Normal(_)))
-        && text.len() <= 4096
-        && !text.chars().any(char::is_control)
-}
-
-/// A template placeholder such as `<your-tenant-id>` (a value starting with `<` and
-/// ending with `>`), as it may be shown: itself when it reads like a placeholder
-/// (lowercase words), else `<…>`, so that a pasted value is never echoed.
-fn placeholder(value: &str) -> Option<&str> {
-    let v = value.trim();
-    let inner = v.strip_prefix('<')?.strip_suffix('>')?;
-    let readable = !inner.is_empty()
-        && inner.len() <= 48
-        && inner
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | ' '));
-    Some(if readable { v } else { "<…>" })
-}
-
 /// `[A-Za-z_][A-Za-z0-9_]*`, at most 128 characters.
 /// A credential's name as a hint may show it: as written when it reads like a name
 /// (`admin`, `cds-rotator.secret`), else `NAME`, since a long mixed-case string may be the
@@ -2082,37 +1848,10 @@ fn shown_credential_name(name: &str) -> &str {
     }
 }
 
-fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    name.len() <= 128
-        && chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 /// Whether the rotator reads its own credential from `c`'s store slot
 /// (`client_secret_store` naming exactly that store and secret).
 pub(super) fn reads_own_credential(conn: &ConnectSettings, c: &ClientPolicy) -> bool {
     matches!(&conn.secret, SecretSource::Store { store, secret } if *store == c.store && *secret == c.secret)
-}
-
-fn is_safe_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// What is wrong with a store's URL, after its key: the [`UrlProblem`] wording, except
-/// that plain http names no host and says what it would cost.
-fn store_url_problem(problem: UrlProblem) -> String {
-    match problem {
-        UrlProblem::PlainHttp { .. } => "uses plain http to a non-loopback host; the secrets would travel unencrypted: use https".to_owned(),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -1,394 +1,20 @@
-//! The `notifiers:` entries (`log`, `webhook`, `slack`, `teams`, `command`) and a
-//! client's `notify_on`: their keys, and the checks that turn them into a
-//! [`NotifierSpec`].
+//! The rules across the `notifiers:` entries and a client's `notify_on`: no notifier
+//! may take longer than a pass, no program gets a credential variable, and event kinds
+//! are known ones.
 //!
-//! Positions are lost inside `type:`-tagged entries, so a notifier's problems are
-//! reported at its entry, naming the key. Webhook URLs and HMAC keys that are secrets
-//! come from an environment variable or a file; those are read (and their URLs
-//! checked) when the notifiers are built, not here. Not here: sending (`crate::notify`).
+//! Each notifier type's keys and checks are in its folder (`notify::<type>::spec`),
+//! listed in `notify::registry`. Not here: sending (`crate::notify`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use secrecy::SecretString;
-use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use super::raw::{Key, Shape};
-use super::{Validator, is_env_name, resolve};
-use crate::command::Program;
+use super::Validator;
 use crate::domain::EventKind;
-use crate::domain::service_url::ServiceUrl;
-
-/// A notifier as the policy declares it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NotifierSpec {
-    /// Events go to the rotator's own log.
-    Log,
-    /// A signed JSON POST.
-    Webhook(WebhookSpec),
-    /// A Slack incoming webhook.
-    Slack(ChatSpec),
-    /// A Microsoft Teams incoming webhook.
-    Teams(ChatSpec),
-    /// A program, run directly with the event in its environment and on its stdin.
-    Command(Program),
-}
-
-impl NotifierSpec {
-    /// How long one notification may take, retries included (the log's is a bound that
-    /// it never comes near).
-    pub fn timeout(&self) -> Duration {
-        match self {
-            NotifierSpec::Log => HTTP_TIMEOUT,
-            NotifierSpec::Webhook(w) => w.timeout,
-            NotifierSpec::Slack(c) | NotifierSpec::Teams(c) => c.timeout,
-            NotifierSpec::Command(p) => p.timeout,
-        }
-    }
-}
-
-/// Where a notifier's secret (a URL, an HMAC key) is read from when it is built.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ValueSource {
-    /// An environment variable's name.
-    Env(String),
-    /// A file holding the value alone (absolute).
-    File(PathBuf),
-}
-
-impl ValueSource {
-    /// How messages name it: the variable's name or the file's path, never the value.
-    pub fn describe(&self) -> String {
-        match self {
-            ValueSource::Env(name) => format!("environment variable {name}"),
-            ValueSource::File(path) => format!("file {}", path.display()),
-        }
-    }
-
-    /// The value, trimmed; an error names notifier `notifier`'s key `key` and where.
-    pub fn read(&self, notifier: &str, key: &str) -> Result<SecretString, String> {
-        let raw = match self {
-            ValueSource::Env(name) => std::env::var(name).map_err(|_| {
-                format!("notifier `{notifier}`: {key}: environment variable {name} is not set")
-            })?,
-            ValueSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
-                format!(
-                    "notifier `{notifier}`: {key}: cannot read {}: {e}",
-                    path.display()
-                )
-            })?,
-        };
-        let raw = zeroize::Zeroizing::new(raw);
-        let value = raw.trim();
-        if value.is_empty() {
-            return Err(format!(
-                "notifier `{notifier}`: {key}: {} is empty",
-                self.describe()
-            ));
-        }
-        let value = SecretString::from(value.to_owned());
-        // No program's output may show it in our log.
-        crate::command::hold(&format!("notifier {notifier} {key}"), &value);
-        Ok(value)
-    }
-}
-
-/// Where a webhook's URL is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UrlSource {
-    /// Written in the policy (checked at validation).
-    Plain(String),
-    /// In a variable or a file (checked when read).
-    Secret(ValueSource),
-}
-
-/// A `webhook` notifier.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WebhookSpec {
-    /// Where to POST.
-    pub url: UrlSource,
-    /// The HMAC-SHA256 key that signs each request; unsigned when unset.
-    pub hmac_key: Option<ValueSource>,
-    /// How long one notification may take, retries included.
-    pub timeout: Duration,
-    /// Attempts after the first.
-    pub retries: u32,
-}
-
-/// A `slack` or `teams` notifier: its incoming-webhook URL is a secret.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChatSpec {
-    /// Where the URL is.
-    pub url: ValueSource,
-    /// How long one notification may take, retries included.
-    pub timeout: Duration,
-    /// Attempts after the first.
-    pub retries: u32,
-}
-
-/// The defaults and bounds of the keys above.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
-const RETRIES: u32 = 3;
-const MAX_RETRIES: u32 = 10;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawWebhook {
-    #[serde(default)]
-    url: Option<String>,
-    #[serde(default)]
-    url_env: Option<String>,
-    #[serde(default)]
-    url_file: Option<PathBuf>,
-    #[serde(default)]
-    hmac_secret_env: Option<String>,
-    #[serde(default)]
-    hmac_secret_file: Option<PathBuf>,
-    #[serde(default)]
-    timeout: Option<String>,
-    #[serde(default)]
-    retries: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawChat {
-    #[serde(default)]
-    webhook_url_env: Option<String>,
-    #[serde(default)]
-    webhook_url_file: Option<PathBuf>,
-    #[serde(default)]
-    timeout: Option<String>,
-    #[serde(default)]
-    retries: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawCommand {
-    program: PathBuf,
-    #[serde(default)]
-    args: Vec<String>,
-    #[serde(default)]
-    timeout: Option<String>,
-    #[serde(default)]
-    env: Vec<String>,
-}
-
-const TIMEOUT_KEY: Key = Key::optional(
-    "timeout",
-    Shape::Value,
-    "a duration from 1s to 5m (10s by default; 30s for a command, up to 1h)",
-);
-const RETRIES_KEY: Key = Key::optional(
-    "retries",
-    Shape::Count,
-    "attempts after the first, 0 to 10 (3 by default)",
-);
-
-/// The keys of a `type: webhook` notifier.
-pub(super) const WEBHOOK_KEYS: &[Key] = &[
-    Key::optional(
-        "url",
-        Shape::Value,
-        "the URL to POST to, https (http only to loopback), like https://hooks.example.com/cds",
-    ),
-    Key::optional(
-        "url_env",
-        Shape::Value,
-        "the NAME of a variable holding the webhook URL",
-    ),
-    Key::optional("url_file", Shape::Value, "a file holding the webhook URL"),
-    Key::optional(
-        "hmac_secret_env",
-        Shape::Value,
-        "the NAME of a variable holding the key that signs requests",
-    ),
-    Key::optional(
-        "hmac_secret_file",
-        Shape::Value,
-        "a file holding the key that signs requests",
-    ),
-    TIMEOUT_KEY,
-    RETRIES_KEY,
-];
-
-/// The keys of a `type: slack` or `type: teams` notifier.
-pub(super) const CHAT_KEYS: &[Key] = &[
-    Key::optional(
-        "webhook_url_env",
-        Shape::Value,
-        "the NAME of a variable holding the incoming-webhook URL",
-    ),
-    Key::optional(
-        "webhook_url_file",
-        Shape::Value,
-        "a file holding the incoming-webhook URL",
-    ),
-    TIMEOUT_KEY,
-    RETRIES_KEY,
-];
-
-/// The keys of a `type: command` notifier.
-pub(super) const COMMAND_KEYS: &[Key] = &[
-    Key::required(
-        "program",
-        Shape::Value,
-        "the absolute path of a program, like /usr/local/bin/on-cds-rotate",
-    ),
-    Key::optional(
-        "args",
-        Shape::Values,
-        "the program's arguments, like [\"--reload\"]",
-    ),
-    TIMEOUT_KEY,
-    Key::optional(
-        "env",
-        Shape::Values,
-        "NAMES of the rotator's environment variables the program may see, like [HOME]",
-    ),
-];
+pub use crate::notify::registry::NotifierSpec;
+use crate::notify::spec::ValueSource;
 
 impl Validator {
-    /// Checks one `notifiers:` entry, reporting problems at `at`.
-    pub(super) fn notifier(
-        &mut self,
-        at: Location,
-        name: &str,
-        base: &Path,
-        raw: super::raw::RawNotifier,
-    ) -> NotifierSpec {
-        use super::raw::RawNotifier as R;
-        match raw {
-            R::Log {} => NotifierSpec::Log,
-            R::Webhook(w) => {
-                let url = match (w.url, w.url_env, w.url_file) {
-                    (Some(url), None, None) => {
-                        if let Err(p) = ServiceUrl::parse(url.trim()) {
-                            self.problem(at, format!("notifier `{name}`: url {p}"));
-                        }
-                        Some(UrlSource::Plain(url.trim().to_owned()))
-                    }
-                    (None, env, file) => self
-                        .source(at, name, ("url_env", env), ("url_file", file), base, true)
-                        .map(UrlSource::Secret),
-                    _ => {
-                        self.problem(
-                            at,
-                            format!("notifier `{name}`: set one of url, url_env and url_file"),
-                        );
-                        None
-                    }
-                };
-                let hmac_key = self.source(
-                    at,
-                    name,
-                    ("hmac_secret_env", w.hmac_secret_env),
-                    ("hmac_secret_file", w.hmac_secret_file),
-                    base,
-                    false,
-                );
-                NotifierSpec::Webhook(WebhookSpec {
-                    url: url.unwrap_or(UrlSource::Plain(String::new())),
-                    hmac_key,
-                    timeout: self.notifier_timeout(at, name, w.timeout, HTTP_TIMEOUT, 300),
-                    retries: self.retries(at, name, w.retries),
-                })
-            }
-            R::Slack(c) => NotifierSpec::Slack(self.chat(at, name, base, c)),
-            R::Teams(c) => NotifierSpec::Teams(self.chat(at, name, base, c)),
-            R::Command(c) => {
-                if !c.program.is_absolute() {
-                    self.problem(
-                        at,
-                        format!(
-                            "notifier `{name}`: program `{}` must be an absolute path (it is run directly, without a shell or PATH lookup)",
-                            c.program.display()
-                        ),
-                    );
-                }
-                for var in &c.env {
-                    if !is_env_name(var) {
-                        self.problem(
-                            at,
-                            format!(
-                                "notifier `{name}`: env lists NAMES of environment variables (letters, digits, `_`); an entry is not one (not shown, in case it is a value)"
-                            ),
-                        );
-                    }
-                }
-                NotifierSpec::Command(Program {
-                    program: c.program,
-                    args: c.args,
-                    pass_env: c.env,
-                    withheld: Vec::new(),
-                    timeout: self.notifier_timeout(at, name, c.timeout, COMMAND_TIMEOUT, 3600),
-                })
-            }
-        }
-    }
-
-    fn chat(&mut self, at: Location, name: &str, base: &Path, c: RawChat) -> ChatSpec {
-        let url = self.source(
-            at,
-            name,
-            ("webhook_url_env", c.webhook_url_env),
-            ("webhook_url_file", c.webhook_url_file),
-            base,
-            true,
-        );
-        ChatSpec {
-            url: url.unwrap_or(ValueSource::Env(String::new())),
-            timeout: self.notifier_timeout(at, name, c.timeout, HTTP_TIMEOUT, 300),
-            retries: self.retries(at, name, c.retries),
-        }
-    }
-
-    /// One of an `_env` and a `_file` key; both unset is a problem when `required`.
-    fn source(
-        &mut self,
-        at: Location,
-        name: &str,
-        (env_key, env): (&str, Option<String>),
-        (file_key, file): (&str, Option<PathBuf>),
-        base: &Path,
-        required: bool,
-    ) -> Option<ValueSource> {
-        match (env, file) {
-            (Some(var), None) if is_env_name(var.trim()) => {
-                Some(ValueSource::Env(var.trim().to_owned()))
-            }
-            (Some(_), None) => {
-                self.problem(
-                    at,
-                    format!(
-                        "notifier `{name}`: {env_key} must be the NAME of an environment variable (letters, digits, `_`, not starting with a digit); the value given is not shown, in case it is the secret itself"
-                    ),
-                );
-                None
-            }
-            (None, Some(path)) => Some(ValueSource::File(resolve(base, &path))),
-            (None, None) if required => {
-                self.problem(
-                    at,
-                    format!("notifier `{name}`: set {env_key} or {file_key}"),
-                );
-                None
-            }
-            (None, None) => None,
-            (Some(_), Some(_)) => {
-                self.problem(
-                    at,
-                    format!("notifier `{name}`: set one of {env_key} and {file_key}, not both"),
-                );
-                None
-            }
-        }
-    }
-
     /// Refuses a notifier timeout longer than `budget`, the health budget of one pass
     /// ([`super::Policy::pass_budget`]): a pass may wait for a notifier (while the
     /// outbox is full), and `/healthz` allows a pass its budget plus that wait, so a
@@ -416,53 +42,6 @@ impl Validator {
         }
     }
 
-    fn notifier_timeout(
-        &mut self,
-        at: Location,
-        name: &str,
-        raw: Option<String>,
-        default: Duration,
-        max_secs: u64,
-    ) -> Duration {
-        let Some(text) = raw else {
-            return default;
-        };
-        match super::duration::parse(&text) {
-            Ok(d) if d.num_seconds() >= 1 && d.num_seconds() as u64 <= max_secs => {
-                d.to_std().unwrap_or(default)
-            }
-            Ok(_) => {
-                self.problem(
-                    at,
-                    format!(
-                        "notifier `{name}`: timeout ({}) must be from 1s to {}",
-                        text.trim(),
-                        if max_secs == 3600 { "1h" } else { "5m" }
-                    ),
-                );
-                default
-            }
-            Err(e) => {
-                self.problem(at, format!("notifier `{name}`: timeout: {e}"));
-                default
-            }
-        }
-    }
-
-    fn retries(&mut self, at: Location, name: &str, raw: Option<u64>) -> u32 {
-        match raw {
-            None => RETRIES,
-            Some(n) if n <= u64::from(MAX_RETRIES) => n as u32,
-            Some(n) => {
-                self.problem(
-                    at,
-                    format!("notifier `{name}`: retries ({n}) must be from 0 to {MAX_RETRIES}"),
-                );
-                RETRIES
-            }
-        }
-    }
-
     /// A command notifier must not be handed a credential through `env`: the rotator's
     /// own secret, the etcd password, a store's token, a notifier's URL or key, or the
     /// cloud SDKs' well-known secret variables. Each command notifier also carries the
@@ -486,7 +65,7 @@ impl Validator {
         secret.extend(policy.iter().map(|(k, v)| (k.clone(), v.clone())));
         let withheld: Vec<String> = policy.keys().cloned().collect();
         for (name, spec) in notifiers.iter_mut() {
-            let NotifierSpec::Command(p) = spec else {
+            let Some(p) = spec.backend_mut().program_mut() else {
                 continue;
             };
             for var in &p.pass_env {
@@ -554,7 +133,7 @@ impl super::Policy {
 }
 
 /// The variables a policy reads a credential from: the rotator's own secret
-/// (`client_secret_env`), the etcd password, Vault tokens, notifiers' URLs and keys.
+/// (`client_secret_env`), the etcd password, the stores' tokens, notifiers' URLs and keys.
 fn credential_variables(
     connect: Option<&super::ConnectSettings>,
     coordination: Option<&super::CoordinationSpec>,
@@ -583,25 +162,13 @@ fn credential_variables(
         );
     }
     for (name, spec) in stores {
-        if let super::StoreSpec::Vault(v) = spec
-            && let super::vault::VaultAuth::Token(super::SecretSource::Env(var)) = &v.auth
-        {
-            secret.insert(var.clone(), format!("store `{name}`'s Vault token"));
+        for (var, what) in spec.backend().credential_variables() {
+            secret.insert(var.to_owned(), format!("store `{name}`'s {what}"));
         }
     }
     for (name, spec) in notifiers {
-        let sources = match spec {
-            NotifierSpec::Webhook(w) => {
-                let url = match &w.url {
-                    UrlSource::Secret(s) => Some(s),
-                    UrlSource::Plain(_) => None,
-                };
-                vec![url, w.hmac_key.as_ref()]
-            }
-            NotifierSpec::Slack(c) | NotifierSpec::Teams(c) => vec![Some(&c.url)],
-            NotifierSpec::Log | NotifierSpec::Command(_) => vec![],
-        };
-        for source in sources.into_iter().flatten() {
+        let sources = spec.backend().credential_sources();
+        for source in sources {
             if let ValueSource::Env(var) = source {
                 secret.insert(var.clone(), format!("notifier `{name}`'s URL or key"));
             }
@@ -612,8 +179,15 @@ fn credential_variables(
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
     use super::super::Policy;
     use super::*;
+    use crate::command::Program;
+    use crate::notify::command::spec::COMMAND_TIMEOUT;
+    use crate::notify::spec::{HTTP_TIMEOUT, RETRIES};
+    use crate::notify::webhook::spec::{UrlSource, WebhookSpec};
 
     /// A valid policy with these notifier entries and this client line added.
     fn policy(notifiers: &str, client_extra: &str) -> String {

@@ -1,4 +1,7 @@
 use super::*;
+use crate::pickup::ack_file::spec::AckFileSpec;
+use crate::pickup::http_probe::spec::HttpProbeSpec;
+use crate::store::file::spec::FileSpec;
 
 const VALID: &str = r#"
 connect:
@@ -52,11 +55,11 @@ fn a_valid_policy_resolves_defaults_and_overrides() {
     assert_eq!(p.connect.max_concurrency, 4);
     assert_eq!(
         p.stores["local"],
-        StoreSpec::File {
+        StoreSpec::File(FileSpec {
             dir: PathBuf::from("/etc/cds-rotator/secrets"),
             mode: 0o600,
             group: None,
-        }
+        })
     );
     let dash = p.client("dashboard").unwrap();
     assert_eq!(dash.kind, ClientKind::Hybrid);
@@ -270,11 +273,11 @@ fn every_relative_path_resolves_against_the_policy_directory() {
     );
     assert_eq!(
         p.stores["local"],
-        StoreSpec::File {
+        StoreSpec::File(FileSpec {
             dir: PathBuf::from("/etc/cds-rotator/secrets"),
             mode: 0o600,
             group: None,
-        }
+        })
     );
     assert_eq!(p.lock_dir, PathBuf::from("/etc/run/locks"));
 }
@@ -287,11 +290,11 @@ fn a_bare_policy_file_name_resolves_against_the_current_directory() {
     assert_eq!(p.connect.secret, SecretSource::File(cwd.join("admin")));
     assert_eq!(
         p.stores["local"],
-        StoreSpec::File {
+        StoreSpec::File(FileSpec {
             dir: cwd.join("secrets"),
             mode: 0o600,
             group: None,
-        }
+        })
     );
 }
 
@@ -1017,9 +1020,9 @@ fn a_file_store_takes_mode_0600_or_0640_and_a_group_by_name_or_gid() {
         (", mode: \"0640\", group: root", 0o640, Some(0)),
     ] {
         match spec(&with(extra)) {
-            StoreSpec::File {
+            StoreSpec::File(FileSpec {
                 mode: m, group: g, ..
-            } => assert_eq!((m, g), (mode, group), "{extra}"),
+            }) => assert_eq!((m, g), (mode, group), "{extra}"),
             other => panic!("not a file store: {other:?}"),
         }
     }
@@ -1244,7 +1247,7 @@ fn pickup_comes_from_the_client_else_defaults_else_grace() {
     );
     assert_eq!(
         p.client("historian-uploader").unwrap().pickup,
-        PickupSpec::Grace
+        PickupSpec::default()
     );
     let text = VALID.replace(
         "    grace: 2h\n",

@@ -16,8 +16,7 @@ use std::path::Path;
 
 use crate::lock::DirProblem;
 
-use super::vault::{RoleId, VaultAuth};
-use super::{CoordinationKind, Policy, SecretSource, StoreSpec, ValueSource};
+use super::{CoordinationKind, Policy, SecretSource, ValueSource};
 
 /// What is wrong with who may change the file at `path` (it, its link, their
 /// directories), as a phrase that ends in what to do; `None` when only this user or root
@@ -92,25 +91,7 @@ pub(super) fn policy_files(policy: &Policy) -> Vec<String> {
         files.push(("connect.credentials", p));
     }
     for spec in policy.stores.values() {
-        if let StoreSpec::Vault(v) = spec {
-            match &v.auth {
-                VaultAuth::Token(SecretSource::File(p)) => files.push(("a vault store's auth", p)),
-                VaultAuth::AppRole {
-                    role_id,
-                    secret_id_file,
-                    ..
-                } => {
-                    if let RoleId::File(p) = role_id {
-                        files.push(("a vault store's auth", p));
-                    }
-                    files.push(("a vault store's auth", secret_id_file));
-                }
-                VaultAuth::Kubernetes { jwt_file, .. } => {
-                    files.push(("a vault store's auth", jwt_file))
-                }
-                VaultAuth::Token(_) => {}
-            }
-        }
+        files.extend(spec.backend().credential_files());
     }
     if let Some(c) = &policy.coordination {
         for source in [&c.username, &c.password].into_iter().flatten() {
@@ -137,9 +118,8 @@ pub(super) fn policy_files(policy: &Policy) -> Vec<String> {
         })
         .collect();
     for (name, spec) in &policy.stores {
-        let dir = match spec {
-            StoreSpec::File { dir, .. } | StoreSpec::KmsFile { dir, .. } => dir,
-            _ => continue,
+        let Some(dir) = spec.backend().dir() else {
+            continue;
         };
         let Ok(meta) = std::fs::symlink_metadata(dir) else {
             continue;

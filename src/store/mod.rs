@@ -3,20 +3,29 @@
 //! A store holds, per stored secret, the current value and a [`StoreRecord`] of
 //! metadata about it (which CDS secret it is, when it expires, its fingerprint). The
 //! reconciler reads the record to observe, and publishes value + record together.
-//! Not here: deciding when to publish (that is `rotation`).
+//!
+//! Each store type is a folder: the store in `<type>/mod.rs`, its policy entry (spec,
+//! keys, checks, secret-name rule, slot, own-credential rule, construction) in
+//! `<type>/spec.rs`; [`registry`] lists them, and `policy` asks it for each `type:`.
+//! Stores never import `policy`. Not here: deciding when to publish (that is
+//! `rotation`), or the rules across stores (`policy`).
 
 pub mod aws;
 pub mod aws_secrets_manager;
 pub mod azure_key_vault;
 pub mod file;
 pub mod kms_file;
+pub mod registry;
 pub mod vault;
 
 use async_trait::async_trait;
 use secrecy::SecretString;
 
+use crate::domain::service_url::UrlProblem;
 use crate::domain::{Current, StoreRecord};
 use crate::writes::Writes;
+
+pub use registry::StoreSpec;
 
 /// A failed store operation; the message names the store and the stored secret.
 #[derive(Debug, thiserror::Error)]
@@ -135,5 +144,14 @@ pub trait SecretStore: Send + Sync {
             });
         }
         writes.scope(self.publish(key, value, record)).await
+    }
+}
+
+/// What is wrong with a store's URL, after its key: the [`UrlProblem`] wording, except
+/// that plain http names no host and says what it would cost.
+pub(crate) fn url_problem(problem: UrlProblem) -> String {
+    match problem {
+        UrlProblem::PlainHttp { .. } => "uses plain http to a non-loopback host; the secrets would travel unencrypted: use https".to_owned(),
+        other => other.to_string(),
     }
 }

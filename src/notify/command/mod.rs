@@ -5,6 +5,8 @@
 //! logged at debug only. Either way it is scrubbed of every value the rotator holds,
 //! capped and escaped first (by the runner).
 
+pub mod spec;
+
 use std::time::Duration;
 
 use async_trait::async_trait;

@@ -6,12 +6,14 @@
 //! `plan` and `status`): the runner scrubs it of every held value and of the current
 //! value read from the store, and logs it at debug.
 
+pub mod spec;
+
 use async_trait::async_trait;
 use chrono::Duration;
 
-use super::{ClientInfo, Pickup, PickupCheck};
+use self::spec::CommandSpec;
+use super::{ClientInfo, Pickup, PickupCheck, Preflight};
 use crate::domain::StoreRecord;
-use crate::policy::CommandSpec;
 use crate::text::untrusted;
 
 /// Runs the policy's program.
@@ -25,10 +27,33 @@ impl CommandCheck {
     pub fn new(spec: CommandSpec, client: ClientInfo) -> Self {
         CommandCheck { spec, client }
     }
+
+    /// Its program can be run.
+    pub fn preflight_of(spec: &CommandSpec) -> Preflight {
+        use std::os::unix::fs::PermissionsExt;
+        let program = &spec.program.program;
+        match std::fs::metadata(program) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {
+                Preflight::Ok(format!("{} can be run", program.display()))
+            }
+            Ok(_) => Preflight::Fail(format!(
+                "{} is not an executable file; the pickup would never be confirmed",
+                program.display()
+            )),
+            Err(e) => Preflight::Fail(format!(
+                "{}: {e}; the pickup would never be confirmed",
+                program.display()
+            )),
+        }
+    }
 }
 
 #[async_trait]
 impl PickupCheck for CommandCheck {
+    fn preflight(&self) -> Option<Preflight> {
+        Some(CommandCheck::preflight_of(&self.spec))
+    }
+
     async fn check(&self, current: &StoreRecord) -> Pickup {
         let vars = [
             ("CDS_ROTATOR_CLIENT", self.client.name.clone()),

@@ -34,6 +34,8 @@ use futures::TryStreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
+pub mod spec;
+
 use super::{LateWrite, SecretStore, StoreError};
 use crate::domain::{Current, Fingerprint, StoreRecord};
 use crate::text::untrusted;

@@ -1,6 +1,8 @@
 //! The `slack` notifier: a Slack incoming-webhook message, `blocks` with the event's
 //! summary and facts, and `text` as the fallback for notifications.
 
+pub mod spec;
+
 use serde_json::{Value, json};
 
 use crate::domain::Event;

@@ -23,11 +23,14 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
+pub mod spec;
+
+pub use spec::{KUBERNETES_JWT, RoleId, VaultAuth, VaultSpec, is_secret_path};
+
 use super::{SecretStore, StoreError};
+use crate::domain::SecretSource;
 use crate::domain::{Current, Fingerprint, StoreRecord};
 use crate::http::{Overflow, ReadError};
-use crate::policy::SecretSource;
-use crate::policy::vault::{RoleId, VaultAuth, VaultSpec};
 use crate::text::untrusted;
 
 /// Answers larger than this are refused.

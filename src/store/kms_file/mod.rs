@@ -26,6 +26,8 @@ use zeroize::Zeroizing;
 
 use super::aws::{self, AwsTarget, Failure, Parsed, SdkSource};
 use super::file::FileStore;
+pub mod spec;
+
 use super::{SecretStore, StoreError};
 use crate::domain::{Current, StoreRecord};
 

@@ -2,6 +2,8 @@
 //! when one is set (`X-CDS-Rotator-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(key,
 //! "<t>.<body>")>`), so that a receiver can check where it came from and refuse replays.
 
+pub mod spec;
+
 use crate::domain::Event;
 
 /// The body: the event as JSON (the schema in README.md).

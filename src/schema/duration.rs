@@ -2,7 +2,8 @@
 //!
 //! An error says what is wrong with the text, what it should be (whole numbers with units
 //! `s m h d w`, no sign, combined like `1d12h`) and, when the intent is clear, the exact
-//! duration to write instead. The caller puts the key in front.
+//! duration to write instead. The caller puts the key in front. Not here: each key's
+//! bounds (its check).
 
 use chrono::Duration;
 

@@ -1,6 +1,8 @@
 //! The `teams` notifier: a Microsoft Teams incoming-webhook message carrying an
 //! Adaptive Card with the event's summary and facts.
 
+pub mod spec;
+
 use serde_json::{Value, json};
 
 use crate::domain::Event;

@@ -1,19 +1,37 @@
-//! Validation of the `azure_key_vault` store and of the clients that publish to it:
-//! the vault URL and Key Vault's secret-name rule.
+//! The `azure_key_vault` store in the policy: its key, how its entry is checked (the
+//! vault URL), Key Vault's secret-name rule, its slot and how it is built.
 //!
 //! Credentials are never part of the policy: the store uses `azure_identity`'s chain.
-//! Not here: the store itself (`store::azure_key_vault`).
+//! Not here: talking to Key Vault (`store::azure_key_vault`), or the rules every store
+//! shares (`policy`).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use serde_saphyr::Location;
+use serde::Deserialize;
 
-use super::{ClientPolicy, FileSlot, StoreSpec, Validator, store_url_problem};
+use super::AzureKeyVaultStore;
 use crate::domain::service_url::{ServiceUrl, UrlProblem};
+use crate::schema::{Entry, Key, Shape};
+use crate::store::SecretStore;
+use crate::store::registry::{Backend, Claim, Declared, OwnCredential, Slot, Wiring};
+
+/// Azure Key Vault secrets, as the policy declares them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyVaultSpec {
+    /// The vault's URL, like `https://myvault.vault.azure.net` (https, or http to
+    /// loopback only), without a trailing `/`.
+    pub vault_url: String,
+}
+
+/// A `type: azure_key_vault` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyVault {
+    vault_url: String,
+}
 
 /// Key Vault's rule: 1-127 characters of letters, digits and dashes.
-pub(super) fn secret_name(name: &str) -> Result<(), String> {
+fn secret_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 127
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
@@ -24,22 +42,23 @@ pub(super) fn secret_name(name: &str) -> Result<(), String> {
     }
 }
 
-impl Validator {
-    /// Checks an `azure_key_vault` store, reporting problems at `at`. The store is
-    /// returned even then, so that its clients are still checked against it.
-    pub(super) fn azure_key_vault_store(
-        &mut self,
-        at: Location,
-        name: &str,
-        vault_url: String,
-    ) -> StoreSpec {
-        let text = vault_url.trim().trim_end_matches('/').to_owned();
+impl Declared for KeyVaultSpec {
+    type Raw = RawKeyVault;
+
+    const KEYS: &'static [Key] = &[Key::required(
+        "vault_url",
+        Shape::Value,
+        "the vault's URL, like https://myvault.vault.azure.net",
+    )];
+
+    fn parse(raw: RawKeyVault, entry: &mut Entry<'_>) -> KeyVaultSpec {
+        let text = raw.vault_url.trim().trim_end_matches('/').to_owned();
         let problem = match ServiceUrl::parse(&text) {
             Err(UrlProblem::NotAUrl) => Some(
                 "is not a URL; use the vault's URL, like https://myvault.vault.azure.net"
                     .to_owned(),
             ),
-            Err(p) => Some(store_url_problem(p)),
+            Err(p) => Some(crate::store::url_problem(p)),
             Ok(url) => {
                 let url = url.url();
                 (url.path() != "/" && !url.path().is_empty()
@@ -49,43 +68,55 @@ impl Validator {
             }
         };
         if let Some(p) = problem {
-            self.problem(at, format!("store `{name}`: vault_url `{text}` {p}"));
+            let name = entry.name;
+            entry.problem(format!("store `{name}`: vault_url `{text}` {p}"));
         }
-        StoreSpec::AzureKeyVault { vault_url: text }
+        KeyVaultSpec { vault_url: text }
+    }
+}
+
+impl Backend for KeyVaultSpec {
+    fn secret_name_rule(&self, secret: &str) -> Option<String> {
+        secret_name(secret).err()
     }
 
-    /// One secret per client in a vault: two clients on one name would overwrite each
-    /// other (also through two stores with the same URL).
-    pub(super) fn azure_client(
-        &mut self,
-        at: Location,
-        c: &ClientPolicy,
-        vault_url: &str,
-        written: &mut BTreeMap<PathBuf, FileSlot>,
-    ) {
-        let place = PathBuf::from(format!(
-            "azure-key-vault:{}:{}",
-            vault_url.to_ascii_lowercase(),
-            c.secret.to_ascii_lowercase()
-        ));
-        if let Some(other) = written.get(&place) {
-            self.problem(
-                at,
-                format!(
-                    "clients `{}` (store `{}`) and `{}` (store `{}`) would both publish to Key Vault secret `{}` in {vault_url}; they would overwrite each other's secret: give one of them another secret name",
-                    other.client, other.store, c.name, c.store, c.secret
-                ),
-            );
-        } else {
-            written.insert(place, FileSlot::new(c, Path::new("")));
+    /// One secret per name in a vault (names and URLs compare without case, so also
+    /// through two stores with the same URL).
+    fn slot(&self, secret: &str) -> Slot {
+        Slot::Service {
+            key: format!(
+                "azure-key-vault:{}:{}",
+                self.vault_url.to_ascii_lowercase(),
+                secret.to_ascii_lowercase()
+            ),
         }
+    }
+
+    fn shared(&self, mine: &Claim, other: &Claim) -> String {
+        format!(
+            "clients `{}` (store `{}`) and `{}` (store `{}`) would both publish to Key Vault secret `{}` in {}; they would overwrite each other's secret: give one of them another secret name",
+            other.client, other.store, mine.client, mine.store, mine.secret, self.vault_url
+        )
+    }
+
+    fn own_credential(&self) -> OwnCredential {
+        OwnCredential::Store { from: None }
+    }
+
+    fn build(&self, name: &str, _wiring: &Wiring<'_>) -> Result<Arc<dyn SecretStore>, String> {
+        Ok(Arc::new(AzureKeyVaultStore::new(
+            name.to_owned(),
+            self.vault_url.clone(),
+        )))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::Policy;
+    use std::path::Path;
+
     use super::*;
+    use crate::policy::{Policy, StoreSpec};
 
     fn policy(stores: &str, secret: &str) -> Result<Policy, String> {
         let text = format!(
@@ -103,9 +134,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             p.stores["kv"],
-            StoreSpec::AzureKeyVault {
+            StoreSpec::AzureKeyVault(KeyVaultSpec {
                 vault_url: "https://myvault.vault.azure.net".into()
-            }
+            })
         );
         assert_eq!(p.clients[0].secret, "cds-app");
     }
@@ -119,9 +150,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             p.stores["kv"],
-            StoreSpec::AzureKeyVault {
+            StoreSpec::AzureKeyVault(KeyVaultSpec {
                 vault_url: "http://127.0.0.1:8443".into()
-            }
+            })
         );
         let err = policy(
             "  kv: { type: azure_key_vault, vault_url: http://myvault.vault.azure.net }",

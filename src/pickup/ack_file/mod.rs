@@ -7,6 +7,8 @@
 //! crate (a directory, because an app may replace the file by a rename, and the file
 //! may not exist yet). No polling loop runs.
 
+pub mod spec;
+
 use std::fs::OpenOptions;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
@@ -19,9 +21,9 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use super::{Pickup, PickupCheck, confirms, mismatch};
+use self::spec::AckFileSpec;
+use super::{Pickup, PickupCheck, Preflight, confirms, mismatch};
 use crate::domain::StoreRecord;
-use crate::policy::AckFileSpec;
 
 /// The most of the file that is read (a fingerprint is 16 characters).
 pub const SIZE_CAP: u64 = 4096;
@@ -51,6 +53,19 @@ impl AckFile {
         AckFile {
             spec,
             watch: Mutex::new(Watch::NotStarted),
+        }
+    }
+
+    /// Its directory can be watched, else the file is read every minute.
+    pub fn preflight_of(spec: &AckFileSpec) -> Preflight {
+        let dir = spec.path.parent().unwrap_or(std::path::Path::new("/"));
+        if dir.is_dir() {
+            Preflight::Ok(format!("{} is watched for the ack file", dir.display()))
+        } else {
+            Preflight::Warn(format!(
+                "{} does not exist: the ack file would be read every minute instead of watched; create the directory before cds-rotator starts",
+                dir.display()
+            ))
         }
     }
 
@@ -112,6 +127,10 @@ impl AckFile {
 
 #[async_trait]
 impl PickupCheck for AckFile {
+    fn preflight(&self) -> Option<Preflight> {
+        Some(AckFile::preflight_of(&self.spec))
+    }
+
     async fn check(&self, current: &StoreRecord) -> Pickup {
         match self.read() {
             Ok(text) if confirms(&text, current) => Pickup::Confirmed,
@@ -190,6 +209,21 @@ mod tests {
             Pickup::Pending(why) => why,
             Pickup::Confirmed => panic!("confirmed"),
         }
+    }
+
+    #[test]
+    fn the_preflight_warns_when_the_ack_files_directory_cannot_be_watched() {
+        let dir = tempfile::tempdir().unwrap();
+        let watched = check_of(&dir.path().join("app.ack")).preflight();
+        assert!(
+            matches!(&watched, Some(Preflight::Ok(d)) if d.contains("is watched")),
+            "{watched:?}"
+        );
+        let missing = check_of(&dir.path().join("gone/app.ack")).preflight();
+        assert!(
+            matches!(&missing, Some(Preflight::Warn(d)) if d.contains("read every minute")),
+            "{missing:?}"
+        );
     }
 
     #[tokio::test]

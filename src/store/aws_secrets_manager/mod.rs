@@ -24,6 +24,8 @@ use tokio::sync::OnceCell;
 use zeroize::Zeroizing;
 
 use super::aws::{self, AwsTarget, Failure, Parsed, SdkSource};
+pub mod spec;
+
 use super::{LateWrite, SecretStore, StoreError};
 use crate::domain::{Current, StoreRecord};
 

@@ -33,6 +33,8 @@ use rustix::io::Errno;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
+pub mod spec;
+
 use super::{SecretStore, StoreError};
 use crate::domain::{Current, Fingerprint, StoreRecord};
 use crate::lock::DirProblem;

@@ -25,6 +25,8 @@ use super::StoreError;
 use crate::domain::{Fingerprint, SecretId, StoreRecord};
 use crate::text::untrusted;
 
+pub mod spec;
+
 /// Where an AWS store sends its requests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AwsTarget {

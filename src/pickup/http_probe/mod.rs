@@ -2,15 +2,17 @@
 //! current fingerprint, as the whole body (trimmed) or at a JSON pointer. An unreachable
 //! replica, another status, a bad or oversized body are "not yet", never confirmed.
 
+pub mod spec;
+
 use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
 use chrono::Duration;
 
-use super::{Pickup, PickupCheck, confirms, mismatch};
+use self::spec::HttpProbeSpec;
+use super::{Pickup, PickupCheck, Preflight, confirms, mismatch};
 use crate::domain::StoreRecord;
 use crate::http::{Overflow, ReadError};
-use crate::policy::HttpProbeSpec;
 use crate::text::untrusted;
 
 /// The most of an answer that is read.
@@ -36,6 +38,15 @@ impl HttpProbe {
             .build()
             .ok();
         HttpProbe { spec, http }
+    }
+
+    /// Offline its URLs are only counted: the app may not run yet.
+    pub fn preflight_of(spec: &HttpProbeSpec) -> Preflight {
+        Preflight::Ok(format!(
+            "probes {} URL(s) every {}",
+            spec.urls.len(),
+            crate::schema::duration::format(spec.interval)
+        ))
     }
 
     /// One replica: `Ok` when it confirms, else why not.
@@ -87,6 +98,10 @@ impl HttpProbe {
 
 #[async_trait]
 impl PickupCheck for HttpProbe {
+    fn preflight(&self) -> Option<Preflight> {
+        Some(HttpProbe::preflight_of(&self.spec))
+    }
+
     async fn check(&self, current: &StoreRecord) -> Pickup {
         let results =
             futures::future::join_all(self.spec.urls.iter().map(|u| self.probe(u, current))).await;

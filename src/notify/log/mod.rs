@@ -4,6 +4,8 @@
 //! other log lines, with the event's fields as JSON values (`secret_ids` an array, times
 //! RFC 3339), because `tracing` fields can only be numbers and strings.
 
+pub mod spec;
+
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 

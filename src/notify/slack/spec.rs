@@ -1,0 +1,26 @@
+//! The `slack` notifier in the policy: a [`ChatSpec`] (its keys are the chat
+//! notifiers'), built as an HTTP notifier with Slack's body.
+//!
+//! Not here: the message (`notify::slack`), the keys (`notify::spec`).
+
+use std::sync::Arc;
+
+use crate::notify::Notifier;
+use crate::notify::http::{HttpNotifier, HttpSender, Target};
+use crate::notify::spec::ChatSpec;
+
+/// The Slack notifier `name`, reading its URL now.
+pub fn build(
+    spec: &ChatSpec,
+    name: &str,
+    sender: &HttpSender,
+) -> Result<Arc<dyn Notifier>, String> {
+    Ok(Arc::new(HttpNotifier::new(
+        name,
+        Target::read(name, "webhook_url", &spec.url)?,
+        None,
+        (spec.timeout, spec.retries),
+        sender.clone(),
+        super::body,
+    )))
+}

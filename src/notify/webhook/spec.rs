@@ -1,0 +1,171 @@
+//! The `webhook` notifier in the policy: its keys, how its entry is checked (the URL,
+//! the HMAC key), and how it is built.
+//!
+//! Not here: the body (`notify::webhook`), sending (`notify::http`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::service_url::ServiceUrl;
+use crate::notify::Notifier;
+use crate::notify::http::{HttpNotifier, HttpSender, Target};
+use crate::notify::registry::Backend;
+use crate::notify::spec::{
+    HTTP_TIMEOUT, RETRIES_KEY, TIMEOUT_KEY, ValueSource, retries, source, timeout,
+};
+use crate::schema::{Declared, Entry, Key, Shape};
+
+/// Where a webhook's URL is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UrlSource {
+    /// Written in the policy (checked at validation).
+    Plain(String),
+    /// In a variable or a file (checked when read).
+    Secret(ValueSource),
+}
+
+/// A `webhook` notifier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookSpec {
+    /// Where to POST.
+    pub url: UrlSource,
+    /// The HMAC-SHA256 key that signs each request; unsigned when unset.
+    pub hmac_key: Option<ValueSource>,
+    /// How long one notification may take, retries included.
+    pub timeout: Duration,
+    /// Attempts after the first.
+    pub retries: u32,
+}
+
+/// A `type: webhook` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    url_env: Option<String>,
+    #[serde(default)]
+    url_file: Option<PathBuf>,
+    #[serde(default)]
+    hmac_secret_env: Option<String>,
+    #[serde(default)]
+    hmac_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    retries: Option<u64>,
+}
+
+impl Declared for WebhookSpec {
+    type Raw = RawWebhook;
+
+    const KEYS: &'static [Key] = &[
+        Key::optional(
+            "url",
+            Shape::Value,
+            "the URL to POST to, https (http only to loopback), like https://hooks.example.com/cds",
+        ),
+        Key::optional(
+            "url_env",
+            Shape::Value,
+            "the NAME of a variable holding the webhook URL",
+        ),
+        Key::optional("url_file", Shape::Value, "a file holding the webhook URL"),
+        Key::optional(
+            "hmac_secret_env",
+            Shape::Value,
+            "the NAME of a variable holding the key that signs requests",
+        ),
+        Key::optional(
+            "hmac_secret_file",
+            Shape::Value,
+            "a file holding the key that signs requests",
+        ),
+        TIMEOUT_KEY,
+        RETRIES_KEY,
+    ];
+
+    fn parse(w: RawWebhook, entry: &mut Entry<'_>) -> WebhookSpec {
+        let name = entry.name;
+        let url = match (w.url, w.url_env, w.url_file) {
+            (Some(url), None, None) => {
+                if let Err(p) = ServiceUrl::parse(url.trim()) {
+                    entry.problem(format!("notifier `{name}`: url {p}"));
+                }
+                Some(UrlSource::Plain(url.trim().to_owned()))
+            }
+            (None, env, file) => {
+                source(entry, ("url_env", env), ("url_file", file), true).map(UrlSource::Secret)
+            }
+            _ => {
+                entry.problem(format!(
+                    "notifier `{name}`: set one of url, url_env and url_file"
+                ));
+                None
+            }
+        };
+        let hmac_key = source(
+            entry,
+            ("hmac_secret_env", w.hmac_secret_env),
+            ("hmac_secret_file", w.hmac_secret_file),
+            false,
+        );
+        WebhookSpec {
+            url: url.unwrap_or(UrlSource::Plain(String::new())),
+            hmac_key,
+            timeout: timeout(entry, w.timeout, HTTP_TIMEOUT, 300),
+            retries: retries(entry, w.retries),
+        }
+    }
+}
+
+impl Backend for WebhookSpec {
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn credential_sources(&self) -> Vec<&ValueSource> {
+        let url = match &self.url {
+            UrlSource::Secret(s) => Some(s),
+            UrlSource::Plain(_) => None,
+        };
+        [url, self.hmac_key.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+/// The webhook notifier `name`, reading its URL and key now.
+pub fn build(
+    spec: &WebhookSpec,
+    name: &str,
+    sender: &HttpSender,
+) -> Result<Arc<dyn Notifier>, String> {
+    let target = match &spec.url {
+        UrlSource::Plain(url) => Target::plain(name, url)?,
+        UrlSource::Secret(source) => Target::read(name, "url", source)?,
+    };
+    let key = match &spec.hmac_key {
+        Some(source) => Some(source.read(name, "hmac_secret")?),
+        None => {
+            tracing::warn!(
+                notifier = name,
+                "webhook requests are not signed: receivers cannot tell them from forged ones; set hmac_secret_env or hmac_secret_file"
+            );
+            None
+        }
+    };
+    Ok(Arc::new(HttpNotifier::new(
+        name,
+        target,
+        key,
+        (spec.timeout, spec.retries),
+        sender.clone(),
+        super::body,
+    )))
+}
