@@ -297,6 +297,22 @@ async fn behind_a_fault_proxy(moto: &moto::Moto) -> (SecretsManagerStore, FaultP
 const PUT: &str = "x-amz-target: secretsmanager.PutSecretValue";
 
 #[tokio::test]
+async fn the_aws_secrets_manager_store_conforms_under_faults() {
+    let moto = moto::Moto::start().await;
+    let (store, proxy) = behind_a_fault_proxy(&moto).await;
+    let behind = conformance::Behind {
+        store: &store,
+        name: "aws",
+        proxy: &proxy,
+        write: PUT,
+    };
+    conformance::faults(&behind, "cds/app", || {
+        moto.secrets_manager_value("cds/app", "AWSCURRENT")
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_put_delayed_in_the_network_is_settled_by_putting_it_again_and_its_late_copy_changes_nothing()
  {
     let moto = moto::Moto::start().await;

@@ -159,6 +159,26 @@ async fn a_stopped_vault_gives_an_error_naming_the_store() {
 }
 
 #[tokio::test]
+async fn the_azure_key_vault_store_conforms_under_faults() {
+    let fake = azure::FakeVault::start().await;
+    let proxy = fake.fault_proxy().await;
+    let store = AzureKeyVaultStore::with_credential(
+        "kv",
+        proxy.url.clone(),
+        Arc::new(azure::FixedToken),
+        fake.http_client(),
+        false,
+    );
+    let behind = conformance::Behind {
+        store: &store,
+        name: "kv",
+        proxy: &proxy,
+        write: "PUT /secrets/cds-app",
+    };
+    conformance::faults(&behind, "cds-app", || fake.current_value("cds-app")).await;
+}
+
+#[tokio::test]
 async fn a_lost_answer_after_the_write_landed_is_a_success() {
     let fake = azure::FakeVault::start().await;
     let store = store(&fake);

@@ -17,6 +17,7 @@ use cds_rotator::store::{SecretStore, StoreError};
 use secrecy::SecretString;
 use serde_json::json;
 
+use crate::support::proxy::FaultProxy;
 use bao::{Bao, Proxy, Trick};
 
 #[tokio::test]
@@ -296,6 +297,21 @@ async fn another_writer_between_read_and_write_makes_the_publish_fail_unlanded()
         bao.value("cds/app").await.as_deref(),
         Some("another-writers-value")
     );
+}
+
+#[tokio::test]
+async fn the_vault_store_conforms_under_faults() {
+    let bao = Bao::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let proxy = FaultProxy::start(&bao.addr).await;
+    let store = vault_store("bao", &proxy.url, tmp.path(), &bao.root);
+    let behind = conformance::Behind {
+        store: &store,
+        name: "bao",
+        proxy: &proxy,
+        write: "POST /v1/secret/data/cds/app",
+    };
+    conformance::faults(&behind, "cds/app", || bao.value("cds/app")).await;
 }
 
 #[tokio::test]

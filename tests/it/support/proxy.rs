@@ -7,8 +7,9 @@
 //! they were added: a rule matches when the request's head (request line and headers,
 //! compared case-insensitively) contains its text, and it applies to the next `times`
 //! matching requests. What it can do is a [`Fault`]: delay, answer 429/503 with
-//! `Retry-After` without forwarding, forward and drop the answer, forward and keep a
-//! duplicate, hold the request (the caller sees a lost answer) or reset the connection.
+//! `Retry-After` without forwarding, forward and drop the answer (and then cut every
+//! connection), forward and keep a duplicate, hold the request (the caller sees a lost
+//! answer) or reset the connection.
 //! Held requests and duplicates reach the server only when the test says so
 //! ([`FaultProxy::deliver_held`]): a late write lands at a point the test chooses, never
 //! after a timer that machine speed could beat.
@@ -21,6 +22,7 @@
 //! end (a watch): such a request holds its connection until the server ends it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,8 +34,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub enum Fault {
     /// Waits this long, then forwards the request and its answer.
     Delay(Duration),
-    /// Answers `status` (429, 503) with `Retry-After: retry_after` (seconds) without
-    /// forwarding the request.
+    /// Answers `status` (429, 503; 403 to refuse for good) with `Retry-After:
+    /// retry_after` (seconds) without forwarding the request.
     Refuse {
         /// The HTTP status.
         status: u16,
@@ -52,6 +54,10 @@ pub enum Fault {
     Hold,
     /// Resets the caller's connection (TCP RST) without forwarding.
     Reset,
+    /// Forwards the request and closes the caller's connection instead of answering, as
+    /// [`Fault::DropAnswer`]; from then on the proxy resets every request, whatever the
+    /// rules: the write landed, and nothing can be read back to tell.
+    DropAnswerAndCut,
 }
 
 struct Rule {
@@ -95,6 +101,8 @@ struct Shared {
     rules: Mutex<Vec<Rule>>,
     held: Mutex<Vec<Vec<u8>>>,
     log: Mutex<Vec<String>>,
+    /// Set by [`Fault::DropAnswerAndCut`]: every request is reset.
+    cut: AtomicBool,
 }
 
 /// A running fault proxy; it stops with the test's runtime.
@@ -155,6 +163,7 @@ impl FaultProxy {
             rules: Mutex::new(Vec::new()),
             held: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
+            cut: AtomicBool::new(false),
         });
         let serving = shared.clone();
         tokio::spawn(async move {
@@ -197,9 +206,10 @@ impl FaultProxy {
         });
     }
 
-    /// Drops every rule: from now on a plain proxy.
+    /// Drops every rule and ends a cut: from now on a plain proxy.
     pub fn clear(&self) {
         self.shared.rules.lock().unwrap().clear();
+        self.shared.cut.store(false, Ordering::SeqCst);
     }
 
     /// How many requests are held or kept as duplicates, not yet delivered.
@@ -250,6 +260,9 @@ fn socket_addr(url: &str) -> SocketAddr {
 
 /// The fault for a request with this head, counting it against its rule.
 fn fault_for(shared: &Shared, head: &str) -> Option<Fault> {
+    if shared.cut.load(Ordering::SeqCst) {
+        return Some(Fault::Reset);
+    }
     let mut rules = shared.rules.lock().unwrap();
     let rule = rules
         .iter_mut()
@@ -293,7 +306,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
             Some(Fault::Reset) => return Ok(End::Reset),
             Some(Fault::Delay(wait)) => tokio::time::sleep(wait).await,
             Some(Fault::Duplicate) => shared.held.lock().unwrap().push(request.clone()),
-            Some(Fault::DropAnswer) | None => {}
+            Some(Fault::DropAnswer | Fault::DropAnswerAndCut) | None => {}
         }
         if server.is_none() {
             server = Some(shared.upstream.connect().await?);
@@ -305,7 +318,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
         let Some(answer) = message(upstream).await? else {
             return Ok(End::Closed);
         };
-        if fault == Some(Fault::DropAnswer) {
+        if fault == Some(Fault::DropAnswerAndCut) {
+            shared.cut.store(true, Ordering::SeqCst);
+        }
+        if matches!(fault, Some(Fault::DropAnswer | Fault::DropAnswerAndCut)) {
             return Ok(End::Closed);
         }
         client.write_all(&answer).await?;
