@@ -5,7 +5,7 @@
 use crate::support;
 use crate::support::moto;
 
-use support::{ADMIN, ADMIN_SECRET, APP, APP_SEEDED_SECRET, Env, HYBRID, TENANT, text};
+use support::{ADMIN_SECRET, APP, APP_SEEDED_SECRET, Env, HYBRID, TENANT, text};
 
 /// A policy with one client in each AWS store.
 fn write_policy(env: &Env, moto: &moto::Moto) {
@@ -14,31 +14,26 @@ fn write_policy(env: &Env, moto: &moto::Moto) {
 
 /// [`write_policy`] with the kms_file store sealing with `key`.
 fn write_policy_with_key(env: &Env, moto: &moto::Moto, key: &str) {
-    let policy = format!(
-        r#"connect:
-  url: {url}
-  tenant_id: {TENANT}
-  credentials:
-    client_id: {ADMIN}
-    client_secret_file: ./admin-secret
-  request_timeout: 5s
-lock_dir: ./locks
-stores:
-  aws: {{ type: aws_secrets_manager, region: eu-west-1, kms_key_id: alias/cds, endpoint_url: "{moto}" }}
-  sealed: {{ type: kms_file, dir: ./sealed, key_id: {key}, region: eu-west-1, endpoint_url: "{moto}" }}
-notifiers:
-  ops: {{ type: log }}
-defaults:
-  grace: 0s
-  verify_timeout: 5s
-clients:
-  - {{ name: app, client_id: {APP}, kind: client_credentials, store: {{ name: aws, secret: cds/app }}, notify: [ops] }}
-  - {{ name: web, client_id: {HYBRID}, kind: hybrid, store: {{ name: sealed, secret: web }}, notify: [ops] }}
-"#,
-        url = env.emulator.url(),
-        moto = moto.url,
-    );
-    std::fs::write(env.policy_path(), policy).unwrap();
+    let moto = &moto.url;
+    let policy = env
+        .relative_policy()
+        .connect("request_timeout: 5s")
+        .store(&format!(
+            r#"aws: {{ type: aws_secrets_manager, region: eu-west-1, kms_key_id: alias/cds, endpoint_url: "{moto}" }}"#
+        ))
+        .store(&format!(
+            r#"sealed: {{ type: kms_file, dir: ./sealed, key_id: {key}, region: eu-west-1, endpoint_url: "{moto}" }}"#
+        ))
+        .notifier("ops: { type: log }")
+        .default("grace: 0s")
+        .default("verify_timeout: 5s")
+        .client(&format!(
+            "  - {{ name: app, client_id: {APP}, kind: client_credentials, store: {{ name: aws, secret: cds/app }}, notify: [ops] }}"
+        ))
+        .client(&format!(
+            "  - {{ name: web, client_id: {HYBRID}, kind: hybrid, store: {{ name: sealed, secret: web }}, notify: [ops] }}"
+        ));
+    env.write(&policy);
 }
 
 /// The environment of a rotator on a host with AWS credentials in its environment, and

@@ -10,7 +10,7 @@ use cds_rotator::rotation::marker::Marker;
 use cds_rotator::rotation::{ClientJob, DeleteReason, PassOptions, Step};
 use cds_rotator::store::{SecretStore, StoreError};
 use secrecy::SecretString;
-use support::{APP, Env, HYBRID, ID_POLICIES, pass_of};
+use support::{APP, Env, HYBRID, ID_POLICIES, PolicyText, pass_of};
 
 fn fault(method: &str, path: &str, status: u16) -> Fault {
     Fault {
@@ -506,33 +506,21 @@ async fn the_rotator_rotates_its_own_secret_and_keeps_working_with_the_new_one()
     std::fs::create_dir_all(env.secrets_dir()).unwrap();
     let own = env.secrets_dir().join("admin");
     std::fs::write(&own, support::ADMIN_SECRET).unwrap();
-    let policy = format!(
-        r#"connect:
-  url: {url}
-  tenant_id: {tenant}
-  credentials:
-    client_id: {admin}
-    client_secret_file: {own}
-lock_dir: {locks}
-stores:
-  local: {{ type: file, dir: {secrets} }}
-defaults:
-  grace: 0s
-  verify_timeout: 5s
-clients:
-  - name: admin
-    client_id: {admin}
-    store: {{ name: local, secret: admin }}
-    retire_unmanaged: true
-"#,
-        url = env.emulator.url(),
-        tenant = support::TENANT,
-        admin = support::ADMIN,
-        own = own.display(),
-        locks = env.dir.path().join("locks").display(),
-        secrets = env.secrets_dir().display(),
-    );
-    std::fs::write(env.policy_path(), policy).unwrap();
+    let admin = support::ADMIN;
+    let policy = PolicyText::new(&env.emulator.url(), support::TENANT)
+        .credential(&format!("client_id: {admin}"))
+        .credential(&format!("client_secret_file: {}", own.display()))
+        .lock_dir(&env.dir.path().join("locks").display().to_string())
+        .store(&format!(
+            "local: {{ type: file, dir: {} }}",
+            env.secrets_dir().display()
+        ))
+        .default("grace: 0s")
+        .default("verify_timeout: 5s")
+        .client(&format!(
+            "  - name: admin\n    client_id: {admin}\n    store: {{ name: local, secret: admin }}\n    retire_unmanaged: true"
+        ));
+    env.write(&policy);
     let reports = env.pass(&[], false).await;
     assert!(reports[0].rotated.is_some(), "{:?}", reports[0].error);
     // Next pass: grace is over, the seeded (unmanaged) admin secret is retired; the
@@ -658,33 +646,20 @@ async fn a_sidecar_rotates_its_own_client_with_the_self_role() {
     std::fs::create_dir_all(env.secrets_dir()).unwrap();
     let own = env.secrets_dir().join("app");
     std::fs::write(&own, support::APP_SEEDED_SECRET).unwrap();
-    let policy = format!(
-        r#"connect:
-  url: {url}
-  tenant_id: {tenant}
-  credentials:
-    client_id: {app}
-    client_secret_file: {own}
-lock_dir: {locks}
-stores:
-  shared: {{ type: file, dir: {secrets} }}
-defaults:
-  grace: 0s
-  verify_timeout: 5s
-clients:
-  - name: app
-    client_id: {app}
-    store: {{ name: shared, secret: app }}
-    retire_unmanaged: true
-"#,
-        url = env.emulator.url(),
-        tenant = support::TENANT,
-        app = APP,
-        own = own.display(),
-        locks = env.dir.path().join("locks").display(),
-        secrets = env.secrets_dir().display(),
-    );
-    std::fs::write(env.policy_path(), policy).unwrap();
+    let policy = PolicyText::new(&env.emulator.url(), support::TENANT)
+        .credential(&format!("client_id: {APP}"))
+        .credential(&format!("client_secret_file: {}", own.display()))
+        .lock_dir(&env.dir.path().join("locks").display().to_string())
+        .store(&format!(
+            "shared: {{ type: file, dir: {} }}",
+            env.secrets_dir().display()
+        ))
+        .default("grace: 0s")
+        .default("verify_timeout: 5s")
+        .client(&format!(
+            "  - name: app\n    client_id: {APP}\n    store: {{ name: shared, secret: app }}\n    retire_unmanaged: true"
+        ));
+    env.write(&policy);
     for force in [false, false, true, false] {
         let reports = env.pass(&[], force).await;
         assert!(reports[0].error.is_none(), "{:?}", reports[0].error);

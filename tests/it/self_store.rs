@@ -10,7 +10,7 @@ use cds_rotator::app;
 use cds_rotator::policy::Policy;
 use cds_rotator::rotation::DeleteReason;
 use serde_json::json;
-use support::{ADMIN, ADMIN_SECRET, Env, TENANT};
+use support::{ADMIN, ADMIN_SECRET, Env, PolicyText, TENANT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rotator_rotates_its_own_secret_into_vault_and_reads_the_new_one_from_there() {
@@ -26,30 +26,21 @@ async fn the_rotator_rotates_its_own_secret_into_vault_and_reads_the_new_one_fro
         .await;
     assert_eq!(status, 200);
     std::fs::write(env.dir.path().join("bao-token"), &bao.root).unwrap();
-    let policy = format!(
-        r#"connect:
-  url: {url}
-  tenant_id: {TENANT}
-  credentials:
-    client_id: {ADMIN}
-    client_secret_store: {{ name: bao, secret: cds/rotator }}
-  request_timeout: 5s
-lock_dir: ./locks
-stores:
-  bao: {{ type: vault, address: {address}, mount: secret, auth: {{ method: token, token_file: ./bao-token }} }}
-defaults:
-  grace: 0s
-  verify_timeout: 5s
-clients:
-  - name: admin
-    client_id: {ADMIN}
-    store: {{ name: bao, secret: cds/rotator }}
-    retire_unmanaged: true
-"#,
-        url = env.emulator.url(),
-        address = bao.addr,
-    );
-    std::fs::write(env.policy_path(), policy).unwrap();
+    let address = &bao.addr;
+    let policy = PolicyText::new(&env.emulator.url(), TENANT)
+        .credential(&format!("client_id: {ADMIN}"))
+        .credential("client_secret_store: { name: bao, secret: cds/rotator }")
+        .connect("request_timeout: 5s")
+        .lock_dir("./locks")
+        .store(&format!(
+            "bao: {{ type: vault, address: {address}, mount: secret, auth: {{ method: token, token_file: ./bao-token }} }}"
+        ))
+        .default("grace: 0s")
+        .default("verify_timeout: 5s")
+        .client(&format!(
+            "  - name: admin\n    client_id: {ADMIN}\n    store: {{ name: bao, secret: cds/rotator }}\n    retire_unmanaged: true"
+        ));
+    env.write(&policy);
 
     // One set of stores shared by the CDS client and the jobs, as in the binary.
     let policy = Policy::load(&env.policy_path()).expect("policy");

@@ -63,34 +63,31 @@ async fn start_env() -> Env {
 /// One policy, three stores, one client in each.
 fn write_policy(env: &Env, bao: &bao::Bao, moto: &moto::Moto) {
     std::fs::write(env.dir.path().join("bao-token"), &bao.root).unwrap();
-    let policy = format!(
-        r#"connect:
-  url: {url}
-  tenant_id: {TENANT}
-  credentials:
-    client_id: {ADMIN}
-    client_secret_file: ./admin-secret
-  request_timeout: 5s
-lock_dir: ./locks
-stores:
-  local: {{ type: file, dir: ./secrets }}
-  bao: {{ type: vault, address: {address}, mount: secret, auth: {{ method: token, token_file: ./bao-token }} }}
-  aws: {{ type: aws_secrets_manager, region: eu-west-1, kms_key_id: alias/cds, endpoint_url: "{moto}" }}
-defaults:
-  lifetime: 90d
-  rotate_before: 30d
-  grace: 0s
-  verify_timeout: 5s
-clients:
-  - {{ name: file-app, client_id: {FILE_APP}, kind: client_credentials, store: {{ name: local, secret: file-app }} }}
-  - {{ name: vault-app, client_id: {VAULT_APP}, kind: client_credentials, store: {{ name: bao, secret: cds/vault-app }} }}
-  - {{ name: aws-app, client_id: {AWS_APP}, kind: client_credentials, store: {{ name: aws, secret: cds/aws-app }} }}
-"#,
-        url = env.emulator.url(),
-        address = bao.addr,
-        moto = moto.url,
-    );
-    std::fs::write(env.policy_path(), policy).unwrap();
+    let (address, moto) = (&bao.addr, &moto.url);
+    let policy = env
+        .relative_policy()
+        .connect("request_timeout: 5s")
+        .store("local: { type: file, dir: ./secrets }")
+        .store(&format!(
+            "bao: {{ type: vault, address: {address}, mount: secret, auth: {{ method: token, token_file: ./bao-token }} }}"
+        ))
+        .store(&format!(
+            r#"aws: {{ type: aws_secrets_manager, region: eu-west-1, kms_key_id: alias/cds, endpoint_url: "{moto}" }}"#
+        ))
+        .default("lifetime: 90d")
+        .default("rotate_before: 30d")
+        .default("grace: 0s")
+        .default("verify_timeout: 5s")
+        .client(&format!(
+            "  - {{ name: file-app, client_id: {FILE_APP}, kind: client_credentials, store: {{ name: local, secret: file-app }} }}"
+        ))
+        .client(&format!(
+            "  - {{ name: vault-app, client_id: {VAULT_APP}, kind: client_credentials, store: {{ name: bao, secret: cds/vault-app }} }}"
+        ))
+        .client(&format!(
+            "  - {{ name: aws-app, client_id: {AWS_APP}, kind: client_credentials, store: {{ name: aws, secret: cds/aws-app }} }}"
+        ));
+    env.write(&policy);
 }
 
 /// AWS credentials in the environment only (no profile files, no instance metadata).

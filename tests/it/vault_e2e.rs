@@ -6,35 +6,27 @@ use crate::support;
 use crate::support::bao;
 
 use bao::Bao;
-use support::{ADMIN, ADMIN_SECRET, APP, APP_SEEDED_SECRET, Env, TENANT};
+use support::{ADMIN_SECRET, APP, APP_SEEDED_SECRET, Env};
 
 /// A policy rotating the app client into `secret/cds/app` of `bao`, with the token in a
 /// file next to the policy (a relative path).
 fn write_vault_policy(env: &Env, bao: &Bao) {
     std::fs::write(env.dir.path().join("bao-token"), &bao.root).unwrap();
-    let text = format!(
-        r#"connect:
-  url: {url}
-  tenant_id: {TENANT}
-  credentials:
-    client_id: {ADMIN}
-    client_secret_file: ./admin-secret
-  request_timeout: 5s
-lock_dir: ./locks
-stores:
-  bao: {{ type: vault, address: {address}, mount: secret, auth: {{ method: token, token_file: ./bao-token }} }}
-defaults:
-  lifetime: 90d
-  rotate_before: 30d
-  grace: 0s
-  verify_timeout: 5s
-clients:
-  - {{ name: app, client_id: {APP}, kind: client_credentials, store: {{ name: bao, secret: cds/app }} }}
-"#,
-        url = env.emulator.url(),
-        address = bao.addr,
-    );
-    std::fs::write(env.policy_path(), text).unwrap();
+    let address = &bao.addr;
+    let policy = env
+        .relative_policy()
+        .connect("request_timeout: 5s")
+        .store(&format!(
+            "bao: {{ type: vault, address: {address}, mount: secret, auth: {{ method: token, token_file: ./bao-token }} }}"
+        ))
+        .default("lifetime: 90d")
+        .default("rotate_before: 30d")
+        .default("grace: 0s")
+        .default("verify_timeout: 5s")
+        .client(&format!(
+            "  - {{ name: app, client_id: {APP}, kind: client_credentials, store: {{ name: bao, secret: cds/app }} }}"
+        ));
+    env.write(&policy);
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ pub mod bao;
 pub mod conformance;
 pub mod kube;
 pub mod moto;
+pub mod policy;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ use cds_rotator::app::{self, Wired};
 use cds_rotator::emulator::{Emulator, IdPolicy, Seed};
 use cds_rotator::policy::Policy;
 use cds_rotator::rotation::{PassOptions, PassReport};
+
+pub use policy::PolicyText;
 
 /// A loopback port that is free right now.
 pub fn free_port() -> u16 {
@@ -247,46 +250,55 @@ impl Env {
 
     /// Like [`Env::write_policy`], against another CDS URL.
     pub fn write_policy_at(&self, url: &str, defaults_extra: &str, client_extra: &str) -> PathBuf {
-        let text = format!(
-            r#"connect:
-  url: {url}
-  tenant_id: {TENANT}
-  credentials:
-    client_id: {ADMIN}
-    client_secret_file: {cred}
-  max_concurrency: 2
-  request_timeout: 2s
-lock_dir: {locks}
-stores:
-  local: {{ type: file, dir: {secrets} }}
-notifiers:
-  ops: {{ type: log }}
-defaults:
-  lifetime: 90d
-  rotate_before: 30d
-  grace: 0s
-  orphan_grace: 10m
-  verify_timeout: 5s
-{defaults_extra}
-clients:
-  - name: app
-    client_id: {APP}
-    kind: client_credentials
-    store: {{ name: local, secret: app }}
-    notify: [ops]
-{client_extra}
-  - name: web
-    client_id: {HYBRID}
-    kind: hybrid
-    store: {{ name: local, secret: web }}
-    notify: [ops]
-"#,
-            cred = self.dir.path().join("admin-secret").display(),
-            locks = self.dir.path().join("locks").display(),
-            secrets = self.secrets_dir().display(),
-        );
+        let policy = self
+            .policy_at(url)
+            .connect("max_concurrency: 2")
+            .connect("request_timeout: 2s")
+            .store(&format!(
+                "local: {{ type: file, dir: {} }}",
+                self.secrets_dir().display()
+            ))
+            .notifier("ops: { type: log }")
+            .default("lifetime: 90d")
+            .default("rotate_before: 30d")
+            .default("grace: 0s")
+            .default("orphan_grace: 10m")
+            .default("verify_timeout: 5s")
+            .defaults_text(defaults_extra)
+            .client(&format!(
+                "  - name: app\n    client_id: {APP}\n    kind: client_credentials\n    store: {{ name: local, secret: app }}\n    notify: [ops]\n{client_extra}"
+            ))
+            .client(&format!(
+                "  - name: web\n    client_id: {HYBRID}\n    kind: hybrid\n    store: {{ name: local, secret: web }}\n    notify: [ops]"
+            ));
+        self.write(&policy)
+    }
+
+    /// A policy for this environment against the CDS at `url`: the emulator's tenant,
+    /// the administrator's credential file and the lock directory in [`Env::dir`].
+    pub fn policy_at(&self, url: &str) -> PolicyText {
+        PolicyText::new(url, TENANT)
+            .credential(&format!("client_id: {ADMIN}"))
+            .credential(&format!(
+                "client_secret_file: {}",
+                self.dir.path().join("admin-secret").display()
+            ))
+            .lock_dir(&self.dir.path().join("locks").display().to_string())
+    }
+
+    /// [`Env::policy_at`] the emulator, with the credential file and the lock directory
+    /// named relative to the policy (`./admin-secret`, `./locks`), as an operator writes them.
+    pub fn relative_policy(&self) -> PolicyText {
+        PolicyText::new(&self.emulator.url(), TENANT)
+            .credential(&format!("client_id: {ADMIN}"))
+            .credential("client_secret_file: ./admin-secret")
+            .lock_dir("./locks")
+    }
+
+    /// Writes `policy` as this environment's policy file; returns its path.
+    pub fn write(&self, policy: &PolicyText) -> PathBuf {
         let path = self.policy_path();
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, policy.text()).unwrap();
         path
     }
 
