@@ -7,8 +7,11 @@
 //! One binary links once, and its tests share one process: a test may not change
 //! process-wide state (environment variables, the current directory, signal
 //! dispositions, resource limits, a global `tracing` subscriber); it passes such
-//! things to the child it starts instead. Not here: unit tests (next to their code in
-//! `src/`), the alert rules' unit tests (`tests/alerts/`, run by promtool).
+//! things to the child it starts instead. The library's own process-wide state is
+//! shared too: the notification outbox (a flush waits for every test's events) and the
+//! metrics (a test reads a counter's change that only it can cause). Not here: unit
+//! tests (next to their code in `src/`), the alert rules' unit tests (`tests/alerts/`,
+//! run by promtool).
 
 mod support;
 

@@ -1,12 +1,14 @@
 //! Shared set-up for the integration tests: an emulator seeded with an administrator and
 //! a few clients, a temporary directory with the rotator's credential, and a policy
-//! ([`Env`]); the real servers and the fakes the tests start (`bao`, `moto`, `azure`,
-//! `kube`), the fault proxy (`proxy`) and the store conformance suite (`conformance`).
+//! ([`Env`]) written with the one policy builder (`policy`); the real servers and the
+//! fakes the tests start (`bao`, `moto`, `etcd`, `azure`, `kube`), the fault proxy
+//! (`proxy`) and the store conformance suite (`conformance`).
 //! Not here: a test's own fixtures (they stay in its module).
 
 pub mod azure;
 pub mod bao;
 pub mod conformance;
+pub mod etcd;
 pub mod kube;
 pub mod moto;
 pub mod policy;
