@@ -8,20 +8,13 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use support::{
-    ADMIN_SECRET, APP_SEEDED_SECRET, Env, assert_no_secret, eventually, free_port, send_signal,
-    text,
+    ADMIN_SECRET, APP_SEEDED_SECRET, Env, assert_no_secret, eventually, free_port, get,
+    send_signal, text,
 };
 
 /// [`eventually`] with the 30 s these tests allow.
 async fn eventually30(what: &str, check: impl AsyncFnMut() -> bool) {
     eventually(what, Duration::from_secs(30), check).await;
-}
-
-async fn get(port: u16, path: &str) -> (u16, String) {
-    match reqwest::get(format!("http://127.0.0.1:{port}{path}")).await {
-        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-        Err(_) => (0, String::new()),
-    }
 }
 
 /// Every sample line of a Prometheus text exposition: `name{labels} value`.

@@ -10,14 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::{APP, Env, TENANT, eventually, free_port, send_signal, text};
-
-async fn get(port: u16, path: &str) -> (u16, String) {
-    match reqwest::get(format!("http://127.0.0.1:{port}{path}")).await {
-        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-        Err(_) => (0, String::new()),
-    }
-}
+use support::{APP, Env, TENANT, eventually, free_port, get, send_signal, text};
 
 /// Whether a process runs whose command line is `sleep 600.25` (the hook; an odd
 /// number, so that no other test's program looks like it).

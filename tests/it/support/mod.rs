@@ -65,6 +65,15 @@ pub fn send_signal(pid: u32, signal: &str) {
     assert!(ok, "kill -{signal} {pid}");
 }
 
+/// GETs `path` from a daemon's listener on loopback `port`: the status and the body,
+/// or `(0, "")` when nothing answers.
+pub async fn get(port: u16, path: &str) -> (u16, String) {
+    match reqwest::get(format!("http://127.0.0.1:{port}{path}")).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
+}
+
 /// Polls `check` until it holds, for up to `limit`; fails the test naming `what` otherwise.
 pub async fn eventually(
     what: &str,
