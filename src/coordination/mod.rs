@@ -13,6 +13,7 @@
 //! with its monotonic clock having moved on, so the check fails and it writes nothing.
 //! Not here: what a pass does (that is `rotation`), when passes start (that is `daemon`).
 
+pub mod check;
 pub mod etcd;
 pub mod kubernetes;
 pub mod spec;

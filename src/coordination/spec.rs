@@ -1,7 +1,7 @@
 //! The `coordination:` section as the policy declares it, once validated: which service
 //! holds the leader lease and how to reach it.
 //!
-//! Not here: checking what the policy wrote (`policy`), or talking to the service
+//! Not here: checking what the policy wrote (`check`), or talking to the service
 //! (`etcd`, `kubernetes`).
 
 use std::path::PathBuf;

@@ -51,13 +51,12 @@ impl std::fmt::Debug for Target {
 }
 
 impl Target {
-    /// A URL written in the policy (already checked there).
-    pub fn plain(notifier: &str, url: &str) -> Result<Target, String> {
-        let parsed = check_url(url).map_err(|p| format!("notifier `{notifier}`: url {p}"))?;
-        Ok(Target {
-            host: parsed.host().to_owned(),
-            url: SecretString::from(url.trim().to_owned()),
-        })
+    /// A URL written in the policy (checked there, once).
+    pub fn plain(url: &ServiceUrl) -> Target {
+        Target {
+            host: url.host().to_owned(),
+            url: SecretString::from(url.as_str().to_owned()),
+        }
     }
 
     /// A URL read from where `source` says; the error never quotes what was read.
@@ -306,7 +305,8 @@ mod tests {
 
     #[test]
     fn a_target_shows_only_its_host() {
-        let t = Target::plain("hook", "https://hooks.example.com/T0/B1/s3cr3t").unwrap();
+        let url = ServiceUrl::parse("https://hooks.example.com/T0/B1/s3cr3t").unwrap();
+        let t = Target::plain(&url);
         let shown = format!("{t:?}");
         assert!(!shown.contains("s3cr3t") && shown.contains("hooks.example.com"));
     }

@@ -154,9 +154,6 @@ pub struct DaemonSettings {
     pub audit_log: Option<PathBuf>,
 }
 
-/// The shortest lease_ttl when the policy sets none (at least 3 × request_timeout).
-const DEFAULT_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(15);
-
 /// Why a policy was refused. Displays as one `file:line:column: message` line per problem.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct PolicyError {
@@ -440,9 +437,10 @@ impl Validator {
             .daemon
             .map(|d| self.daemon(d.value, base))
             .unwrap_or_default();
-        let coordination = raw
-            .coordination
-            .and_then(|c| self.coordination(c, base, connect.as_ref()));
+        let coordination = raw.coordination.and_then(|c| {
+            let timeout = connect.as_ref().map(|conn| conn.request_timeout);
+            crate::coordination::check::check(c, base, timeout, &mut self.problems)
+        });
 
         let mut stores = BTreeMap::new();
         let credential_store = self.credential_store_at.take();
@@ -478,11 +476,46 @@ impl Validator {
         {
             self.credential_store(at, store, secret, &stores);
         }
-        let default_notify_on = raw
-            .defaults
+        let clients = self.clients(
+            raw.defaults,
+            raw.clients,
+            base,
+            (&stores, &notifiers),
+            connect.as_ref(),
+        );
+        if let Some(conn) = &connect {
+            self.notifier_timeouts(&notifiers, &notifier_at, pass_budget(conn, &clients));
+        }
+        Some(Policy {
+            path: path.to_owned(),
+            connect: connect?,
+            lock_dir,
+            daemon,
+            coordination,
+            stores,
+            notifiers,
+            clients,
+            resolved_at_run_time: std::mem::take(&mut self.resolved_at_run_time),
+        })
+    }
+
+    /// The `clients:` entries over `defaults:`: each checked, its pickup check set, and
+    /// the rules between clients (unique names and ids, the store slots, the ack files).
+    fn clients(
+        &mut self,
+        defaults_raw: Option<Spanned<RawTiming>>,
+        raw: Vec<Spanned<RawClient>>,
+        base: &Path,
+        (stores, notifiers): (
+            &BTreeMap<String, StoreSpec>,
+            &BTreeMap<String, NotifierSpec>,
+        ),
+        connect: Option<&ConnectSettings>,
+    ) -> Vec<ClientPolicy> {
+        let default_notify_on = defaults_raw
             .as_ref()
             .and_then(|d| self.notify_on("defaults", d.value.notify_on.as_ref()));
-        let defaults = match &raw.defaults {
+        let defaults = match &defaults_raw {
             Some(d) => self.timing(&d.value, d.referenced, None),
             None => self.timing(&RawTiming::default(), Location::UNKNOWN, None),
         };
@@ -490,17 +523,16 @@ impl Validator {
         let mut names = BTreeSet::new();
         let mut ids = BTreeSet::new();
         let mut written = BTreeMap::new();
-        let default_pickup = raw
-            .defaults
+        let default_pickup = defaults_raw
             .as_ref()
             .and_then(|d| d.value.pickup.as_ref())
             .and_then(|p| self.pickup(p, "defaults", base))
             .unwrap_or_default();
         let mut acks = Vec::new();
-        for mut client in raw.clients {
+        for mut client in raw {
             let at = client.referenced;
             let pickup = client.value.pickup.take();
-            let Some(mut c) = self.client(client.value, at, &defaults, &stores, &notifiers) else {
+            let Some(mut c) = self.client(client.value, at, &defaults, stores, notifiers) else {
                 continue;
             };
             if c.notify_on.is_none() {
@@ -534,25 +566,12 @@ impl Validator {
                 );
             }
             if let Some(spec) = stores.get(&c.store) {
-                self.store_rules(at, &c, spec, connect.as_ref(), &mut written);
+                self.store_rules(at, &c, spec, connect, &mut written);
             }
             clients.push(c);
         }
-        self.ack_files(&acks, &written, connect.as_ref());
-        if let Some(conn) = &connect {
-            self.notifier_timeouts(&notifiers, &notifier_at, pass_budget(conn, &clients));
-        }
-        Some(Policy {
-            path: path.to_owned(),
-            connect: connect?,
-            lock_dir,
-            daemon,
-            coordination,
-            stores,
-            notifiers,
-            clients,
-            resolved_at_run_time: std::mem::take(&mut self.resolved_at_run_time),
-        })
+        self.ack_files(&acks, &written, connect);
+        clients
     }
 
     /// The rules every store shares, over the client's [`Slot`]: two clients never
@@ -861,302 +880,37 @@ impl Validator {
         DaemonSettings { listen, audit_log }
     }
 
-    fn coordination(
-        &mut self,
-        raw: Spanned<raw::RawCoordination>,
-        base: &Path,
-        connect: Option<&ConnectSettings>,
-    ) -> Option<CoordinationSpec> {
-        let c = raw.value;
-        let mut ok = true;
-        let kube = match c.kind.value.trim() {
-            "etcd" => false,
-            "kubernetes_lease" => true,
-            other => {
-                self.problem(
-                    c.kind.referenced,
-                    format!(
-                        "coordination.type `{}` is not supported; use etcd or kubernetes_lease",
-                        crate::text::untrusted(other)
-                    ),
-                );
-                return None;
-            }
-        };
-        // Each type's own keys only.
-        let (theirs, ttl_key, ttl) = if kube {
-            let theirs: Vec<(Location, &str)> = [
-                c.key_prefix.as_ref().map(|k| (k.referenced, "key_prefix")),
-                c.lease_ttl
-                    .as_ref()
-                    .map(|k| (k.referenced, "lease_ttl (write lease_duration)")),
-                c.username_env
-                    .as_ref()
-                    .map(|k| (k.referenced, "username_env")),
-                c.password_env
-                    .as_ref()
-                    .map(|k| (k.referenced, "password_env")),
-                c.endpoints.first().map(|e| (e.referenced, "endpoints")),
-            ]
-            .into_iter()
-            .flatten()
-            .chain(
-                c.username_file
-                    .as_ref()
-                    .map(|k| (k.referenced, "username_file")),
-            )
-            .chain(
-                c.password_file
-                    .as_ref()
-                    .map(|k| (k.referenced, "password_file")),
-            )
-            .collect();
-            (theirs, "coordination.lease_duration", &c.lease_duration)
-        } else {
-            let theirs: Vec<(Location, &str)> = [
-                c.namespace.as_ref().map(|k| (k.referenced, "namespace")),
-                c.name.as_ref().map(|k| (k.referenced, "name")),
-                c.lease_duration
-                    .as_ref()
-                    .map(|k| (k.referenced, "lease_duration (write lease_ttl)")),
-                c.api_url.as_ref().map(|k| (k.referenced, "api_url")),
-            ]
-            .into_iter()
-            .flatten()
-            .chain(c.token_file.as_ref().map(|k| (k.referenced, "token_file")))
-            .collect();
-            (theirs, "coordination.lease_ttl", &c.lease_ttl)
-        };
-        for (at, key) in theirs {
-            self.problem(
-                at,
-                format!(
-                    "coordination.{key} does not apply to type {}",
-                    c.kind.value.trim()
-                ),
-            );
-            ok = false;
-        }
-        let mut endpoints = Vec::new();
-        let mut key_prefix = String::new();
-        let kind = if kube {
-            let api_url = c
-                .api_url
-                .as_ref()
-                .and_then(|u| self.endpoint_url(u, "coordination.api_url"));
-            if c.api_url.is_some() && api_url.is_none() {
-                ok = false;
-            }
-            let name = c.name.as_ref().map_or("cds-rotator", |n| n.value.trim());
-            let namespace = c.namespace.as_ref().map(|n| n.value.trim().to_owned());
-            for (value, at, what) in [
-                (Some(name), c.name.as_ref().map(|n| n.referenced), "name"),
-                (
-                    namespace.as_deref(),
-                    c.namespace.as_ref().map(|n| n.referenced),
-                    "namespace",
-                ),
-            ] {
-                let valid = value.is_none_or(|v| {
-                    !v.is_empty()
-                        && v.len() <= 253
-                        && v.chars().all(|ch| {
-                            ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '.'
-                        })
-                });
-                if !valid {
-                    self.problem(
-                        at.unwrap_or(raw.referenced),
-                        format!("coordination.{what} must be a Kubernetes object name (lowercase letters, digits, `-`, `.`)"),
-                    );
-                    ok = false;
-                }
-            }
-            CoordinationKind::KubernetesLease {
-                namespace,
-                name: name.to_owned(),
-                api_url,
-                token_file: c.token_file.as_ref().map(|f| resolve(base, &f.value)),
-            }
-        } else {
-            if c.endpoints.is_empty() {
-                self.problem(
-                    raw.referenced,
-                    "coordination.endpoints is missing; list the etcd URLs, like [https://etcd-0:2379]",
-                );
-                ok = false;
-            }
-            for e in &c.endpoints {
-                match self.endpoint_url(e, "coordination.endpoints") {
-                    Some(url) => endpoints.push(url),
-                    None => ok = false,
-                }
-            }
-            match &c.key_prefix {
-                None => {
-                    self.problem(
-                        raw.referenced,
-                        "coordination.key_prefix is missing; set one like /cds-rotator/prod",
-                    );
-                    ok = false;
-                }
-                Some(k) => {
-                    let prefix = k.value.trim();
-                    if !prefix.starts_with('/') || prefix.trim_end_matches('/').is_empty() {
-                        self.problem(
-                            k.referenced,
-                            "coordination.key_prefix must be an absolute key path like /cds-rotator/prod",
-                        );
-                        ok = false;
-                    }
-                    key_prefix = prefix.trim_end_matches('/').to_owned();
-                }
-            }
-            CoordinationKind::Etcd
-        };
-        let lease_ttl = match self.duration(ttl, ttl_key)? {
-            // Long enough for a whole request after each renewal (see below).
-            None => connect.map_or(DEFAULT_LEASE_TTL, |conn| {
-                DEFAULT_LEASE_TTL.max(conn.request_timeout * 3)
-            }),
-            Some(d) => d.to_std().unwrap_or_default(),
-        };
-        let at = ttl.as_ref().map_or(raw.referenced, |t| t.referenced);
-        if lease_ttl < std::time::Duration::from_secs(2) {
-            self.problem(at, format!("{ttl_key} must be at least 2s; use e.g. 15s"));
-            ok = false;
-        } else if let Some(conn) = connect
-            && lease_ttl < conn.request_timeout * 3
-        {
-            // The leader renews at a third of the TTL and writes only with a whole
-            // request timeout of lease to spare: two thirds must cover one request.
-            self.problem(
-                at,
-                format!(
-                    "{ttl_key} ({}) must be at least 3 × connect.request_timeout ({}s), so that the leader always has a whole request's time of lease left; raise it or lower request_timeout (e.g. 5s for a 15s lease)",
-                    crate::policy::duration::format(
-                        Duration::from_std(lease_ttl).unwrap_or_default()
-                    ),
-                    conn.request_timeout.as_secs()
-                ),
-            );
-            ok = false;
-        }
-        let mut source = |env: &Option<Spanned<String>>,
-                          file: &Option<Spanned<PathBuf>>,
-                          what: &str,
-                          this: &mut Self|
-         -> Option<ValueSource> {
-            match (env, file) {
-                (Some(e), Some(_)) => {
-                    this.problem(
-                        e.referenced,
-                        format!("coordination: set {what}_env or {what}_file, not both"),
-                    );
-                    ok = false;
-                    None
-                }
-                (Some(e), None) => {
-                    if is_env_name(e.value.trim()) {
-                        Some(ValueSource::Env(e.value.trim().to_owned()))
-                    } else {
-                        this.problem(
-                            e.referenced,
-                            format!("coordination.{what}_env must be the NAME of an environment variable (letters, digits, `_`, not starting with a digit); the value given is not shown, in case it is the secret itself"),
-                        );
-                        ok = false;
-                        None
-                    }
-                }
-                (None, Some(f)) => Some(ValueSource::File(resolve(base, &f.value))),
-                (None, None) => None,
-            }
-        };
-        let username = source(&c.username_env, &c.username_file, "username", self);
-        let password = source(&c.password_env, &c.password_file, "password", self);
-        if username.is_some() != password.is_some() {
-            self.problem(
-                raw.referenced,
-                "coordination: set both a username and a password for etcd, or neither",
-            );
-            ok = false;
-        }
-        let (mut ca_file, mut client_cert) = (None, None);
-        if let Some(tls) = c.tls {
-            let t = tls.value;
-            ca_file = t.ca_file.map(|f| resolve(base, &f.value));
-            match (t.cert_file, t.key_file) {
-                (Some(cert), Some(key)) => {
-                    client_cert = Some((resolve(base, &cert.value), resolve(base, &key.value)))
-                }
-                (None, None) => {}
-                _ => {
-                    self.problem(
-                        tls.referenced,
-                        "coordination.tls: set cert_file and key_file together (a client certificate needs its key)",
-                    );
-                    ok = false;
-                }
-            }
-        }
-        ok.then_some(CoordinationSpec {
-            kind,
-            endpoints,
-            key_prefix,
-            lease_ttl,
-            username,
-            password,
-            ca_file,
-            client_cert,
-        })
-    }
-
-    /// A service URL: https, or http to loopback only; without a trailing `/`.
-    fn endpoint_url(&mut self, raw: &Spanned<String>, key: &str) -> Option<ServiceUrl> {
-        let at = raw.referenced;
-        let text = raw.value.trim().trim_end_matches('/');
-        if self.placeholder(at, text, key, "a URL like https://etcd-0:2379") {
-            return None;
-        }
-        match ServiceUrl::parse(text) {
-            Ok(url) => Some(url),
-            Err(UrlProblem::NotAUrl | UrlProblem::NoHost) => {
-                self.problem(
-                    at,
-                    format!(
-                        "{key}: `{}` is not a URL; write one like https://etcd-0:2379",
-                        crate::text::untrusted(text)
-                    ),
-                );
-                None
-            }
-            Err(UrlProblem::PlainHttp { .. }) => {
-                self.problem(
-                    at,
-                    format!("{key}: `{text}` uses plain http to a non-loopback host; use https"),
-                );
-                None
-            }
-            Err(UrlProblem::Scheme(other)) => {
-                self.problem(
-                    at,
-                    format!("{key}: scheme `{other}` is not supported; use https"),
-                );
-                None
-            }
-        }
-    }
-
     fn connect(&mut self, raw: Spanned<raw::RawConnect>, base: &Path) -> Option<ConnectSettings> {
         let c = raw.value;
         let url = self.url(&c.url);
         let tenant_id = self.guid(&c.tenant_id, "connect.tenant_id", "the GUID of your tenant");
-        let creds = c.credentials.value;
         let client_id = self.guid(
-            &creds.client_id,
+            &c.credentials.value.client_id,
             "connect.credentials.client_id",
             "the GUID of the rotator's own client",
         );
+        let secret = self.client_secret(c.credentials, base);
+        let max_concurrency = self.max_concurrency(c.max_concurrency);
+        let request_timeout = self.request_timeout(&c.request_timeout)?;
+        Some(ConnectSettings {
+            request_timeout: request_timeout.to_std().unwrap_or_default(),
+            url: url?,
+            tenant_id: tenant_id?,
+            client_id: client_id?,
+            secret: secret?,
+            max_concurrency,
+        })
+    }
+
+    /// Where the rotator's own secret comes from: exactly one of a systemd credential, a
+    /// file, a variable and a store; a plaintext secret is refused.
+    fn client_secret(
+        &mut self,
+        creds: Spanned<raw::RawCredentials>,
+        base: &Path,
+    ) -> Option<SecretSource> {
+        let at = creds.referenced;
+        let creds = creds.value;
         if let Some(plain) = &creds.client_secret {
             self.problem(
                 plain.referenced,
@@ -1172,7 +926,7 @@ impl Validator {
                 .as_ref()
                 .map(|c| c.referenced),
         ];
-        let secret = match (
+        match (
             creds.client_secret_file,
             creds.client_secret_env,
             creds.client_secret_store,
@@ -1204,22 +958,26 @@ impl Validator {
             (None, None, None, None) => {
                 if creds.client_secret.is_none() {
                     self.problem(
-                        c.credentials.referenced,
+                        at,
                         "connect.credentials needs client_secret_credential (a systemd credential's name), client_secret_file (a path), client_secret_env (a variable name) or client_secret_store ({ name: <store>, secret: <secret name> })",
                     );
                 }
                 None
             }
             _ => {
-                let at = given.iter().flatten().nth(1).copied();
+                let second = given.iter().flatten().nth(1).copied();
                 self.problem(
-                    at.unwrap_or(c.credentials.referenced),
+                    second.unwrap_or(at),
                     "set exactly one of client_secret_credential, client_secret_file, client_secret_env and client_secret_store",
                 );
                 None
             }
-        };
-        let max_concurrency = match c.max_concurrency {
+        }
+    }
+
+    /// `connect.max_concurrency`: 1 to 64, 8 when not set (or refused).
+    fn max_concurrency(&mut self, raw: Option<Spanned<usize>>) -> usize {
+        match raw {
             None => 8,
             Some(n) if (1..=64).contains(&n.value) => n.value,
             Some(n) => {
@@ -1232,12 +990,17 @@ impl Validator {
                 );
                 8
             }
-        };
-        let request_timeout = match self.duration(&c.request_timeout, "connect.request_timeout")? {
+        }
+    }
+
+    /// `connect.request_timeout`: 1s to 5m, 30s when not set (or refused); `None` when it
+    /// is not a duration.
+    fn request_timeout(&mut self, raw: &Option<Spanned<String>>) -> Option<Duration> {
+        let timeout = match self.duration(raw, "connect.request_timeout")? {
             None => Duration::seconds(30),
             Some(d) if d >= Duration::seconds(1) && d <= Duration::minutes(5) => d,
             Some(d) => {
-                let at = c.request_timeout.as_ref().map(|t| t.referenced);
+                let at = raw.as_ref().map(|t| t.referenced);
                 self.problem(
                     at.unwrap_or(Location::UNKNOWN),
                     format!(
@@ -1248,14 +1011,7 @@ impl Validator {
                 Duration::seconds(30)
             }
         };
-        Some(ConnectSettings {
-            request_timeout: request_timeout.to_std().unwrap_or_default(),
-            url: url?,
-            tenant_id: tenant_id?,
-            client_id: client_id?,
-            secret: secret?,
-            max_concurrency,
-        })
+        Some(timeout)
     }
 
     /// The credential file, resolved against the policy's directory. A pasted secret is

@@ -232,7 +232,10 @@ clients:
         assert_eq!(
             p.notifiers["hook"],
             NotifierSpec::Webhook(WebhookSpec {
-                url: UrlSource::Plain("https://hooks.example.com/cds".into()),
+                url: UrlSource::Plain(
+                    crate::domain::service_url::ServiceUrl::parse("https://hooks.example.com/cds")
+                        .unwrap(),
+                ),
                 hmac_key: Some(ValueSource::Env("HOOK_KEY".into())),
                 timeout: HTTP_TIMEOUT,
                 retries: RETRIES,

@@ -18,6 +18,9 @@ use serde_saphyr::{
     UserMessageFormatter,
 };
 
+#[cfg(test)]
+pub(super) use crate::coordination::check::RawCoordinationTls;
+pub(super) use crate::coordination::check::{COORDINATION, COORDINATION_TLS, RawCoordination};
 pub(super) use crate::notify::registry::RawNotifier;
 pub(super) use crate::schema::{Diagnostic, Key, Kinds, Shape};
 pub(super) use crate::store::registry::RawStore;
@@ -47,50 +50,6 @@ pub(super) struct RawDaemon {
     pub listen: Option<Spanned<String>>,
     #[serde(default)]
     pub audit_log: Option<Spanned<PathBuf>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawCoordination {
-    #[serde(rename = "type")]
-    pub kind: Spanned<String>,
-    #[serde(default)]
-    pub endpoints: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub key_prefix: Option<Spanned<String>>,
-    #[serde(default)]
-    pub lease_ttl: Option<Spanned<String>>,
-    #[serde(default)]
-    pub namespace: Option<Spanned<String>>,
-    #[serde(default)]
-    pub name: Option<Spanned<String>>,
-    #[serde(default)]
-    pub lease_duration: Option<Spanned<String>>,
-    #[serde(default)]
-    pub api_url: Option<Spanned<String>>,
-    #[serde(default)]
-    pub token_file: Option<Spanned<PathBuf>>,
-    #[serde(default)]
-    pub username_env: Option<Spanned<String>>,
-    #[serde(default)]
-    pub password_env: Option<Spanned<String>>,
-    #[serde(default)]
-    pub username_file: Option<Spanned<PathBuf>>,
-    #[serde(default)]
-    pub password_file: Option<Spanned<PathBuf>>,
-    #[serde(default)]
-    pub tls: Option<Spanned<RawCoordinationTls>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawCoordinationTls {
-    #[serde(default)]
-    pub ca_file: Option<Spanned<PathBuf>>,
-    #[serde(default)]
-    pub cert_file: Option<Spanned<PathBuf>>,
-    #[serde(default)]
-    pub key_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -291,83 +250,6 @@ pub(super) const DAEMON: &[Key] = &[
         Shape::Value,
         "the path of the audit log, like /var/lib/cds-rotator/audit.jsonl",
     ),
-];
-
-/// The keys of `coordination:` (validated in `Validator::coordination`).
-pub(super) const COORDINATION: &[Key] = &[
-    Key::required("type", Shape::Value, "etcd or kubernetes_lease"),
-    Key::optional(
-        "endpoints",
-        Shape::Values,
-        "a list of etcd URLs, like [https://etcd-0:2379, https://etcd-1:2379]",
-    ),
-    Key::optional(
-        "key_prefix",
-        Shape::Value,
-        "the etcd key prefix of this rotator's leader key, like /cds-rotator/prod",
-    ),
-    Key::optional("lease_ttl", Shape::Value, "a duration like 15s"),
-    Key::optional(
-        "namespace",
-        Shape::Value,
-        "the namespace of the Lease (default: the pod's)",
-    ),
-    Key::optional(
-        "name",
-        Shape::Value,
-        "the name of the Lease, like cds-rotator",
-    ),
-    Key::optional("lease_duration", Shape::Value, "a duration like 15s"),
-    Key::optional(
-        "api_url",
-        Shape::Value,
-        "the Kubernetes API URL (default: the in-cluster service)",
-    ),
-    Key::optional(
-        "token_file",
-        Shape::Value,
-        "a bearer token file (default: the pod's service account token)",
-    ),
-    Key::optional(
-        "username_env",
-        Shape::Value,
-        "the NAME of an environment variable holding the etcd user name",
-    ),
-    Key::optional(
-        "password_env",
-        Shape::Value,
-        "the NAME of an environment variable holding the etcd password",
-    ),
-    Key::optional(
-        "username_file",
-        Shape::Value,
-        "a file holding the etcd user name",
-    ),
-    Key::optional(
-        "password_file",
-        Shape::Value,
-        "a file holding the etcd password",
-    ),
-    Key::optional(
-        "tls",
-        Shape::Section(COORDINATION_TLS),
-        "a mapping with ca_file, cert_file and key_file",
-    ),
-];
-
-/// The keys of `coordination.tls:`.
-pub(super) const COORDINATION_TLS: &[Key] = &[
-    Key::optional(
-        "ca_file",
-        Shape::Value,
-        "a PEM file of the CA that signed etcd's certificate",
-    ),
-    Key::optional(
-        "cert_file",
-        Shape::Value,
-        "a PEM client certificate for etcd",
-    ),
-    Key::optional("key_file", Shape::Value, "the PEM private key of cert_file"),
 ];
 
 pub(super) const CONNECT: &[Key] = &[

@@ -220,7 +220,8 @@ mod tests {
                 group: None,
             }),
             StoreSpec::Vault(VaultSpec {
-                address: "https://vault:8200".into(),
+                address: crate::domain::service_url::ServiceUrl::parse("https://vault:8200")
+                    .unwrap(),
                 mount: "secret".into(),
                 namespace: None,
                 auth: VaultAuth::Token(SecretSource::Env("VAULT_TOKEN".into())),

@@ -649,7 +649,7 @@ async fn a_vault_write_whose_request_was_lost_is_not_sent_again_without_the_leas
     let token = tmp.path().join("token");
     std::fs::write(&token, &bao.root).unwrap();
     let spec = cds_rotator::policy::vault::VaultSpec {
-        address: proxy.addr.clone(),
+        address: cds_rotator::policy::ServiceUrl::parse(&proxy.addr).unwrap(),
         mount: "secret".to_owned(),
         namespace: None,
         auth: cds_rotator::policy::vault::VaultAuth::Token(

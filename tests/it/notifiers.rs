@@ -477,7 +477,8 @@ async fn a_429_is_retried_after_its_retry_after_unless_that_passes_the_timeout()
     let (receiver, base) = start_receiver().await;
     let sender = HttpSender::new();
     let post = |route: &str| {
-        let target = Target::plain("hook", &format!("{base}/{route}/x")).unwrap();
+        let url = cds_rotator::policy::ServiceUrl::parse(&format!("{base}/{route}/x")).unwrap();
+        let target = Target::plain(&url);
         let sender = sender.clone();
         async move {
             sender

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use cds_rotator::domain::Current;
-use cds_rotator::policy::SecretSource;
 use cds_rotator::policy::vault::{RoleId, VaultAuth, VaultSpec};
+use cds_rotator::policy::{SecretSource, ServiceUrl};
 use cds_rotator::store::file::FileStore;
 use cds_rotator::store::vault::VaultStore;
 use cds_rotator::store::{SecretStore, StoreError};
@@ -54,7 +54,7 @@ fn vault_store(name: &str, address: &str, dir: &Path, token: &str) -> VaultStore
     let file = dir.join(format!("{name}-token"));
     std::fs::write(&file, token).unwrap();
     let spec = VaultSpec {
-        address: address.to_owned(),
+        address: ServiceUrl::parse(address).unwrap(),
         mount: "secret".to_owned(),
         namespace: None,
         auth: VaultAuth::Token(SecretSource::File(file)),
@@ -99,7 +99,7 @@ async fn the_vault_store_conforms() {
     let file = tmp.path().join("kv1-token");
     std::fs::write(&file, &bao.root).unwrap();
     let kv1 = VaultSpec {
-        address: bao.addr.clone(),
+        address: ServiceUrl::parse(&bao.addr).unwrap(),
         mount: "kv1".to_owned(),
         namespace: None,
         auth: VaultAuth::Token(SecretSource::File(file)),
@@ -174,7 +174,7 @@ async fn a_vault_store_logs_in_with_approle() {
     let secret_id_file = tmp.path().join("secret-id");
     std::fs::write(&secret_id_file, &secret_id).unwrap();
     let spec = VaultSpec {
-        address: bao.addr.clone(),
+        address: ServiceUrl::parse(&bao.addr).unwrap(),
         mount: "secret".to_owned(),
         namespace: None,
         auth: VaultAuth::AppRole {
@@ -367,7 +367,7 @@ async fn a_vault_store_with_a_namespace_writes_inside_it() {
     let file = tmp.path().join("token");
     std::fs::write(&file, &bao.root).unwrap();
     let spec = VaultSpec {
-        address: bao.addr.clone(),
+        address: ServiceUrl::parse(&bao.addr).unwrap(),
         mount: "secret".to_owned(),
         namespace: Some("team".to_owned()),
         auth: VaultAuth::Token(SecretSource::File(file)),

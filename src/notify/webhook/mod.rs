@@ -25,10 +25,11 @@ mod tests {
         let n = HttpNotifier::new(
             "hook",
             Target::plain(
-                "hook",
-                "https://hooks.example.com/cds/pathToken?sig=queryToken",
-            )
-            .unwrap(),
+                &crate::domain::service_url::ServiceUrl::parse(
+                    "https://hooks.example.com/cds/pathToken?sig=queryToken",
+                )
+                .unwrap(),
+            ),
             Some(SecretString::from("hmac-key-value")),
             (Duration::from_secs(10), 3),
             HttpSender::new(),

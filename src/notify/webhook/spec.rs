@@ -18,11 +18,11 @@ use crate::notify::spec::{
 };
 use crate::schema::{Declared, Entry, Key, Shape};
 
-/// Where a webhook's URL is.
+/// Where a webhook's URL is. It may carry a token: `Debug` shows at most its host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UrlSource {
-    /// Written in the policy (checked at validation).
-    Plain(String),
+    /// Written in the policy (parsed and checked at validation).
+    Plain(ServiceUrl),
     /// In a variable or a file (checked when read).
     Secret(ValueSource),
 }
@@ -92,12 +92,13 @@ impl Declared for WebhookSpec {
     fn parse(w: RawWebhook, entry: &mut Entry<'_>) -> WebhookSpec {
         let name = entry.name;
         let url = match (w.url, w.url_env, w.url_file) {
-            (Some(url), None, None) => {
-                if let Err(p) = ServiceUrl::parse(url.trim()) {
+            (Some(url), None, None) => match ServiceUrl::parse(url.trim()) {
+                Ok(url) => Some(UrlSource::Plain(url)),
+                Err(p) => {
                     entry.problem(format!("notifier `{name}`: url {p}"));
+                    None
                 }
-                Some(UrlSource::Plain(url.trim().to_owned()))
-            }
+            },
             (None, env, file) => {
                 source(entry, ("url_env", env), ("url_file", file), true).map(UrlSource::Secret)
             }
@@ -115,7 +116,9 @@ impl Declared for WebhookSpec {
             false,
         );
         WebhookSpec {
-            url: url.unwrap_or(UrlSource::Plain(String::new())),
+            // A stand-in when refused (the policy is refused then): no variable, so no
+            // rule over the credential variables sees it.
+            url: url.unwrap_or(UrlSource::Secret(ValueSource::File(PathBuf::new()))),
             hmac_key,
             timeout: timeout(entry, w.timeout, HTTP_TIMEOUT, 300),
             retries: retries(entry, w.retries),
@@ -147,7 +150,7 @@ pub fn build(
     sender: &HttpSender,
 ) -> Result<Arc<dyn Notifier>, String> {
     let target = match &spec.url {
-        UrlSource::Plain(url) => Target::plain(name, url)?,
+        UrlSource::Plain(url) => Target::plain(url),
         UrlSource::Secret(source) => Target::read(name, "url", source)?,
     };
     let key = match &spec.hmac_key {

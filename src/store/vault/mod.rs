@@ -62,7 +62,7 @@ impl std::fmt::Debug for VaultStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VaultStore")
             .field("name", &self.name)
-            .field("address", &self.spec.address)
+            .field("address", &self.spec.address.as_str())
             .field("mount", &self.spec.mount)
             .finish_non_exhaustive()
     }
@@ -139,7 +139,7 @@ impl VaultStore {
             .map_err(|e| StoreError::Io {
                 store: name.clone(),
                 operation: "set up the HTTP client for",
-                location: format!("vault {}", spec.address),
+                location: format!("vault {}", spec.address.as_str()),
                 detail: untrusted(&e.to_string()),
             })?;
         Ok(VaultStore {
@@ -339,7 +339,7 @@ impl VaultStore {
         token: Option<&SecretString>,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, NoAnswer> {
-        let url = format!("{}/v1/{path}", self.spec.address);
+        let url = format!("{}/v1/{path}", self.spec.address.as_str());
         let mut headers = HeaderMap::new();
         if let Some(token) = token {
             let mut value = HeaderValue::from_str(token.expose_secret()).map_err(|_| {
@@ -455,7 +455,7 @@ impl VaultStore {
                     format!(
                         "no answer from Vault: {}; check that Vault runs at {} and is reachable",
                         e.detail(),
-                        self.spec.address
+                        self.spec.address.as_str()
                     ),
                 )
             })?;
@@ -624,7 +624,11 @@ impl VaultStore {
 #[async_trait]
 impl SecretStore for VaultStore {
     fn location(&self, key: &str) -> String {
-        format!("vault {}/v1/{}", self.spec.address, self.data_path(key))
+        format!(
+            "vault {}/v1/{}",
+            self.spec.address.as_str(),
+            self.data_path(key)
+        )
     }
 
     async fn read_value(&self, key: &str) -> Result<Option<SecretString>, StoreError> {
@@ -700,7 +704,7 @@ impl SecretStore for VaultStore {
                     format!(
                         "no answer from Vault: {}; check that Vault runs at {} and is reachable",
                         e.detail(),
-                        self.spec.address
+                        self.spec.address.as_str()
                     ),
                 )
             })?;
@@ -846,7 +850,7 @@ impl SecretStore for VaultStore {
                 return Err(self.error(
                     "publish",
                     key,
-                    format!("no answer from Vault: {detail}; the new value did not land; check that Vault runs at {} and is reachable", self.spec.address),
+                    format!("no answer from Vault: {detail}; the new value did not land; check that Vault runs at {} and is reachable", self.spec.address.as_str()),
                 ));
             }
             Err(lost) => self.resolve(key, base, &ours, &body, lost).await?,

@@ -24,8 +24,9 @@ pub const KUBERNETES_JWT: &str = "/var/run/secrets/kubernetes.io/serviceaccount/
 /// A Vault (or OpenBao) KV v2 store as the policy declares it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VaultSpec {
-    /// `https://host:port` (plain http only to loopback), without a trailing slash.
-    pub address: String,
+    /// `https://host:port` (plain http only to loopback), without a trailing slash:
+    /// only scheme, host and port.
+    pub address: ServiceUrl,
     /// The KV v2 mount (default `secret`).
     pub mount: String,
     /// Sent as `X-Vault-Namespace` when set.
@@ -197,7 +198,7 @@ impl Declared for VaultSpec {
         }
         let auth = vault_auth(entry, raw.auth);
         VaultSpec {
-            address: address.unwrap_or_default(),
+            address: address.unwrap_or_else(refused_address),
             mount,
             namespace: raw.namespace,
             auth: auth.unwrap_or(VaultAuth::Token(SecretSource::Env(String::new()))),
@@ -205,7 +206,20 @@ impl Declared for VaultSpec {
     }
 }
 
-fn vault_address(entry: &mut Entry<'_>, text: &str) -> Option<String> {
+/// Stands for a refused address in the spec returned anyway: the policy is refused then,
+/// so nothing is sent there (and `.invalid` never resolves).
+const REFUSED_ADDRESS: &str = "https://refused.invalid";
+
+/// [`REFUSED_ADDRESS`], a constant the https rule accepts (a test checks it).
+fn refused_address() -> ServiceUrl {
+    match ServiceUrl::parse(REFUSED_ADDRESS) {
+        Ok(url) => url,
+        Err(_) => unreachable!("a constant https URL with a host"),
+    }
+}
+
+/// The address, parsed once: a service URL of only scheme, host and port.
+fn vault_address(entry: &mut Entry<'_>, text: &str) -> Option<ServiceUrl> {
     let name = entry.name;
     let text = text.trim().trim_end_matches('/');
     let url = match ServiceUrl::parse(text) {
@@ -227,18 +241,18 @@ fn vault_address(entry: &mut Entry<'_>, text: &str) -> Option<String> {
             return None;
         }
     };
-    let url = url.url();
-    if url.path() != "/" && !url.path().is_empty()
-        || url.query().is_some()
-        || url.fragment().is_some()
-        || !url.username().is_empty()
-        || url.password().is_some()
+    let u = url.url();
+    if u.path() != "/" && !u.path().is_empty()
+        || u.query().is_some()
+        || u.fragment().is_some()
+        || !u.username().is_empty()
+        || u.password().is_some()
     {
         entry.problem(format!("store `{name}`: address must be only scheme, host and port (like https://vault:8200), without a path, user, query or fragment"),
             );
         return None;
     }
-    Some(text.to_owned())
+    Some(url)
 }
 
 fn vault_auth(entry: &mut Entry<'_>, raw: RawVaultAuth) -> Option<VaultAuth> {
@@ -395,7 +409,7 @@ impl Backend for VaultSpec {
         Slot::Service {
             key: format!(
                 "vault:{}\n{}\n{}\n{secret}",
-                self.address,
+                self.address.as_str(),
                 namespace.unwrap_or_default(),
                 self.mount
             ),
@@ -470,6 +484,11 @@ mod tests {
     use super::*;
     use crate::policy::{Policy, PolicyError, StoreSpec};
 
+    #[test]
+    fn the_refused_address_stand_in_is_a_service_url() {
+        assert_eq!(refused_address(), REFUSED_ADDRESS);
+    }
+
     fn policy(store: &str, secret: &str) -> String {
         format!(
             r#"
@@ -501,7 +520,7 @@ clients:
         assert_eq!(
             p.stores["bao"],
             StoreSpec::Vault(VaultSpec {
-                address: "https://vault:8200".into(),
+                address: ServiceUrl::parse("https://vault:8200").unwrap(),
                 mount: "secret".into(),
                 namespace: None,
                 auth: VaultAuth::Token(SecretSource::Env("VAULT_TOKEN".into())),
