@@ -104,9 +104,10 @@ pub fn read_file(path: &Path) -> Result<Zeroizing<String>, SourceError> {
     };
     let mut file = std::fs::File::open(path).map_err(unreadable)?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut text = Zeroizing::new(String::with_capacity(
-        usize::try_from(len).unwrap_or(0).saturating_add(1),
-    ));
+    let mut text = Zeroizing::new(String::new());
+    // As `std::fs::read_to_string` does: a file too large to hold is an error, not an abort.
+    text.try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX).saturating_add(1))
+        .map_err(|_| unreadable(std::io::ErrorKind::OutOfMemory.into()))?;
     file.read_to_string(&mut text).map_err(unreadable)?;
     Ok(text)
 }
