@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::domain::service_url::ServiceUrl;
+use crate::domain::source::{self, SourceError};
 use crate::http::{Overflow, ReadError};
 use crate::stop::Stop;
 use crate::text::untrusted;
@@ -96,29 +97,18 @@ impl CredentialSource {
             ))
         })?;
         let Some(value) = value else {
-            return Err(ConnectError::Credential(format!(
-                "{} is empty",
-                self.describe()
-            )));
+            return Err(self.source_error(SourceError::Empty));
         };
-        let trimmed = value.expose_secret().trim();
-        if trimmed.is_empty() {
-            return Err(ConnectError::Credential(format!(
-                "{} is empty",
-                self.describe()
-            )));
-        }
-        Ok(SecretString::from(trimmed.to_owned()))
+        source::trimmed(value.expose_secret()).map_err(|e| self.source_error(e))
     }
 
     fn read(&self) -> Result<SecretString, ConnectError> {
-        let raw = match self {
-            CredentialSource::File(path) => {
-                std::fs::read_to_string(path).map_err(|e| file_error(path, &e))?
+        let value = match self {
+            CredentialSource::File(path) => source::read_file(path),
+            CredentialSource::Env(name) => source::read_env(name),
+            CredentialSource::Value(v) => {
+                return source::trimmed(v.expose_secret()).map_err(|e| self.source_error(e));
             }
-            CredentialSource::Env(name) => std::env::var(name)
-                .map_err(|_| ConnectError::Credential(format!("{} is not set", env_name(name))))?,
-            CredentialSource::Value(v) => v.expose_secret().to_owned(),
             CredentialSource::Store(..) => {
                 return Err(ConnectError::Credential(format!(
                     "{} is read asynchronously",
@@ -126,15 +116,20 @@ impl CredentialSource {
                 )));
             }
         };
-        let raw = zeroize::Zeroizing::new(raw);
-        let trimmed = raw.trim();
-        if trimmed.is_empty() {
-            return Err(ConnectError::Credential(format!(
-                "{} is empty",
-                self.describe()
-            )));
+        value
+            .and_then(|raw| source::trimmed(&raw))
+            .map_err(|e| self.source_error(e))
+    }
+
+    /// The error of reading this source, in the words of `connect.credentials`.
+    fn source_error(&self, e: SourceError) -> ConnectError {
+        match e {
+            SourceError::NotSet(name) => {
+                ConnectError::Credential(format!("{} is not set", env_name(&name)))
+            }
+            SourceError::Unreadable { path, error } => file_error(&path, &error),
+            SourceError::Empty => ConnectError::Credential(format!("{} is empty", self.describe())),
         }
-        Ok(SecretString::from(trimmed.to_owned()))
     }
 
     /// How errors name the source: never by something that may be a pasted secret

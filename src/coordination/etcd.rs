@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 use super::spec::CoordinationSpec;
 use super::{CoordinationError, LeaseState};
 use crate::domain::ValueSource;
+use crate::domain::source::SourceError;
 
 /// Campaigns for and renews the leader key of one policy.
 pub struct Elector {
@@ -47,22 +48,23 @@ impl std::fmt::Debug for Elector {
     }
 }
 
+/// The etcd user name or password: a variable as it is, a file trimmed (an empty value
+/// is passed on: etcd answers for it).
 fn read_source(source: &ValueSource, what: &str) -> Result<String, CoordinationError> {
-    match source {
-        ValueSource::Env(name) => std::env::var(name).map_err(|_| {
-            CoordinationError::Setup(format!(
-                "the environment variable {name} (the etcd {what}) is not set"
-            ))
-        }),
-        ValueSource::File(path) => std::fs::read_to_string(path)
-            .map(|s| s.trim().to_owned())
-            .map_err(|e| {
-                CoordinationError::Setup(format!(
-                    "cannot read the etcd {what} from {}: {e}",
-                    path.display()
-                ))
-            }),
-    }
+    let raw = source.read_raw().map_err(|e| match e {
+        SourceError::NotSet(name) => CoordinationError::Setup(format!(
+            "the environment variable {name} (the etcd {what}) is not set"
+        )),
+        SourceError::Unreadable { path, error } => CoordinationError::Setup(format!(
+            "cannot read the etcd {what} from {}: {error}",
+            path.display()
+        )),
+        SourceError::Empty => CoordinationError::Setup(format!("the etcd {what} is empty")),
+    })?;
+    Ok(match source {
+        ValueSource::Env(_) => raw.as_str().to_owned(),
+        ValueSource::File(_) => raw.trim().to_owned(),
+    })
 }
 
 fn read_file(path: &std::path::Path, what: &str) -> Result<Vec<u8>, CoordinationError> {

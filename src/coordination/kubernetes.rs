@@ -225,7 +225,7 @@ impl Elector {
     fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
         let mut r = self.http.request(method, url);
         if let Some(f) = &self.token_file
-            && let Ok(token) = std::fs::read_to_string(f)
+            && let Ok(token) = crate::domain::source::read_file(f)
         {
             // Read each time: the kubelet replaces projected tokens before they expire.
             r = r.bearer_auth(token.trim());

@@ -13,14 +13,14 @@ mod fingerprint;
 mod record;
 mod schedule;
 pub mod service_url;
-mod source;
+pub mod source;
 
 pub use client::{ClientKind, ClientRef, SecretId};
 pub use event::{Event, EventKind};
 pub use fingerprint::Fingerprint;
 pub use record::{Current, StoreRecord};
 pub use schedule::{DEFAULT_SCHEDULE, InvalidSchedule, Schedule};
-pub use source::{SecretSource, ValueSource};
+pub use source::{SecretSource, SourceError, ValueSource};
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::registry::Backend;
+use crate::domain::source::{self, SourceError};
 use crate::schema::{Declared, Entry, Key, Shape, duration, is_env_name};
 
 /// Where a notifier's secret (a URL, an HMAC key) is read from when it is built.
@@ -35,25 +36,23 @@ impl ValueSource {
     /// The value, trimmed; an error names notifier `notifier`'s key `key` and where.
     pub fn read(&self, notifier: &str, key: &str) -> Result<SecretString, String> {
         let raw = match self {
-            ValueSource::Env(name) => std::env::var(name).map_err(|_| {
-                format!("notifier `{notifier}`: {key}: environment variable {name} is not set")
-            })?,
-            ValueSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
-                format!(
-                    "notifier `{notifier}`: {key}: cannot read {}: {e}",
-                    path.display()
-                )
-            })?,
+            ValueSource::Env(name) => source::read_env(name),
+            ValueSource::File(path) => source::read_file(path),
         };
-        let raw = zeroize::Zeroizing::new(raw);
-        let value = raw.trim();
-        if value.is_empty() {
-            return Err(format!(
-                "notifier `{notifier}`: {key}: {} is empty",
-                self.describe()
-            ));
-        }
-        let value = SecretString::from(value.to_owned());
+        let value = raw
+            .and_then(|raw| source::trimmed(&raw))
+            .map_err(|e| match e {
+                SourceError::NotSet(name) => {
+                    format!("notifier `{notifier}`: {key}: environment variable {name} is not set")
+                }
+                SourceError::Unreadable { path, error } => format!(
+                    "notifier `{notifier}`: {key}: cannot read {}: {error}",
+                    path.display()
+                ),
+                SourceError::Empty => {
+                    format!("notifier `{notifier}`: {key}: {} is empty", self.describe())
+                }
+            })?;
         // No program's output may show it in our log.
         crate::command::hold(&format!("notifier {notifier} {key}"), &value);
         Ok(value)

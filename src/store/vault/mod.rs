@@ -29,6 +29,7 @@ pub use spec::{KUBERNETES_JWT, RoleId, VaultAuth, VaultSpec, is_secret_path};
 
 use super::{SecretStore, StoreError};
 use crate::domain::SecretSource;
+use crate::domain::source::{self, SourceError};
 use crate::domain::{Current, Fingerprint, StoreRecord};
 use crate::http::{Overflow, ReadError};
 use crate::text::untrusted;
@@ -213,20 +214,19 @@ impl VaultStore {
     }
 
     fn read_credential(&self, what: &str, path: &Path) -> Result<SecretString, String> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "cannot read the {what} file {}: {e}; check the path in the policy and that cds-rotator may read it",
-                path.display()
-            )
-        })?);
-        let value = text.trim();
-        if value.is_empty() {
-            return Err(format!(
-                "the {what} file {} is empty; write the {what} into it",
-                path.display()
-            ));
-        }
-        Ok(SecretString::from(value.to_owned()))
+        source::read_file(path)
+            .and_then(|raw| source::trimmed(&raw))
+            .map_err(|e| match e {
+                SourceError::Empty => format!(
+                    "the {what} file {} is empty; write the {what} into it",
+                    path.display()
+                ),
+                SourceError::Unreadable { error, .. } => format!(
+                    "cannot read the {what} file {}: {error}; check the path in the policy and that cds-rotator may read it",
+                    path.display()
+                ),
+                SourceError::NotSet(_) => e.to_string(),
+            })
     }
 
     /// A token: the cached one, or a fresh one (read, or from a login).
@@ -244,15 +244,17 @@ impl VaultStore {
         }
         let (token, until) = match &self.spec.auth {
             VaultAuth::Token(SecretSource::Env(name)) => {
-                let value = std::env::var(name).map_err(|_| {
-                    format!("environment variable {name} (auth.token_env) is not set or not text; set it to the rotator's Vault token")
-                })?;
-                if value.trim().is_empty() {
-                    return Err(format!(
-                        "environment variable {name} (auth.token_env) is empty; set it to the rotator's Vault token"
-                    ));
-                }
-                (SecretString::from(value.trim().to_owned()), None)
+                let value = source::read_env(name)
+                    .and_then(|raw| source::trimmed(&raw))
+                    .map_err(|e| match e {
+                        SourceError::Empty => format!(
+                            "environment variable {name} (auth.token_env) is empty; set it to the rotator's Vault token"
+                        ),
+                        _ => format!(
+                            "environment variable {name} (auth.token_env) is not set or not text; set it to the rotator's Vault token"
+                        ),
+                    })?;
+                (value, None)
             }
             VaultAuth::Token(SecretSource::File(path)) => {
                 (self.read_credential("Vault token", path)?, None)
