@@ -1322,7 +1322,7 @@ impl Reconciler {
                         secret_id: verified.facts().id,
                     }));
                 }
-                    let cleanup = self.undo_create(job, verified.undo(), Step::Publish).await;
+                let cleanup = self.undo_create(job, verified.undo(), Step::Publish).await;
                 Err(at(Step::Publish)(StepError::Publish {
                     secret_id: id,
                     source,
