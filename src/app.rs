@@ -287,6 +287,7 @@ fn connect_with(
         request_timeout: c.request_timeout,
         retry: RetryPolicy::default(),
         stop: stop.clone(),
+        max_in_flight: c.max_concurrency,
     })?;
     Ok(Arc::new(http))
 }

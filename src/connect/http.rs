@@ -5,6 +5,8 @@
 //! `Retry-After`, 408/500/502/504 and transport failures with exponential backoff and
 //! full jitter, all bounded. A create (POST) whose outcome is unknown is never re-posted
 //! here: it is reported as [`ConnectError::OutcomeUnknown`] for the reconciler to resolve.
+//! At most `connect.max_concurrency` requests are in flight at once: each attempt holds
+//! a permit from sending until its answer's body is read, and none across a wait.
 //! Secrets and tokens are [`SecretString`]s, exposed only into the request being sent.
 //!
 //! Hostile or broken answers are bounded: every wait ends when the process is stopping
@@ -25,7 +27,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use reqwest::{Method, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -222,6 +224,8 @@ pub struct HttpConnectConfig {
     pub retry: RetryPolicy,
     /// Ends retry waits early when the process is stopping.
     pub stop: Stop,
+    /// The most requests in flight at once (`connect.max_concurrency`; 0 counts as 1).
+    pub max_in_flight: usize,
 }
 
 struct CachedToken {
@@ -242,6 +246,8 @@ pub struct HttpConnect {
     token: Mutex<Option<CachedToken>>,
     /// Set by `reload_credential`; checked before using the cached token.
     reload: std::sync::atomic::AtomicBool,
+    /// One permit per request in flight (see [`HttpConnect::send`]).
+    in_flight: std::sync::Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for HttpConnect {
@@ -311,10 +317,12 @@ enum Attempt {
 }
 
 /// An answer, and when its request was sent: reading its body shares the request's
-/// [`STOP_GRACE`].
+/// [`STOP_GRACE`]. It holds its request's place among those in flight until it is
+/// dropped, i.e. once its body is read (or given up).
 struct Reply {
     resp: Response,
     sent_at: Instant,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 /// Why a body could not be read whole.
@@ -392,6 +400,7 @@ impl HttpConnect {
             stopped_at: std::sync::OnceLock::new(),
             token: Mutex::new(None),
             reload: std::sync::atomic::AtomicBool::new(false),
+            in_flight: std::sync::Arc::new(Semaphore::new(config.max_in_flight.max(1))),
         })
     }
 
@@ -594,6 +603,8 @@ impl HttpConnect {
             let status = reply.resp.status();
             if status == StatusCode::UNAUTHORIZED && !renewed {
                 debug!(%operation, "401: renewing the token once");
+                // Its permit goes before the renewal takes one.
+                drop(reply);
                 renewed = true;
                 continue;
             }
@@ -629,6 +640,11 @@ impl HttpConnect {
     /// write, or the token renewal before one), each attempt is sent only while the
     /// coordination lease surely outlasts it, asked right before it goes out, after any
     /// wait: a process paused or throttled past its lease sends nothing more.
+    ///
+    /// Each attempt waits for a permit (at most `max_in_flight` requests at once) and
+    /// keeps it in the [`Reply`]; a retry wait holds none. A request holds one permit at
+    /// a time, never while it waits for another: the token renewal a request needs is
+    /// sent before the request takes its own.
     async fn send(
         &self,
         operation: &str,
@@ -642,6 +658,7 @@ impl HttpConnect {
             attempt += 1;
             // Every attempt before this one was certainly not carried out (throttled, or
             // never connected), so an attempt not sent leaves nothing in doubt.
+            let mut permit = self.permit().await;
             if let Some(w) = writes
                 && w.may_send(Duration::ZERO).is_err()
             {
@@ -680,7 +697,7 @@ impl HttpConnect {
             );
             let last = attempt >= self.retry.max_attempts;
             let wait = self
-                .retry_wait(operation, idempotence, attempt, &outcome)
+                .retry_wait(operation, idempotence, attempt, &outcome, &mut permit)
                 .await?;
             match (wait, outcome) {
                 (Some(wait), outcome) if !last && wait <= self.retry.max_retry_after => {
@@ -691,6 +708,7 @@ impl HttpConnect {
                     // What is retried was not carried out (throttled, or certainly not
                     // sent, or repeatable): giving up on it when stopping leaves nothing.
                     drop(outcome);
+                    drop(permit);
                     if self.stop.is_set() {
                         return Err(ConnectError::Stopped {
                             operation: operation.to_owned(),
@@ -713,7 +731,13 @@ impl HttpConnect {
                         });
                     }
                 }
-                (_, Attempt::Answer(resp)) => return Ok(Reply { resp, sent_at }),
+                (_, Attempt::Answer(resp)) => {
+                    return Ok(Reply {
+                        resp,
+                        sent_at,
+                        permit,
+                    });
+                }
                 (_, Attempt::Failed(e)) => {
                     return Err(ConnectError::Transport {
                         operation: operation.to_owned(),
@@ -724,15 +748,31 @@ impl HttpConnect {
         }
     }
 
+    /// A place among the requests in flight. Once the process is stopping, the requests
+    /// in flight end within [`STOP_GRACE`], and an attempt still waiting then (a verify,
+    /// an undo sent after the stop) goes without a place rather than not at all.
+    async fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        let grace_over = async {
+            self.stop.wait().await;
+            let stopped_at = *self.stopped_at.get_or_init(Instant::now);
+            tokio::time::sleep_until(stopped_at + STOP_GRACE).await;
+        };
+        tokio::select! {
+            permit = std::sync::Arc::clone(&self.in_flight).acquire_owned() => permit.ok(),
+            () = grace_over => None,
+        }
+    }
+
     /// How long to wait before sending again after this attempt, `None` when its
     /// outcome goes back to the caller as it is; an error when it is final already (a
-    /// create whose request may have been carried out).
+    /// create whose request may have been carried out). A wait here gives `permit` up.
     async fn retry_wait(
         &self,
         operation: &str,
         idempotence: Idempotence,
         attempt: u32,
         outcome: &Attempt,
+        permit: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<Option<Duration>, ConnectError> {
         Ok(match outcome {
             Attempt::Answer(resp) => {
@@ -753,9 +793,11 @@ impl HttpConnect {
                     // for, or at once when stopping (the next pass resolves it).
                     500..=599 if idempotence == Idempotence::Once => {
                         if let Some(wait) = retry_after.filter(|w| *w <= self.retry.max_retry_after)
-                            && !self.stop.sleep(wait).await
                         {
-                            debug!(%operation, "stopping: not waiting out Retry-After");
+                            permit.take();
+                            if !self.stop.sleep(wait).await {
+                                debug!(%operation, "stopping: not waiting out Retry-After");
+                            }
                         }
                         None
                     }
@@ -792,7 +834,12 @@ impl HttpConnect {
         cap: usize,
         overflow: Overflow,
     ) -> Result<Vec<u8>, BodyError> {
-        let Reply { mut resp, sent_at } = reply;
+        // The permit goes when the body is read.
+        let Reply {
+            mut resp,
+            sent_at,
+            permit: _permit,
+        } = reply;
         let announced = resp.content_length();
         if overflow == Overflow::Refuse && announced.is_some_and(|n| n > cap as u64) {
             return Err(BodyError::TooLarge { cap });
@@ -1067,6 +1114,7 @@ mod tests {
             request_timeout: Duration::from_secs(1),
             retry: RetryPolicy::default(),
             stop: Stop::new(),
+            max_in_flight: 4,
         })
         .unwrap();
         assert!(c.backoff(1) <= Duration::from_millis(200));
@@ -1170,6 +1218,7 @@ mod tests {
                 ..RetryPolicy::default()
             },
             stop: Stop::new(),
+            max_in_flight: 4,
         })
         .unwrap();
         let err = c
@@ -1279,6 +1328,7 @@ clients:
                     request_timeout: Duration::from_secs(60),
                     retry: RetryPolicy::default(),
                     stop: stop.clone(),
+                    max_in_flight: 4,
                 })
                 .unwrap(),
             )
@@ -1821,5 +1871,176 @@ clients:
             assert!(!err.contains("Pasted-Value-0123456789"), "{err}");
             assert!(err.contains("repeats the secret sent"), "{err}");
         }
+    }
+}
+
+/// The bound on requests in flight, against a bare HTTP server that counts the
+/// connections it is answering.
+#[cfg(test)]
+mod in_flight_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Far more than any test waits: a test that waits for it fails.
+    const GUARD: Duration = Duration::from_secs(30);
+
+    /// How the server answers the request it reads.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// Hold every request until `limit` are open at once, then answer each 200.
+        HoldUntil(usize),
+        /// Answer the first request 429 with a long `Retry-After`, and the rest 200 at once.
+        ThrottleFirst,
+    }
+
+    struct Server {
+        url: String,
+        open: Arc<AtomicUsize>,
+        peak: Arc<AtomicUsize>,
+        throttled: Arc<tokio::sync::Notify>,
+    }
+
+    async fn serve(answer: Answer) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let open = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let throttled = Arc::new(tokio::sync::Notify::new());
+        let (all_open, _) = tokio::sync::watch::channel(0usize);
+        let all_open = Arc::new(all_open);
+        let seen = Arc::new(AtomicUsize::new(0));
+        let server = Server {
+            url,
+            open: Arc::clone(&open),
+            peak: Arc::clone(&peak),
+            throttled: Arc::clone(&throttled),
+        };
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let (open, peak, throttled, all_open, seen) = (
+                    Arc::clone(&open),
+                    Arc::clone(&peak),
+                    Arc::clone(&throttled),
+                    Arc::clone(&all_open),
+                    Arc::clone(&seen),
+                );
+                tokio::spawn(async move {
+                    read_request(&mut conn).await;
+                    let now_open = open.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now_open, Ordering::SeqCst);
+                    all_open.send_replace(now_open);
+                    let head = match answer {
+                        Answer::HoldUntil(limit) => {
+                            let mut rx = all_open.subscribe();
+                            let _ = rx.wait_for(|n| *n >= limit).await;
+                            // Room for a request over the limit to arrive, if one were
+                            // sent: a slow machine can only hide one, never invent one.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            "HTTP/1.1 200 OK\r\n"
+                        }
+                        Answer::ThrottleFirst if seen.fetch_add(1, Ordering::SeqCst) == 0 => {
+                            throttled.notify_one();
+                            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 100\r\n"
+                        }
+                        Answer::ThrottleFirst => "HTTP/1.1 200 OK\r\n",
+                    };
+                    let body = r#"{"access_token":"t","expires_in":3600}"#;
+                    let reply = format!(
+                        "{head}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+        server
+    }
+
+    /// Reads the head and the `Content-Length` bytes of the body.
+    async fn read_request(conn: &mut tokio::net::TcpStream) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = conn.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return;
+            }
+        }
+    }
+
+    fn connect(url: &str, max_in_flight: usize, stop: &Stop) -> Arc<HttpConnect> {
+        Arc::new(
+            HttpConnect::new(HttpConnectConfig {
+                base_url: ServiceUrl::parse(url).unwrap(),
+                client_id: "c".into(),
+                credential: CredentialSource::Value(SecretString::from("x")),
+                request_timeout: Duration::from_secs(60),
+                retry: RetryPolicy::default(),
+                stop: stop.clone(),
+                max_in_flight,
+            })
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn no_more_requests_than_max_concurrency_are_in_flight_at_once() {
+        let server = serve(Answer::HoldUntil(2)).await;
+        let c = connect(&server.url, 2, &Stop::new());
+        let calls = (0..6).map(|_| {
+            let c = Arc::clone(&c);
+            async move { c.verify_secret("c", &SecretString::from("s")).await }
+        });
+        let results = tokio::time::timeout(GUARD, futures::future::join_all(calls))
+            .await
+            .expect("every request answered");
+        for r in results {
+            r.unwrap();
+        }
+        assert_eq!(server.peak.load(Ordering::SeqCst), 2);
+        assert_eq!(server.open.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_waiting_out_retry_after_lets_another_request_go() {
+        let server = serve(Answer::ThrottleFirst).await;
+        let stop = Stop::new();
+        let c = connect(&server.url, 1, &stop);
+        let throttled = server.throttled.notified();
+        let waiting = tokio::spawn({
+            let c = Arc::clone(&c);
+            async move { c.verify_secret("c", &SecretString::from("s")).await }
+        });
+        throttled.await;
+        // The one place is free while the first request waits 100 s to be sent again.
+        tokio::time::timeout(GUARD, c.verify_secret("c", &SecretString::from("s")))
+            .await
+            .expect("not held up by the waiting request")
+            .unwrap();
+        assert!(!waiting.is_finished());
+        stop.trigger();
+        let cut = tokio::time::timeout(GUARD, waiting).await.unwrap().unwrap();
+        assert!(matches!(cut, Err(ConnectError::Stopped { .. })), "{cut:?}");
     }
 }

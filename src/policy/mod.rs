@@ -48,7 +48,8 @@ pub struct ConnectSettings {
     pub client_id: String,
     /// Where the rotator's own client secret is.
     pub secret: SecretSource,
-    /// How many clients are rotated at once.
+    /// How many requests to CDS are in flight at once (passes start as earlier ones end,
+    /// at most twice this many at a time).
     pub max_concurrency: usize,
     /// How long one request to CDS may take.
     pub request_timeout: std::time::Duration,

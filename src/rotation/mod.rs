@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::audit::{Action, Outcome};
@@ -54,50 +53,9 @@ const LOCK_WAIT: StdDuration = StdDuration::from_secs(30);
 const CREATE_ATTEMPTS: u32 = 3;
 
 tokio::task_local! {
-    /// The concurrency slot of the pass running on this task (see [`Reconciler::run_each`]).
-    static SLOT: Slot;
     /// The write handle of the pass running on this task, bound to the holding of the
     /// lease the pass started in (see [`Reconciler::pass`]).
     static PASS_WRITES: Writes;
-}
-
-/// A pass's place among the `max_concurrency` passes that talk to CDS at once. A pass
-/// gives it back while it writes to its store (see [`release_slot`]): the slot bounds
-/// the load on CDS, while the client's lock, held all along, keeps other passes off
-/// the client.
-struct Slot {
-    permits: Arc<Semaphore>,
-    held: Mutex<Option<OwnedSemaphorePermit>>,
-}
-
-/// Gives the pass's slot back to passes waiting for one (nothing outside `run_each`).
-fn release_slot() {
-    let _ = SLOT.try_with(|slot| {
-        slot.held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-    });
-}
-
-/// Takes a slot again before talking to CDS, if the pass gave its slot back.
-async fn retake_slot() {
-    let Ok(Some(permits)) = SLOT.try_with(|slot| {
-        let held = slot
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        held.is_none().then(|| Arc::clone(&slot.permits))
-    }) else {
-        return;
-    };
-    let permit = permits.acquire_owned().await.ok();
-    let _ = SLOT.try_with(|slot| {
-        *slot
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = permit;
-    });
 }
 
 /// Everything a pass needs to know about one client.
@@ -599,8 +557,9 @@ impl Reconciler {
         self.stop.is_set()
     }
 
-    /// Runs one pass over each job, at most `max_concurrency` at once. One failing
-    /// client does not stop the others. Reports come back in the order of `jobs`.
+    /// Runs one pass over each job, at most twice `max_concurrency` started at once (the
+    /// CDS client bounds the requests in flight). One failing client does not stop the
+    /// others. Reports come back in the order of `jobs`.
     pub async fn run_all(
         self: &Arc<Self>,
         jobs: &[Arc<ClientJob>],
@@ -626,25 +585,17 @@ impl Reconciler {
         if let Some(refused) = self.without_token(&jobs).await {
             return refused;
         }
-        let permits = Arc::new(Semaphore::new(max_concurrency.max(1)));
         let count = jobs.len();
         let spawn =
             |tasks: &mut tokio::task::JoinSet<_>,
              (i, (job, options)): (usize, (Arc<ClientJob>, PassOptions))| {
                 let this = Arc::clone(self);
-                let permits = Arc::clone(&permits);
-                tasks.spawn(async move {
-                    let permit = Arc::clone(&permits).acquire_owned().await.ok();
-                    let slot = Slot {
-                        permits,
-                        held: Mutex::new(permit),
-                    };
-                    (i, SLOT.scope(slot, this.pass(&job, options)).await)
-                });
+                tasks.spawn(async move { (i, this.pass(&job, options).await) });
             };
         // Passes are started as earlier ones end, at most twice max_concurrency at a time:
-        // the semaphore bounds the CDS requests, and the extra passes stand ready while
-        // others write their stores without a slot. Starting all N at once kept N pass
+        // the CDS client bounds the requests in flight (`connect.max_concurrency`), and
+        // the extra passes stand ready while others wait (a verify, a retry, the store's
+        // write) without one. Starting all N at once kept N pass
         // futures (about 4 KB each) alive through the batch and scattered what outlives
         // it (metrics series) across a heap that large.
         let mut pending = jobs.into_iter().enumerate();
@@ -905,7 +856,6 @@ impl Reconciler {
         if job.client.client_id == self.own_client_id {
             // The rotator's own credential: switch to the new secret and prove it with a
             // call. Nothing old is retired before the grace period anyway.
-            retake_slot().await;
             self.connect.reload_credential();
             self.connect
                 .list_secrets(&job.client)
@@ -913,7 +863,6 @@ impl Reconciler {
                 .map_err(|e| at(Step::SelfCheck)(e.into()))?;
         }
         if options.revoke_old {
-            retake_slot().await;
             self.revoke(job, new_id, report)
                 .await
                 .map_err(at(Step::Retire))?;
@@ -1326,10 +1275,6 @@ impl Reconciler {
             fingerprint: fingerprint.clone(),
         };
         let started = std::time::Instant::now();
-        // The store write (fsyncs, or a remote store's requests) does not hold up the
-        // passes that wait to talk to CDS; only the steps that talk to CDS again take a
-        // slot again (undoing the create, the self-check, revoking).
-        release_slot();
         let writes = self.writes();
         let published = verified
             .publish(&*job.store, &writes, &job.store_key, &record, &self.stop)
@@ -1377,7 +1322,6 @@ impl Reconciler {
                         secret_id: verified.facts().id,
                     }));
                 }
-                retake_slot().await;
                 let cleanup = self.undo_create(job, verified.undo(), Step::Publish).await;
                 Err(at(Step::Publish)(StepError::Publish {
                     secret_id: id,

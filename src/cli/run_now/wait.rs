@@ -154,8 +154,9 @@ async fn next_due(
 ) -> Option<Vec<usize>> {
     let next = waiting
         .iter()
-        .filter_map(|&i| reports[i].next_check)
-        .min()
+        .fold(None, |next, &i| {
+            decide::earliest(next, reports[i].next_check)
+        })
         .map(|t| (t - now).to_std().unwrap_or_default());
     let mut sleep = next.unwrap_or(WAIT_PROGRESS).min(WAIT_PROGRESS);
     if let Some(at) = give_up_at {
@@ -275,7 +276,7 @@ async fn settle_published(
     let now = wired.reconciler.now();
     let grace_end = record.published_at.checked_add_signed(job.timing.grace);
     if let Some(end) = grace_end.filter(|end| *end > now) {
-        r.next_check = Some(r.next_check.map_or(end, |n| n.min(end)));
+        r.next_check = decide::earliest(r.next_check, Some(end));
         return;
     }
     let why = match job.pickup.check(record).await {
@@ -297,9 +298,7 @@ async fn settle_published(
         job.pickup.interval(),
         now,
     );
-    if let Some(again) = wait.next_check {
-        r.next_check = Some(r.next_check.map_or(again, |n| n.min(again)));
-    }
+    r.next_check = decide::earliest(r.next_check, wait.next_check);
     r.pickup = Some(PickupWaiting {
         reason: why,
         deadline: wait.deadline,
