@@ -32,7 +32,8 @@ pub struct Wired {
     pub reconciler: Arc<Reconciler>,
     /// One job per selected client, in policy order.
     pub jobs: Vec<Arc<ClientJob>>,
-    /// How many clients at once.
+    /// `connect.max_concurrency`: the CDS requests in flight at once (the CDS client holds
+    /// that bound); passes start at most twice as many clients at once.
     pub max_concurrency: usize,
     /// The CDS client the reconciler uses (`check` asks it for a token).
     pub connect: Arc<dyn ConnectApi>,

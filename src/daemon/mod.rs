@@ -57,7 +57,7 @@ pub struct Loaded {
     pub reconciler: Arc<Reconciler>,
     /// One job per client, in policy order.
     pub jobs: Vec<Arc<ClientJob>>,
-    /// How many clients at once.
+    /// `connect.max_concurrency` (see `app::Wired::max_concurrency`).
     pub max_concurrency: usize,
     /// The longest one pass can take (its waits are all bounded): how long a batch may
     /// go on before `/healthz` calls the loop stuck, per pass slot.
