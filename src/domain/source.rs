@@ -43,6 +43,14 @@ pub enum ValueSource {
 }
 
 impl ValueSource {
+    /// How messages name it: the variable's name or the file's path, never the value.
+    pub fn describe(&self) -> String {
+        match self {
+            ValueSource::Env(name) => format!("environment variable {name}"),
+            ValueSource::File(path) => format!("file {}", path.display()),
+        }
+    }
+
     /// The value as it is, untrimmed (a password may end in a space).
     pub fn read_raw(&self) -> Result<Zeroizing<String>, SourceError> {
         match self {

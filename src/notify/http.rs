@@ -16,7 +16,7 @@ use sha2::Sha256;
 use tokio::time::Instant;
 
 use super::NotifyError;
-use super::spec::ValueSource;
+use super::spec::{ValueSource, read_secret};
 use crate::domain::service_url::ServiceUrl;
 use crate::http::Overflow;
 
@@ -61,7 +61,7 @@ impl Target {
 
     /// A URL read from where `source` says; the error never quotes what was read.
     pub fn read(notifier: &str, key: &str, source: &ValueSource) -> Result<Target, String> {
-        let value = source.read(notifier, key)?;
+        let value = read_secret(source, notifier, key)?;
         let parsed = check_url(value.expose_secret()).map_err(|p| {
             format!(
                 "notifier `{notifier}`: the URL in {} {p} (the URL is not shown)",

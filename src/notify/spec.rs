@@ -12,51 +12,37 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::registry::Backend;
-use crate::domain::source::{self, SourceError};
+use crate::domain::source::SourceError;
 use crate::schema::{Declared, Entry, Key, Shape, duration, is_env_name};
 
 /// Where a notifier's secret (a URL, an HMAC key) is read from when it is built.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ValueSource {
-    /// An environment variable's name.
-    Env(String),
-    /// A file holding the value alone (absolute).
-    File(PathBuf),
-}
+pub use crate::domain::ValueSource;
 
-impl ValueSource {
-    /// How messages name it: the variable's name or the file's path, never the value.
-    pub fn describe(&self) -> String {
-        match self {
-            ValueSource::Env(name) => format!("environment variable {name}"),
-            ValueSource::File(path) => format!("file {}", path.display()),
+/// The value of notifier `notifier`'s key `key`, trimmed; an error names both and where
+/// it was looked for, never the value.
+pub fn read_secret(
+    source: &ValueSource,
+    notifier: &str,
+    key: &str,
+) -> Result<SecretString, String> {
+    let value = source.read().map_err(|e| match e {
+        SourceError::NotSet(name) => {
+            format!("notifier `{notifier}`: {key}: environment variable {name} is not set")
         }
-    }
-
-    /// The value, trimmed; an error names notifier `notifier`'s key `key` and where.
-    pub fn read(&self, notifier: &str, key: &str) -> Result<SecretString, String> {
-        let raw = match self {
-            ValueSource::Env(name) => source::read_env(name),
-            ValueSource::File(path) => source::read_file(path),
-        };
-        let value = raw
-            .and_then(|raw| source::trimmed(&raw))
-            .map_err(|e| match e {
-                SourceError::NotSet(name) => {
-                    format!("notifier `{notifier}`: {key}: environment variable {name} is not set")
-                }
-                SourceError::Unreadable { path, error } => format!(
-                    "notifier `{notifier}`: {key}: cannot read {}: {error}",
-                    path.display()
-                ),
-                SourceError::Empty => {
-                    format!("notifier `{notifier}`: {key}: {} is empty", self.describe())
-                }
-            })?;
-        // No program's output may show it in our log.
-        crate::command::hold(&format!("notifier {notifier} {key}"), &value);
-        Ok(value)
-    }
+        SourceError::Unreadable { path, error } => format!(
+            "notifier `{notifier}`: {key}: cannot read {}: {error}",
+            path.display()
+        ),
+        SourceError::Empty => {
+            format!(
+                "notifier `{notifier}`: {key}: {} is empty",
+                source.describe()
+            )
+        }
+    })?;
+    // No program's output may show it in our log.
+    crate::command::hold(&format!("notifier {notifier} {key}"), &value);
+    Ok(value)
 }
 
 /// A `slack` or `teams` notifier: its incoming-webhook URL is a secret.

@@ -813,7 +813,7 @@ impl SecretStore for GatedStore {
 }
 
 #[tokio::test]
-async fn a_pass_writing_to_its_store_gives_its_concurrency_slot_to_the_next_client() {
+async fn a_pass_writing_to_its_store_holds_up_no_other_client_at_concurrency_one() {
     let env = Env::start().await;
     env.write_policy("", "");
     let wired = env.wired(&["app", "web"]);
@@ -837,8 +837,9 @@ async fn a_pass_writing_to_its_store_gives_its_concurrency_slot_to_the_next_clie
         timing: app.timing.clone(),
         retire_unmanaged: app.retire_unmanaged,
     });
-    // One slot, taken by app first: web's pass can only run while app's publish waits,
-    // and app's publish waits until web has published.
+    // At concurrency 1, app first: web's pass can only run while app's publish waits
+    // (a store write holds no CDS request), and app's publish waits until web has
+    // published.
     let options = PassOptions::default();
     let run = wired
         .reconciler

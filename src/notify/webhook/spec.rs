@@ -14,7 +14,7 @@ use crate::notify::Notifier;
 use crate::notify::http::{HttpNotifier, HttpSender, Target};
 use crate::notify::registry::Backend;
 use crate::notify::spec::{
-    HTTP_TIMEOUT, RETRIES_KEY, TIMEOUT_KEY, ValueSource, retries, source, timeout,
+    HTTP_TIMEOUT, RETRIES_KEY, TIMEOUT_KEY, ValueSource, read_secret, retries, source, timeout,
 };
 use crate::schema::{Declared, Entry, Key, Shape};
 
@@ -154,7 +154,7 @@ pub fn build(
         UrlSource::Secret(source) => Target::read(name, "url", source)?,
     };
     let key = match &spec.hmac_key {
-        Some(source) => Some(source.read(name, "hmac_secret")?),
+        Some(source) => Some(read_secret(source, name, "hmac_secret")?),
         None => {
             tracing::warn!(
                 notifier = name,
