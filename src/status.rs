@@ -230,12 +230,7 @@ fn attention(r: &PassReport, plan: Option<&Plan>) -> Vec<&'static str> {
     if plan.is_some_and(|p| p.full) {
         attention.push("full");
     }
-    let in_use_without_record = match plan {
-        Some(p) => crate::rotation::decide::record_missing(r.record.as_ref(), r.unrecorded, p),
-        // Not planned (it could not be observed): only what the store itself showed.
-        None => r.record.is_none() && r.unrecorded,
-    };
-    if in_use_without_record {
+    if crate::rotation::decide::record_missing(r.record.as_ref(), r.unrecorded, plan) {
         attention.push("record_missing");
     }
     if r.pickup.as_ref().is_some_and(|p| p.overdue) {

@@ -59,7 +59,7 @@ pub fn plan_line(r: &PassReport) -> String {
             None => steps.push(format!("retire secret {id} (superseded, grace over)")),
         }
     }
-    if cds_rotator::rotation::decide::record_missing(r.record.as_ref(), r.unrecorded, plan) {
+    if cds_rotator::rotation::decide::record_missing(r.record.as_ref(), r.unrecorded, Some(plan)) {
         let ids: Vec<String> = plan.possibly_in_use.iter().map(|i| i.to_string()).collect();
         steps.push(format!(
             "WARNING: the store has no record{}; keep managed secret(s) [{}] until grace after the next publish",

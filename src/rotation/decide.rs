@@ -567,9 +567,10 @@ pub fn is_managed(s: &ClientSecret) -> bool {
 }
 
 /// Whether the store lost track of what consumers hold: it has no record, and either
-/// holds a value without one (`unrecorded`) or managed secrets may be in use.
-pub fn record_missing(record: Option<&StoreRecord>, unrecorded: bool, plan: &Plan) -> bool {
-    record.is_none() && (unrecorded || !plan.possibly_in_use.is_empty())
+/// holds a value without one (`unrecorded`) or managed secrets may be in use (`plan`
+/// says which; `None` when the client could not be planned).
+pub fn record_missing(record: Option<&StoreRecord>, unrecorded: bool, plan: Option<&Plan>) -> bool {
+    record.is_none() && (unrecorded || plan.is_some_and(|p| !p.possibly_in_use.is_empty()))
 }
 
 /// The next check: the earlier of the one set so far and `at` (either may be none).
@@ -1646,9 +1647,9 @@ mod tests {
             Window::Open,
             now(),
         );
-        assert!(record_missing(None, false, &plan));
+        assert!(record_missing(None, false, Some(&plan)));
         let r = record(1, now() - Duration::days(1));
-        assert!(!record_missing(Some(&r), true, &plan));
+        assert!(!record_missing(Some(&r), true, Some(&plan)));
         let none = decide(
             &[],
             None,
@@ -1659,8 +1660,8 @@ mod tests {
             Window::Open,
             now(),
         );
-        assert!(!record_missing(None, false, &none));
-        assert!(record_missing(None, true, &none));
+        assert!(!record_missing(None, false, Some(&none)));
+        assert!(record_missing(None, true, Some(&none)));
     }
 
     #[test]

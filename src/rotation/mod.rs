@@ -981,7 +981,7 @@ impl Reconciler {
             })
             .await;
         }
-        if decide::record_missing(seen.record.as_ref(), seen.unrecorded, plan) {
+        if decide::record_missing(seen.record.as_ref(), seen.unrecorded, Some(plan)) {
             let location = job.store.location(&job.store_key);
             let detail = record_missing(&location, seen.unrecorded, &plan.possibly_in_use);
             warn!(step = "observe", store = %location, kept = ?plan.possibly_in_use, "{detail}");
