@@ -9,12 +9,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
 use super::spec::{CoordinationKind, CoordinationSpec};
 use crate::domain::ValueSource;
 use crate::domain::service_url::{ServiceUrl, UrlProblem};
+use crate::schema::tree::{Map, Node};
 use crate::schema::{Diagnostic, Key, Shape, duration, is_env_name, placeholder, resolve};
 
 /// The shortest lease_ttl when the policy sets none (at least 3 × request_timeout).
@@ -97,91 +97,45 @@ pub const COORDINATION_TLS: &[Key] = &[
     Key::optional("key_file", Shape::Value, "the PEM private key of cert_file"),
 ];
 
-/// The `coordination:` section as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCoordination {
-    #[serde(rename = "type")]
-    pub kind: Spanned<String>,
-    #[serde(default)]
-    pub endpoints: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub key_prefix: Option<Spanned<String>>,
-    #[serde(default)]
-    pub lease_ttl: Option<Spanned<String>>,
-    #[serde(default)]
-    pub namespace: Option<Spanned<String>>,
-    #[serde(default)]
-    pub name: Option<Spanned<String>>,
-    #[serde(default)]
-    pub lease_duration: Option<Spanned<String>>,
-    #[serde(default)]
-    pub api_url: Option<Spanned<String>>,
-    #[serde(default)]
-    pub token_file: Option<Spanned<PathBuf>>,
-    #[serde(default)]
-    pub username_env: Option<Spanned<String>>,
-    #[serde(default)]
-    pub password_env: Option<Spanned<String>>,
-    #[serde(default)]
-    pub username_file: Option<Spanned<PathBuf>>,
-    #[serde(default)]
-    pub password_file: Option<Spanned<PathBuf>>,
-    #[serde(default)]
-    pub tls: Option<Spanned<RawCoordinationTls>>,
-}
-
-/// `coordination.tls:` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCoordinationTls {
-    #[serde(default)]
-    pub ca_file: Option<Spanned<PathBuf>>,
-    #[serde(default)]
-    pub cert_file: Option<Spanned<PathBuf>>,
-    #[serde(default)]
-    pub key_file: Option<Spanned<PathBuf>>,
-}
-
-/// Checks the section at `raw`, reporting into `problems`; `request_timeout` is
+/// Checks the section `raw`, reporting into `problems`; `request_timeout` is
 /// `connect.request_timeout` when `connect:` was valid. `None` when anything is wrong.
 pub fn check(
-    raw: Spanned<RawCoordination>,
+    raw: Map<'_>,
     base: &Path,
     request_timeout: Option<Duration>,
     problems: &mut Vec<Diagnostic>,
 ) -> Option<CoordinationSpec> {
     let mut c = Checker {
-        at: raw.referenced,
+        at: raw.at,
         base,
         problems,
         ok: true,
     };
-    let raw = raw.value;
-    let kube = c.kind(&raw.kind)?;
+    let kind = raw.text("type")?;
+    let kube = c.kind(&kind)?;
     let (ttl_key, ttl) = if kube {
-        ("coordination.lease_duration", &raw.lease_duration)
+        ("coordination.lease_duration", raw.text("lease_duration"))
     } else {
-        ("coordination.lease_ttl", &raw.lease_ttl)
+        ("coordination.lease_ttl", raw.text("lease_ttl"))
     };
-    c.foreign_keys(&raw, kube);
+    c.foreign_keys(raw, kind.value.trim(), kube);
     let (kind, endpoints, key_prefix) = if kube {
-        (c.kubernetes_lease(&raw), Vec::new(), String::new())
+        (c.kubernetes_lease(raw), Vec::new(), String::new())
     } else {
-        let endpoints = c.endpoints(&raw.endpoints);
-        let key_prefix = c.key_prefix(&raw.key_prefix);
+        let endpoints = c.endpoints(&raw.texts("endpoints"));
+        let key_prefix = c.key_prefix(&raw.text("key_prefix"));
         (CoordinationKind::Etcd, endpoints, key_prefix)
     };
-    let lease_ttl = c.lease_ttl(ttl, ttl_key, request_timeout)?;
-    let username = c.source(&raw.username_env, &raw.username_file, "username");
-    let password = c.source(&raw.password_env, &raw.password_file, "password");
+    let lease_ttl = c.lease_ttl(&ttl, ttl_key, request_timeout)?;
+    let username = c.source(raw, "username");
+    let password = c.source(raw, "password");
     if username.is_some() != password.is_some() {
         c.problem(
             c.at,
             "coordination: set both a username and a password for etcd, or neither",
         );
     }
-    let (ca_file, client_cert) = raw.tls.map(|t| c.tls(t)).unwrap_or_default();
+    let (ca_file, client_cert) = raw.map("tls").map(|t| c.tls(t)).unwrap_or_default();
     c.ok.then_some(CoordinationSpec {
         kind,
         endpoints,
@@ -234,58 +188,56 @@ impl Checker<'_> {
     }
 
     /// Each type takes its own keys only: the other type's keys are refused.
-    fn foreign_keys(&mut self, c: &RawCoordination, kube: bool) {
-        let at = |k: &Option<Spanned<String>>, key| k.as_ref().map(|k| (k.referenced, key));
-        let file = |k: &Option<Spanned<PathBuf>>, key| k.as_ref().map(|k| (k.referenced, key));
-        let theirs: Vec<(Location, &str)> = if kube {
-            [
-                at(&c.key_prefix, "key_prefix"),
-                at(&c.lease_ttl, "lease_ttl (write lease_duration)"),
-                at(&c.username_env, "username_env"),
-                at(&c.password_env, "password_env"),
-                c.endpoints.first().map(|e| (e.referenced, "endpoints")),
-                file(&c.username_file, "username_file"),
-                file(&c.password_file, "password_file"),
+    fn foreign_keys(&mut self, c: Map<'_>, kind: &str, kube: bool) {
+        let theirs: &[(&str, &str)] = if kube {
+            &[
+                ("key_prefix", "key_prefix"),
+                ("lease_ttl", "lease_ttl (write lease_duration)"),
+                ("username_env", "username_env"),
+                ("password_env", "password_env"),
+                ("endpoints", "endpoints"),
+                ("username_file", "username_file"),
+                ("password_file", "password_file"),
             ]
-            .into_iter()
-            .flatten()
-            .collect()
         } else {
-            [
-                at(&c.namespace, "namespace"),
-                at(&c.name, "name"),
-                at(&c.lease_duration, "lease_duration (write lease_ttl)"),
-                at(&c.api_url, "api_url"),
-                file(&c.token_file, "token_file"),
+            &[
+                ("namespace", "namespace"),
+                ("name", "name"),
+                ("lease_duration", "lease_duration (write lease_ttl)"),
+                ("api_url", "api_url"),
+                ("token_file", "token_file"),
             ]
-            .into_iter()
-            .flatten()
-            .collect()
         };
-        for (at, key) in theirs {
+        for (key, shown) in theirs {
+            let Some(value) = c.get(key) else { continue };
+            // An empty list is as if unset.
+            let at = match &value.value {
+                Node::List(items) => match items.first() {
+                    Some(first) => first.referenced,
+                    None => continue,
+                },
+                _ => value.referenced,
+            };
             self.problem(
                 at,
-                format!(
-                    "coordination.{key} does not apply to type {}",
-                    c.kind.value.trim()
-                ),
+                format!("coordination.{shown} does not apply to type {kind}"),
             );
         }
     }
 
     /// A Kubernetes Lease: its API server, name and namespace, and token file.
-    fn kubernetes_lease(&mut self, c: &RawCoordination) -> CoordinationKind {
+    fn kubernetes_lease(&mut self, c: Map<'_>) -> CoordinationKind {
         let api_url = c
-            .api_url
-            .as_ref()
-            .and_then(|u| self.endpoint_url(u, "coordination.api_url"));
-        let name = c.name.as_ref().map_or("cds-rotator", |n| n.value.trim());
-        let namespace = c.namespace.as_ref().map(|n| n.value.trim().to_owned());
+            .text("api_url")
+            .and_then(|u| self.endpoint_url(&u, "coordination.api_url"));
+        let (name_raw, namespace_raw) = (c.text("name"), c.text("namespace"));
+        let name = name_raw.as_ref().map_or("cds-rotator", |n| n.value.trim());
+        let namespace = namespace_raw.as_ref().map(|n| n.value.trim().to_owned());
         for (value, at, what) in [
-            (Some(name), c.name.as_ref().map(|n| n.referenced), "name"),
+            (Some(name), name_raw.as_ref().map(|n| n.referenced), "name"),
             (
                 namespace.as_deref(),
-                c.namespace.as_ref().map(|n| n.referenced),
+                namespace_raw.as_ref().map(|n| n.referenced),
                 "namespace",
             ),
         ] {
@@ -300,7 +252,7 @@ impl Checker<'_> {
             namespace,
             name: name.to_owned(),
             api_url,
-            token_file: c.token_file.as_ref().map(|f| resolve(self.base, &f.value)),
+            token_file: c.path("token_file").map(|f| resolve(self.base, &f.value)),
         }
     }
 
@@ -377,13 +329,11 @@ impl Checker<'_> {
     }
 
     /// Where etcd's user name or password (`what`) comes from: a variable or a file.
-    fn source(
-        &mut self,
-        env: &Option<Spanned<String>>,
-        file: &Option<Spanned<PathBuf>>,
-        what: &str,
-    ) -> Option<ValueSource> {
-        match (env, file) {
+    fn source(&mut self, c: Map<'_>, what: &str) -> Option<ValueSource> {
+        match (
+            c.text(&format!("{what}_env")),
+            c.path(&format!("{what}_file")),
+        ) {
             (Some(e), Some(_)) => {
                 self.problem(
                     e.referenced,
@@ -407,13 +357,9 @@ impl Checker<'_> {
     }
 
     /// `tls:`: the CA file, and the client certificate with its key.
-    fn tls(
-        &mut self,
-        tls: Spanned<RawCoordinationTls>,
-    ) -> (Option<PathBuf>, Option<(PathBuf, PathBuf)>) {
-        let t = tls.value;
-        let ca_file = t.ca_file.map(|f| resolve(self.base, &f.value));
-        let client_cert = match (t.cert_file, t.key_file) {
+    fn tls(&mut self, t: Map<'_>) -> (Option<PathBuf>, Option<(PathBuf, PathBuf)>) {
+        let ca_file = t.path("ca_file").map(|f| resolve(self.base, &f.value));
+        let client_cert = match (t.path("cert_file"), t.path("key_file")) {
             (Some(cert), Some(key)) => Some((
                 resolve(self.base, &cert.value),
                 resolve(self.base, &key.value),
@@ -421,7 +367,7 @@ impl Checker<'_> {
             (None, None) => None,
             _ => {
                 self.problem(
-                    tls.referenced,
+                    t.at,
                     "coordination.tls: set cert_file and key_file together (a client certificate needs its key)",
                 );
                 None

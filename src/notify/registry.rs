@@ -9,8 +9,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::Notifier;
 use super::command::spec as command;
 use super::http::HttpSender;
@@ -39,7 +37,7 @@ pub trait Backend {
     }
 }
 
-/// Declares [`NotifierSpec`] and [`RawNotifier`] from the one list of notifier types.
+/// Declares [`NotifierSpec`] from the one list of notifier types.
 macro_rules! notifiers {
     ($($variant:ident($spec:ty) = $name:literal => $build:path,)*) => {
         /// A notifier as the policy declares it.
@@ -48,17 +46,6 @@ macro_rules! notifiers {
             $(
                 #[doc = concat!("`type: ", $name, "`.")]
                 $variant($spec),
-            )*
-        }
-
-        /// A notifier entry as written, by its `type:`.
-        #[derive(Debug, Deserialize)]
-        #[serde(tag = "type")]
-        pub enum RawNotifier {
-            $(
-                #[doc = concat!("`type: ", $name, "`.")]
-                #[serde(rename = $name)]
-                $variant(<$spec as Declared>::Raw),
             )*
         }
 
@@ -87,14 +74,16 @@ macro_rules! notifiers {
             }
         }
 
-        impl RawNotifier {
+        impl NotifierSpec {
             /// Every notifier type with its keys besides `type`.
             pub const TYPES: &[(&str, &[Key])] = &[$(($name, <$spec as Declared>::KEYS),)*];
 
-            /// Checks the entry (see [`Declared::parse`]).
-            pub fn parse(self, entry: &mut Entry<'_>) -> NotifierSpec {
-                match self {
-                    $(RawNotifier::$variant(raw) => NotifierSpec::$variant(<$spec>::parse(raw, entry)),)*
+            /// Checks the entry of type `type_name` (see [`Declared::parse`]); `None` for
+            /// a type not listed (the shape check refused it).
+            pub fn parse(type_name: &str, entry: &mut Entry<'_>) -> Option<NotifierSpec> {
+                match type_name {
+                    $($name => Some(NotifierSpec::$variant(<$spec>::parse(entry))),)*
+                    _ => None,
                 }
             }
         }

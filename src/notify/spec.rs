@@ -5,11 +5,9 @@
 //! Not here: each notifier's own keys (its folder's `spec.rs`), the rules across
 //! notifiers (`policy`), or sending (the notifiers).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde::Deserialize;
 
 use super::registry::Backend;
 use crate::domain::source::SourceError;
@@ -56,20 +54,6 @@ pub struct ChatSpec {
     pub retries: u32,
 }
 
-/// A `type: slack` or `type: teams` entry as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawChat {
-    #[serde(default)]
-    webhook_url_env: Option<String>,
-    #[serde(default)]
-    webhook_url_file: Option<PathBuf>,
-    #[serde(default)]
-    timeout: Option<String>,
-    #[serde(default)]
-    retries: Option<u64>,
-}
-
 /// An HTTP notifier's timeout when the policy sets none.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts after the first when the policy sets none, and at most.
@@ -90,8 +74,6 @@ pub const RETRIES_KEY: Key = Key::optional(
 );
 
 impl Declared for ChatSpec {
-    type Raw = RawChat;
-
     const KEYS: &'static [Key] = &[
         Key::optional(
             "webhook_url_env",
@@ -107,17 +89,12 @@ impl Declared for ChatSpec {
         RETRIES_KEY,
     ];
 
-    fn parse(c: RawChat, entry: &mut Entry<'_>) -> ChatSpec {
-        let url = source(
-            entry,
-            ("webhook_url_env", c.webhook_url_env),
-            ("webhook_url_file", c.webhook_url_file),
-            true,
-        );
+    fn parse(entry: &mut Entry<'_>) -> ChatSpec {
+        let url = source(entry, "webhook_url_env", "webhook_url_file", true);
         ChatSpec {
             url: url.unwrap_or(ValueSource::Env(String::new())),
-            timeout: timeout(entry, c.timeout, HTTP_TIMEOUT, 300),
-            retries: retries(entry, c.retries),
+            timeout: timeout(entry, HTTP_TIMEOUT, 300),
+            retries: retries(entry),
         }
     }
 }
@@ -135,76 +112,78 @@ impl Backend for ChatSpec {
 /// One of an `_env` and a `_file` key; both unset is a problem when `required`.
 pub fn source(
     entry: &mut Entry<'_>,
-    (env_key, env): (&str, Option<String>),
-    (file_key, file): (&str, Option<PathBuf>),
+    env_key: &str,
+    file_key: &str,
     required: bool,
 ) -> Option<ValueSource> {
-    let name = entry.name;
-    match (env, file) {
-        (Some(var), None) if is_env_name(var.trim()) => {
-            Some(ValueSource::Env(var.trim().to_owned()))
+    let (name, f) = (entry.name, entry.fields);
+    match (f.text(env_key), f.path(file_key)) {
+        (Some(var), None) if is_env_name(var.value.trim()) => {
+            Some(ValueSource::Env(var.value.trim().to_owned()))
         }
-        (Some(_), None) => {
-            entry.problem(format!(
+        (Some(var), None) => {
+            entry.problem_at(var.referenced, format!(
                 "notifier `{name}`: {env_key} must be the NAME of an environment variable (letters, digits, `_`, not starting with a digit); the value given is not shown, in case it is the secret itself"
             ));
             None
         }
-        (None, Some(path)) => Some(ValueSource::File(entry.resolve(&path))),
+        (None, Some(path)) => Some(ValueSource::File(entry.resolve(&path.value))),
         (None, None) if required => {
             entry.problem(format!("notifier `{name}`: set {env_key} or {file_key}"));
             None
         }
         (None, None) => None,
-        (Some(_), Some(_)) => {
-            entry.problem(format!(
-                "notifier `{name}`: set one of {env_key} and {file_key}, not both"
-            ));
+        (Some(_), Some(second)) => {
+            entry.problem_at(
+                second.referenced,
+                format!("notifier `{name}`: set one of {env_key} and {file_key}, not both"),
+            );
             None
         }
     }
 }
 
 /// A notifier's `timeout`: from 1s to `max_secs` (5m, or 1h for a command).
-pub fn timeout(
-    entry: &mut Entry<'_>,
-    raw: Option<String>,
-    default: Duration,
-    max_secs: u64,
-) -> Duration {
-    let Some(text) = raw else {
+pub fn timeout(entry: &mut Entry<'_>, default: Duration, max_secs: u64) -> Duration {
+    let Some(raw) = entry.fields.text("timeout") else {
         return default;
     };
-    let name = entry.name;
+    let (name, at, text) = (entry.name, raw.referenced, raw.value);
     match duration::parse(&text) {
         Ok(d) if d.num_seconds() >= 1 && d.num_seconds() as u64 <= max_secs => {
             d.to_std().unwrap_or(default)
         }
         Ok(_) => {
-            entry.problem(format!(
-                "notifier `{name}`: timeout ({}) must be from 1s to {}",
-                text.trim(),
-                if max_secs == 3600 { "1h" } else { "5m" }
-            ));
+            entry.problem_at(
+                at,
+                format!(
+                    "notifier `{name}`: timeout ({}) must be from 1s to {}",
+                    text.trim(),
+                    if max_secs == 3600 { "1h" } else { "5m" }
+                ),
+            );
             default
         }
         Err(e) => {
-            entry.problem(format!("notifier `{name}`: timeout: {e}"));
+            entry.problem_at(at, format!("notifier `{name}`: timeout: {e}"));
             default
         }
     }
 }
 
 /// An HTTP notifier's `retries`: 0 to 10.
-pub fn retries(entry: &mut Entry<'_>, raw: Option<u64>) -> u32 {
-    match raw {
+pub fn retries(entry: &mut Entry<'_>) -> u32 {
+    let raw = entry.fields.count("retries");
+    match raw.as_ref().map(|n| n.value) {
         None => RETRIES,
         Some(n) if n <= u64::from(MAX_RETRIES) => n as u32,
         Some(n) => {
             let name = entry.name;
-            entry.problem(format!(
-                "notifier `{name}`: retries ({n}) must be from 0 to {MAX_RETRIES}"
-            ));
+            let at = raw.map_or(entry.at, |r| r.referenced);
+            entry.problem_at(
+                at,
+                format!("notifier `{name}`: retries ({n}) must be from 0 to {MAX_RETRIES}"),
+            );
             RETRIES
         }
     }

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::Duration;
-use serde::Deserialize;
 
 use super::ack_file::spec::AckFileSpec;
 use super::command::spec::CommandSpec;
@@ -45,17 +44,10 @@ pub trait Backend {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GraceSpec;
 
-/// A `type: grace` mapping as written: nothing besides `type`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawGrace {}
-
 impl Declared for GraceSpec {
-    type Raw = RawGrace;
-
     const KEYS: &'static [Key] = &[];
 
-    fn parse(_raw: RawGrace, _entry: &mut Entry<'_>) -> GraceSpec {
+    fn parse(_entry: &mut Entry<'_>) -> GraceSpec {
         GraceSpec
     }
 }
@@ -74,7 +66,7 @@ impl Backend for GraceSpec {
     }
 }
 
-/// Declares [`PickupSpec`] and [`RawPickup`] from the one list of checks.
+/// Declares [`PickupSpec`] from the one list of checks.
 macro_rules! pickups {
     ($($variant:ident($spec:ty) = $name:literal,)*) => {
         /// How a client's pickup is confirmed.
@@ -83,17 +75,6 @@ macro_rules! pickups {
             $(
                 #[doc = concat!("`type: ", $name, "`.")]
                 $variant($spec),
-            )*
-        }
-
-        /// A `pickup:` mapping as written, by its `type:`.
-        #[derive(Clone, Debug, Deserialize)]
-        #[serde(tag = "type")]
-        pub enum RawPickup {
-            $(
-                #[doc = concat!("`type: ", $name, "`.")]
-                #[serde(rename = $name)]
-                $variant(<$spec as Declared>::Raw),
             )*
         }
 
@@ -106,15 +87,17 @@ macro_rules! pickups {
             }
         }
 
-        impl RawPickup {
+        impl PickupSpec {
             /// Every pickup type with its keys besides `type`.
             pub const TYPES: &[(&str, &[Key])] = &[$(($name, <$spec as Declared>::KEYS),)*];
 
-            /// Checks the mapping (see [`Declared::parse`]); the entry's name is its
-            /// owner ("client `app`", "defaults").
-            pub fn parse(self, entry: &mut Entry<'_>) -> PickupSpec {
-                match self {
-                    $(RawPickup::$variant(raw) => PickupSpec::$variant(<$spec>::parse(raw, entry)),)*
+            /// Checks the mapping of type `type_name` (see [`Declared::parse`]); the
+            /// entry's name is its owner ("client `app`", "defaults"). `None` for a type
+            /// not listed (the shape check refused it).
+            pub fn parse(type_name: &str, entry: &mut Entry<'_>) -> Option<PickupSpec> {
+                match type_name {
+                    $($name => Some(PickupSpec::$variant(<$spec>::parse(entry))),)*
+                    _ => None,
                 }
             }
         }

@@ -5,6 +5,7 @@
 //! clients (`policy`).
 
 use chrono::Duration;
+use serde_saphyr::Location;
 
 use crate::schema::{Entry, Key, Shape, duration};
 
@@ -18,26 +19,33 @@ pub const TIMEOUT: Key = Key::optional(
 /// Reports `message` about the `pickup:` of the entry's owner ("client `app`",
 /// "defaults").
 pub fn problem(entry: &mut Entry<'_>, message: String) {
+    let at = entry.at;
+    problem_at(entry, at, message);
+}
+
+/// Reports `message` about the `pickup:` of the entry's owner at `at` (a key's value).
+pub fn problem_at(entry: &mut Entry<'_>, at: Location, message: String) {
     let owner = entry.name;
-    entry.problem(format!("{owner}: pickup.{message}"));
+    entry.problem_at(at, format!("{owner}: pickup.{message}"));
 }
 
 /// The duration `key`, from `min` to `max`, `default` when unset (or refused).
 pub fn span(
     entry: &mut Entry<'_>,
-    raw: &Option<String>,
     key: &str,
     default: Duration,
     (min, max): (Duration, Duration),
 ) -> Duration {
-    let Some(text) = raw else {
+    let Some(raw) = entry.fields.text(key) else {
         return default;
     };
-    match duration::parse(text) {
+    let (at, text) = (raw.referenced, raw.value);
+    match duration::parse(&text) {
         Ok(d) if d >= min && d <= max => d,
         Ok(_) => {
-            problem(
+            problem_at(
                 entry,
+                at,
                 format!(
                     "{key} ({}) must be from {} to {}",
                     text.trim(),
@@ -48,17 +56,16 @@ pub fn span(
             default
         }
         Err(e) => {
-            problem(entry, format!("{key}: {e}"));
+            problem_at(entry, at, format!("{key}: {e}"));
             default
         }
     }
 }
 
 /// The `timeout` key: from 1s to 365d, 24h when unset.
-pub fn timeout(entry: &mut Entry<'_>, raw: &Option<String>) -> Duration {
+pub fn timeout(entry: &mut Entry<'_>) -> Duration {
     span(
         entry,
-        raw,
         "timeout",
         Duration::hours(24),
         (Duration::seconds(1), Duration::days(365)),

@@ -7,7 +7,7 @@
 
 pub mod notifiers;
 mod pickup;
-mod raw;
+mod shape;
 mod trust;
 
 use std::collections::btree_map::Entry;
@@ -23,6 +23,7 @@ pub use crate::domain::service_url::ServiceUrl;
 use crate::domain::service_url::UrlProblem;
 use crate::domain::{ClientKind, Schedule};
 pub use crate::domain::{SecretSource, ValueSource};
+use crate::schema::tree::{Keys, Map};
 pub use crate::schema::{Diagnostic, duration};
 use crate::schema::{
     Entry as TypedEntry, is_env_name, is_file_path, is_safe_name, normalize, placeholder, resolve,
@@ -32,7 +33,6 @@ use crate::store::registry::{Claim, OwnCredential, Slot};
 /// The vault store's spec at its former path (tests name it so).
 pub use crate::store::vault::spec as vault;
 pub use pickup::PickupSpec;
-use raw::{RawClient, RawPolicy, RawTiming};
 
 /// The primary-region URL, the only one that takes identity writes.
 pub const PRIMARY_URL: &str = "https://uswe.datahub.connect.aveva.com";
@@ -318,7 +318,7 @@ impl Policy {
         credentials_directory: Option<&Path>,
         offline: bool,
     ) -> Result<Policy, PolicyError> {
-        let raw = raw::parse(text).map_err(|problems| PolicyError {
+        let tree = shape::parse(text).map_err(|problems| PolicyError {
             path: path.to_owned(),
             problems,
         })?;
@@ -349,7 +349,8 @@ impl Policy {
                 parent.to_owned()
             }
         };
-        let policy = v.policy(path, &base, raw);
+        let policy =
+            Map::of(&tree, Keys::One(shape::TOP)).and_then(|doc| v.policy(path, &base, doc));
         match policy {
             Some(policy) if v.problems.is_empty() => Ok(policy),
             _ => Err(PolicyError {
@@ -420,9 +421,9 @@ impl Validator {
         });
     }
 
-    fn policy(&mut self, path: &Path, base: &Path, raw: RawPolicy) -> Option<Policy> {
-        let connect = self.connect(raw.connect, base);
-        let lock_dir = match raw.lock_dir {
+    fn policy(&mut self, path: &Path, base: &Path, doc: Map<'_>) -> Option<Policy> {
+        let connect = self.connect(doc.map("connect")?, base);
+        let lock_dir = match doc.path("lock_dir") {
             Some(d) => {
                 self.placeholder(
                     d.referenced,
@@ -434,31 +435,33 @@ impl Validator {
             }
             None => default_lock_dir(),
         };
-        let daemon = raw
-            .daemon
-            .map(|d| self.daemon(d.value, base))
+        let daemon = doc
+            .map("daemon")
+            .map(|d| self.daemon(d, base))
             .unwrap_or_default();
-        let coordination = raw.coordination.and_then(|c| {
+        let coordination = doc.map("coordination").and_then(|c| {
             let timeout = connect.as_ref().map(|conn| conn.request_timeout);
             crate::coordination::check::check(c, base, timeout, &mut self.problems)
         });
 
         let mut stores = BTreeMap::new();
         let credential_store = self.credential_store_at.take();
-        for (name, spec) in raw.stores {
-            self.name(spec.referenced, "store", &name);
-            let mut entry = TypedEntry::new(spec.referenced, &name, base, &mut self.problems);
-            let store = spec.value.parse(&mut entry);
-            stores.insert(name, store);
+        for spec in doc.named("stores") {
+            self.name(spec.fields.at, "store", spec.name);
+            let mut entry = TypedEntry::new(spec.fields, spec.name, base, &mut self.problems);
+            if let Some(store) = StoreSpec::parse(spec.type_name, &mut entry) {
+                stores.insert(spec.name.to_owned(), store);
+            }
         }
         let mut notifiers = BTreeMap::new();
         let mut notifier_at = BTreeMap::new();
-        for (name, spec) in raw.notifiers {
-            self.name(spec.referenced, "notifier", &name);
-            let mut entry = TypedEntry::new(spec.referenced, &name, base, &mut self.problems);
-            let notifier = spec.value.parse(&mut entry);
-            notifier_at.insert(name.clone(), spec.referenced);
-            notifiers.insert(name, notifier);
+        for spec in doc.named("notifiers") {
+            self.name(spec.fields.at, "notifier", spec.name);
+            let mut entry = TypedEntry::new(spec.fields, spec.name, base, &mut self.problems);
+            if let Some(notifier) = NotifierSpec::parse(spec.type_name, &mut entry) {
+                notifier_at.insert(spec.name.to_owned(), spec.fields.at);
+                notifiers.insert(spec.name.to_owned(), notifier);
+            }
         }
         self.command_env(
             &mut notifiers,
@@ -478,8 +481,8 @@ impl Validator {
             self.credential_store(at, store, secret, &stores);
         }
         let clients = self.clients(
-            raw.defaults,
-            raw.clients,
+            doc.map("defaults"),
+            doc.maps("clients"),
             base,
             (&stores, &notifiers),
             connect.as_ref(),
@@ -504,8 +507,8 @@ impl Validator {
     /// the rules between clients (unique names and ids, the store slots, the ack files).
     fn clients(
         &mut self,
-        defaults_raw: Option<Spanned<RawTiming>>,
-        raw: Vec<Spanned<RawClient>>,
+        defaults_raw: Option<Map<'_>>,
+        raw: Vec<Map<'_>>,
         base: &Path,
         (stores, notifiers): (
             &BTreeMap<String, StoreSpec>,
@@ -513,37 +516,29 @@ impl Validator {
         ),
         connect: Option<&ConnectSettings>,
     ) -> Vec<ClientPolicy> {
-        let default_notify_on = defaults_raw
-            .as_ref()
-            .and_then(|d| self.notify_on("defaults", d.value.notify_on.as_ref()));
-        let defaults = match &defaults_raw {
-            Some(d) => self.timing(&d.value, d.referenced, None),
-            None => self.timing(&RawTiming::default(), Location::UNKNOWN, None),
-        };
+        let default_notify_on = defaults_raw.and_then(|d| self.notify_on("defaults", d));
+        let defaults = self.timing(defaults_raw, None);
         let mut clients = Vec::new();
         let mut names = BTreeSet::new();
         let mut ids = BTreeSet::new();
         let mut written = BTreeMap::new();
         let default_pickup = defaults_raw
-            .as_ref()
-            .and_then(|d| d.value.pickup.as_ref())
-            .and_then(|p| self.pickup(p, "defaults", base))
+            .and_then(|d| self.pickup(d, "defaults", base))
             .unwrap_or_default();
         let mut acks = Vec::new();
-        for mut client in raw {
-            let at = client.referenced;
-            let pickup = client.value.pickup.take();
-            let Some(mut c) = self.client(client.value, at, &defaults, stores, notifiers) else {
+        for client in raw {
+            let at = client.at;
+            let Some(mut c) = self.client(client, &defaults, stores, notifiers) else {
                 continue;
             };
             if c.notify_on.is_none() {
                 c.notify_on.clone_from(&default_notify_on);
             }
-            c.pickup = match &pickup {
-                Some(p) => self
-                    .pickup(p, &format!("client `{}`", c.name), base)
-                    .unwrap_or_default(),
-                None => default_pickup.clone(),
+            c.pickup = if client.has("pickup") {
+                self.pickup(client, &format!("client `{}`", c.name), base)
+                    .unwrap_or_default()
+            } else {
+                default_pickup.clone()
             };
             if let Some(path) = c.pickup.backend().app_file() {
                 acks.push((at, c.name.clone(), path.to_owned()));
@@ -821,8 +816,8 @@ impl Validator {
         true
     }
 
-    fn daemon(&mut self, raw: raw::RawDaemon, base: &Path) -> DaemonSettings {
-        let listen = raw.listen.and_then(|l| {
+    fn daemon(&mut self, raw: Map<'_>, base: &Path) -> DaemonSettings {
+        let listen = raw.text("listen").and_then(|l| {
             let text = l.value.trim();
             if self.placeholder(
                 l.referenced,
@@ -846,7 +841,7 @@ impl Validator {
                 }
             }
         });
-        let audit_log = raw.audit_log.and_then(|p| {
+        let audit_log = raw.path("audit_log").and_then(|p| {
             let shown = p.value.to_string_lossy();
             if self.placeholder(
                 p.referenced,
@@ -881,18 +876,22 @@ impl Validator {
         DaemonSettings { listen, audit_log }
     }
 
-    fn connect(&mut self, raw: Spanned<raw::RawConnect>, base: &Path) -> Option<ConnectSettings> {
-        let c = raw.value;
-        let url = self.url(&c.url);
-        let tenant_id = self.guid(&c.tenant_id, "connect.tenant_id", "the GUID of your tenant");
+    fn connect(&mut self, c: Map<'_>, base: &Path) -> Option<ConnectSettings> {
+        let url = self.url(&c.text("url")?);
+        let tenant_id = self.guid(
+            &c.text("tenant_id")?,
+            "connect.tenant_id",
+            "the GUID of your tenant",
+        );
+        let credentials = c.map("credentials")?;
         let client_id = self.guid(
-            &c.credentials.value.client_id,
+            &credentials.text("client_id")?,
             "connect.credentials.client_id",
             "the GUID of the rotator's own client",
         );
-        let secret = self.client_secret(c.credentials, base);
-        let max_concurrency = self.max_concurrency(c.max_concurrency);
-        let request_timeout = self.request_timeout(&c.request_timeout)?;
+        let secret = self.client_secret(credentials, base);
+        let max_concurrency = self.max_concurrency(c.count("max_concurrency"));
+        let request_timeout = self.request_timeout(&c.text("request_timeout"))?;
         Some(ConnectSettings {
             request_timeout: request_timeout.to_std().unwrap_or_default(),
             url: url?,
@@ -905,49 +904,42 @@ impl Validator {
 
     /// Where the rotator's own secret comes from: exactly one of a systemd credential, a
     /// file, a variable and a store; a plaintext secret is refused.
-    fn client_secret(
-        &mut self,
-        creds: Spanned<raw::RawCredentials>,
-        base: &Path,
-    ) -> Option<SecretSource> {
-        let at = creds.referenced;
-        let creds = creds.value;
-        if let Some(plain) = &creds.client_secret {
+    fn client_secret(&mut self, creds: Map<'_>, base: &Path) -> Option<SecretSource> {
+        let at = creds.at;
+        let plaintext = creds.get("client_secret");
+        if let Some(plain) = plaintext {
             self.problem(
                 plain.referenced,
                 "a plaintext client_secret in the policy is refused: put the secret in a file readable only by cds-rotator and set client_secret_file (or client_secret_credential under systemd), or set client_secret_env",
             );
         }
-        let given = [
-            creds.client_secret_file.as_ref().map(|f| f.referenced),
-            creds.client_secret_env.as_ref().map(|e| e.referenced),
-            creds.client_secret_store.as_ref().map(|s| s.referenced),
-            creds
-                .client_secret_credential
-                .as_ref()
-                .map(|c| c.referenced),
+        let keys = [
+            "client_secret_file",
+            "client_secret_env",
+            "client_secret_store",
+            "client_secret_credential",
         ];
+        let given = keys.map(|k| creds.get(k).map(|v| v.referenced));
         match (
-            creds.client_secret_file,
-            creds.client_secret_env,
-            creds.client_secret_store,
-            creds.client_secret_credential,
+            creds.path("client_secret_file"),
+            creds.text("client_secret_env"),
+            creds.map("client_secret_store"),
+            creds.text("client_secret_credential"),
         ) {
             (Some(file), None, None, None) => self.secret_file(&file, base).map(SecretSource::File),
             (None, Some(env), None, None) => self.secret_env(&env).map(SecretSource::Env),
             (None, None, None, Some(name)) => self.secret_credential(&name).map(SecretSource::File),
             (None, None, Some(store), None) => {
-                let at = store.referenced;
-                let store = store.value;
-                match store.secret {
-                    Some(secret) => {
+                let at = store.at;
+                match (store.text("name"), store.text("secret")) {
+                    (Some(name), Some(secret)) => {
                         self.credential_store_at = Some(at);
                         Some(SecretSource::Store {
-                            store: store.name.value,
+                            store: name.value,
                             secret: secret.value,
                         })
                     }
-                    None => {
+                    _ => {
                         self.problem(
                             at,
                             "connect.credentials.client_secret_store needs secret: the name of the rotator's secret in that store",
@@ -957,7 +949,7 @@ impl Validator {
                 }
             }
             (None, None, None, None) => {
-                if creds.client_secret.is_none() {
+                if plaintext.is_none() {
                     self.problem(
                         at,
                         "connect.credentials needs client_secret_credential (a systemd credential's name), client_secret_file (a path), client_secret_env (a variable name) or client_secret_store ({ name: <store>, secret: <secret name> })",
@@ -977,10 +969,10 @@ impl Validator {
     }
 
     /// `connect.max_concurrency`: 1 to 64, 8 when not set (or refused).
-    fn max_concurrency(&mut self, raw: Option<Spanned<usize>>) -> usize {
+    fn max_concurrency(&mut self, raw: Option<Spanned<u64>>) -> usize {
         match raw {
             None => 8,
-            Some(n) if (1..=64).contains(&n.value) => n.value,
+            Some(n) if (1..=64).contains(&n.value) => n.value as usize,
             Some(n) => {
                 self.problem(
                     n.referenced,
@@ -1197,12 +1189,9 @@ impl Validator {
         Ok(parsed)
     }
 
-    fn timing(
-        &mut self,
-        raw: &RawTiming,
-        here: Location,
-        inherited: Option<&CheckedTiming>,
-    ) -> CheckedTiming {
+    fn timing(&mut self, raw: Option<Map<'_>>, inherited: Option<&CheckedTiming>) -> CheckedTiming {
+        let here = raw.map_or(Location::UNKNOWN, |m| m.at);
+        let text = |key: &str| raw.and_then(|m| m.text(key));
         let builtin = Timing::default();
         let base = inherited.map_or(&builtin, |i| &i.timing);
         let mut refused: BTreeSet<&'static str> = BTreeSet::new();
@@ -1216,14 +1205,14 @@ impl Validator {
             }
             parsed.flatten()
         };
-        let lifetime = pick(self, &raw.lifetime, "lifetime");
-        let rotate_before = pick(self, &raw.rotate_before, "rotate_before");
-        let grace = pick(self, &raw.grace, "grace");
-        let orphan_grace = pick(self, &raw.orphan_grace, "orphan_grace");
-        let max_age = pick(self, &raw.max_age, "max_age");
-        let verify_timeout = pick(self, &raw.verify_timeout, "verify_timeout");
-        let retry_interval = pick(self, &raw.retry_interval, "retry_interval");
-        let schedule = match &raw.schedule {
+        let lifetime = pick(self, &text("lifetime"), "lifetime");
+        let rotate_before = pick(self, &text("rotate_before"), "rotate_before");
+        let grace = pick(self, &text("grace"), "grace");
+        let orphan_grace = pick(self, &text("orphan_grace"), "orphan_grace");
+        let max_age = pick(self, &text("max_age"), "max_age");
+        let verify_timeout = pick(self, &text("verify_timeout"), "verify_timeout");
+        let retry_interval = pick(self, &text("retry_interval"), "retry_interval");
+        let schedule = match &text("schedule") {
             None => {
                 if inherited.is_some_and(|i| i.refused.contains("schedule")) {
                     refused.insert("schedule");
@@ -1256,7 +1245,9 @@ impl Validator {
                 continue;
             }
             broken.insert(rule);
-            let set_here = keys.iter().find_map(|k| raw.get(k).map(|s| s.referenced));
+            let set_here = keys
+                .iter()
+                .find_map(|k| raw.and_then(|m| m.get(k)).map(|s| s.referenced));
             let at = match inherited {
                 None => set_here.or(Some(here)),
                 Some(i) if i.broken.contains(&rule) => None,
@@ -1275,24 +1266,26 @@ impl Validator {
 
     fn client(
         &mut self,
-        raw: RawClient,
-        location: Location,
+        raw: Map<'_>,
         defaults: &CheckedTiming,
         stores: &BTreeMap<String, StoreSpec>,
         notifiers: &BTreeMap<String, NotifierSpec>,
     ) -> Option<ClientPolicy> {
-        let name = raw.name.value.clone();
-        self.name(raw.name.referenced, "client", &name);
+        let location = raw.at;
+        let name_raw = raw.text("name")?;
+        let name = name_raw.value.clone();
+        self.name(name_raw.referenced, "client", &name);
         let client_id = self.guid(
-            &raw.client_id,
+            &raw.text("client_id")?,
             &format!("client `{name}`: client_id"),
             "the GUID of the CDS client to rotate",
         );
-        let kind = match raw.kind.as_ref().map(|k| k.value.as_str()) {
+        let kind_raw = raw.text("kind");
+        let kind = match kind_raw.as_ref().map(|k| k.value.as_str()) {
             None | Some("client_credentials") => Some(ClientKind::ClientCredentials),
             Some("hybrid") => Some(ClientKind::Hybrid),
             Some(other) => {
-                let at = raw.kind.as_ref().map(|k| k.referenced).unwrap_or(location);
+                let at = kind_raw.as_ref().map_or(location, |k| k.referenced);
                 if other
                     .replace(['-', ' '], "_")
                     .eq_ignore_ascii_case("authorization_code")
@@ -1310,7 +1303,8 @@ impl Validator {
                 None
             }
         };
-        let store_name = raw.store.value.name.clone();
+        let store = raw.map("store")?;
+        let store_name = store.text("name")?;
         if !stores.contains_key(&store_name.value) {
             self.problem(
                 store_name.referenced,
@@ -1321,10 +1315,10 @@ impl Validator {
                 ),
             );
         }
-        let secret =
-            raw.store.value.secret.clone().unwrap_or_else(|| {
-                Spanned::new(name.clone(), raw.store.referenced, raw.store.defined)
-            });
+        let secret = store.text("secret").unwrap_or_else(|| {
+            let at = raw.get("store").map_or(location, |s| s.referenced);
+            Spanned::new(name.clone(), at, at)
+        });
         let problem = match stores.get(&store_name.value) {
             Some(spec) => {
                 spec.backend()
@@ -1335,7 +1329,8 @@ impl Validator {
         if let Some(problem) = problem {
             self.problem(secret.referenced, problem);
         }
-        for n in &raw.notify {
+        let notify = raw.texts("notify");
+        for n in &notify {
             if !notifiers.contains_key(&n.value) {
                 self.problem(
                     n.referenced,
@@ -1347,20 +1342,20 @@ impl Validator {
                 );
             }
         }
-        let notify_on = self.notify_on(&format!("client `{name}`"), raw.notify_on.as_ref());
-        let timing = self.timing(&raw.timing(), location, Some(defaults));
+        let notify_on = self.notify_on(&format!("client `{name}`"), raw);
+        let timing = self.timing(Some(raw), Some(defaults));
         Some(ClientPolicy {
             name,
             client_id: client_id?,
             kind: kind?,
             store: store_name.value,
             secret: secret.value,
-            notify: raw.notify.into_iter().map(|n| n.value).collect(),
+            notify: notify.into_iter().map(|n| n.value).collect(),
             notify_on,
             // A refused timing value is already a problem; the client is still built so
             // that the checks across clients (names, ids, files) run too.
             timing: timing.timing,
-            retire_unmanaged: raw.retire_unmanaged.unwrap_or(false),
+            retire_unmanaged: raw.flag("retire_unmanaged").is_some_and(|f| f.value),
             pickup: PickupSpec::default(),
         })
     }

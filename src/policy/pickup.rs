@@ -10,32 +10,31 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde_saphyr::{Location, Spanned};
+use serde_saphyr::Location;
 
-use super::raw::Key;
 use super::{ConnectSettings, FileSlot, SecretSource, Validator, physical};
-pub use crate::pickup::registry::{PickupSpec, RawPickup};
+pub use crate::pickup::registry::PickupSpec;
 use crate::schema::Entry;
-
-/// Every pickup type with its keys besides `type` (a test checks they match serde's).
-pub(super) const TYPES: &[(&str, &[Key])] = RawPickup::TYPES;
+use crate::schema::tree::Map;
 
 impl Validator {
-    /// Checks a `pickup:` mapping; `owner` names where it is ("client `app`", "defaults").
-    /// A program it runs never gets the policy's credential variables.
+    /// Checks the `pickup:` mapping of `section` (a client or `defaults:`), `None` when
+    /// it has none or it is refused; `owner` names where it is ("client `app`",
+    /// "defaults"). A program it runs never gets the policy's credential variables.
     pub(super) fn pickup(
         &mut self,
-        raw: &Spanned<RawPickup>,
+        section: Map<'_>,
         owner: &str,
         base: &Path,
     ) -> Option<PickupSpec> {
+        let (type_name, fields) = section.typed("pickup")?;
         let before = self.problems.len();
         let variables = std::mem::take(&mut self.credential_variables);
-        let mut entry = Entry::new(raw.referenced, owner, base, &mut self.problems)
+        let mut entry = Entry::new(fields, owner, base, &mut self.problems)
             .with_credential_variables(&variables);
-        let spec = raw.value.clone().parse(&mut entry);
+        let spec = PickupSpec::parse(type_name, &mut entry);
         self.credential_variables = variables;
-        (self.problems.len() == before).then_some(spec)
+        spec.filter(|_| self.problems.len() == before)
     }
 }
 

@@ -9,6 +9,7 @@
 //! each backend's `spec`).
 
 pub mod duration;
+pub mod tree;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -79,31 +80,35 @@ impl Key {
     }
 }
 
-/// The types of named entries (`stores:`, `notifiers:`).
+/// The types of a typed mapping (`stores:` and `notifiers:` entries, `pickup:`, a vault
+/// store's `auth:`), told apart by their tag key.
 #[derive(Debug)]
 pub struct Kinds {
-    /// "store" or "notifier".
+    /// "store", "notifier", "pickup check", "Vault auth".
     pub what: &'static str,
+    /// The key that names the type: `type`, or `method` for a vault store's `auth:`.
+    pub tag: &'static str,
     pub types: &'static [(&'static str, &'static [Key])],
 }
 
 /// A backend's entry in the policy: its keys and how its entry is checked.
 pub trait Declared: Sized {
-    /// The entry as written (serde, refusing unknown keys).
-    type Raw;
-    /// Its keys besides `type`.
+    /// Its keys besides `type`: the one declaration of each (its shape, whether it is
+    /// required, what it should be).
     const KEYS: &'static [Key];
-    /// Checks the entry, reporting problems at it. The spec is returned even then, so
-    /// that its clients are still checked against it (the policy is refused anyway).
-    fn parse(raw: Self::Raw, entry: &mut Entry<'_>) -> Self;
+    /// Checks the entry (its keys in [`Entry::fields`]), reporting problems at the key
+    /// they are about. The spec is returned even then, so that its clients are still
+    /// checked against it (the policy is refused anyway).
+    fn parse(entry: &mut Entry<'_>) -> Self;
 }
 
-/// One typed entry being checked (a store under `stores:`): where it is, its name, the
-/// policy's directory, and where its problems go. Every problem of a typed entry is
-/// reported at the entry itself (positions are lost inside `type:`-tagged entries).
+/// One typed entry being checked (a store under `stores:`): where it is, its keys, its
+/// name, the policy's directory, and where its problems go.
 pub struct Entry<'a> {
     /// Where the entry is.
     pub at: Location,
+    /// Its keys as written (shape already checked).
+    pub fields: tree::Map<'a>,
     /// Its name (the key under `stores:`).
     pub name: &'a str,
     /// The policy file's directory, which relative paths resolve against.
@@ -117,13 +122,14 @@ pub struct Entry<'a> {
 impl<'a> Entry<'a> {
     /// The entry `name` at `at`, reporting into `problems`.
     pub fn new(
-        at: Location,
+        fields: tree::Map<'a>,
         name: &'a str,
         base: &'a Path,
         problems: &'a mut Vec<Diagnostic>,
     ) -> Self {
         Entry {
-            at,
+            at: fields.at,
+            fields,
             name,
             base,
             problems,
@@ -142,24 +148,31 @@ impl<'a> Entry<'a> {
         self.credential_variables.into_iter().flatten()
     }
 
-    /// Reports a problem with the entry.
+    /// Reports a problem with the entry as a whole.
     pub fn problem(&mut self, message: impl Into<String>) {
+        let at = self.at;
+        self.problem_at(at, message);
+    }
+
+    /// Reports a problem at `at` (a key's value).
+    pub fn problem_at(&mut self, at: Location, message: impl Into<String>) {
         self.problems.push(Diagnostic {
-            line: self.at.line(),
-            column: self.at.column(),
+            line: at.line(),
+            column: at.column(),
             message: message.into(),
         });
     }
 
-    /// Reports a template placeholder (`<your-dir>`) left in `value` of key `what`; true
-    /// when there was one.
-    pub fn placeholder(&mut self, value: &str, what: &str, expect: &str) -> bool {
+    /// Reports a template placeholder (`<your-dir>`) left in `value` (at `at`) of key
+    /// `what`; true when there was one.
+    pub fn placeholder(&mut self, at: Location, value: &str, what: &str, expect: &str) -> bool {
         let Some(shown) = placeholder(value) else {
             return false;
         };
-        self.problem(format!(
-            "{what}: replace the placeholder `{shown}` with {expect}"
-        ));
+        self.problem_at(
+            at,
+            format!("{what}: replace the placeholder `{shown}` with {expect}"),
+        );
         true
     }
 

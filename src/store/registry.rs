@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::SecretStore;
 use super::aws_secrets_manager::spec::SecretsManagerSpec;
 use super::azure_key_vault::spec::KeyVaultSpec;
@@ -132,7 +130,7 @@ pub trait Backend {
 
 pub use crate::schema::Declared;
 
-/// Declares [`StoreSpec`] and [`RawStore`] from the one list of backends.
+/// Declares [`StoreSpec`] from the one list of backends.
 macro_rules! stores {
     ($($variant:ident($spec:ty) = $name:literal,)*) => {
         /// A store as the policy declares it.
@@ -141,17 +139,6 @@ macro_rules! stores {
             $(
                 #[doc = concat!("`type: ", $name, "`.")]
                 $variant($spec),
-            )*
-        }
-
-        /// A store entry as written, by its `type:`.
-        #[derive(Debug, Deserialize)]
-        #[serde(tag = "type")]
-        pub enum RawStore {
-            $(
-                #[doc = concat!("`type: ", $name, "`.")]
-                #[serde(rename = $name)]
-                $variant(<$spec as Declared>::Raw),
             )*
         }
 
@@ -171,14 +158,16 @@ macro_rules! stores {
             }
         }
 
-        impl RawStore {
+        impl StoreSpec {
             /// Every store type with its keys besides `type`.
             pub const TYPES: &[(&str, &[Key])] = &[$(($name, <$spec as Declared>::KEYS),)*];
 
-            /// Checks the entry (see [`Declared::parse`]).
-            pub fn parse(self, entry: &mut Entry<'_>) -> StoreSpec {
-                match self {
-                    $(RawStore::$variant(raw) => StoreSpec::$variant(<$spec>::parse(raw, entry)),)*
+            /// Checks the entry of type `type_name` (see [`Declared::parse`]); `None` for
+            /// a type not listed (the shape check refused it).
+            pub fn parse(type_name: &str, entry: &mut Entry<'_>) -> Option<StoreSpec> {
+                match type_name {
+                    $($name => Some(StoreSpec::$variant(<$spec>::parse(entry))),)*
+                    _ => None,
                 }
             }
         }
@@ -245,7 +234,7 @@ mod tests {
 
     #[test]
     fn every_store_type_is_listed_once_under_its_name() {
-        let listed: Vec<&str> = RawStore::TYPES.iter().map(|(name, _)| *name).collect();
+        let listed: Vec<&str> = StoreSpec::TYPES.iter().map(|(name, _)| *name).collect();
         let named: Vec<&str> = specs().iter().map(StoreSpec::type_name).collect();
         assert_eq!(listed, named);
         let unique: std::collections::BTreeSet<&str> = listed.iter().copied().collect();

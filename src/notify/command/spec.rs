@@ -4,11 +4,8 @@
 //! Not here: running it (`notify::command`, `crate::command`), or which variables it
 //! may never get (`policy`).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-use serde::Deserialize;
 
 use super::CommandNotifier;
 use crate::command::Program;
@@ -21,23 +18,8 @@ use crate::schema::{Declared, Entry, Key, Shape, is_env_name};
 /// A command's timeout when the policy sets none.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A `type: command` entry as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCommand {
-    program: PathBuf,
-    #[serde(default)]
-    args: Vec<String>,
-    #[serde(default)]
-    timeout: Option<String>,
-    #[serde(default)]
-    env: Vec<String>,
-}
-
 /// A program, run directly with the event in its environment and on its stdin.
 impl Declared for Program {
-    type Raw = RawCommand;
-
     const KEYS: &'static [Key] = &[
         Key::required(
             "program",
@@ -57,27 +39,29 @@ impl Declared for Program {
         ),
     ];
 
-    fn parse(c: RawCommand, entry: &mut Entry<'_>) -> Program {
-        let name = entry.name;
-        if !c.program.is_absolute() {
-            entry.problem(format!(
+    fn parse(entry: &mut Entry<'_>) -> Program {
+        let (name, f) = (entry.name, entry.fields);
+        let program = f.path("program");
+        if let Some(p) = program.as_ref().filter(|p| !p.value.is_absolute()) {
+            entry.problem_at(p.referenced, format!(
                 "notifier `{name}`: program `{}` must be an absolute path (it is run directly, without a shell or PATH lookup)",
-                c.program.display()
+                p.value.display()
             ));
         }
-        for var in &c.env {
-            if !is_env_name(var) {
-                entry.problem(format!(
+        let env = f.texts("env");
+        for var in &env {
+            if !is_env_name(&var.value) {
+                entry.problem_at(var.referenced, format!(
                     "notifier `{name}`: env lists NAMES of environment variables (letters, digits, `_`); an entry is not one (not shown, in case it is a value)"
                 ));
             }
         }
         Program {
-            program: c.program,
-            args: c.args,
-            pass_env: c.env,
+            program: program.map(|p| p.value).unwrap_or_default(),
+            args: f.texts("args").into_iter().map(|a| a.value).collect(),
+            pass_env: env.into_iter().map(|e| e.value).collect(),
             withheld: Vec::new(),
-            timeout: timeout(entry, c.timeout, COMMAND_TIMEOUT, 3600),
+            timeout: timeout(entry, COMMAND_TIMEOUT, 3600),
         }
     }
 }

@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::LogNotifier;
 use crate::notify::Notifier;
 use crate::notify::http::HttpSender;
@@ -18,17 +16,10 @@ use crate::schema::{Declared, Entry, Key};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogSpec;
 
-/// A `type: log` entry as written: nothing besides `type`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLog {}
-
 impl Declared for LogSpec {
-    type Raw = RawLog;
-
     const KEYS: &'static [Key] = &[];
 
-    fn parse(_raw: RawLog, _entry: &mut Entry<'_>) -> LogSpec {
+    fn parse(_entry: &mut Entry<'_>) -> LogSpec {
         LogSpec
     }
 }

@@ -7,8 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::domain::service_url::ServiceUrl;
 use crate::notify::Notifier;
 use crate::notify::http::{HttpNotifier, HttpSender, Target};
@@ -40,29 +38,7 @@ pub struct WebhookSpec {
     pub retries: u32,
 }
 
-/// A `type: webhook` entry as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawWebhook {
-    #[serde(default)]
-    url: Option<String>,
-    #[serde(default)]
-    url_env: Option<String>,
-    #[serde(default)]
-    url_file: Option<PathBuf>,
-    #[serde(default)]
-    hmac_secret_env: Option<String>,
-    #[serde(default)]
-    hmac_secret_file: Option<PathBuf>,
-    #[serde(default)]
-    timeout: Option<String>,
-    #[serde(default)]
-    retries: Option<u64>,
-}
-
 impl Declared for WebhookSpec {
-    type Raw = RawWebhook;
-
     const KEYS: &'static [Key] = &[
         Key::optional(
             "url",
@@ -89,39 +65,32 @@ impl Declared for WebhookSpec {
         RETRIES_KEY,
     ];
 
-    fn parse(w: RawWebhook, entry: &mut Entry<'_>) -> WebhookSpec {
-        let name = entry.name;
-        let url = match (w.url, w.url_env, w.url_file) {
-            (Some(url), None, None) => match ServiceUrl::parse(url.trim()) {
-                Ok(url) => Some(UrlSource::Plain(url)),
+    fn parse(entry: &mut Entry<'_>) -> WebhookSpec {
+        let (name, f) = (entry.name, entry.fields);
+        let url = match (f.text("url"), f.has("url_env") || f.has("url_file")) {
+            (Some(url), false) => match ServiceUrl::parse(url.value.trim()) {
+                Ok(parsed) => Some(UrlSource::Plain(parsed)),
                 Err(p) => {
-                    entry.problem(format!("notifier `{name}`: url {p}"));
+                    entry.problem_at(url.referenced, format!("notifier `{name}`: url {p}"));
                     None
                 }
             },
-            (None, env, file) => {
-                source(entry, ("url_env", env), ("url_file", file), true).map(UrlSource::Secret)
-            }
-            _ => {
+            (None, _) => source(entry, "url_env", "url_file", true).map(UrlSource::Secret),
+            (Some(_), true) => {
                 entry.problem(format!(
                     "notifier `{name}`: set one of url, url_env and url_file"
                 ));
                 None
             }
         };
-        let hmac_key = source(
-            entry,
-            ("hmac_secret_env", w.hmac_secret_env),
-            ("hmac_secret_file", w.hmac_secret_file),
-            false,
-        );
+        let hmac_key = source(entry, "hmac_secret_env", "hmac_secret_file", false);
         WebhookSpec {
             // A stand-in when refused (the policy is refused then): no variable, so no
             // rule over the credential variables sees it.
             url: url.unwrap_or(UrlSource::Secret(ValueSource::File(PathBuf::new()))),
             hmac_key,
-            timeout: timeout(entry, w.timeout, HTTP_TIMEOUT, 300),
-            retries: retries(entry, w.retries),
+            timeout: timeout(entry, HTTP_TIMEOUT, 300),
+            retries: retries(entry),
         }
     }
 }

@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Duration;
-use serde::Deserialize;
 
 use super::AckFile;
 use crate::pickup::registry::Backend;
-use crate::pickup::spec::{TIMEOUT, problem, timeout};
+use crate::pickup::spec::{TIMEOUT, problem_at, timeout};
 use crate::pickup::{ClientInfo, PickupCheck, Preflight};
 use crate::schema::{Declared, Entry, Key, Shape};
 
@@ -26,17 +25,7 @@ pub struct AckFileSpec {
 }
 
 /// A `type: ack_file` mapping as written.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAckFile {
-    path: PathBuf,
-    #[serde(default)]
-    timeout: Option<String>,
-}
-
 impl Declared for AckFileSpec {
-    type Raw = RawAckFile;
-
     const KEYS: &'static [Key] = &[
         Key::required(
             "path",
@@ -46,24 +35,29 @@ impl Declared for AckFileSpec {
         TIMEOUT,
     ];
 
-    fn parse(raw: RawAckFile, entry: &mut Entry<'_>) -> AckFileSpec {
-        let text = raw.path.to_string_lossy();
+    fn parse(entry: &mut Entry<'_>) -> AckFileSpec {
+        let path = entry.fields.path("path");
+        let at = path.as_ref().map_or(entry.at, |p| p.referenced);
+        let path = path.map(|p| p.value).unwrap_or_default();
+        let text = path.to_string_lossy();
         if text.trim().is_empty() || text.chars().any(char::is_control) {
-            problem(
+            problem_at(
                 entry,
+                at,
                 "path must name a file, like /shared/cds-secret.ack".to_owned(),
             );
         } else {
             let owner = entry.name;
             entry.placeholder(
+                at,
                 &text,
                 &format!("{owner}: pickup.path"),
                 "the file the app writes the fingerprint it loaded to",
             );
         }
         AckFileSpec {
-            path: entry.resolve(&raw.path),
-            timeout: timeout(entry, &raw.timeout),
+            path: entry.resolve(&path),
+            timeout: timeout(entry),
         }
     }
 }

@@ -4,17 +4,15 @@
 //!
 //! Not here: running it (`pickup::command`, `crate::command`).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::Duration;
-use serde::Deserialize;
 
 use super::CommandCheck;
 use crate::command::Program;
 use crate::pickup::registry::Backend;
-use crate::pickup::spec::{TIMEOUT, problem, span, timeout};
+use crate::pickup::spec::{TIMEOUT, problem_at, span, timeout};
 use crate::pickup::{ClientInfo, PickupCheck, Preflight};
 use crate::schema::{Declared, Entry, Key, Shape, is_env_name};
 
@@ -30,25 +28,7 @@ pub struct CommandSpec {
 }
 
 /// A `type: command` mapping as written.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCommand {
-    program: PathBuf,
-    #[serde(default)]
-    args: Vec<String>,
-    #[serde(default)]
-    env: Vec<String>,
-    #[serde(default)]
-    run_timeout: Option<String>,
-    #[serde(default)]
-    interval: Option<String>,
-    #[serde(default)]
-    timeout: Option<String>,
-}
-
 impl Declared for CommandSpec {
-    type Raw = RawCommand;
-
     const KEYS: &'static [Key] = &[
         Key::required(
             "program",
@@ -68,25 +48,31 @@ impl Declared for CommandSpec {
 
     /// No variable the policy reads a credential from may be passed, and the runner never
     /// passes one whatever `env` says.
-    fn parse(raw: RawCommand, entry: &mut Entry<'_>) -> CommandSpec {
-        if !raw.program.is_absolute() {
-            problem(
+    fn parse(entry: &mut Entry<'_>) -> CommandSpec {
+        let f = entry.fields;
+        let program = f.path("program");
+        if let Some(p) = program.as_ref().filter(|p| !p.value.is_absolute()) {
+            problem_at(
                 entry,
+                p.referenced,
                 "program must be an absolute path (it is run directly, without a shell or PATH lookup), like /usr/local/bin/all-pods-switched".to_owned(),
             );
         }
         let owner = entry.name;
-        for name in &raw.env {
+        let env = f.texts("env");
+        for var in &env {
+            let name = &var.value;
             if !is_env_name(name) {
-                problem(
+                problem_at(
                     entry,
+                    var.referenced,
                     format!(
                         "env lists `{}`, which is not a variable NAME (letters, digits, `_`)",
                         crate::text::untrusted(name)
                     ),
                 );
             } else if let Some((_, what)) = entry.credential_variables().find(|(k, _)| *k == name) {
-                entry.problem(format!(
+                entry.problem_at(var.referenced, format!(
                     "{owner}: pickup.env lists {name}, which holds {what}; a pickup program never gets a credential: remove it"
                 ));
             }
@@ -99,27 +85,25 @@ impl Declared for CommandSpec {
             .collect();
         let run = span(
             entry,
-            &raw.run_timeout,
             "run_timeout",
             Duration::seconds(30),
             (Duration::seconds(1), Duration::minutes(10)),
         );
         CommandSpec {
             program: Program {
-                program: raw.program,
-                args: raw.args,
-                pass_env: raw.env,
+                program: program.map(|p| p.value).unwrap_or_default(),
+                args: f.texts("args").into_iter().map(|a| a.value).collect(),
+                pass_env: env.into_iter().map(|e| e.value).collect(),
                 withheld,
                 timeout: run.to_std().unwrap_or(StdDuration::from_secs(30)),
             },
             interval: span(
                 entry,
-                &raw.interval,
                 "interval",
                 Duration::minutes(1),
                 (Duration::seconds(1), Duration::days(1)),
             ),
-            timeout: timeout(entry, &raw.timeout),
+            timeout: timeout(entry),
         }
     }
 }

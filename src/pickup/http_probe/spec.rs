@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use chrono::Duration;
-use serde::Deserialize;
+use serde_saphyr::Spanned;
 
 use super::HttpProbe;
 use crate::pickup::registry::Backend;
-use crate::pickup::spec::{TIMEOUT, problem, span, timeout};
+use crate::pickup::spec::{TIMEOUT, problem_at, span, timeout};
 use crate::pickup::{ClientInfo, PickupCheck, Preflight};
 use crate::schema::{Declared, Entry, Key, Shape};
 
@@ -33,21 +33,6 @@ impl HttpProbeSpec {
 }
 
 /// A `type: http_probe` mapping as written.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawHttpProbe {
-    #[serde(default)]
-    url: Option<String>,
-    #[serde(default)]
-    urls: Option<Vec<String>>,
-    #[serde(default)]
-    json_pointer: Option<String>,
-    #[serde(default)]
-    interval: Option<String>,
-    #[serde(default)]
-    timeout: Option<String>,
-}
-
 /// At most this many probe URLs per client.
 const MAX_URLS: usize = 32;
 
@@ -72,8 +57,6 @@ fn probe_url(u: &str) -> Result<(), String> {
 }
 
 impl Declared for HttpProbeSpec {
-    type Raw = RawHttpProbe;
-
     const KEYS: &'static [Key] = &[
         Key::optional(
             "url",
@@ -94,43 +77,39 @@ impl Declared for HttpProbeSpec {
         TIMEOUT,
     ];
 
-    fn parse(raw: RawHttpProbe, entry: &mut Entry<'_>) -> HttpProbeSpec {
-        let owner = entry.name;
-        let all: Vec<String> = raw
-            .url
-            .iter()
-            .chain(raw.urls.iter().flatten())
-            .cloned()
-            .collect();
+    fn parse(entry: &mut Entry<'_>) -> HttpProbeSpec {
+        let (owner, f) = (entry.name, entry.fields);
+        let all: Vec<Spanned<String>> = f.text("url").into_iter().chain(f.texts("urls")).collect();
         if all.is_empty() || all.len() > MAX_URLS {
             entry.problem(format!(
                 "{owner}: pickup: set url, or urls with 1 to {MAX_URLS} URLs"
             ));
         }
         for u in &all {
-            if let Err(why) = probe_url(u) {
-                problem(entry, format!("url{why}"));
+            if let Err(why) = probe_url(&u.value) {
+                problem_at(entry, u.referenced, format!("url{why}"));
             }
         }
-        if let Some(p) = &raw.json_pointer
-            && !(p.is_empty() || p.starts_with('/'))
+        let json_pointer = f.text("json_pointer");
+        if let Some(p) = &json_pointer
+            && !(p.value.is_empty() || p.value.starts_with('/'))
         {
-            problem(
+            problem_at(
                 entry,
+                p.referenced,
                 "json_pointer must start with `/`, like /fingerprint".to_owned(),
             );
         }
         HttpProbeSpec {
-            urls: all,
-            json_pointer: raw.json_pointer.clone().filter(|p| !p.is_empty()),
+            urls: all.into_iter().map(|u| u.value).collect(),
+            json_pointer: json_pointer.map(|p| p.value).filter(|p| !p.is_empty()),
             interval: span(
                 entry,
-                &raw.interval,
                 "interval",
                 Duration::seconds(30),
                 (Duration::seconds(1), Duration::days(1)),
             ),
-            timeout: timeout(entry, &raw.timeout),
+            timeout: timeout(entry),
         }
     }
 }

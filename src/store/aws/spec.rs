@@ -5,6 +5,8 @@
 //! Not here: each store's own keys and rules (its folder's `spec.rs`).
 
 use crate::domain::service_url::{ServiceUrl, UrlProblem};
+use serde_saphyr::Spanned;
+
 use crate::schema::Entry;
 
 /// An endpoint URL as written, without surrounding blanks or a trailing `/`.
@@ -47,39 +49,44 @@ fn is_key_id(key: &str) -> bool {
 }
 
 /// Reports a `region` that is not an AWS region name.
-pub fn region(entry: &mut Entry<'_>, region: &str) {
-    let region = region.trim();
+pub fn region(entry: &mut Entry<'_>, region: &Spanned<String>) {
+    let at = region.referenced;
+    let region = region.value.trim();
     if !is_region(region) {
         let store = entry.name;
-        entry.problem(format!(
-            "store `{store}`: region `{region}` is not an AWS region name (like eu-west-1)"
-        ));
+        entry.problem_at(
+            at,
+            format!(
+                "store `{store}`: region `{region}` is not an AWS region name (like eu-west-1)"
+            ),
+        );
     }
 }
 
 /// Reports a `field` that is not a KMS key (or, unless `aws_managed_ok`, an AWS managed
 /// key, which only AWS services may encrypt with).
-pub fn key_id(entry: &mut Entry<'_>, field: &str, key: &str, aws_managed_ok: bool) {
-    let key = key.trim();
+pub fn key_id(entry: &mut Entry<'_>, field: &str, key: &Spanned<String>, aws_managed_ok: bool) {
+    let at = key.referenced;
+    let key = key.value.trim();
     let store = entry.name;
     if !is_key_id(key) {
-        entry.problem(format!("store `{store}`: {field} `{key}` is not a KMS key: use a key id, a key ARN, alias/NAME or an alias ARN"));
+        entry.problem_at(at, format!("store `{store}`: {field} `{key}` is not a KMS key: use a key id, a key ARN, alias/NAME or an alias ARN"));
     } else if !aws_managed_ok && key.starts_with("alias/aws/") {
-        entry.problem(format!("store `{store}`: {field} `{key}` is an AWS managed key, which only AWS services may use to encrypt: create a customer managed key and use its alias"));
+        entry.problem_at(at, format!("store `{store}`: {field} `{key}` is an AWS managed key, which only AWS services may use to encrypt: create a customer managed key and use its alias"));
     }
 }
 
 /// Reports an `endpoint_url` that is not a URL, is plain http to another host, or has a
 /// query or fragment.
-pub fn endpoint(entry: &mut Entry<'_>, raw: Option<&str>) {
+pub fn endpoint(entry: &mut Entry<'_>, raw: Option<&Spanned<String>>) {
     let Some(raw) = raw else {
         return;
     };
-    let store = entry.name;
-    let text = clean_url(raw);
+    let (at, store) = (raw.referenced, entry.name);
+    let text = clean_url(&raw.value);
     let problem = match ServiceUrl::parse(&text) {
         Err(UrlProblem::NotAUrl) => {
-            entry.problem(format!("store `{store}`: endpoint_url `{text}` is not a URL; remove it to use AWS's endpoint for the region"));
+            entry.problem_at(at, format!("store `{store}`: endpoint_url `{text}` is not a URL; remove it to use AWS's endpoint for the region"));
             return;
         }
         Err(p) => Some(crate::store::url_problem(p)),
@@ -87,7 +94,7 @@ pub fn endpoint(entry: &mut Entry<'_>, raw: Option<&str>) {
             .then(|| "must not have a query or fragment".to_owned()),
     };
     if let Some(p) = problem {
-        entry.problem(format!("store `{store}`: endpoint_url `{text}` {p}"));
+        entry.problem_at(at, format!("store `{store}`: endpoint_url `{text}` {p}"));
     }
 }
 

@@ -6,8 +6,6 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
-
 use super::SecretsManagerStore;
 use crate::schema::{Entry, Key, Shape};
 use crate::store::SecretStore;
@@ -27,16 +25,6 @@ pub struct SecretsManagerSpec {
 }
 
 /// A `type: aws_secrets_manager` entry as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSecretsManager {
-    region: String,
-    #[serde(default)]
-    kms_key_id: Option<String>,
-    #[serde(default)]
-    endpoint_url: Option<String>,
-}
-
 /// Secrets Manager's rule: 1-512 characters of letters, digits and `/_+=.@-`.
 fn secrets_manager_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
@@ -52,8 +40,6 @@ fn secrets_manager_name(name: &str) -> Result<(), String> {
 }
 
 impl Declared for SecretsManagerSpec {
-    type Raw = RawSecretsManager;
-
     const KEYS: &'static [Key] = &[
         Key::required("region", Shape::Value, "an AWS region, like eu-west-1"),
         Key::optional(
@@ -68,16 +54,26 @@ impl Declared for SecretsManagerSpec {
         ),
     ];
 
-    fn parse(raw: RawSecretsManager, entry: &mut Entry<'_>) -> SecretsManagerSpec {
-        aws::region(entry, &raw.region);
-        if let Some(key) = &raw.kms_key_id {
+    fn parse(entry: &mut Entry<'_>) -> SecretsManagerSpec {
+        let f = entry.fields;
+        let (region, kms_key_id, endpoint_url) = (
+            f.text("region"),
+            f.text("kms_key_id"),
+            f.text("endpoint_url"),
+        );
+        if let Some(region) = &region {
+            aws::region(entry, region);
+        }
+        if let Some(key) = &kms_key_id {
             aws::key_id(entry, "kms_key_id", key, true);
         }
-        aws::endpoint(entry, raw.endpoint_url.as_deref());
+        aws::endpoint(entry, endpoint_url.as_ref());
         SecretsManagerSpec {
-            region: raw.region.trim().to_owned(),
-            kms_key_id: raw.kms_key_id.map(|k| k.trim().to_owned()),
-            endpoint_url: raw.endpoint_url.map(|u| clean_url(&u)),
+            region: region
+                .map(|r| r.value.trim().to_owned())
+                .unwrap_or_default(),
+            kms_key_id: kms_key_id.map(|k| k.value.trim().to_owned()),
+            endpoint_url: endpoint_url.map(|u| clean_url(&u.value)),
         }
     }
 }

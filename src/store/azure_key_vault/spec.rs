@@ -7,8 +7,6 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
-
 use super::AzureKeyVaultStore;
 use crate::domain::service_url::{ServiceUrl, UrlProblem};
 use crate::schema::{Entry, Key, Shape};
@@ -24,12 +22,6 @@ pub struct KeyVaultSpec {
 }
 
 /// A `type: azure_key_vault` entry as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawKeyVault {
-    vault_url: String,
-}
-
 /// Key Vault's rule: 1-127 characters of letters, digits and dashes.
 fn secret_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
@@ -43,16 +35,18 @@ fn secret_name(name: &str) -> Result<(), String> {
 }
 
 impl Declared for KeyVaultSpec {
-    type Raw = RawKeyVault;
-
     const KEYS: &'static [Key] = &[Key::required(
         "vault_url",
         Shape::Value,
         "the vault's URL, like https://myvault.vault.azure.net",
     )];
 
-    fn parse(raw: RawKeyVault, entry: &mut Entry<'_>) -> KeyVaultSpec {
-        let text = raw.vault_url.trim().trim_end_matches('/').to_owned();
+    fn parse(entry: &mut Entry<'_>) -> KeyVaultSpec {
+        let url = entry.fields.text("vault_url");
+        let at = url.as_ref().map_or(entry.at, |u| u.referenced);
+        let text = url
+            .map(|u| u.value.trim().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
         let problem = match ServiceUrl::parse(&text) {
             Err(UrlProblem::NotAUrl) => Some(
                 "is not a URL; use the vault's URL, like https://myvault.vault.azure.net"
@@ -69,7 +63,7 @@ impl Declared for KeyVaultSpec {
         };
         if let Some(p) = problem {
             let name = entry.name;
-            entry.problem(format!("store `{name}`: vault_url `{text}` {p}"));
+            entry.problem_at(at, format!("store `{name}`: vault_url `{text}` {p}"));
         }
         KeyVaultSpec { vault_url: text }
     }

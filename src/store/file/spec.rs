@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde_saphyr::Spanned;
 
 use super::{Access, FileStore};
 use crate::schema::{Entry, Key, Shape, is_safe_name};
@@ -26,59 +26,6 @@ pub struct FileSpec {
     pub group: Option<u32>,
 }
 
-/// A `type: file` entry as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawFile {
-    dir: PathBuf,
-    #[serde(default)]
-    mode: Option<ModeText>,
-    #[serde(default)]
-    group: Option<ModeText>,
-}
-
-/// A file mode or a group as written: `"0640"`, `cds-readers`, or a number (inside a
-/// `type:` entry YAML hands `0640` over as the number 640, `1001` as 1001). The check
-/// reads its digits.
-#[derive(Clone, Debug)]
-struct ModeText(String);
-
-impl ModeText {
-    /// The text as written (a number's decimal digits).
-    fn text(&self) -> String {
-        self.0.trim().to_owned()
-    }
-}
-
-impl<'de> Deserialize<'de> for ModeText {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = ModeText;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a mode like \"0640\" or a group name or number")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ModeText, E> {
-                Ok(ModeText(v.to_owned()))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ModeText, E> {
-                Ok(ModeText(v.to_string()))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ModeText, E> {
-                Ok(ModeText(v.to_string()))
-            }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ModeText, E> {
-                if v.fract() == 0.0 && (0.0..1e12).contains(&v) {
-                    Ok(ModeText(format!("{v:.0}")))
-                } else {
-                    Err(E::custom("expected a mode like \"0640\" or a group"))
-                }
-            }
-        }
-        d.deserialize_any(Visitor)
-    }
-}
-
 /// The file rule for secret names (the `kms_file` store's too): the name is a file name
 /// beside its `.json` record.
 pub fn secret_name_rule(secret: &str) -> Option<String> {
@@ -95,8 +42,6 @@ pub fn client_secret_problem(client: &str, secret: &str) -> Option<String> {
 }
 
 impl Declared for FileSpec {
-    type Raw = RawFile;
-
     const KEYS: &'static [Key] = &[
         Key::required(
             "dir",
@@ -115,36 +60,40 @@ impl Declared for FileSpec {
         ),
     ];
 
-    fn parse(raw: RawFile, entry: &mut Entry<'_>) -> FileSpec {
-        let name = entry.name;
-        entry.placeholder(
-            &raw.dir.to_string_lossy(),
-            &format!("stores.{name}.dir"),
-            "the directory the secrets are written to, like /var/lib/cds-rotator/secrets",
-        );
+    fn parse(entry: &mut Entry<'_>) -> FileSpec {
+        let (name, f) = (entry.name, entry.fields);
+        let dir = f.path("dir");
+        if let Some(dir) = &dir {
+            entry.placeholder(
+                dir.referenced,
+                &dir.value.to_string_lossy(),
+                &format!("stores.{name}.dir"),
+                "the directory the secrets are written to, like /var/lib/cds-rotator/secrets",
+            );
+        }
         FileSpec {
-            dir: entry.resolve(&raw.dir),
-            mode: file_mode(entry, raw.mode.as_ref()),
-            group: raw.group.and_then(|g| file_group(entry, &g)),
+            dir: entry.resolve(&dir.map(|d| d.value).unwrap_or_default()),
+            mode: file_mode(entry, f.text("mode").as_ref()),
+            group: f.text("group").and_then(|g| file_group(entry, &g)),
         }
     }
 }
 
 /// A file store's `mode`: 0600 (default) or 0640; nothing wider, since the value is a
 /// secret.
-fn file_mode(entry: &mut Entry<'_>, mode: Option<&ModeText>) -> u32 {
+fn file_mode(entry: &mut Entry<'_>, mode: Option<&Spanned<String>>) -> u32 {
     let Some(mode) = mode else {
         return 0o600;
     };
-    let text = mode.text();
+    let text = mode.value.trim();
     let digits = text.trim_start_matches("0o");
     match u32::from_str_radix(digits, 8) {
         Ok(m @ (0o600 | 0o640)) => m,
         _ => {
             let store = entry.name;
-            entry.problem(format!(
+            entry.problem_at(mode.referenced, format!(
                 "stores.{store}.mode `{}` is not allowed: write \"0600\" (only the rotator's user reads the files, the default) or \"0640\" (its group reads them too); nothing wider, the files hold secrets",
-                crate::text::clip(&crate::text::escape_control(&text), 12)
+                crate::text::clip(&crate::text::escape_control(text), 12)
             ));
             0o600
         }
@@ -152,8 +101,8 @@ fn file_mode(entry: &mut Entry<'_>, mode: Option<&ModeText>) -> u32 {
 }
 
 /// A file store's `group`: a gid, or a name looked up in /etc/group.
-fn file_group(entry: &mut Entry<'_>, group: &ModeText) -> Option<u32> {
-    let text = group.text();
+fn file_group(entry: &mut Entry<'_>, group: &Spanned<String>) -> Option<u32> {
+    let text = group.value.trim();
     if let Ok(gid) = text.parse::<u32>() {
         return Some(gid);
     }
@@ -169,9 +118,9 @@ fn file_group(entry: &mut Entry<'_>, group: &ModeText) -> Option<u32> {
         });
     if found.is_none() {
         let store = entry.name;
-        entry.problem(format!(
+        entry.problem_at(group.referenced, format!(
             "stores.{store}.group `{}` is not a group in /etc/group: create it (groupadd), or give its numeric gid",
-            crate::text::clip(&crate::text::escape_control(&text), 40)
+            crate::text::clip(&crate::text::escape_control(text), 40)
         ));
     }
     found

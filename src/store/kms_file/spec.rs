@@ -7,8 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
-
 use super::KmsFileStore;
 use crate::schema::{Entry, Key, Shape};
 use crate::store::SecretStore;
@@ -31,19 +29,7 @@ pub struct KmsFileSpec {
 }
 
 /// A `type: kms_file` entry as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawKmsFile {
-    dir: PathBuf,
-    key_id: String,
-    region: String,
-    #[serde(default)]
-    endpoint_url: Option<String>,
-}
-
 impl Declared for KmsFileSpec {
-    type Raw = RawKmsFile;
-
     const KEYS: &'static [Key] = &[
         Key::required(
             "dir",
@@ -67,15 +53,26 @@ impl Declared for KmsFileSpec {
         ),
     ];
 
-    fn parse(raw: RawKmsFile, entry: &mut Entry<'_>) -> KmsFileSpec {
-        aws::region(entry, &raw.region);
-        aws::key_id(entry, "key_id", &raw.key_id, false);
-        aws::endpoint(entry, raw.endpoint_url.as_deref());
+    fn parse(entry: &mut Entry<'_>) -> KmsFileSpec {
+        let f = entry.fields;
+        let (region, key_id, endpoint_url) =
+            (f.text("region"), f.text("key_id"), f.text("endpoint_url"));
+        if let Some(region) = &region {
+            aws::region(entry, region);
+        }
+        if let Some(key) = &key_id {
+            aws::key_id(entry, "key_id", key, false);
+        }
+        aws::endpoint(entry, endpoint_url.as_ref());
         KmsFileSpec {
-            dir: entry.resolve(&raw.dir),
-            key_id: raw.key_id.trim().to_owned(),
-            region: raw.region.trim().to_owned(),
-            endpoint_url: raw.endpoint_url.map(|u| clean_url(&u)),
+            dir: entry.resolve(&f.path("dir").map(|d| d.value).unwrap_or_default()),
+            key_id: key_id
+                .map(|k| k.value.trim().to_owned())
+                .unwrap_or_default(),
+            region: region
+                .map(|r| r.value.trim().to_owned())
+                .unwrap_or_default(),
+            endpoint_url: endpoint_url.map(|u| clean_url(&u.value)),
         }
     }
 }

@@ -8,13 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde_saphyr::Spanned;
 
 use super::VaultStore;
 use crate::domain::SecretSource;
 use crate::domain::service_url::{ServiceUrl, UrlProblem};
-use crate::schema::{Entry, Key, Shape, is_env_name, is_file_path};
+use crate::schema::tree::Map;
+use crate::schema::{Entry, Key, Kinds, Shape, is_env_name, is_file_path};
 use crate::store::SecretStore;
 use crate::store::registry::{Backend, Claim, Declared, OwnCredential, Slot, Wiring};
 
@@ -70,54 +70,6 @@ pub enum RoleId {
     File(PathBuf),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawVault {
-    address: String,
-    #[serde(default)]
-    mount: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    auth: RawVaultAuth,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
-enum RawVaultAuth {
-    Token {
-        #[serde(default)]
-        token_env: Option<String>,
-        #[serde(default)]
-        token_file: Option<PathBuf>,
-        /// Only to refuse it: the value is never kept.
-        #[serde(default)]
-        token: Option<IgnoredAny>,
-    },
-    Approle {
-        #[serde(default)]
-        mount: Option<String>,
-        #[serde(default)]
-        role_id: Option<String>,
-        #[serde(default)]
-        role_id_file: Option<PathBuf>,
-        #[serde(default)]
-        secret_id_file: Option<PathBuf>,
-        /// Only to refuse it: the value is never kept.
-        #[serde(default)]
-        secret_id: Option<IgnoredAny>,
-    },
-    Kubernetes {
-        #[serde(default)]
-        mount: Option<String>,
-        role: String,
-        #[serde(default)]
-        jwt_file: Option<PathBuf>,
-        /// Only to refuse it: the value is never kept.
-        #[serde(default)]
-        jwt: Option<IgnoredAny>,
-    },
-}
-
 /// A Vault secret path: segments of letters, digits, `-`, `_`, `.` joined by `/`, none
 /// empty, `.` or `..`; at most 200 characters.
 pub fn is_secret_path(path: &str) -> bool {
@@ -133,10 +85,7 @@ pub fn is_secret_path(path: &str) -> bool {
         })
 }
 
-/// The keys of a vault store's `auth:`, every method's together (the method's own
-/// rules are checked when it is parsed).
-const AUTH_KEYS: &[Key] = &[
-    Key::required("method", Shape::Value, "token, approle or kubernetes"),
+const TOKEN_KEYS: &[Key] = &[
     Key::optional(
         "token_env",
         Shape::Value,
@@ -144,6 +93,9 @@ const AUTH_KEYS: &[Key] = &[
     ),
     Key::optional("token_file", Shape::Value, "a file holding the token"),
     Key::optional("token", Shape::Any, "nothing: use token_env or token_file"),
+];
+
+const APPROLE_KEYS: &[Key] = &[
     Key::optional("mount", Shape::Value, "the auth method's mount"),
     Key::optional("role_id", Shape::Value, "the AppRole role id"),
     Key::optional(
@@ -157,14 +109,27 @@ const AUTH_KEYS: &[Key] = &[
         "a file holding the AppRole secret id",
     ),
     Key::optional("secret_id", Shape::Any, "nothing: use secret_id_file"),
-    Key::optional("role", Shape::Value, "the Kubernetes auth role"),
+];
+
+const KUBERNETES_KEYS: &[Key] = &[
+    Key::optional("mount", Shape::Value, "the auth method's mount"),
+    Key::required("role", Shape::Value, "the Kubernetes auth role"),
     Key::optional("jwt_file", Shape::Value, "the service-account token file"),
     Key::optional("jwt", Shape::Any, "nothing: use jwt_file"),
 ];
 
-impl Declared for VaultSpec {
-    type Raw = RawVault;
+/// The login methods of a vault store's `auth:`, by `method:`, each with its keys.
+const AUTH: Kinds = Kinds {
+    what: "Vault auth",
+    tag: "method",
+    types: &[
+        ("token", TOKEN_KEYS),
+        ("approle", APPROLE_KEYS),
+        ("kubernetes", KUBERNETES_KEYS),
+    ],
+};
 
+impl Declared for VaultSpec {
     const KEYS: &'static [Key] = &[
         Key::required(
             "address",
@@ -175,32 +140,39 @@ impl Declared for VaultSpec {
         Key::optional("namespace", Shape::Value, "a Vault namespace, like team-a"),
         Key::required(
             "auth",
-            Shape::Section(AUTH_KEYS),
+            Shape::Typed(&AUTH),
             "how to log in, like { method: token, token_env: VAULT_TOKEN }",
         ),
     ];
 
     /// Parts found wrong are reported and left empty (the policy is refused then), so
     /// clients still see the store declared.
-    fn parse(raw: RawVault, entry: &mut Entry<'_>) -> VaultSpec {
-        let name = entry.name;
-        let address = vault_address(entry, &raw.address);
-        let mount = raw.mount.unwrap_or_else(|| "secret".to_owned());
+    fn parse(entry: &mut Entry<'_>) -> VaultSpec {
+        let (name, f) = (entry.name, entry.fields);
+        let address = f.text("address").and_then(|a| vault_address(entry, &a));
+        let mount = f.text("mount");
+        let at = mount.as_ref().map_or(entry.at, |m| m.referenced);
+        let mount = mount.map_or_else(|| "secret".to_owned(), |m| m.value);
         if !is_secret_path(&mount) {
-            entry.problem(format!("store `{name}`: mount `{mount}` must be path segments of letters, digits, `-`, `_`, `.` separated by `/` (e.g. secret)"),
+            entry.problem_at(at, format!("store `{name}`: mount `{mount}` must be path segments of letters, digits, `-`, `_`, `.` separated by `/` (e.g. secret)"),
             );
         }
-        if let Some(ns) = &raw.namespace
-            && !is_secret_path(ns)
+        let namespace = f.text("namespace");
+        if let Some(ns) = &namespace
+            && !is_secret_path(&ns.value)
         {
-            entry.problem(format!("store `{name}`: namespace `{ns}` must be path segments of letters, digits, `-`, `_`, `.` separated by `/` (e.g. admin/team)"),
+            let ns_at = ns.referenced;
+            let ns = &ns.value;
+            entry.problem_at(ns_at, format!("store `{name}`: namespace `{ns}` must be path segments of letters, digits, `-`, `_`, `.` separated by `/` (e.g. admin/team)"),
             );
         }
-        let auth = vault_auth(entry, raw.auth);
+        let auth = f
+            .typed("auth")
+            .and_then(|(method, keys)| vault_auth(entry, method, keys));
         VaultSpec {
             address: address.unwrap_or_else(refused_address),
             mount,
-            namespace: raw.namespace,
+            namespace: namespace.map(|n| n.value),
             auth: auth.unwrap_or(VaultAuth::Token(SecretSource::Env(String::new()))),
         }
     }
@@ -219,25 +191,27 @@ fn refused_address() -> ServiceUrl {
 }
 
 /// The address, parsed once: a service URL of only scheme, host and port.
-fn vault_address(entry: &mut Entry<'_>, text: &str) -> Option<ServiceUrl> {
+fn vault_address(entry: &mut Entry<'_>, text: &Spanned<String>) -> Option<ServiceUrl> {
     let name = entry.name;
-    let text = text.trim().trim_end_matches('/');
+    let at = text.referenced;
+    let text = text.value.trim().trim_end_matches('/');
     let url = match ServiceUrl::parse(text) {
         Ok(url) => url,
         Err(UrlProblem::NotAUrl | UrlProblem::NoHost) => {
-            entry.problem(format!("store `{name}`: address `{text}` is not a URL; use e.g. https://vault.example.com:8200"),
+            entry.problem_at(at, format!("store `{name}`: address `{text}` is not a URL; use e.g. https://vault.example.com:8200"),
                 );
             return None;
         }
         Err(UrlProblem::PlainHttp { .. }) => {
-            entry.problem(format!("store `{name}`: address `{text}` uses plain http to a non-loopback host; the secrets would travel unencrypted: use https"),
+            entry.problem_at(at, format!("store `{name}`: address `{text}` uses plain http to a non-loopback host; the secrets would travel unencrypted: use https"),
                 );
             return None;
         }
         Err(UrlProblem::Scheme(other)) => {
-            entry.problem(format!(
-                "store `{name}`: address scheme `{other}` is not supported; use https"
-            ));
+            entry.problem_at(
+                at,
+                format!("store `{name}`: address scheme `{other}` is not supported; use https"),
+            );
             return None;
         }
     };
@@ -248,55 +222,45 @@ fn vault_address(entry: &mut Entry<'_>, text: &str) -> Option<ServiceUrl> {
         || !u.username().is_empty()
         || u.password().is_some()
     {
-        entry.problem(format!("store `{name}`: address must be only scheme, host and port (like https://vault:8200), without a path, user, query or fragment"),
+        entry.problem_at(at, format!("store `{name}`: address must be only scheme, host and port (like https://vault:8200), without a path, user, query or fragment"),
             );
         return None;
     }
     Some(url)
 }
 
-fn vault_auth(entry: &mut Entry<'_>, raw: RawVaultAuth) -> Option<VaultAuth> {
+fn vault_auth(entry: &mut Entry<'_>, method: &str, f: Map<'_>) -> Option<VaultAuth> {
     let name = entry.name;
-    match raw {
-        RawVaultAuth::Token {
-            token_env,
-            token_file,
-            token,
-        } => {
-            if token.is_some() {
-                entry.problem(format!("store `{name}`: a plaintext token in the policy is refused: put it in a file readable only by cds-rotator and set auth.token_file, or set auth.token_env"),
+    match method {
+        "token" => {
+            if let Some(token) = f.get("token") {
+                entry.problem_at(token.referenced, format!("store `{name}`: a plaintext token in the policy is refused: put it in a file readable only by cds-rotator and set auth.token_file, or set auth.token_env"),
                     );
                 return None;
             }
-            match (token_env, token_file) {
+            match (f.text("token_env"), f.path("token_file")) {
                 (Some(env), None) => vault_env(entry, "auth.token_env", &env)
                     .map(|e| VaultAuth::Token(SecretSource::Env(e))),
                 (None, Some(file)) => vault_file(entry, "auth.token_file", &file)
                     .map(|f| VaultAuth::Token(SecretSource::File(f))),
                 _ => {
-                    entry.problem(format!("store `{name}`: auth method token needs exactly one of token_env (a variable name) or token_file (a path)"),
+                    entry.problem_at(f.at, format!("store `{name}`: auth method token needs exactly one of token_env (a variable name) or token_file (a path)"),
                         );
                     None
                 }
             }
         }
-        RawVaultAuth::Approle {
-            mount,
-            role_id,
-            role_id_file,
-            secret_id_file,
-            secret_id,
-        } => {
-            if secret_id.is_some() {
-                entry.problem(format!("store `{name}`: a plaintext secret_id in the policy is refused: put it in a file readable only by cds-rotator and set auth.secret_id_file"),
+        "approle" => {
+            if let Some(secret_id) = f.get("secret_id") {
+                entry.problem_at(secret_id.referenced, format!("store `{name}`: a plaintext secret_id in the policy is refused: put it in a file readable only by cds-rotator and set auth.secret_id_file"),
                     );
                 return None;
             }
-            let mount = auth_mount(entry, mount, "approle");
-            let role_id = match (role_id, role_id_file) {
-                (Some(id), None) if is_role(&id) => Some(RoleId::Value(id)),
-                (Some(_), None) => {
-                    entry.problem(format!("store `{name}`: auth.role_id must be letters, digits, `-`, `_`, `.` (at most 200); the value given is not shown"),
+            let mount = auth_mount(entry, f, "approle");
+            let role_id = match (f.text("role_id"), f.path("role_id_file")) {
+                (Some(id), None) if is_role(&id.value) => Some(RoleId::Value(id.value)),
+                (Some(id), None) => {
+                    entry.problem_at(id.referenced, format!("store `{name}`: auth.role_id must be letters, digits, `-`, `_`, `.` (at most 200); the value given is not shown"),
                         );
                     None
                 }
@@ -304,17 +268,20 @@ fn vault_auth(entry: &mut Entry<'_>, raw: RawVaultAuth) -> Option<VaultAuth> {
                     vault_file(entry, "auth.role_id_file", &file).map(RoleId::File)
                 }
                 _ => {
-                    entry.problem(format!("store `{name}`: auth method approle needs exactly one of role_id or role_id_file"),
+                    entry.problem_at(f.at, format!("store `{name}`: auth method approle needs exactly one of role_id or role_id_file"),
                         );
                     None
                 }
             };
-            let secret_id_file = match secret_id_file {
+            let secret_id_file = match f.path("secret_id_file") {
                 Some(file) => vault_file(entry, "auth.secret_id_file", &file),
                 None => {
-                    entry.problem(format!(
-                        "store `{name}`: auth method approle needs secret_id_file (a path)"
-                    ));
+                    entry.problem_at(
+                        f.at,
+                        format!(
+                            "store `{name}`: auth method approle needs secret_id_file (a path)"
+                        ),
+                    );
                     None
                 }
             };
@@ -324,65 +291,68 @@ fn vault_auth(entry: &mut Entry<'_>, raw: RawVaultAuth) -> Option<VaultAuth> {
                 secret_id_file: secret_id_file?,
             })
         }
-        RawVaultAuth::Kubernetes {
-            mount,
-            role,
-            jwt_file,
-            jwt,
-        } => {
-            if jwt.is_some() {
-                entry.problem(format!("store `{name}`: a plaintext jwt in the policy is refused: leave it out (the pod's service-account token is read from {KUBERNETES_JWT}) or set auth.jwt_file"),
+        _ => {
+            if let Some(jwt) = f.get("jwt") {
+                entry.problem_at(jwt.referenced, format!("store `{name}`: a plaintext jwt in the policy is refused: leave it out (the pod's service-account token is read from {KUBERNETES_JWT}) or set auth.jwt_file"),
                     );
                 return None;
             }
-            let mount = auth_mount(entry, mount, "kubernetes");
-            if !is_role(&role) {
-                entry.problem(format!(
-                    "store `{name}`: auth.role `{role}` must be letters, digits, `-`, `_`, `.`"
-                ));
+            let mount = auth_mount(entry, f, "kubernetes");
+            let role = f.text("role")?;
+            if !is_role(&role.value) {
+                entry.problem_at(
+                    role.referenced,
+                    format!(
+                        "store `{name}`: auth.role `{}` must be letters, digits, `-`, `_`, `.`",
+                        role.value
+                    ),
+                );
             }
-            let jwt_file = match jwt_file {
+            let jwt_file = match f.path("jwt_file") {
                 Some(file) => vault_file(entry, "auth.jwt_file", &file),
                 None => Some(PathBuf::from(KUBERNETES_JWT)),
             };
             Some(VaultAuth::Kubernetes {
                 mount: mount?,
-                role: is_role(&role).then_some(role)?,
+                role: is_role(&role.value).then_some(role.value)?,
                 jwt_file: jwt_file?,
             })
         }
     }
 }
 
-fn auth_mount(entry: &mut Entry<'_>, mount: Option<String>, default: &str) -> Option<String> {
+fn auth_mount(entry: &mut Entry<'_>, f: Map<'_>, default: &str) -> Option<String> {
     let name = entry.name;
-    let mount = mount.unwrap_or_else(|| default.to_owned());
+    let (at, mount) = match f.text("mount") {
+        Some(m) => (m.referenced, m.value),
+        None => (f.at, default.to_owned()),
+    };
     if is_secret_path(&mount) {
         Some(mount)
     } else {
-        entry.problem(format!("store `{name}`: auth.mount `{mount}` must be path segments of letters, digits, `-`, `_`, `.` (e.g. {default})"),
+        entry.problem_at(at, format!("store `{name}`: auth.mount `{mount}` must be path segments of letters, digits, `-`, `_`, `.` (e.g. {default})"),
             );
         None
     }
 }
 
-fn vault_env(entry: &mut Entry<'_>, key: &str, env: &str) -> Option<String> {
+fn vault_env(entry: &mut Entry<'_>, key: &str, env: &Spanned<String>) -> Option<String> {
     let name = entry.name;
-    if is_env_name(env) {
-        Some(env.to_owned())
+    if is_env_name(&env.value) {
+        Some(env.value.clone())
     } else {
-        entry.problem(format!("store `{name}`: {key} must be the NAME of an environment variable (letters, digits, `_`, not starting with a digit, at most 128 characters); the value given is not shown, in case it is the token itself"),
+        entry.problem_at(env.referenced, format!("store `{name}`: {key} must be the NAME of an environment variable (letters, digits, `_`, not starting with a digit, at most 128 characters); the value given is not shown, in case it is the token itself"),
             );
         None
     }
 }
 
-fn vault_file(entry: &mut Entry<'_>, key: &str, file: &Path) -> Option<PathBuf> {
+fn vault_file(entry: &mut Entry<'_>, key: &str, file: &Spanned<PathBuf>) -> Option<PathBuf> {
     let name = entry.name;
-    if is_file_path(file) {
-        Some(entry.resolve(file))
+    if is_file_path(&file.value) {
+        Some(entry.resolve(&file.value))
     } else {
-        entry.problem(format!("store `{name}`: {key} must be the PATH of a file: absolute, or relative to the policy's directory and starting with ./ or ../; the value given is not shown, in case it is the secret itself"),
+        entry.problem_at(file.referenced, format!("store `{name}`: {key} must be the PATH of a file: absolute, or relative to the policy's directory and starting with ./ or ../; the value given is not shown, in case it is the secret itself"),
             );
         None
     }

@@ -1,191 +1,45 @@
-//! The policy document as written, with the location of every value, before validation.
-//!
-//! Parsing runs in two passes. The first reads the document as a tree of plain YAML
-//! nodes and compares it with [`TOP`], the description of every section and key, so that
-//! every unknown, repeated, missing or wrongly shaped key is reported in one run (serde
-//! stops at the first). Only a document of the right shape goes on to the second pass,
-//! which deserializes [`RawPolicy`]. Not here: what the values mean (durations, GUIDs,
-//! paths); `Validator` in `mod.rs` checks those.
+//! The policy document's shape: every section and key of the policy itself ([`TOP`] and
+//! the tables under it, each key declared once), and the check of the document's tree
+//! against them, so that every unknown, repeated, missing or wrongly shaped key is
+//! reported in one run, at its position. The checks of what the values mean (durations,
+//! GUIDs, paths) then read the same tree (`Validator` in `mod.rs`, each backend's
+//! `spec`). Not here: the backends' own keys (their `spec`), the tree itself
+//! (`schema::tree`).
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::path::PathBuf;
 
-use serde::Deserialize;
-use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{
     DuplicateKeyPolicy, Error, Location, MessageFormatter, NonFiniteFloatPolicy, Options, Spanned,
     UserMessageFormatter,
 };
 
-#[cfg(test)]
-pub(super) use crate::coordination::check::RawCoordinationTls;
-pub(super) use crate::coordination::check::{COORDINATION, COORDINATION_TLS, RawCoordination};
-pub(super) use crate::notify::registry::RawNotifier;
+pub(super) use crate::coordination::check::{COORDINATION, COORDINATION_TLS};
+use crate::notify::registry::NotifierSpec;
+use crate::pickup::registry::PickupSpec;
+pub(super) use crate::schema::tree::Node;
 pub(super) use crate::schema::{Diagnostic, Key, Kinds, Shape};
-pub(super) use crate::store::registry::RawStore;
+use crate::store::registry::StoreSpec;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawPolicy {
-    pub connect: Spanned<RawConnect>,
-    #[serde(default)]
-    pub lock_dir: Option<Spanned<PathBuf>>,
-    #[serde(default)]
-    pub daemon: Option<Spanned<RawDaemon>>,
-    #[serde(default)]
-    pub coordination: Option<Spanned<RawCoordination>>,
-    pub stores: BTreeMap<String, Spanned<RawStore>>,
-    #[serde(default)]
-    pub notifiers: BTreeMap<String, Spanned<RawNotifier>>,
-    #[serde(default)]
-    pub defaults: Option<Spanned<RawTiming>>,
-    pub clients: Vec<Spanned<RawClient>>,
-}
+/// The typed entries under `stores:`.
+pub(super) const STORES: Kinds = Kinds {
+    what: "store",
+    tag: "type",
+    types: StoreSpec::TYPES,
+};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawDaemon {
-    #[serde(default)]
-    pub listen: Option<Spanned<String>>,
-    #[serde(default)]
-    pub audit_log: Option<Spanned<PathBuf>>,
-}
+/// The typed entries under `notifiers:`.
+pub(super) const NOTIFIERS: Kinds = Kinds {
+    what: "notifier",
+    tag: "type",
+    types: NotifierSpec::TYPES,
+};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawConnect {
-    pub url: Spanned<String>,
-    pub tenant_id: Spanned<String>,
-    pub credentials: Spanned<RawCredentials>,
-    #[serde(default)]
-    pub max_concurrency: Option<Spanned<usize>>,
-    #[serde(default)]
-    pub request_timeout: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawCredentials {
-    pub client_id: Spanned<String>,
-    #[serde(default)]
-    pub client_secret_file: Option<Spanned<PathBuf>>,
-    #[serde(default)]
-    pub client_secret_env: Option<Spanned<String>>,
-    #[serde(default)]
-    pub client_secret_credential: Option<Spanned<String>>,
-    #[serde(default)]
-    pub client_secret_store: Option<Spanned<RawStoreRef>>,
-    /// Only to refuse it: the value is never kept.
-    #[serde(default)]
-    pub client_secret: Option<Spanned<IgnoredAny>>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawTiming {
-    #[serde(default)]
-    pub schedule: Option<Spanned<String>>,
-    #[serde(default)]
-    pub lifetime: Option<Spanned<String>>,
-    #[serde(default)]
-    pub rotate_before: Option<Spanned<String>>,
-    #[serde(default)]
-    pub grace: Option<Spanned<String>>,
-    #[serde(default)]
-    pub orphan_grace: Option<Spanned<String>>,
-    #[serde(default)]
-    pub max_age: Option<Spanned<String>>,
-    #[serde(default)]
-    pub verify_timeout: Option<Spanned<String>>,
-    #[serde(default)]
-    pub retry_interval: Option<Spanned<String>>,
-    #[serde(default)]
-    pub notify_on: Option<Vec<Spanned<String>>>,
-    /// Not timing, but inherited from `defaults:` the same way (see `super::pickup`).
-    #[serde(default)]
-    pub pickup: Option<Spanned<super::pickup::RawPickup>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawStoreRef {
-    pub name: Spanned<String>,
-    #[serde(default)]
-    pub secret: Option<Spanned<String>>,
-}
-
-/// A client entry. The timing keys repeat [`RawTiming`]'s because serde cannot flatten
-/// into a struct that refuses unknown keys.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawClient {
-    pub name: Spanned<String>,
-    pub client_id: Spanned<String>,
-    #[serde(default)]
-    pub kind: Option<Spanned<String>>,
-    pub store: Spanned<RawStoreRef>,
-    #[serde(default)]
-    pub notify: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub notify_on: Option<Vec<Spanned<String>>>,
-    #[serde(default)]
-    pub retire_unmanaged: Option<bool>,
-    #[serde(default)]
-    pub schedule: Option<Spanned<String>>,
-    #[serde(default)]
-    pub lifetime: Option<Spanned<String>>,
-    #[serde(default)]
-    pub rotate_before: Option<Spanned<String>>,
-    #[serde(default)]
-    pub grace: Option<Spanned<String>>,
-    #[serde(default)]
-    pub orphan_grace: Option<Spanned<String>>,
-    #[serde(default)]
-    pub max_age: Option<Spanned<String>>,
-    #[serde(default)]
-    pub verify_timeout: Option<Spanned<String>>,
-    #[serde(default)]
-    pub retry_interval: Option<Spanned<String>>,
-    #[serde(default)]
-    pub pickup: Option<Spanned<super::pickup::RawPickup>>,
-}
-
-impl RawTiming {
-    /// The value of the timing key `key`, when set.
-    pub fn get(&self, key: &str) -> Option<&Spanned<String>> {
-        match key {
-            "schedule" => self.schedule.as_ref(),
-            "lifetime" => self.lifetime.as_ref(),
-            "rotate_before" => self.rotate_before.as_ref(),
-            "grace" => self.grace.as_ref(),
-            "orphan_grace" => self.orphan_grace.as_ref(),
-            "max_age" => self.max_age.as_ref(),
-            "verify_timeout" => self.verify_timeout.as_ref(),
-            "retry_interval" => self.retry_interval.as_ref(),
-            _ => None,
-        }
-    }
-}
-
-impl RawClient {
-    /// The client's timing overrides as a timing section.
-    pub fn timing(&self) -> RawTiming {
-        RawTiming {
-            schedule: self.schedule.clone(),
-            lifetime: self.lifetime.clone(),
-            rotate_before: self.rotate_before.clone(),
-            grace: self.grace.clone(),
-            orphan_grace: self.orphan_grace.clone(),
-            max_age: self.max_age.clone(),
-            verify_timeout: self.verify_timeout.clone(),
-            retry_interval: self.retry_interval.clone(),
-            notify_on: self.notify_on.clone(),
-            // Resolved on its own (`super::pickup`), not by the timing rules.
-            pickup: None,
-        }
-    }
-}
+/// The types of `pickup:`.
+pub(super) const PICKUPS: Kinds = Kinds {
+    what: "pickup check",
+    tag: "type",
+    types: PickupSpec::TYPES,
+};
 
 // ---------------------------------------------------------------------------------------
 // The shape of the document: every section and key, for the first pass.
@@ -213,18 +67,12 @@ pub(super) const TOP: &[Key] = &[
     ),
     Key::required(
         "stores",
-        Shape::Named(&Kinds {
-            what: "store",
-            types: RawStore::TYPES,
-        }),
+        Shape::Named(&STORES),
         "named stores, like `local: { type: file, dir: /var/lib/cds-rotator/secrets }`",
     ),
     Key::optional(
         "notifiers",
-        Shape::Named(&Kinds {
-            what: "notifier",
-            types: RawNotifier::TYPES,
-        }),
+        Shape::Named(&NOTIFIERS),
         "named notifiers, like `ops: { type: log }`",
     ),
     Key::optional(
@@ -330,10 +178,7 @@ pub(super) const TIMING: &[Key] = &[
     ),
     Key::optional(
         "pickup",
-        Shape::Typed(&Kinds {
-            what: "pickup check",
-            types: super::pickup::TYPES,
-        }),
+        Shape::Typed(&PICKUPS),
         "a pickup check, like `{ type: ack_file, path: /shared/cds-secret.ack }`",
     ),
 ];
@@ -372,10 +217,10 @@ pub(super) const STORE_REF: &[Key] = &[
 /// What a key's value should be, wherever the key appears (the same name means the same
 /// thing in every section).
 fn expect_of(name: &str) -> Option<&'static str> {
-    let typed = RawStore::TYPES
+    let typed = StoreSpec::TYPES
         .iter()
-        .chain(RawNotifier::TYPES)
-        .chain(super::pickup::TYPES)
+        .chain(NotifierSpec::TYPES)
+        .chain(PickupSpec::TYPES)
         .flat_map(|(_, keys)| keys.iter());
     [
         TOP,
@@ -398,17 +243,21 @@ fn expect_of(name: &str) -> Option<&'static str> {
 // ---------------------------------------------------------------------------------------
 // Parsing.
 
-/// Parses the document. The parser's budget and alias limits refuse YAML bombs; error
-/// snippets are off and messages are our own so that no value is ever echoed (a line
-/// may hold a secret).
-pub(super) fn parse(text: &str) -> Result<RawPolicy, Vec<Diagnostic>> {
-    let mut shape_options = options();
-    // Every repeated key reaches the first pass, which reports each of them.
-    shape_options.duplicate_keys = DuplicateKeyPolicy::PassThrough;
+/// Reads the document into its tree and checks its shape. The parser's budget and alias
+/// limits refuse YAML bombs; error snippets are off and messages are our own so that no
+/// value is ever echoed (a line may hold a secret).
+pub(super) fn parse(text: &str) -> Result<Spanned<Node>, Vec<Diagnostic>> {
+    let mut options: Options = serde_saphyr::options! {
+        with_snippet: false,
+        // `yes`, `no`, `on`, `off` are text, so `retire_unmanaged: yes` is refused, not
+        // guessed.
+        strict_booleans: true,
+    };
+    // Every repeated key reaches the shape check, which reports each of them.
+    options.duplicate_keys = DuplicateKeyPolicy::PassThrough;
     // `.nan` is a value like any other here, not an error that would echo it.
-    shape_options.non_finite_float_policy = NonFiniteFloatPolicy::AsString;
-    let tree: Spanned<Node> = serde_saphyr::from_str_with_options(text, shape_options)
-        .map_err(|e| vec![diagnostic(&e, text)])?;
+    options.non_finite_float_policy = NonFiniteFloatPolicy::AsString;
+    let tree = crate::schema::tree::read(text, options).map_err(|e| vec![diagnostic(&e, text)])?;
     let mut check = ShapeCheck::default();
     check.document(&tree);
     if !check.problems.is_empty() {
@@ -416,142 +265,7 @@ pub(super) fn parse(text: &str) -> Result<RawPolicy, Vec<Diagnostic>> {
         problems.sort_by_key(|p| (p.line, p.column));
         return Err(problems);
     }
-    serde_saphyr::from_str_with_options(text, options()).map_err(|e| vec![diagnostic(&e, text)])
-}
-
-fn options() -> Options {
-    serde_saphyr::options! {
-        with_snippet: false,
-        // `yes`, `no`, `on`, `off` are text, so `retire_unmanaged: yes` is refused, not
-        // guessed.
-        strict_booleans: true,
-    }
-}
-
-/// A YAML node as written. Of a value only its kind matters; text is read back only for
-/// `type:` and client names, and never shown unless it looks like a name.
-#[derive(Debug)]
-enum Node {
-    Null,
-    Bool,
-    Number { count: bool },
-    Text(String),
-    Other,
-    List(Vec<Spanned<Node>>),
-    Map(Vec<(Spanned<Node>, Spanned<Node>)>),
-}
-
-impl Node {
-    fn text(&self) -> Option<&str> {
-        match self {
-            Node::Text(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    fn is_single(&self) -> bool {
-        matches!(
-            self,
-            Node::Bool | Node::Number { .. } | Node::Text(_) | Node::Other
-        )
-    }
-
-    fn kind(&self) -> &'static str {
-        match self {
-            Node::Null => "empty",
-            Node::List(_) => "a list",
-            Node::Map(_) => "a mapping",
-            _ => "a single value",
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Node, D::Error> {
-        d.deserialize_any(NodeVisitor)
-    }
-}
-
-struct NodeVisitor;
-
-impl<'de> Visitor<'de> for NodeVisitor {
-    type Value = Node;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a YAML value")
-    }
-
-    fn visit_unit<E>(self) -> Result<Node, E> {
-        Ok(Node::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<Node, E> {
-        Ok(Node::Null)
-    }
-
-    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
-        d.deserialize_any(self)
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
-        Ok(Node::Bool)
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
-        Ok(Node::Number { count: v >= 0 })
-    }
-
-    fn visit_i128<E>(self, v: i128) -> Result<Node, E> {
-        Ok(Node::Number {
-            count: u64::try_from(v).is_ok(),
-        })
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
-        Ok(Node::Number { count: true })
-    }
-
-    fn visit_u128<E>(self, v: u128) -> Result<Node, E> {
-        Ok(Node::Number {
-            count: u64::try_from(v).is_ok(),
-        })
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
-        Ok(Node::Number { count: false })
-    }
-
-    fn visit_char<E>(self, v: char) -> Result<Node, E> {
-        Ok(Node::Text(v.to_string()))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Node, E> {
-        Ok(Node::Text(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Node, E> {
-        Ok(Node::Text(v))
-    }
-
-    fn visit_bytes<E>(self, _: &[u8]) -> Result<Node, E> {
-        Ok(Node::Other)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Node::List(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-        let mut entries = Vec::new();
-        while let Some(entry) = map.next_entry()? {
-            entries.push(entry);
-        }
-        Ok(Node::Map(entries))
-    }
+    Ok(tree)
 }
 
 /// Where in the document a mapping is, for messages.
@@ -716,8 +430,8 @@ impl ShapeCheck {
                 !key.required
             }
             (Shape::Value, n) => n.is_single(),
-            (Shape::Bool, Node::Bool) => true,
-            (Shape::Count, Node::Number { count }) => *count,
+            (Shape::Bool, Node::Bool { .. }) => true,
+            (Shape::Count, Node::Number { count, .. }) => count.is_some(),
             (Shape::Values, Node::List(items)) => {
                 for item in items.iter().filter(|i| !i.value.is_single()) {
                     self.expected(item.referenced, key, place);
@@ -803,15 +517,16 @@ impl ShapeCheck {
         entry: &Place,
     ) {
         let types: Vec<&str> = kinds.types.iter().map(|(t, _)| *t).collect();
+        let tag = kinds.tag;
         let type_of = fields.iter().find_map(|(k, v)| {
-            (k.value.text() == Some("type")).then_some((v.referenced, v.value.text()))
+            (k.value.text() == Some(tag)).then_some((v.referenced, v.value.text()))
         });
         let keys = match type_of {
             None => {
                 self.problem(
                     at,
                     format!(
-                        "{}type is missing; set it to {}",
+                        "{}{tag} is missing; set it to {}",
                         entry.prefix,
                         types.join(" or ")
                     ),
@@ -827,13 +542,13 @@ impl ShapeCheck {
                     };
                     self.problem(
                         type_at,
-                        format!("{}type: {what}; use {}", entry.prefix, types.join(" or ")),
+                        format!("{}{tag}: {what}; use {}", entry.prefix, types.join(" or ")),
                     );
                     return;
                 }
             },
         };
-        let tag = [Key::required("type", Shape::Any, "")];
+        let tag = [Key::required(tag, Shape::Any, "")];
         self.section(at, fields, &[&tag[..], keys], entry);
     }
 }
