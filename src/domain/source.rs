@@ -103,20 +103,51 @@ pub fn read_env(name: &str) -> Result<Zeroizing<String>, SourceError> {
         .map_err(|_| SourceError::NotSet(name.to_owned()))
 }
 
+/// The most a secret file may hold: far more than any secret, URL, token or key the
+/// rotator reads (a service-account JWT is about 1 KB), far less than could hurt.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024;
+
 /// The file at `path`, untrimmed, read into a buffer sized for it (so that no grown copy
-/// is left unzeroed) that is zeroized when dropped.
+/// is left unzeroed) that is zeroized when dropped. Only a regular file of at most
+/// [`MAX_FILE_BYTES`] is read: a FIFO or a device named by mistake (or planted) must not
+/// hang or flood the rotator, so it is opened without blocking and refused.
 pub fn read_file(path: &Path) -> Result<Zeroizing<String>, SourceError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let unreadable = |error| SourceError::Unreadable {
         path: path.to_owned(),
         error,
     };
-    let mut file = std::fs::File::open(path).map_err(unreadable)?;
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(unreadable(std::io::Error::other(
+            "not a regular file (a FIFO, device or directory is never read)",
+        )));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(unreadable(std::io::Error::other(format!(
+            "larger than {} KiB, more than any secret",
+            MAX_FILE_BYTES / 1024
+        ))));
+    }
     let mut text = Zeroizing::new(String::new());
-    // As `std::fs::read_to_string` does: a file too large to hold is an error, not an abort.
-    text.try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX).saturating_add(1))
+    // Sized for what it holds now, plus one byte to see that it ended.
+    text.try_reserve_exact(meta.len() as usize + 1)
         .map_err(|_| unreadable(std::io::ErrorKind::OutOfMemory.into()))?;
-    file.read_to_string(&mut text).map_err(unreadable)?;
+    // A file that grew since is cut at the cap, and then refused.
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(unreadable)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(unreadable(std::io::Error::other(format!(
+            "larger than {} KiB, more than any secret",
+            MAX_FILE_BYTES / 1024
+        ))));
+    }
     Ok(text)
 }
 
@@ -142,6 +173,21 @@ mod tests {
         let path = dir.path().join("secret");
         std::fs::write(&path, text).unwrap();
         (dir, path)
+    }
+
+    #[test]
+    fn a_fifo_or_an_oversized_file_is_refused_without_hanging_or_reading_it_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        let err = read_file(&fifo).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        let (_dir, big) = file_with(&"x".repeat(MAX_FILE_BYTES as usize + 1));
+        let err = read_file(&big).unwrap_err().to_string();
+        assert!(err.contains("larger than 64 KiB"), "{err}");
+        let (_dir, ok) = file_with(&"x".repeat(MAX_FILE_BYTES as usize));
+        assert_eq!(read_file(&ok).unwrap().len(), MAX_FILE_BYTES as usize);
     }
 
     #[test]

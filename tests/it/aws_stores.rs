@@ -618,3 +618,97 @@ async fn the_fault_proxy_refuses_resets_delays_and_duplicates() {
     );
     assert_eq!(log[5], "GET /moto-api/");
 }
+
+/// The head of a KMS `Encrypt` request (the kms_file store's one network request in a
+/// publish).
+const ENCRYPT: &str = "x-amz-target: TrentService.Encrypt";
+
+/// The kms_file store under faults of KMS: it writes nothing until KMS has sealed the
+/// value, so whatever happens to `Encrypt` nothing is in doubt and readers keep the last
+/// sealed value; a lost answer or a lost request is asked again, and a copy that lands
+/// late changes nothing.
+#[tokio::test]
+async fn the_kms_file_store_under_faults_of_kms_never_changes_what_readers_see_unsealed() {
+    let moto = moto::Moto::start().await;
+    moto.create_key("alias/cds").await;
+    let proxy = FaultProxy::start(&moto.url).await;
+    let mut target = moto.target();
+    target.endpoint_url = Some(proxy.url.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("app");
+    let store = KmsFileStore::new("sealed", tmp.path(), "alias/cds", target)
+        .with_sdk_config(moto.sdk_config())
+        .for_secret("app", CLIENT, TENANT);
+    let publish = async |tag: &str, id: i32| {
+        let v = conformance::value(tag);
+        let r = conformance::record(id, &v);
+        let result = store
+            .publish("app", &SecretString::from(v.clone()), &r)
+            .await;
+        (v, r, result)
+    };
+    let (first, _, result) = publish("first", 2).await;
+    result.expect("publish without faults");
+
+    for (fault, tag, id) in [(Fault::DropAnswer, "dropped", 3), (Fault::Hold, "held", 4)] {
+        proxy.on(ENCRYPT, fault, 1);
+        let (v, r, result) = publish(tag, id).await;
+        result.expect("asked again, KMS seals it");
+        assert!(
+            proxy.log().iter().any(|l| l.ends_with(']')),
+            "{:?}",
+            proxy.log()
+        );
+        proxy.clear();
+        proxy.deliver_held().await;
+        assert_eq!(
+            moto.kms_file_value(&path, CLIENT, TENANT).await.as_deref(),
+            Some(v.as_str())
+        );
+        assert_eq!(
+            store.read_current("app").await.unwrap(),
+            Current::Published(r)
+        );
+    }
+    let (kept, kept_record) = {
+        let (v, r, result) = publish("kept", 5).await;
+        result.unwrap();
+        (v, r)
+    };
+    for (fault, tag) in [
+        (
+            Fault::Refuse {
+                status: 403,
+                retry_after: 0,
+            },
+            "refused",
+        ),
+        (
+            Fault::Refuse {
+                status: 503,
+                retry_after: 0,
+            },
+            "unavailable",
+        ),
+        (Fault::Reset, "reset"),
+        (Fault::DropAnswer, "never-answered"),
+    ] {
+        proxy.on(ENCRYPT, fault, 100);
+        let (v, _, result) = publish(tag, 6).await;
+        let err = result.expect_err("not sealed, not written");
+        proxy.clear();
+        assert!(
+            !matches!(err, StoreError::OutcomeUnknown { .. }),
+            "nothing was written, nothing is in doubt: {err}"
+        );
+        conformance::names_the_store_without_values(&err, "sealed", &[&first, &kept, &v]);
+        assert_eq!(
+            moto.kms_file_value(&path, CLIENT, TENANT).await.as_deref(),
+            Some(kept.as_str())
+        );
+        assert_eq!(
+            store.read_current("app").await.unwrap(),
+            Current::Published(kept_record.clone())
+        );
+    }
+}

@@ -182,13 +182,21 @@ async fn validate_refuses_a_credential_in_a_pickup_programs_env_at_its_place() {
         .await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let output = text(&out);
-    let at = format!("{}:27:13: client `app`: pickup.env lists", path.display());
+    // Each at its own place in the list.
+    let at = |column| {
+        format!(
+            "{}:27:{column}: client `app`: pickup.env lists",
+            path.display()
+        )
+    };
     for line in [
         format!(
-            "{at} CDS_ADMIN_SECRET, which holds the rotator's own secret (connect.credentials.client_secret_env); a pickup program never gets a credential: remove it"
+            "{} CDS_ADMIN_SECRET, which holds the rotator's own secret (connect.credentials.client_secret_env); a pickup program never gets a credential: remove it",
+            at(62)
         ),
         format!(
-            "{at} AWS_CONTAINER_AUTHORIZATION_TOKEN, which holds a cloud credential; a pickup program never gets a credential: remove it"
+            "{} AWS_CONTAINER_AUTHORIZATION_TOKEN, which holds a cloud credential; a pickup program never gets a credential: remove it",
+            at(80)
         ),
     ] {
         assert!(output.contains(&line), "{line}\n{output}");

@@ -416,7 +416,7 @@ async fn a_plain_http_webhook_is_refused_by_validate_unless_it_is_loopback() {
         + 1;
     assert!(
         output.contains(&format!(
-            "{}:{line}:9: notifier `hook`: url uses plain http to example.com, which is not a loopback host; use https",
+            "{}:{line}:31: notifier `hook`: url uses plain http to example.com, which is not a loopback host; use https",
             policy.display()
         )),
         "{output}"
